@@ -1,0 +1,58 @@
+"""The ``cityvitals`` command line: one sub-command group per stage of the flow.
+
+Usage errors exit 2 (typer/click), failures exit 1 with a one-line message; no
+traceback reaches the user unless CITYVITALS_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from cityvitals import __version__
+from cityvitals.cli import bench, catalog, ingest, quarantine, sensors, signs, simulate, space, status
+from cityvitals.errors import CityvitalsError
+
+app = typer.Typer(
+    name="cityvitals",
+    help="Watch a city's vital signs: ingest, locate, measure, warn, diagnose and dispose.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cityvitals {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """cityvitals command line."""
+
+
+app.add_typer(space.app, name="space")
+app.add_typer(sensors.app, name="sensors")
+app.command("ingest")(ingest.ingest)
+app.add_typer(quarantine.app, name="quarantine")
+app.command("status")(status.status)
+app.add_typer(simulate.app, name="simulate")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(signs.app, name="signs")
+app.add_typer(bench.app, name="bench")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except CityvitalsError as exc:
+        if os.environ.get("CITYVITALS_DEBUG"):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,57 @@
+"""What every command shares: the --home and --json options, output and progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console()
+err_console = Console(stderr=True)
+
+Home = Annotated[
+    Optional[str],
+    typer.Option("--home", help="Data directory (default: $CITYVITALS_HOME or ./.cityvitals).", envvar="CITYVITALS_HOME"),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object for scripts.")]
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+
+
+def open_store_cli(home: str | None, read_only: bool = False):
+    from cityvitals.store import open_store
+
+    return open_store(home, read_only=read_only)
+
+
+@contextmanager
+def progress(description: str, total: float | None, *, enabled: bool = True) -> Iterator[Any]:
+    """A progress bar on stderr (so --json output stays clean); a no-op when disabled."""
+    if not enabled or not err_console.is_terminal:
+        class _Null:
+            def advance(self, *_: Any, **__: Any) -> None: ...
+            def update(self, *_: Any, **__: Any) -> None: ...
+
+        yield _Null()
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        class _Bar:
+            def advance(self, n: float = 1) -> None:
+                bar.advance(task, n)
+
+            def update(self, **kw: Any) -> None:
+                bar.update(task, **kw)
+
+        yield _Bar()

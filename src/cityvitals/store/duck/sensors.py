@@ -1,0 +1,71 @@
+"""The sensor registry: every sensor, its kind, unit, place and cached spatial unit.
+
+``unit`` is the unit of measure the sensor reports in; ``unit_code`` is the spatial
+unit it was located in when registered (cached so readings never need geometry).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+SENSOR_COLUMNS = ("id", "kind", "unit", "lon", "lat", "department", "installed", "unit_code", "meta")
+
+
+class SensorRepo:
+    DDL = (
+        """CREATE TABLE IF NOT EXISTS sensors (
+            id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            unit VARCHAR NOT NULL,
+            lon DOUBLE,
+            lat DOUBLE,
+            department VARCHAR,
+            installed TIMESTAMPTZ,
+            unit_code VARCHAR,
+            meta VARCHAR,
+            registered_at TIMESTAMPTZ DEFAULT current_timestamp
+        )""",
+    )
+
+    def __init__(self, store):
+        self.store = store
+
+    def upsert(self, table: pa.Table | pl.DataFrame) -> int:
+        if isinstance(table, pl.DataFrame):
+            table = table.to_arrow()
+        cols = [c for c in SENSOR_COLUMNS if c in table.column_names]
+        with self.store.transaction() as con:
+            con.register("_sensors_in", table)
+            try:
+                con.execute(
+                    f"INSERT OR REPLACE INTO sensors ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _sensors_in"
+                )
+            finally:
+                con.unregister("_sensors_in")
+        return table.num_rows
+
+    def frame(self) -> pl.DataFrame:
+        with self.store.lock:
+            return pl.from_arrow(
+                self.store.con.execute(
+                    f"SELECT {', '.join(SENSOR_COLUMNS)} FROM sensors ORDER BY id"
+                ).to_arrow_table()
+            )
+
+    def get(self, sensor_id: str) -> dict | None:
+        with self.store.lock:
+            cur = self.store.con.execute(
+                f"SELECT {', '.join(SENSOR_COLUMNS)} FROM sensors WHERE id = ?", [sensor_id]
+            )
+            row = cur.fetchone()
+            return None if row is None else dict(zip(SENSOR_COLUMNS, row))
+
+    def count(self) -> int:
+        with self.store.lock:
+            return self.store.con.execute("SELECT count(*) FROM sensors").fetchone()[0]
+
+    def status(self) -> dict:
+        with self.store.lock:
+            rows = self.store.con.execute("SELECT kind, count(*) FROM sensors GROUP BY kind ORDER BY kind").fetchall()
+        return {"sensors": sum(n for _, n in rows), "sensors_by_kind": dict(rows)}
