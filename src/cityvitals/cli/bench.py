@@ -1,3 +1,40 @@
-import typer
+"""``cityvitals bench``: measured figures for docs/benchmarks.md, each with its baseline."""
 
-app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from cityvitals.cli._common import Json, console, emit_json
+
+app = typer.Typer(help="Benchmarks: measure a stage end to end against a baseline run in the same process.",
+                  no_args_is_help=True)
+
+
+@app.command("ingest")
+def ingest(
+    readings: Annotated[int, typer.Option(min=1000, help="Readings in the generated NDJSON file.")] = 5_000_000,
+    sensors: Annotated[int, typer.Option(min=100, help="Registered sensors.")] = 100_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    workdir: Annotated[Optional[str], typer.Option(help="Where to write the file and stores (default: a temp dir).")] = None,
+    json: Json = False,
+) -> None:
+    """Readings/s from NDJSON file to durable store on one core, with DuckDB read_json as the baseline."""
+    from cityvitals.bench.ingest import run
+
+    with console.status("generating and ingesting…"):
+        result = run(readings=readings, sensors=sensors, seed=seed, workdir=workdir)
+    if json:
+        emit_json(result)
+        return
+    t = Table("measure", "value", title="bench ingest (one core)")
+    r = result["report"]
+    t.add_row("readings in file", f"{result['readings']:,} ({result['file_mb']} MB)")
+    t.add_row("cityvitals: file → durable store", f"{result['cityvitals_s']} s = {result['cityvitals_readings_per_s']:,} readings/s")
+    t.add_row("baseline: DuckDB read_json → table", f"{result['baseline_duckdb_read_json_s']} s = {result['baseline_readings_per_s']:,} readings/s")
+    t.add_row("accepted / duplicates", f"{r['accepted']:,} / {r['duplicates']:,}")
+    t.add_row("quarantined", ", ".join(f"{k} {v:,}" for k, v in r["quarantined"].items()))
+    t.add_row("peak RSS", f"{result['peak_rss_mb']} MB")
+    console.print(t)

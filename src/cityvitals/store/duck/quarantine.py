@@ -47,8 +47,7 @@ class QuarantineRepo:
         sql += " ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self.store.lock:
-            return pl.from_arrow(self.store.con.execute(sql, params).to_arrow_table())
+        return self.store.frame(sql, params)
 
     def counts(self, *, include_resolved: bool = False) -> dict[str, int]:
         sql = "SELECT reason, count(*) FROM quarantine"

@@ -58,16 +58,15 @@ class ReadingRepo:
         sql = "SELECT sensor_id, ts, value, quality, kind, unit_code FROM readings"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        with self.store.lock:
-            return pl.from_arrow(self.store.con.execute(sql + " ORDER BY sensor_id, ts", params).to_arrow_table())
+        return self.store.frame(sql + " ORDER BY sensor_id, ts", params)
 
     def count(self) -> int:
         with self.store.lock:
-            return self.store.con.execute("SELECT count(*) FROM readings").fetchone()[0]
+            return self.store.con.execute("SELECT count(*) FROM readings").fetchall()[0][0]
 
     def status(self) -> dict:
         with self.store.lock:
-            n, lo, hi = self.store.con.execute("SELECT count(*), min(ts), max(ts) FROM readings").fetchone()
+            n, lo, hi = self.store.con.execute("SELECT count(*), min(ts), max(ts) FROM readings").fetchall()[0]
         return {
             "readings": n,
             "readings_from": lo.isoformat() if lo else None,

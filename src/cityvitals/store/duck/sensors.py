@@ -46,24 +46,22 @@ class SensorRepo:
         return table.num_rows
 
     def frame(self) -> pl.DataFrame:
-        with self.store.lock:
-            return pl.from_arrow(
-                self.store.con.execute(
+        return self.store.frame(
                     f"SELECT {', '.join(SENSOR_COLUMNS)} FROM sensors ORDER BY id"
-                ).to_arrow_table()
-            )
+                )
 
     def get(self, sensor_id: str) -> dict | None:
         with self.store.lock:
             cur = self.store.con.execute(
                 f"SELECT {', '.join(SENSOR_COLUMNS)} FROM sensors WHERE id = ?", [sensor_id]
             )
-            row = cur.fetchone()
+            rows = cur.fetchall()  # DuckDB keeps a result open until it is fully fetched
+            row = rows[0] if rows else None
             return None if row is None else dict(zip(SENSOR_COLUMNS, row))
 
     def count(self) -> int:
         with self.store.lock:
-            return self.store.con.execute("SELECT count(*) FROM sensors").fetchone()[0]
+            return self.store.con.execute("SELECT count(*) FROM sensors").fetchall()[0][0]
 
     def status(self) -> dict:
         with self.store.lock:

@@ -53,7 +53,7 @@ class UnitRepo:
 
     def delete_level(self, level: str) -> int:
         with self.store.transaction() as con:
-            n = con.execute("SELECT count(*) FROM units WHERE level = ?", [level]).fetchone()[0]
+            n = con.execute("SELECT count(*) FROM units WHERE level = ?", [level]).fetchall()[0][0]
             con.execute("DELETE FROM units WHERE level = ?", [level])
         return n
 
@@ -64,8 +64,7 @@ class UnitRepo:
         if level:
             sql += " WHERE level = ?"
             params.append(level)
-        with self.store.lock:
-            return pl.from_arrow(self.store.con.execute(sql + " ORDER BY depth, code", params).to_arrow_table())
+        return self.store.frame(sql + " ORDER BY depth, code", params)
 
     def get(self, code: str) -> dict | None:
         with self.store.lock:
@@ -74,7 +73,8 @@ class UnitRepo:
                 "FROM units WHERE code = ?",
                 [code],
             )
-            row = cur.fetchone()
+            rows = cur.fetchall()  # DuckDB keeps a result open until it is fully fetched
+            row = rows[0] if rows else None
             if row is None:
                 return None
             return dict(zip([d[0] for d in cur.description], row))
