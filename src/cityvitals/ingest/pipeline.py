@@ -84,6 +84,23 @@ class Ingestor:
             con.execute("CREATE OR REPLACE TEMP TABLE _kind_range AS SELECT * FROM _kind_range_src")
             con.unregister("_kind_conv_src")
             con.unregister("_kind_range_src")
+        self._sensors_version = None
+
+    def _refresh_sensors(self) -> None:
+        """Rebuild the per-sensor lookup when the registry changed since the last batch."""
+        version = self.store.sensors.version
+        if version == self._sensors_version:
+            return
+        with self.store.lock:
+            self.store.con.execute(
+                """CREATE OR REPLACE TEMP TABLE _sensor_ready AS
+                   SELECT s.id, s.kind, s.unit, s.unit_code, c.factor, c."offset",
+                          r.canonical_unit, r.min_value, r.max_value
+                   FROM sensors s
+                   LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = s.unit
+                   LEFT JOIN _kind_range r ON r.kind = s.kind"""
+            )
+        self._sensors_version = version
 
     # -- entry points -------------------------------------------------------------
     def ingest_lines(self, batch: LineBatch, *, source: str, location_kind: str = "line") -> IngestReport:
@@ -125,6 +142,7 @@ class Ingestor:
         now = self.clock()
         report = IngestReport(records=raw.num_rows + len(rejects))
         params = {"now": now, "tolerance": self.future_tolerance_s}
+        self._refresh_sensors()
         with self.store.lock:
             self.store.con.register("_batch_raw", raw)
             try:

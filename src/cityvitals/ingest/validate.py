@@ -10,7 +10,7 @@ A batch arrives as the view ``_batch_raw`` (``seq`` plus either one JSON text co
 pre_reason, pre_message, sensor_id, ts, value, unit, quality. ``validate_sql`` wraps
 that query and yields temp table ``_val`` (no raw text: it is fetched back by seq for
 the few rejected rows only, which keeps the hot path from copying every string).
-Tables ``sensors``, ``_kind_conv`` and ``_kind_range`` must be visible.
+Temp tables ``_sensor_ready`` and ``_kind_conv`` must exist (see ``Ingestor``).
 """
 
 from __future__ import annotations
@@ -76,12 +76,16 @@ WITH typed AS (
     FROM ({decode}) d
 ),
 joined AS (
+    -- _sensor_ready carries each sensor's own-unit conversion and its kind's range, so
+    -- the common case (no unit in the record) costs one join; an explicit unit looks up
+    -- its conversion separately.
     SELECT t.*, s.kind, s.unit_code, coalesce(t.unit, s.unit) AS in_unit,
-           c.factor, c."offset", r.canonical_unit, r.min_value, r.max_value
+           CASE WHEN t.unit IS NULL OR t.unit = s.unit THEN s.factor ELSE c.factor END AS factor,
+           CASE WHEN t.unit IS NULL OR t.unit = s.unit THEN s."offset" ELSE c."offset" END AS "offset",
+           s.canonical_unit, s.min_value, s.max_value
     FROM typed t
-    LEFT JOIN sensors s ON s.id = t.sensor_id
-    LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = coalesce(t.unit, s.unit)
-    LEFT JOIN _kind_range r ON r.kind = s.kind
+    LEFT JOIN _sensor_ready s ON s.id = t.sensor_id
+    LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = t.unit
 ),
 scored AS (
     SELECT *, v * factor + "offset" AS canonical FROM joined
@@ -127,11 +131,11 @@ FROM reasoned
 DEDUPE_SQL = """
 CREATE OR REPLACE TEMP TABLE _ded AS
 WITH ok AS (
-    SELECT seq, sensor_id, ts, value,
-           row_number() OVER w AS rn,
-           first_value(value) OVER w AS first_v
-    FROM _val WHERE reason IS NULL
-    WINDOW w AS (PARTITION BY sensor_id, ts ORDER BY seq)
+    SELECT seq, sensor_id, ts, value FROM _val WHERE reason IS NULL
+),
+multi AS (  -- keys seen more than once in this batch: rare, so the join below is cheap
+    SELECT sensor_id, ts, min(seq) AS first_seq, arg_min(value, seq) AS first_v
+    FROM ok GROUP BY sensor_id, ts HAVING count(*) > 1
 ),
 bounds AS (SELECT min(ts) lo, max(ts) hi FROM ok),
 stored AS (
@@ -144,10 +148,12 @@ SELECT ok.seq,
        CASE
          WHEN st.stored_v IS NOT NULL AND st.stored_v = ok.value THEN 'duplicate'
          WHEN st.stored_v IS NOT NULL THEN 'conflict'
-         WHEN ok.rn > 1 AND ok.value = ok.first_v THEN 'duplicate'
-         WHEN ok.rn > 1 THEN 'conflict'
+         WHEN m.first_seq IS NOT NULL AND ok.seq <> m.first_seq AND ok.value = m.first_v THEN 'duplicate'
+         WHEN m.first_seq IS NOT NULL AND ok.seq <> m.first_seq THEN 'conflict'
          ELSE 'accept'
        END AS outcome,
-       coalesce(st.stored_v, ok.first_v) AS other_v
-FROM ok LEFT JOIN stored st ON st.sensor_id = ok.sensor_id AND st.ts = ok.ts
+       coalesce(st.stored_v, m.first_v) AS other_v
+FROM ok
+LEFT JOIN multi m ON m.sensor_id = ok.sensor_id AND m.ts = ok.ts
+LEFT JOIN stored st ON st.sensor_id = ok.sensor_id AND st.ts = ok.ts
 """

@@ -30,6 +30,7 @@ class SensorRepo:
 
     def __init__(self, store):
         self.store = store
+        self.version = 0  # bumped on every change, so lookups built from the registry know to refresh
 
     def upsert(self, table: pa.Table | pl.DataFrame) -> int:
         if isinstance(table, pl.DataFrame):
@@ -43,6 +44,7 @@ class SensorRepo:
                 )
             finally:
                 con.unregister("_sensors_in")
+        self.version += 1
         return table.num_rows
 
     def frame(self) -> pl.DataFrame:
