@@ -69,7 +69,11 @@ CREATE OR REPLACE TEMP TABLE _val AS
 WITH typed AS (
     SELECT d.*,
            CASE
-             WHEN regexp_matches(d.ts, '{ZONED_RE}') THEN try_cast(d.ts AS TIMESTAMPTZ)
+             -- a zone suffix (Z, +08, +08:00, +0800) is required: a local time is ambiguous.
+             -- Cheap character tests decide; the regular expression only confirms the rest.
+             WHEN length(d.ts) > 10 AND (right(d.ts, 1) IN ('Z', 'z') OR substr(d.ts, -6, 1) IN ('+', '-')
+                  OR substr(d.ts, -3, 1) IN ('+', '-') OR substr(d.ts, -5, 1) IN ('+', '-'))
+                  AND regexp_matches(d.ts, '{ZONED_RE}') THEN try_cast(d.ts AS TIMESTAMPTZ)
              WHEN regexp_matches(d.ts, '{EPOCH_RE}') THEN try(to_timestamp(try_cast(d.ts AS DOUBLE)))
            END AS ts_parsed,
            try_cast(d.value AS DOUBLE) AS v
