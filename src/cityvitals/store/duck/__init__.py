@@ -15,6 +15,7 @@ from typing import Iterator
 
 import duckdb
 
+from cityvitals.store.duck.assets import AssetRepo
 from cityvitals.store.duck.quarantine import QuarantineRepo
 from cityvitals.store.duck.readings import ReadingRepo
 from cityvitals.store.duck.sensors import SensorRepo
@@ -26,6 +27,7 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("sensors", SensorRepo),
     ("readings", ReadingRepo),
     ("quarantine", QuarantineRepo),
+    ("assets", AssetRepo),
 )
 
 
@@ -66,6 +68,17 @@ class DuckDBStore:
                 raise
             else:
                 self.con.execute("COMMIT")
+
+    def arrow(self, sql: str, params: list | dict | None = None):
+        """Run a query and return an Arrow table (without the extra copy a DB-API fetch makes)."""
+        with self.lock:
+            return self.con.sql(sql, params=params).to_arrow_table()
+
+    def frame(self, sql: str, params: list | dict | None = None):
+        """Run a query and return a Polars frame."""
+        import polars as pl
+
+        return pl.from_arrow(self.arrow(sql, params))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()

@@ -1,0 +1,79 @@
+"""Infrastructure assets and their dependency edges, for diagnose to walk.
+
+``assets`` holds each asset once (type, name, geometry, representative point, the
+unit it lies in, free-form properties as JSON); ``asset_edges`` holds the dependency
+graph pointing from supplier to dependent ("pump station P feeds main M").
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+ASSET_COLUMNS = ("id", "type", "name", "geometry_wkb", "lon", "lat", "unit_code", "props")
+
+
+class AssetRepo:
+    DDL = (
+        """CREATE TABLE IF NOT EXISTS assets (
+            id VARCHAR PRIMARY KEY,
+            type VARCHAR NOT NULL,
+            name VARCHAR,
+            geometry_wkb BLOB,
+            lon DOUBLE,
+            lat DOUBLE,
+            unit_code VARCHAR,
+            props VARCHAR
+        )""",
+        """CREATE TABLE IF NOT EXISTS asset_edges (
+            src VARCHAR NOT NULL,
+            dst VARCHAR NOT NULL,
+            relation VARCHAR NOT NULL
+        )""",
+    )
+
+    def __init__(self, store):
+        self.store = store
+
+    def replace(self, assets: pa.Table | pl.DataFrame, edges: pa.Table | pl.DataFrame) -> dict:
+        """Replace every asset and edge in one transaction (a city's network is loaded whole)."""
+        if isinstance(assets, pl.DataFrame):
+            assets = assets.to_arrow()
+        if isinstance(edges, pl.DataFrame):
+            edges = edges.to_arrow()
+        with self.store.transaction() as con:
+            con.register("_assets_in", assets)
+            con.register("_edges_in", edges)
+            try:
+                con.execute("DELETE FROM asset_edges")
+                con.execute("DELETE FROM assets")
+                con.execute(f"INSERT INTO assets ({', '.join(ASSET_COLUMNS)}) SELECT {', '.join(ASSET_COLUMNS)} FROM _assets_in")
+                con.execute("INSERT INTO asset_edges (src, dst, relation) SELECT src, dst, relation FROM _edges_in")
+            finally:
+                con.unregister("_assets_in")
+                con.unregister("_edges_in")
+        return {"assets": assets.num_rows, "edges": edges.num_rows}
+
+    def frame(self, type_: str | None = None) -> pl.DataFrame:
+        sql = "SELECT id, type, name, lon, lat, unit_code, props FROM assets"
+        params: list = []
+        if type_:
+            sql += " WHERE type = ?"
+            params.append(type_)
+        with self.store.lock:
+            return pl.from_arrow(self.store.con.execute(sql + " ORDER BY id", params).to_arrow_table())
+
+    def edges(self, relation: str | None = None) -> pl.DataFrame:
+        sql = "SELECT src, dst, relation FROM asset_edges"
+        params: list = []
+        if relation:
+            sql += " WHERE relation = ?"
+            params.append(relation)
+        with self.store.lock:
+            return pl.from_arrow(self.store.con.execute(sql + " ORDER BY src, dst", params).to_arrow_table())
+
+    def status(self) -> dict:
+        with self.store.lock:
+            n = self.store.con.execute("SELECT count(*) FROM assets").fetchone()[0]
+            e = self.store.con.execute("SELECT count(*) FROM asset_edges").fetchone()[0]
+        return {"assets": n, "asset_edges": e}
