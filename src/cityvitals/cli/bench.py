@@ -42,9 +42,11 @@ def ingest(
 
 def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
+    from cityvitals.bench.signs import bench_signs
     from cityvitals.bench.simulate import bench_simulate
 
     app.command("simulate")(bench_simulate)
+    app.command("signs")(bench_signs)
 
 
 _register()

@@ -19,6 +19,7 @@ from cityvitals.store.duck.assets import AssetRepo
 from cityvitals.store.duck.quarantine import QuarantineRepo
 from cityvitals.store.duck.readings import ReadingRepo
 from cityvitals.store.duck.sensors import SensorRepo
+from cityvitals.store.duck.signs import SignRepo
 from cityvitals.store.duck.units import UnitRepo
 
 # Repositories in dependency order; later stages append theirs here.
@@ -27,6 +28,7 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("sensors", SensorRepo),
     ("readings", ReadingRepo),
     ("quarantine", QuarantineRepo),
+    ("signs", SignRepo),
     ("assets", AssetRepo),
 )
 

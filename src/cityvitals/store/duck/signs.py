@@ -1,0 +1,286 @@
+"""Vital signs: indicator values and levels per (indicator, unit, window), the health index
+with its explanation, and the stage's state (how far it has read, its watermark).
+
+Values are replaced by key (indicator, unit_code, window_start) with a delete + insert of
+the whole batch in one transaction, so recomputing a window is idempotent. There is no
+primary-key index for the same reason as ``readings``: bulk writes stay fast. The stage
+also reads ``readings`` through this repository (by ingest time, by time range) so all
+SQL against the backend stays inside ``store/``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+
+VALUE_COLUMNS = ("indicator", "unit_code", "window_start", "window_end", "value", "level", "schmitt", "n", "direct")
+US = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def from_us(us: int) -> datetime:
+    """Microseconds since the epoch as an exact UTC datetime."""
+    return EPOCH + timedelta(microseconds=int(us))
+
+
+class SignRepo:
+    DDL = (
+        """CREATE TABLE IF NOT EXISTS sign_values (
+            indicator VARCHAR NOT NULL,
+            unit_code VARCHAR NOT NULL,
+            window_start TIMESTAMPTZ NOT NULL,
+            window_end TIMESTAMPTZ NOT NULL,
+            value DOUBLE,
+            level TINYINT NOT NULL,       -- 0 normal, 1 attention, 2 warning, 3 alarm (after hysteresis + min duration)
+            schmitt TINYINT NOT NULL,     -- level after hysteresis only: resumes the series in the next batch
+            n BIGINT,                     -- readings (direct units) or member units (rolled up)
+            direct BOOLEAN NOT NULL,      -- computed from the unit's own readings (else rolled up)
+            computed_at TIMESTAMPTZ DEFAULT current_timestamp
+        )""",
+        """CREATE TABLE IF NOT EXISTS sign_health (
+            unit_code VARCHAR NOT NULL,
+            as_of TIMESTAMPTZ NOT NULL,
+            scope VARCHAR NOT NULL,       -- a category, or 'overall'
+            value DOUBLE NOT NULL,
+            computed_at TIMESTAMPTZ DEFAULT current_timestamp
+        )""",
+        """CREATE TABLE IF NOT EXISTS sign_health_explain (
+            unit_code VARCHAR NOT NULL,
+            as_of TIMESTAMPTZ NOT NULL,
+            scope VARCHAR NOT NULL,
+            indicator VARCHAR NOT NULL,
+            category VARCHAR,
+            level TINYINT,
+            value DOUBLE,
+            weight DOUBLE,
+            points DOUBLE
+        )""",
+        """CREATE TABLE IF NOT EXISTS sign_state (
+            key VARCHAR PRIMARY KEY,
+            value VARCHAR
+        )""",
+    )
+
+    def __init__(self, store):
+        self.store = store
+
+    # -- state -------------------------------------------------------------------
+    def state(self) -> dict:
+        with self.store.lock:
+            rows = self.store.con.execute("SELECT key, value FROM sign_state").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    def set_state(self, values: dict) -> None:
+        with self.store.transaction() as con:
+            for k, v in values.items():
+                con.execute("INSERT OR REPLACE INTO sign_state VALUES (?, ?)", [k, json.dumps(v)])
+
+    # -- readings the stage reads ------------------------------------------------
+    def reading_minutes(self, *, ingested_after: datetime | None = None, start: datetime | None = None,
+                        end: datetime | None = None) -> tuple[pl.DataFrame, dict]:
+        """Readings grouped by (kind, unit_code, minute as µs): enough to find touched windows.
+
+        Returns the frame and {max_ingested_at, max_ts_us, n}.
+        """
+        where, params = ["unit_code IS NOT NULL"], []
+        if ingested_after is not None:
+            where.append("ingested_at > ?")
+            params.append(ingested_after)
+        if start is not None:
+            where.append("ts >= ?")
+            params.append(start)
+        if end is not None:
+            where.append("ts < ?")
+            params.append(end)
+        w = " AND ".join(where)
+        with self.store.lock:
+            con = self.store.con
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _sign_new AS SELECT kind, unit_code, epoch_us(ts) t, ingested_at FROM readings WHERE {w}", params)
+            frame = pl.from_arrow(con.sql(
+                "SELECT kind, unit_code, (t // 60000000) * 60000000 AS minute, count(*)::BIGINT AS n "
+                "FROM _sign_new GROUP BY ALL"
+            ).to_arrow_table())
+            mx_ing, mx_t, n = con.execute("SELECT max(ingested_at), max(t), count(*) FROM _sign_new").fetchall()[0]
+            con.execute("DROP TABLE _sign_new")
+        return frame, {"max_ingested_at": mx_ing, "max_ts_us": mx_t, "n": n}
+
+    def readings_for(self, kinds: list[str], units: pl.Series, start_us: int, end_us: int) -> pl.DataFrame:
+        """Readings of ``kinds`` in ``units`` with start <= ts < end (µs since epoch)."""
+        with self.store.lock:
+            con = self.store.con
+            con.register("_sign_units", pl.DataFrame({"unit_code": units.unique()}).to_arrow())
+            try:
+                return pl.from_arrow(con.sql(
+                    "SELECT r.sensor_id, r.ts, r.value, r.unit_code FROM readings r "
+                    "SEMI JOIN _sign_units u ON r.unit_code = u.unit_code "
+                    "WHERE list_contains(?, r.kind) AND r.ts >= ? AND r.ts < ?",
+                    params=[list(kinds), from_us(start_us), from_us(end_us)],
+                ).to_arrow_table())
+            finally:
+                con.unregister("_sign_units")
+
+    # -- units ---------------------------------------------------------------------
+    def closure(self) -> pl.DataFrame:
+        """(unit_code, ancestor) for every unit and each of its ancestors."""
+        with self.store.lock:
+            return pl.from_arrow(self.store.con.sql(
+                """WITH RECURSIVE c(unit_code, ancestor, d) AS (
+                       SELECT code, parent_code, 1 FROM units WHERE parent_code IS NOT NULL
+                       UNION ALL
+                       SELECT c.unit_code, u.parent_code, c.d + 1 FROM c JOIN units u ON u.code = c.ancestor
+                       WHERE u.parent_code IS NOT NULL AND c.d < 32)
+                   SELECT unit_code, ancestor FROM c"""
+            ).to_arrow_table())
+
+    def unit_attributes(self) -> pl.DataFrame:
+        with self.store.lock:
+            return pl.from_arrow(self.store.con.sql(
+                "SELECT code AS unit_code, level, depth, population, area_m2, props FROM units"
+            ).to_arrow_table())
+
+    # -- values --------------------------------------------------------------------
+    def write_values(self, frame: pl.DataFrame) -> int:
+        """Replace the rows with the same (indicator, unit_code, window_start)."""
+        if frame.is_empty():
+            return 0
+        t = frame.select(
+            "indicator", "unit_code",
+            pl.col("window_start").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            pl.col("window_end").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            pl.col("value").cast(pl.Float64), pl.col("level").cast(pl.Int8), pl.col("schmitt").cast(pl.Int8),
+            pl.col("n").cast(pl.Int64), pl.col("direct").cast(pl.Boolean),
+        ).to_arrow()
+        cols = ", ".join(VALUE_COLUMNS)
+        with self.store.transaction() as con:
+            con.register("_sign_in", t)
+            try:
+                con.execute(
+                    "DELETE FROM sign_values v USING _sign_in i WHERE v.indicator = i.indicator "
+                    "AND v.unit_code = i.unit_code AND v.window_start = i.window_start"
+                )
+                con.execute(f"INSERT INTO sign_values ({cols}) SELECT {cols} FROM _sign_in")
+            finally:
+                con.unregister("_sign_in")
+        return t.num_rows
+
+    def delete_windows(self, start: datetime, end: datetime, indicators: list[str] | None = None) -> int:
+        sql, params = "FROM sign_values WHERE window_start >= ? AND window_start < ?", [start, end]
+        if indicators is not None:
+            sql += " AND list_contains(?, indicator)"
+            params.append(indicators)
+        with self.store.transaction() as con:
+            n = con.execute("SELECT count(*) " + sql, params).fetchall()[0][0]
+            con.execute("DELETE " + sql, params)
+        return n
+
+    def _select(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+        with self.store.lock:
+            con = self.store.con
+            for name, f in frames.items():
+                con.register(name, f.to_arrow())
+            try:
+                return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+            finally:
+                for name in frames:
+                    con.unregister(name)
+
+    _US_COLS = "indicator, unit_code, epoch_us(window_start) AS window_start, epoch_us(window_end) AS window_end, value, level, schmitt, n, direct"
+
+    def fetch_keys(self, keys: pl.DataFrame) -> pl.DataFrame:
+        """Stored rows for keys (indicator, unit_code, window_start µs)."""
+        return self._select(
+            f"SELECT {self._US_COLS.replace('indicator,', 'v.indicator,').replace(' unit_code,', ' v.unit_code,')} FROM sign_values v "
+            "SEMI JOIN _k k ON v.indicator = k.indicator AND v.unit_code = k.unit_code "
+            "AND epoch_us(v.window_start) = k.window_start",
+            [], {"_k": keys.select("indicator", "unit_code", "window_start").unique()},
+        )
+
+    def fetch_direct(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """Every direct row for (indicator, window_start µs) pairs: the inputs of a roll-up."""
+        return self._select(
+            f"SELECT {self._US_COLS.replace('indicator,', 'v.indicator,', 1)} FROM sign_values v "
+            "SEMI JOIN _p p ON v.indicator = p.indicator AND epoch_us(v.window_start) = p.window_start WHERE v.direct",
+            [], {"_p": pairs.select("indicator", "window_start").unique()},
+        )
+
+    def series_context(self, series: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """For series (indicator, unit_code, since µs, m): the last m stored rows before
+        ``since`` (to resume triggers) and every stored row at or after it (whose levels
+        may change)."""
+        frames = {"_s": series.select("indicator", "unit_code", "since", "m")}
+        cols = self._US_COLS.replace("indicator,", "v.indicator,", 1).replace(" unit_code,", " v.unit_code,", 1)
+        before = self._select(
+            f"SELECT {cols} FROM sign_values v JOIN _s s ON v.indicator = s.indicator AND v.unit_code = s.unit_code "
+            "WHERE epoch_us(v.window_start) < s.since "
+            "QUALIFY row_number() OVER (PARTITION BY v.indicator, v.unit_code ORDER BY v.window_start DESC) <= s.m",
+            [], frames,
+        )
+        after = self._select(
+            f"SELECT {cols} FROM sign_values v JOIN _s s ON v.indicator = s.indicator AND v.unit_code = s.unit_code "
+            "WHERE epoch_us(v.window_start) >= s.since", [], frames,
+        )
+        return before, after
+
+    def latest(self, at: datetime, stale_us: pl.DataFrame, units: list[str] | None = None) -> pl.DataFrame:
+        """Per (unit, indicator): the last value whose window ended at or before ``at``
+        and not longer ago than the indicator's staleness (stale_us: indicator, stale)."""
+        sql = (
+            "SELECT v.unit_code, v.indicator, v.value, v.level, epoch_us(v.window_start) AS window_start, "
+            "epoch_us(v.window_end) AS window_end FROM sign_values v JOIN _st s ON v.indicator = s.indicator "
+            "WHERE v.window_end <= ? AND epoch_us(v.window_end) > epoch_us(?::TIMESTAMPTZ) - s.stale"
+        )
+        params: list = [at, at]
+        if units is not None:
+            sql += " AND list_contains(?, v.unit_code)"
+            params.append(list(units))
+        sql += " QUALIFY row_number() OVER (PARTITION BY v.unit_code, v.indicator ORDER BY v.window_end DESC) = 1"
+        return self._select(sql, params, {"_st": stale_us})
+
+    def last_window_end(self) -> datetime | None:
+        with self.store.lock:
+            return self.store.con.execute("SELECT max(window_end) FROM sign_values").fetchall()[0][0]
+
+    def values(self, indicator: str, unit_code: str, start: datetime | None = None, end: datetime | None = None) -> pl.DataFrame:
+        sql = "SELECT window_start, window_end, value, level, n, direct FROM sign_values WHERE indicator = ? AND unit_code = ?"
+        params: list = [indicator, unit_code]
+        if start is not None:
+            sql += " AND window_start >= ?"
+            params.append(start)
+        if end is not None:
+            sql += " AND window_start < ?"
+            params.append(end)
+        with self.store.lock:
+            return pl.from_arrow(self.store.con.sql(sql + " ORDER BY window_start", params=params).to_arrow_table())
+
+    def all_values(self) -> pl.DataFrame:
+        """Every stored value (tests, exports), in key order."""
+        with self.store.lock:
+            return pl.from_arrow(self.store.con.sql(
+                "SELECT indicator, unit_code, window_start, window_end, value, level, schmitt, n, direct FROM sign_values "
+                "ORDER BY indicator, unit_code, window_start"
+            ).to_arrow_table())
+
+    # -- health ----------------------------------------------------------------------
+    def write_health(self, at: datetime, indices: pl.DataFrame, explain: pl.DataFrame) -> None:
+        units = indices["unit_code"].unique().to_list()
+        with self.store.transaction() as con:
+            con.execute("DELETE FROM sign_health WHERE as_of = ? AND list_contains(?, unit_code)", [at, units])
+            con.execute("DELETE FROM sign_health_explain WHERE as_of = ? AND list_contains(?, unit_code)", [at, units])
+            con.register("_h", indices.select("unit_code", "scope", "value").to_arrow())
+            con.register("_e", explain.select("unit_code", "scope", "indicator", "category", "level", "value", "weight", "points").to_arrow())
+            try:
+                con.execute("INSERT INTO sign_health (unit_code, as_of, scope, value) SELECT unit_code, ?, scope, value FROM _h", [at])
+                con.execute(
+                    "INSERT INTO sign_health_explain SELECT unit_code, ?, scope, indicator, category, level, value, weight, points FROM _e", [at]
+                )
+            finally:
+                con.unregister("_h")
+                con.unregister("_e")
+
+    def status(self) -> dict:
+        with self.store.lock:
+            n, ind = self.store.con.execute("SELECT count(*), count(DISTINCT indicator) FROM sign_values").fetchall()[0]
+            h = self.store.con.execute("SELECT count(DISTINCT as_of) FROM sign_health").fetchall()[0][0]
+        return {"sign_values": n, "sign_indicators": ind, "health_snapshots": h}
