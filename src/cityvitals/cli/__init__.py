@@ -12,7 +12,7 @@ import sys
 import typer
 
 from cityvitals import __version__
-from cityvitals.cli import bench, catalog, health, ingest, quarantine, sensors, signs, simulate, space, status
+from cityvitals.cli import bench, catalog, demo, health, ingest, quarantine, sensors, signs, simulate, space, status
 from cityvitals.errors import CityvitalsError
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(signs.app, name="signs")
 app.command("health")(health.health)
 app.add_typer(bench.app, name="bench")
+app.command("demo")(demo.demo)
 
 
 def main() -> None:
