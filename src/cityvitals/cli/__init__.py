@@ -12,7 +12,10 @@ import sys
 import typer
 
 from cityvitals import __version__
-from cityvitals.cli import bench, catalog, demo, health, ingest, quarantine, sensors, signs, simulate, space, status
+from cityvitals.cli import (
+    alerts, bench, catalog, demo, health, ingest, quarantine, sensors, signs, simulate, space, status, watch,
+)
+from cityvitals.cli.eval import eval_cmd
 from cityvitals.errors import CityvitalsError
 
 app = typer.Typer(
@@ -46,6 +49,9 @@ app.add_typer(simulate.app, name="simulate")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(signs.app, name="signs")
 app.command("health")(health.health)
+app.add_typer(watch.app, name="watch")
+app.add_typer(alerts.app, name="alerts")
+app.command("eval")(eval_cmd)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 

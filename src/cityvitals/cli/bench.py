@@ -44,9 +44,11 @@ def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
     from cityvitals.bench.signs import bench_signs
     from cityvitals.bench.simulate import bench_simulate
+    from cityvitals.bench.watch import bench_watch
 
     app.command("simulate")(bench_simulate)
     app.command("signs")(bench_signs)
+    app.command("watch")(bench_watch)
 
 
 _register()

@@ -15,6 +15,7 @@ from typing import Iterator
 
 import duckdb
 
+from cityvitals.store.duck.alerts import AlertRepo
 from cityvitals.store.duck.assets import AssetRepo
 from cityvitals.store.duck.quarantine import QuarantineRepo
 from cityvitals.store.duck.readings import ReadingRepo
@@ -28,6 +29,7 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("sensors", SensorRepo),
     ("readings", ReadingRepo),
     ("quarantine", QuarantineRepo),
+    ("alerts", AlertRepo),
     ("signs", SignRepo),
     ("assets", AssetRepo),
 )

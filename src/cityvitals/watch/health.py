@@ -1,0 +1,308 @@
+"""Sensor health: stale, flat-line, spike, drift, out of range, disagreeing with neighbours.
+
+Why it matters: most "incidents" in raw city data are broken sensors. This detector tells
+a sensor fault apart from a real event using the neighbours (sensors of the same kind
+nearby, given by the caller as series -> neighbour series): one sensor jumping while its
+neighbours stay put is a fault (``disagree``); many jumping together is an ``event`` and
+is *not* a fault. Drift is measured against the neighbours too (a slowly growing offset
+from their mean), so a city-wide heat wave is not drift.
+
+Flags (bit mask per series, see ``FLAGS``): the score is 1 when any fault flag is set.
+
+>>> import numpy as np
+>>> from cityvitals.watch.health import SensorHealthDetector
+>>> det = SensorHealthDetector(valid_range=(0.0, 2.5))
+>>> det.set_neighbours({0: [1, 2, 3], 1: [0, 2, 3], 2: [0, 1, 3], 3: [0, 1, 2]})
+>>> rng = np.random.default_rng(0)
+>>> for i in range(60):      # four pressure sensors, one point a minute
+...     _ = det.update_many([0, 1, 2, 3], [60 * i] * 4, 0.4 + rng.normal(0, 0.005, 4))
+>>> det.update_many([0, 1, 2, 3], [3600] * 4, [0.9, 0.4, 0.4, 0.4]).tolist()  # only sensor 0 jumps
+[1.0, 0.0, 0.0, 0.0]
+>>> det.faults(0)
+['disagree']
+>>> det.explain(1.0, series=0)
+'sensor fault: disagree (jumped 0.51 (z = 80) while 0 of 3 neighbours moved with it)'
+>>> _ = det.update_many([0, 1, 2, 3], [3660] * 4, [0.4] * 4)
+>>> det.update_many([0, 1, 2, 3], [3720] * 4, [0.2, 0.2, 0.21, 0.2]).tolist()  # all drop: an event
+[0.0, 0.0, 0.0, 0.0]
+>>> det.events(0)
+True
+>>> det.check_stale(now=3720 + 600, series=[0]).tolist()   # 10 minutes without data
+[True]
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from cityvitals.watch.base import VectorDetector, as_batch
+
+FLAGS = {"stale": 1, "flat": 2, "spike": 4, "drift": 8, "out_of_range": 16, "disagree": 32}
+EVENT = 64  # neighbours agree: a real change, not a fault
+FAULT_MASK = sum(FLAGS.values())
+
+
+class SensorHealthDetector(VectorDetector):
+    name: ClassVar[str] = "health"
+    FIELDS: ClassVar[dict[str, tuple[str, float, tuple[int, ...]]]] = {
+        "n": ("int32", 0, ()),
+        "last_ts": ("int64", 0, ()),
+        "dt": ("float32", 0.0, ()),
+        "last": ("float64", np.nan, ()),
+        "before": ("float32", np.nan, ()),
+        "dvar": ("float32", 0.0, ()),
+        "jz": ("float32", 0.0, ()),
+        "jump": ("float32", 0.0, ()),
+        "flat": ("int16", 0, ()),
+        "prep": ("float32", 0.0, ()),  # how often this series repeats its last value
+        "moved": ("uint8", 0, ()),
+        "off": ("float32", 0.0, ()),
+        "off_ref": ("float32", np.nan, ()),
+        "off_sd": ("float32", 0.0, ()),
+        "agree": ("int16", 0, ()),
+        "jt": ("int64", -(2**62), ()),  # time of the last big jump
+        "js": ("int8", 0, ()),  # its sign
+        "pending": ("uint8", 0, ()),  # a jump whose verdict (fault or event) is not given yet
+        "lo": ("float32", -np.inf, ()),
+        "hi": ("float32", np.inf, ()),
+        "flags": ("uint8", 0, ()),
+        "sticky": ("uint8", 0, ()),  # OR of flags since the last ``take_flags``
+    }
+
+    def __init__(
+        self, *, valid_range: Sequence[float] | None = None, stale_k: float = 3.0, flat_k: int = 10,
+        jump_z: float = 6.0, agree_share: float = 0.5, drift_k: float = 4.0, warmup: int = 20,
+        alpha: float = 0.05, drift_alpha: float = 0.01, agree_window: int = 0, confirm_after: int = 0,
+    ):
+        self.agree_window, self.confirm_after = agree_window, confirm_after
+        self.valid_range = None if valid_range is None else [float(v) for v in valid_range]
+        self.stale_k, self.flat_k, self.jump_z, self.agree_share = stale_k, flat_k, jump_z, agree_share
+        self.drift_k, self.warmup, self.alpha, self.drift_alpha = drift_k, warmup, alpha, drift_alpha
+        self._nb_ptr = np.zeros(1, dtype=np.int64)
+        self._nb_idx = np.zeros(0, dtype=np.int64)
+        super().__init__()
+        self._defaults(0, self._cap)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "valid_range": self.valid_range, "stale_k": self.stale_k, "flat_k": self.flat_k, "jump_z": self.jump_z,
+            "agree_share": self.agree_share, "drift_k": self.drift_k, "warmup": self.warmup, "alpha": self.alpha,
+            "drift_alpha": self.drift_alpha, "agree_window": self.agree_window, "confirm_after": self.confirm_after,
+        }
+
+    def _grow(self, need: int) -> None:
+        old = self._cap
+        super()._grow(need)
+        if hasattr(self, "valid_range"):
+            self._defaults(old, self._cap)
+
+    def _defaults(self, lo: int, hi: int) -> None:
+        if self.valid_range is not None:
+            self.lo[lo:hi], self.hi[lo:hi] = self.valid_range
+        ptr = self._nb_ptr
+        if ptr.size < hi + 1:
+            self._nb_ptr = np.concatenate([ptr, np.full(hi + 1 - ptr.size, ptr[-1], dtype=np.int64)])
+
+    def _extra_bytes_per_series(self) -> int:
+        return 8 + 8 * int(self._nb_idx.size / max(self._n, 1))
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {"nb_ptr": self._nb_ptr[: self._n + 1], "nb_idx": self._nb_idx}
+
+    def _load_extra(self, data: Any) -> None:
+        ptr = data["nb_ptr"]
+        self._nb_ptr = np.concatenate([ptr, np.full(self._cap + 1 - ptr.size, ptr[-1], dtype=np.int64)])
+        self._nb_idx = data["nb_idx"]
+
+    # ---- configuration -------------------------------------------------
+    def set_range(self, series: Any, lo: Any, hi: Any) -> None:
+        s = np.asarray(series, dtype=np.int64).reshape(-1)
+        self._touch(s)
+        self.lo[s], self.hi[s] = lo, hi
+
+    def set_neighbours(self, mapping: Mapping[int, Sequence[int]]) -> None:
+        """Neighbour lists (same kind, nearby); stored as CSR arrays for vectorised checks."""
+        top = max([int(k) for k in mapping] + [int(v) for vs in mapping.values() for v in vs] + [-1]) + 1
+        self._touch(np.array([top - 1]) if top > 0 else np.zeros(0, dtype=np.int64))
+        counts = np.zeros(self._cap, dtype=np.int64)
+        for k, vs in mapping.items():
+            counts[int(k)] = len(vs)
+        ptr = np.zeros(self._cap + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        idx = np.zeros(int(ptr[-1]), dtype=np.int64)
+        for k, vs in mapping.items():
+            idx[ptr[int(k)] : ptr[int(k)] + len(vs)] = [int(v) for v in vs]
+        self._nb_ptr, self._nb_idx = ptr, idx
+
+    # ---- per point -----------------------------------------------------
+    def _point_flags(self, idx, t, x):
+        n = self.n[idx]
+        last = self.last[idx]
+        has_last = ~np.isnan(last)
+        d = np.where(has_last, x - last, 0.0)
+        dsd = np.sqrt(self.dvar[idx].astype(np.float64)) + 1e-9 * (1 + np.abs(np.nan_to_num(last)))
+        jz = d / dsd
+        warm = n >= self.warmup
+        flags = np.zeros(idx.size, dtype=np.uint8)
+        flags |= np.where((x < self.lo[idx]) | (x > self.hi[idx]), FLAGS["out_of_range"], 0).astype(np.uint8)
+        flat = np.where(has_last & (d == 0), self.flat[idx] + 1, 0)
+        # stuck: a run of equal values that this series' own repeat rate makes very unlikely
+        # (quantised series such as rainfall or status codes repeat all the time)
+        p = np.clip(self.prep[idx].astype(np.float64), 1e-6, 0.999)
+        unlikely = flat * np.log(p) < np.log(1e-6)
+        # resting at the physical floor (no rain, no gas, status 0) is a state, not a fault
+        stuck = warm & (flat >= self.flat_k) & (self.moved[idx] > 0) & unlikely & (x != self.lo[idx])
+        flags |= np.where(stuck, FLAGS["flat"], 0).astype(np.uint8)
+        # spike: the previous step was a big jump and this one comes straight back
+        prev_jz = self.jz[idx]
+        back = np.abs(x - self.before[idx]) < 0.25 * np.abs(last - self.before[idx])
+        spike = warm & (np.abs(prev_jz) >= self.jump_z) & (np.sign(jz) == -np.sign(prev_jz)) & back
+        flags |= np.where(spike, FLAGS["spike"], 0).astype(np.uint8)
+        return flags, jz, d, flat, warm
+
+    def _score(self, idx, t, x):
+        flags, *_ = self._point_flags(idx, t, x)
+        return (flags & FAULT_MASK > 0).astype(np.float64)
+
+    def _learn(self, idx, t, x):
+        ok = ~np.isnan(x)
+        idx, t, x = idx[ok], t[ok], x[ok]
+        flags, jz, d, flat, warm = self._point_flags(idx, t, x)
+        n = self.n[idx]
+        a = np.maximum(self.alpha, 1.0 / (n + 1.0))
+        gap = (t - self.last_ts[idx]).astype(np.float64)
+        self.dt[idx] = np.where(n == 0, 0.0, np.where(self.dt[idx] == 0, gap, (1 - a) * self.dt[idx] + a * gap))
+        dsd = np.sqrt(self.dvar[idx])
+        dl = np.where(warm, np.clip(d, -4 * dsd, 4 * dsd), d)
+        self.dvar[idx] = np.where(n >= 1, (1 - a) * self.dvar[idx] + a * dl * dl, self.dvar[idx])
+        self.moved[idx] |= (d != 0).astype(np.uint8)
+        # learn the repeat rate from short repeats only, so a stuck run does not teach itself
+        rep = (d == 0) & ~np.isnan(self.last[idx]) & (self.flat[idx] < self.flat_k)
+        ar = np.maximum(0.01, 1.0 / (n + 1.0))
+        self.prep[idx] = np.where(n >= 1, (1 - ar) * self.prep[idx] + ar * rep, self.prep[idx])
+        self.before[idx] = self.last[idx]
+        self.last[idx] = x
+        self.last_ts[idx] = t
+        self.jz[idx] = np.where(warm, jz, 0.0)
+        self.jump[idx] = d
+        self.flat[idx] = np.minimum(flat, 32000)
+        self.flags[idx] = flags
+        self.sticky[idx] |= flags
+        self.n[idx] = n + 1
+
+    def update_many(self, series: Any, ts: Any, x: Any) -> np.ndarray:
+        s, t, v = as_batch(series, ts, x)
+        super().update_many(s, t, v)
+        if self._nb_idx.size:
+            self._neighbour_pass(np.flatnonzero(np.bincount(s)))  # unique ids; bincount beats np.unique here
+        return (self.flags[s] & FAULT_MASK > 0).astype(np.float64)
+
+    def _update(self, idx, t, x):
+        self._learn(idx, t, x)
+        return (self.flags[idx] & FAULT_MASK > 0).astype(np.float64)
+
+    def _neighbour_pass(self, u: np.ndarray) -> None:
+        counts = self._nb_ptr[u + 1] - self._nb_ptr[u]
+        has = counts > 0
+        u, counts = u[has], counts[has]
+        if u.size == 0:
+            return
+        rows = np.repeat(np.arange(u.size), counts)
+        starts = np.repeat(self._nb_ptr[u], counts)
+        cols = self._nb_idx[starts + (np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts))]
+        ju = self.jz[u]
+        now_u = self.last_ts[u]
+        jumped = np.abs(ju) >= self.jump_z
+        self.jt[u] = np.where(jumped, now_u, self.jt[u])
+        self.js[u] = np.where(jumped, np.sign(ju), self.js[u]).astype(np.int8)
+        pending = np.where(jumped, 1, self.pending[u])
+        # Verdict once ``confirm_after`` has passed, so neighbours that follow a few minutes
+        # later (a wave through the city, sensors reporting out of phase) still count.
+        due = (pending == 1) & (now_u - self.jt[u] >= self.confirm_after)
+        step = 2 * np.maximum(self.dt[u][rows], 1)
+        win = np.maximum(self.agree_window, step)
+        same_jump = (np.abs(self.jt[cols] - self.jt[u][rows]) <= win) & (self.js[cols] == self.js[u][rows])
+        recent = np.abs(self.last_ts[cols] - now_u[rows]) <= step
+        moving = recent & (np.sign(self.jz[cols]) == self.js[u][rows]) & (np.abs(self.jz[cols]) >= self.jump_z / 2)
+        agree = np.bincount(rows, weights=same_jump | moving, minlength=u.size)
+        self.agree[u] = np.where(due, agree, self.agree[u]).astype(np.int16)
+        event = due & (agree >= self.agree_share * counts)
+        fault = due & ~event
+        self.pending[u] = np.where(due, 0, pending).astype(np.uint8)
+        fl = self.flags[u]
+        fl = np.where(fault, fl | FLAGS["disagree"], fl)
+        fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
+        # drift: slow offset from the neighbours' mean against its own reference
+        # (healthy neighbours only, so one broken sensor does not make its neighbours "drift")
+        w = ((self.flags[cols] & FAULT_MASK) == 0) & ~np.isnan(self.last[cols])
+        wsum = np.bincount(rows, weights=w, minlength=u.size)
+        nb_mean = np.bincount(rows, weights=np.where(w, self.last[cols], 0.0), minlength=u.size) / np.maximum(wsum, 1)
+        off_now = self.last[u] - nb_mean
+        n = self.n[u]
+        a = self.drift_alpha
+        off = np.where(n <= 1, off_now, (1 - a) * self.off[u] + a * off_now)
+        off = np.where(wsum > 0, off, self.off[u])
+        ref = self.off_ref[u]
+        fresh = np.isnan(ref)
+        ref_ready = n >= 5 * self.warmup
+        new_ref = np.where(fresh & ref_ready, off, ref)
+        g = np.where(fresh, 0.05, 0.005)
+        sd = np.sqrt((1 - g) * self.off_sd[u] ** 2 + g * (off_now - new_ref) ** 2 * ~fresh + g * (off_now - off) ** 2 * fresh)
+        self.off[u], self.off_ref[u], self.off_sd[u] = off, new_ref, sd
+        drift = ~np.isnan(new_ref) & (np.abs(off - new_ref) > self.drift_k * np.maximum(sd, 1e-9))
+        fl = np.where(drift, fl | FLAGS["drift"], fl)
+        self.flags[u] = fl.astype(np.uint8)
+        self.sticky[u] |= self.flags[u]
+
+    # ---- queries -------------------------------------------------------
+    def check_stale(self, now: int, series: Any = None) -> np.ndarray:
+        """True where a series has had no data for ``stale_k`` of its usual intervals."""
+        s = np.arange(self._n) if series is None else np.asarray(series, dtype=np.int64)
+        dt = self.dt[s].astype(np.float64)
+        stale = (self.n[s] > 1) & (dt > 0) & (now - self.last_ts[s] > self.stale_k * dt)
+        self.flags[s] = np.where(stale, self.flags[s] | FLAGS["stale"], self.flags[s] & ~np.uint8(FLAGS["stale"]))
+        return stale
+
+    def take_flags(self) -> np.ndarray:
+        """Flags raised since the last call (for every series), then forget them."""
+        out = self.sticky[: self._n].copy()
+        self.sticky[: self._n] = 0
+        return out
+
+    def faults(self, series: int) -> list[str]:
+        f = int(self.flags[series])
+        return [name for name, bit in FLAGS.items() if f & bit]
+
+    def events(self, series: int) -> bool:
+        """Did the last point move together with the neighbours (a real event, not a fault)?"""
+        return bool(self.flags[series] & EVENT)
+
+    def explain(self, score: float, *, series: int = 0) -> str:
+        faults = self.faults(series)
+        if not faults:
+            if self.events(series):
+                return f"moved with {int(self.agree[series])} neighbours: a real change, not a sensor fault"
+            return "sensor healthy"
+        why = []
+        for f in faults:
+            if f == "disagree":
+                k = int(self._nb_ptr[series + 1] - self._nb_ptr[series])
+                why.append(
+                    f"jumped {float(self.jump[series]):.2g} (z = {float(self.jz[series]):.2g}) "
+                    f"while {int(self.agree[series])} of {k} neighbours moved with it"
+                    if self.jt[series] == self.last_ts[series] else
+                    f"jumped alone; {int(self.agree[series])} of {k} neighbours moved with it"
+                )
+            elif f == "out_of_range":
+                why.append(f"value {float(self.last[series]):.4g} outside [{float(self.lo[series]):.4g}, {float(self.hi[series]):.4g}]")
+            elif f == "flat":
+                why.append(f"same value {int(self.flat[series]) + 1} times in a row")
+            elif f == "stale":
+                why.append(f"no data for over {self.stale_k:g} usual intervals of {float(self.dt[series]):.0f} s")
+            elif f == "drift":
+                why.append(f"offset from neighbours moved from {float(self.off_ref[series]):.3g} to {float(self.off[series]):.3g}")
+            elif f == "spike":
+                why.append("a one-point spike")
+        return f"sensor fault: {', '.join(faults)} ({'; '.join(why)})"

@@ -1,0 +1,246 @@
+"""``watch_readings``: run every detector over readings not yet watched and update alerts.
+
+Why a watermark on ``ingested_at`` (not on ``ts``): late readings are still watched once,
+and a re-run after a crash picks up exactly where the last committed run stopped. The
+detectors' state is checkpointed in the same transaction as the watermark, so a crash
+between the two cannot double-count or lose a point.
+
+Per series (a sensor), the runner keeps: threshold levels (from ``thresholds``: kind ->
+levels and direction), level shift, seasonal baseline, time-to-breach towards the alarm
+level, and sensor health (range from the kind table, neighbours = nearest sensors of the
+same kind unless the caller passes ``neighbours``). Verdicts become alert observations:
+type ``threshold``, ``shift``, ``seasonal``, ``breach`` or ``health:<fault>``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from cityvitals.watch.alerts import AlertManager, AlertPolicy, Observation, utcnow
+from cityvitals.watch.breach import BreachForecaster
+from cityvitals.watch.health import FLAGS, SensorHealthDetector
+from cityvitals.watch.seasonal import SeasonalDetector
+from cityvitals.watch.shift import LevelShiftDetector
+from cityvitals.watch.threshold import ThresholdDetector
+
+STATE_NAME = "readings"
+
+
+@dataclass
+class Threshold:
+    """Levels (attention, warning, alarm) for a kind; ``direction`` 'higher' or 'lower' is worse."""
+
+    levels: Sequence[float]
+    direction: str = "higher"
+    min_duration: int = 300
+
+
+@dataclass
+class WatchState:
+    ids: list[str] = field(default_factory=list)
+    threshold: ThresholdDetector = field(default_factory=lambda: ThresholdDetector(min_duration=300))
+    shift: LevelShiftDetector = field(default_factory=lambda: LevelShiftDetector(k=1.5, h=12.0, jump_z=10.0))
+    seasonal: SeasonalDetector = field(default_factory=lambda: SeasonalDetector(z_lo=4.0, z_hi=8.0))
+    breach: BreachForecaster = field(default_factory=lambda: BreachForecaster(horizon=3600))
+    health: SensorHealthDetector = field(default_factory=lambda: SensorHealthDetector(agree_window=1800, confirm_after=600))
+    configured: int = 0  # series whose thresholds/ranges are set
+    categorical: list[int] = field(default_factory=list)  # series of code-valued kinds (status codes)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        blobs = {name: np.frombuffer(getattr(self, name).to_bytes(), dtype=np.uint8) for name in _DETS}
+        meta = json.dumps({"ids": self.ids, "configured": self.configured, "categorical": self.categorical}).encode()
+        np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **blobs)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "WatchState":
+        data = np.load(io.BytesIO(blob), allow_pickle=False)
+        meta = json.loads(bytes(data["__meta__"]).decode())
+        st = cls(ids=meta["ids"], configured=meta["configured"], categorical=meta.get("categorical", []))
+        for name, kls in _DETS.items():
+            setattr(st, name, kls.from_bytes(bytes(data[name])))
+        return st
+
+
+_DETS = {
+    "threshold": ThresholdDetector, "shift": LevelShiftDetector, "seasonal": SeasonalDetector,
+    "breach": BreachForecaster, "health": SensorHealthDetector,
+}
+
+
+def nearest_neighbours(sensors: pl.DataFrame, k: int = 5, max_km: float = 3.0) -> dict[str, list[str]]:
+    """Up to ``k`` nearest sensors of the same kind within ``max_km`` (equirectangular distance)."""
+    out: dict[str, list[str]] = {}
+    for (kind,), grp in sensors.drop_nulls(["lon", "lat"]).group_by(["kind"]):
+        ids = grp["id"].to_list()
+        if len(ids) < 2:
+            continue
+        lon = np.radians(grp["lon"].to_numpy())
+        lat = np.radians(grp["lat"].to_numpy())
+        for lo in range(0, len(ids), 512):  # chunks keep the distance matrix small
+            sl = slice(lo, lo + 512)
+            dx = (lon[sl, None] - lon[None, :]) * np.cos((lat[sl, None] + lat[None, :]) / 2)
+            d = 6371.0 * np.hypot(dx, lat[sl, None] - lat[None, :])
+            d[np.arange(d.shape[0]), np.arange(lo, lo + d.shape[0])] = np.inf
+            kk = min(k, len(ids) - 1)
+            near = np.argpartition(d, kk - 1, axis=1)[:, :kk]
+            for i, row in enumerate(near):
+                keep = [ids[j] for j in row[np.argsort(d[i, row])] if d[i, j] <= max_km]
+                if keep:
+                    out[ids[lo + i]] = keep
+    return out
+
+
+def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping[str, Threshold],
+               neighbours: Mapping[str, Sequence[str]] | None) -> None:
+    from cityvitals.registry import load_kinds
+
+    kinds = load_kinds()
+    pos = {sid: i for i, sid in enumerate(st.ids)}
+    kind_of = dict(zip(sensors["id"].to_list(), sensors["kind"].to_list()))
+    idx = np.arange(st.configured, len(st.ids))
+    kind_arr = np.array([kind_of.get(st.ids[i], "") for i in idx], dtype=object)
+    for kind in set(kind_arr.tolist()):
+        sel = idx[kind_arr == kind]
+        if kind in kinds:
+            st.health.set_range(sel, kinds[kind].min, kinds[kind].max)
+            if kinds[kind].unit == "code":  # a status code: only thresholds and staleness mean anything
+                st.categorical.extend(int(i) for i in sel)
+        th = thresholds.get(kind)
+        if th is not None:
+            st.threshold.set_levels(sel, th.levels, th.direction, th.min_duration)
+            alarm = [v for v in th.levels if v is not None][-1]
+            st.breach.set_levels(sel, alarm, th.direction)
+    st.configured = len(st.ids)
+    nb = neighbours if neighbours is not None else nearest_neighbours(sensors)
+    mapping = {pos[s]: [pos[n] for n in ns if n in pos] for s, ns in nb.items() if s in pos}
+    st.health.set_neighbours({k: v for k, v in mapping.items() if v})
+
+
+def watch_readings(
+    store, *, thresholds: Mapping[str, Threshold] | None = None, neighbours: Mapping[str, Sequence[str]] | None = None,
+    policy: AlertPolicy | None = None, clock: Callable[[], datetime] = utcnow, window_seconds: int = 300,
+    step_seconds: int = 60,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Watch readings ingested since the last run; returns counts of points, series and alert changes."""
+    thresholds = thresholds or {}
+    watermark, blob = store.alerts.get_watch_state(STATE_NAME)
+    st = WatchState.from_bytes(blob) if blob else WatchState()
+    with store.lock:
+        q = store.con.sql(
+            """SELECT sensor_id, epoch(ts)::BIGINT AS t, value, ingested_at FROM readings
+               WHERE ingested_at > $wm ORDER BY ts, sensor_id""",
+            params={"wm": watermark or datetime(1, 1, 1, tzinfo=timezone.utc)},
+        )
+        df = pl.from_arrow(q.to_arrow_table())
+    result = {"points": df.height, "series": 0, "alerts": {}}
+    if df.height == 0:
+        mgr = AlertManager(store, policy or AlertPolicy(), clock)
+        result["escalated"] = len(mgr.escalate())
+        return result
+    new_ids = sorted(set(df["sensor_id"].unique().to_list()) - set(st.ids))
+    st.ids.extend(new_ids)
+    id_frame = pl.DataFrame({"sensor_id": st.ids, "sidx": np.arange(len(st.ids), dtype=np.int64)})
+    df = df.join(id_frame, on="sensor_id", how="left")
+    if new_ids or neighbours is not None:
+        _configure(st, store, store.sensors.frame(), thresholds, neighbours)
+    s_all = df["sidx"].to_numpy()
+    t_all = df["t"].to_numpy().astype(np.int64)
+    x_all = df["value"].to_numpy().astype(np.float64)
+    n = len(st.ids)
+    mgr = AlertManager(store, policy or AlertPolicy(), clock)
+    totals: dict[str, int] = {}
+    escalated = 0
+    st.health.take_flags()
+    # A backlog is replayed in windows of ``window_seconds`` so each alert carries the time
+    # its condition was seen, as if watch had been running all along.
+    win_of = t_all // window_seconds
+    bounds = np.r_[0, np.flatnonzero(np.diff(win_of)) + 1, t_all.size]
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        s, t, x = s_all[a:b], t_all[a:b], x_all[a:b]
+        peak = {name: np.zeros(n) for name in ("shift", "seasonal")}
+        st.threshold.update_many(s, t, x)
+        st.breach.update_many(s, t, x)
+        if st.health._nb_idx.size:  # the neighbour check compares readings of one time step
+            step_bounds = np.r_[0, np.flatnonzero(np.diff(t // step_seconds)) + 1, t.size]
+            for c, d in zip(step_bounds[:-1], step_bounds[1:]):
+                st.health.update_many(s[c:d], t[c:d], x[c:d])
+        else:
+            st.health.update_many(s, t, x)
+        for name in peak:
+            sc = getattr(st, name).update_many(s, t, x)
+            np.maximum.at(peak[name], s, sc)
+        touched = np.flatnonzero(np.bincount(s, minlength=n))
+        first_t = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_t, s, t)
+        flags = st.health.take_flags()
+        if b == t_all.size:  # the last window: staleness against the clock
+            st.health.check_stale(int(clock().timestamp()))
+            flags |= st.health.flags[:n] & FLAGS["stale"]
+        for k, v in mgr.observe(_observations(st, touched, first_t, peak, flags, store)).items():
+            totals[k] = totals.get(k, 0) + v
+        escalated += len(mgr.escalate(min(clock(), _at(int(t[-1])))))
+        if progress:
+            progress(int(b - a))
+    now = clock()
+    result["alerts"] = totals
+    result["escalated"] = escalated
+    result["series"] = int(np.count_nonzero(np.bincount(s_all)))
+    with store.transaction() as con:
+        store.alerts.put_watch_state(con, STATE_NAME, df["ingested_at"].max(), st.to_bytes(), now)
+    return result
+
+
+def _at(ts: int) -> datetime:
+    return datetime.fromtimestamp(int(ts), tz=timezone.utc)
+
+
+def _observations(
+    st: WatchState, touched: np.ndarray, first_t: np.ndarray, peak: dict[str, np.ndarray], flags: np.ndarray, store
+) -> list[Observation]:
+    """Verdicts for series that fire, and 'clear' for series whose alerts are open.
+
+    A clear verdict is given at the moment the condition is known to have been clear since
+    (so auto-resolve hysteresis counts from then) and at the series' last point.
+    """
+    open_pairs = {(a["source"], a["type"]) for a in store.alerts.open_alerts()}
+    obs: list[Observation] = []
+    ids = st.ids
+    last_t = st.health.last_ts
+
+    def add(type_: str, levels: np.ndarray, det, scores: np.ndarray | None = None, clear_from: np.ndarray | None = None) -> None:
+        fire = np.flatnonzero(levels > 0)
+        for i in fire:
+            sc = float(scores[i]) if scores is not None else float(levels[i]) / 3
+            obs.append(Observation(ids[i], type_, int(levels[i]), _at(last_t[i]), det.explain(sc, series=int(i))))
+        since = first_t if clear_from is None else clear_from
+        for i in touched[levels[touched] == 0]:
+            if (ids[i], type_) in open_pairs:
+                obs.append(Observation(ids[i], type_, 0, _at(min(since[i], last_t[i]))))
+                obs.append(Observation(ids[i], type_, 0, _at(last_t[i])))
+
+    n = len(ids)
+    numeric = np.ones(n, dtype=bool)
+    numeric[[i for i in st.categorical if i < n]] = False
+    flags = np.where(numeric, flags, flags & (FLAGS["stale"] | FLAGS["out_of_range"]))
+    # a one-point spike that the neighbours did not share is reported once, as disagreement
+    flags = np.where(flags & FLAGS["disagree"], flags & ~np.uint8(FLAGS["spike"]), flags)
+    peak = {k: np.where(numeric, v[:n], 0.0) for k, v in peak.items()}
+    add("threshold", st.threshold.level[:n].astype(np.int64), st.threshold, clear_from=st.threshold.since[:n])
+    add("shift", np.where(peak["shift"][:n] >= 1.0, 2, 0), st.shift, peak["shift"])
+    add("seasonal", np.where(peak["seasonal"][:n] >= 1.0, 1, 0), st.seasonal, peak["seasonal"])
+    breach_score = st.breach._score_from_state(np.arange(n))
+    crossed = st.breach.eta(np.arange(n))[0] == 0
+    add("breach", np.where((breach_score >= 0.5) & ~crossed & numeric, 2, 0), st.breach, breach_score)
+    for name, bit in FLAGS.items():
+        add(f"health:{name}", np.where(flags & bit, 2, 0), st.health, np.ones(n))
+    return obs

@@ -1,0 +1,115 @@
+"""``watch run`` over the store: new readings only, alerts raised and cleared, faults vs events."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import typer
+from typer.testing import CliRunner
+
+from cityvitals.cli import watch as watch_cli
+from cityvitals.store import open_store
+from cityvitals.watch.runner import Threshold, nearest_neighbours, watch_readings
+
+T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+IDS = [f"P{i}" for i in range(5)]
+
+
+def _sensors(store):
+    store.sensors.upsert(pl.DataFrame({
+        "id": IDS, "kind": ["water_pressure"] * 5, "unit": ["MPa"] * 5,
+        "lon": [121.0 + 0.001 * i for i in range(5)], "lat": [31.0] * 5,
+    }))
+
+
+def _insert(store, minutes: range, value_fn, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m in minutes:
+        for i, sid in enumerate(IDS):
+            rows.append((sid, T0 + timedelta(minutes=m), float(value_fn(i, m, rng)), None, "water_pressure", None,
+                         T0 + timedelta(minutes=m, seconds=5)))
+    df = pl.DataFrame(rows, schema=["sensor_id", "ts", "value", "quality", "kind", "unit_code", "ingested_at"], orient="row")
+    with store.transaction() as con:
+        con.register("_in", df.to_arrow())
+        con.execute("INSERT INTO readings SELECT * FROM _in")
+        con.unregister("_in")
+
+
+def _normal(i, m, rng):
+    return 0.40 + rng.normal(0, 0.003)
+
+
+def test_neighbours_are_nearest_of_same_kind():
+    df = pl.DataFrame({"id": ["a", "b", "c", "d"], "kind": ["k", "k", "k", "other"],
+                       "lon": [0.0, 0.001, 0.5, 0.0005], "lat": [0.0, 0.0, 0.0, 0.0]})
+    nb = nearest_neighbours(df, k=2, max_km=1.0)
+    assert nb == {"a": ["b"], "b": ["a"]}
+
+
+def test_watch_readings_fault_vs_event_thresholds_and_watermark(tmp_path):
+    store = open_store(tmp_path)
+    _sensors(store)
+    now = [T0 + timedelta(minutes=120)]
+    th = {"water_pressure": Threshold((0.30, 0.25, 0.20), "lower")}
+    _insert(store, range(0, 120), _normal)
+    res = watch_readings(store, thresholds=th, clock=lambda: now[0])
+    assert res["points"] == 600 and res["series"] == 5
+    assert store.alerts.list(state="open") == []  # quiet data: no alerts
+
+    # P0 jumps alone: a sensor fault, not an event (the verdict waits 10 minutes for the neighbours)
+    _insert(store, range(120, 125), lambda i, m, rng: 0.9 if i == 0 else _normal(i, m, rng), seed=1)
+    now[0] = T0 + timedelta(minutes=125)
+    watch_readings(store, thresholds=th, clock=lambda: now[0])
+    assert not store.alerts.list(state="open", type_="health:disagree")
+    _insert(store, range(125, 135), lambda i, m, rng: 0.9 if i == 0 else _normal(i, m, rng), seed=4)
+    now[0] = T0 + timedelta(minutes=135)
+    watch_readings(store, thresholds=th, clock=lambda: now[0])
+    types = {(a["source"], a["type"]) for a in store.alerts.list(state="open")}
+    assert ("P0", "health:disagree") in types
+    assert not any(src != "P0" for src, _ in types)
+
+    # all pressures fall together below the alarm level: an event on every sensor, no fault
+    _insert(store, range(135, 155), lambda i, m, rng: 0.18 + rng.normal(0, 0.002), seed=2)
+    now[0] = T0 + timedelta(minutes=155)
+    res = watch_readings(store, thresholds=th, clock=lambda: now[0])
+    assert res["points"] == 100  # only the new readings
+    alarms = {a["source"] for a in store.alerts.list(state="open", type_="threshold") if a["level"] == "alarm"}
+    assert alarms == set(IDS)
+    assert not {a["source"] for a in store.alerts.list(state="open", type_="health:disagree")} - {"P0"}
+
+    # nothing new: nothing watched
+    assert watch_readings(store, thresholds=th, clock=lambda: now[0])["points"] == 0
+
+    # recovery clears threshold alerts after the hysteresis time
+    _insert(store, range(155, 185), _normal, seed=3)
+    now[0] = T0 + timedelta(minutes=185)
+    watch_readings(store, thresholds=th, clock=lambda: now[0])
+    assert store.alerts.list(state="open", type_="threshold") == []
+    store.close()
+
+
+def test_stale_sensor_alert_and_cli(tmp_path):
+    store = open_store(tmp_path)
+    _sensors(store)
+    _insert(store, range(0, 60), _normal)
+    store.close()
+    (tmp_path / "th.yaml").write_text("water_pressure: {levels: [0.3, 0.25, 0.2], direction: lower}\n")
+    app = typer.Typer()
+    app.add_typer(watch_cli.app, name="watch")
+    r = CliRunner()
+    out = r.invoke(app, ["watch", "run", "--home", str(tmp_path), "--thresholds", str(tmp_path / "th.yaml"), "--json"])
+    assert out.exit_code == 0, out.output
+    res = json.loads(out.stdout)
+    assert res["points"] == 300
+    # the wall clock is far past the data: every sensor is stale
+    store = open_store(tmp_path)
+    stale = {a["source"] for a in store.alerts.list(state="open", type_="health:stale")}
+    assert stale == set(IDS)
+    store.close()
+    (tmp_path / "bad.yaml").write_text("water_pressure: {levels: [a], direction: up}\n")
+    out = r.invoke(app, ["watch", "run", "--home", str(tmp_path), "--thresholds", str(tmp_path / "bad.yaml")])
+    assert out.exit_code != 0
