@@ -13,7 +13,7 @@ import typer
 
 from cityvitals import __version__
 from cityvitals.cli import (
-    alerts, bench, catalog, demo, health, ingest, quarantine, sensors, signs, simulate, space, status, watch,
+    alerts, bench, catalog, demo, health, ingest, quarantine, sensors, serve, signs, simulate, space, status, users, watch,
 )
 from cityvitals.cli.eval import eval_cmd
 from cityvitals.errors import CityvitalsError
@@ -52,6 +52,8 @@ app.command("health")(health.health)
 app.add_typer(watch.app, name="watch")
 app.add_typer(alerts.app, name="alerts")
 app.command("eval")(eval_cmd)
+app.command("serve")(serve.serve)
+app.add_typer(users.app, name="users")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 

@@ -22,6 +22,7 @@ from cityvitals.store.duck.readings import ReadingRepo
 from cityvitals.store.duck.sensors import SensorRepo
 from cityvitals.store.duck.signs import SignRepo
 from cityvitals.store.duck.units import UnitRepo
+from cityvitals.store.duck.users import UserRepo
 
 # Repositories in dependency order; later stages append theirs here.
 _REPOS: tuple[tuple[str, type], ...] = (
@@ -31,6 +32,7 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("quarantine", QuarantineRepo),
     ("alerts", AlertRepo),
     ("signs", SignRepo),
+    ("users", UserRepo),
     ("assets", AssetRepo),
 )
 

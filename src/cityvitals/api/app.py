@@ -1,0 +1,93 @@
+"""The HTTP API and dashboard of one store: ``create_app(store)`` builds it.
+
+The server process owns the store connection (DuckDB lets one process open the file);
+every query goes through the store's lock. Routers are added only for stages this
+install has (signs, alerts), so the OpenAPI document never lists an endpoint with no data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime
+from typing import Any, Callable
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from cityvitals import __version__
+from cityvitals.api import errors
+from cityvitals.api.context import Context, Limits, utcnow
+from cityvitals.api.events import EventHub
+from cityvitals.api.middleware import AuditWrites, BodyLimit
+from cityvitals.api.responses import FastJSON
+from cityvitals.api.routers import account, map as map_router, public, quarantine, readings, sensors, stream, units
+
+PREFIX = "/api/v1"
+
+
+def routers_for(ctx: Context) -> list:
+    out = [public.router, account.router, units.router, map_router.router, sensors.router, readings.router,
+           quarantine.router, stream.router]
+    if ctx.has_signs:
+        from cityvitals.api.routers import signs
+
+        out.append(signs.router)
+    if ctx.has_alerts:
+        from cityvitals.api.routers import alerts
+
+        out.append(alerts.router)
+    return out
+
+
+def create_app(
+    store,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    limits: Limits | None = None,
+    catalog: Any = None,
+    hub: EventHub | None = None,
+    poll_interval: float | None = 2.0,
+    dashboard: bool = True,
+) -> FastAPI:
+    """The API (under /api/v1) and the dashboard (at /) over ``store``.
+
+    ``poll_interval``: seconds between looks for changes made outside the API (the
+    simulator, the signs and watch stages) to publish on the event stream; None turns the
+    look-out off (tests call ``app.state.ctx.watcher.check()`` themselves).
+    """
+    ctx = Context(store, clock=clock or utcnow, limits=limits or Limits(), catalog=catalog, hub=hub or EventHub())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        task = None
+        if poll_interval:
+            async def poll() -> None:
+                while True:
+                    await asyncio.sleep(poll_interval)
+                    with contextlib.suppress(Exception):
+                        await run_in_threadpool(ctx.watcher.check)
+
+            task = asyncio.create_task(poll())
+        yield
+        if task:
+            task.cancel()
+
+    app = FastAPI(
+        title="cityvitals", version=__version__, lifespan=lifespan, default_response_class=FastJSON,
+        openapi_url=f"{PREFIX}/openapi.json", docs_url=f"{PREFIX}/docs", redoc_url=None,
+        description="The city's vital signs: units, sensors, readings, indicators, health, alerts, live events. "
+                    "Authenticate with `Authorization: Bearer KEY` or `X-API-Key: KEY` (see `cityvitals users add`).",
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    for r in routers_for(ctx):
+        app.include_router(r, prefix=PREFIX)
+    if dashboard:
+        from cityvitals.web import router as web_router, static_files
+
+        app.include_router(web_router)
+        app.mount("/static", static_files(), name="static")
+    app.add_middleware(AuditWrites, ctx=ctx)
+    app.add_middleware(BodyLimit, max_bytes=ctx.limits.max_body_bytes)
+    return app

@@ -1,0 +1,54 @@
+"""What every request handler shares: the store, the clock, the unit index, the event hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from cityvitals.api.events import ChangeWatcher, EventHub
+from cityvitals.api.unitindex import UnitIndex
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_records: int = 10_000          # readings per POST
+    max_raw_range_days: float = 7      # raw readings per request
+    max_resampled_range_days: float = 400
+    max_buckets: int = 20_000          # time buckets x sensors would be capped by limit anyway
+    max_map_units: int = 50_000
+
+
+@dataclass
+class Context:
+    store: Any
+    clock: Callable[[], datetime] = utcnow
+    limits: Limits = field(default_factory=Limits)
+    catalog: Any = None
+    hub: EventHub = field(default_factory=EventHub)
+    units: UnitIndex = None  # type: ignore[assignment]
+    watcher: ChangeWatcher = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.units = self.units or UnitIndex(self.store)
+        self.watcher = self.watcher or ChangeWatcher(self.store, self.hub)
+
+    @property
+    def has_signs(self) -> bool:
+        return hasattr(self.store, "signs")
+
+    @property
+    def has_alerts(self) -> bool:
+        return hasattr(self.store, "alerts")
+
+    def get_catalog(self):
+        if self.catalog is None:
+            from cityvitals.signs import load_catalog
+
+            self.catalog = load_catalog()
+        return self.catalog

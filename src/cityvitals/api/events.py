@@ -1,0 +1,179 @@
+"""The live stream's memory: a ring of events with increasing ids, and what fills it.
+
+``EventHub`` keeps the last ``capacity`` events. Ids start at the wall-clock millisecond
+when the hub is made and increase by one per event, so they also keep increasing across
+a server restart; a client that reconnects with ``Last-Event-ID`` gets every event after
+that id, and if the id is older than the ring (or from before a restart) it gets a
+``reset`` event telling it to reload the full state: nothing is missed silently.
+
+``ChangeWatcher`` turns store changes into events: new readings (by row id: readings are append-only),
+quarantine counts, alert events and new health snapshots. It runs after every write the
+API makes and on a timer for writes made by other parts of the process (the simulator,
+the signs and watch stages), and it is idempotent: each change is published once.
+
+>>> hub = EventHub(capacity=3, first_id=10)
+>>> [hub.publish("readings", {"n": i}) for i in range(4)]
+[10, 11, 12, 13]
+>>> [e.id for e in hub.after(11)], [(e.type, e.id) for e in hub.after(5)]
+([12, 13], [('reset', 13)])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    type: str
+    data: dict
+    units: tuple[str, ...] = field(default=())
+
+    def sse(self) -> str:
+        return f"id: {self.id}\nevent: {self.type}\ndata: {json.dumps(self.data, ensure_ascii=False, default=str)}\n\n"
+
+
+class EventHub:
+    def __init__(self, capacity: int = 10_000, first_id: int | None = None):
+        self.capacity = capacity
+        self._ring: deque[Event] = deque(maxlen=capacity)
+        self._next = int(time.time() * 1000) if first_id is None else int(first_id)
+        self.first_id = self._next
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    @property
+    def last_id(self) -> int:
+        return self._next - 1
+
+    def publish(self, type_: str, data: dict, units: list[str] | tuple[str, ...] = ()) -> int:
+        """Add an event (thread-safe) and wake every waiting stream."""
+        with self._lock:
+            ev = Event(self._next, type_, data, tuple(units))
+            self._next += 1
+            self._ring.append(ev)
+            waiters = list(self._waiters)
+        for loop, flag in waiters:
+            try:
+                loop.call_soon_threadsafe(flag.set)
+            except RuntimeError:  # the loop closed under us
+                self._waiters.discard((loop, flag))
+        return ev.id
+
+    def after(self, last_id: int | None) -> list[Event]:
+        """Events with id > last_id; a ``reset`` first if some of them are no longer held."""
+        with self._lock:
+            ring = list(self._ring)
+        if last_id is None:
+            return []
+        oldest = ring[0].id if ring else self._next
+        if last_id < oldest - 1 or last_id >= self._next:
+            return [Event(self.last_id, "reset", {"reason": "events after your last id are no longer held; reload the state"})]
+        return [e for e in ring if e.id > last_id]
+
+    async def wait(self, last_id: int, timeout: float) -> None:
+        """Until an event newer than ``last_id`` exists, or ``timeout`` seconds pass."""
+        if self.last_id > last_id:
+            return
+        flag = asyncio.Event()
+        key = (asyncio.get_running_loop(), flag)
+        self._waiters.add(key)
+        try:
+            if self.last_id > last_id:
+                return
+            await asyncio.wait_for(flag.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(key)
+
+
+class ChangeWatcher:
+    """Publishes what changed in the store since it last looked."""
+
+    MAX_UNITS = 500  # per readings event: the units with new readings (finest level)
+
+    def __init__(self, store, hub: EventHub):
+        self.store = store
+        self.hub = hub
+        self._lock = threading.Lock()
+        with store.lock:
+            con = store.con
+            self._row = con.execute("SELECT coalesce(max(rowid), -1) FROM readings").fetchall()[0][0]
+            self._qcounts = store.quarantine.counts()
+            self._alert_row = con.execute("SELECT coalesce(max(rowid), -1) FROM alert_events").fetchall()[0][0] if hasattr(store, "alerts") else -1
+            self._health = con.execute("SELECT max(as_of) FROM sign_health").fetchall()[0][0] if hasattr(store, "signs") else None
+
+    def check(self) -> list[int]:
+        with self._lock:
+            return self._readings() + self._quarantine() + self._alerts() + self._health_snapshots()
+
+    def _readings(self) -> list[int]:
+        with self.store.lock:
+            rows = self.store.con.execute(
+                "SELECT unit_code, count(*), max(rowid), max(ts) FROM readings "
+                "WHERE rowid > ? GROUP BY unit_code ORDER BY count(*) DESC",
+                [self._row],
+            ).fetchall()
+        if not rows:
+            return []
+        self._row = max(r[2] for r in rows)
+        units = {r[0]: r[1] for r in rows[: self.MAX_UNITS] if r[0] is not None}
+        data = {"readings": sum(r[1] for r in rows), "units": units, "latest_ts": max(r[3] for r in rows),
+                "units_truncated": len(rows) > self.MAX_UNITS}
+        return [self.hub.publish("readings", data, tuple(units))]
+
+    def _quarantine(self) -> list[int]:
+        counts = self.store.quarantine.counts()
+        if counts == self._qcounts:
+            return []
+        self._qcounts = counts
+        return [self.hub.publish("quarantine", {"counts": counts, "total": sum(counts.values())})]
+
+    def _alerts(self) -> list[int]:
+        if not hasattr(self.store, "alerts"):
+            return []
+        with self.store.lock:
+            cur = self.store.con.execute(
+                "SELECT e.rowid AS row, e.alert_id, e.ts, e.event, e.actor, e.level, a.state, a.level AS alert_level, "
+                "a.type, a.source, a.message, s.unit_code FROM alert_events e "
+                "JOIN alerts a ON a.id = e.alert_id LEFT JOIN sensors s ON s.id = a.source "
+                "WHERE e.rowid > ? ORDER BY e.rowid LIMIT 1000",
+                [self._alert_row],
+            )
+            cols = [d[0] for d in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        if rows:
+            self._alert_row = rows[-1].pop("row")
+        for r in rows:
+            r.pop("row", None)
+        return [self.hub.publish("alert", r, (r["unit_code"],) if r["unit_code"] else ()) for r in rows]
+
+    def _health_snapshots(self) -> list[int]:
+        if not hasattr(self.store, "signs"):
+            return []
+        with self.store.lock:
+            latest = self.store.con.execute("SELECT max(as_of) FROM sign_health").fetchall()[0][0]
+        if latest is None or latest == self._health:
+            return []
+        self._health = latest
+        return [self.hub.publish("health", {"as_of": latest})]
+
+
+def visible(ev: Event, scope: set[str] | None) -> Event | None:
+    """The event as a scoped user may see it (unit lists cut to their area), or None."""
+    if scope is None or not ev.units:
+        return ev
+    keep = [u for u in ev.units if u in scope]
+    if not keep:
+        return None
+    if ev.type == "readings":
+        units = {u: n for u, n in ev.data["units"].items() if u in scope}
+        return Event(ev.id, ev.type, {**ev.data, "units": units, "readings": sum(units.values())}, tuple(keep))
+    return ev

@@ -1,0 +1,83 @@
+"""The map: one request returns a layer of units with simplified geometry and their state.
+
+Drill-down is two clicks from the city to a grid cell's neighbourhood: the city shows its
+districts; a district or street shows the units two levels down (communities, or grid
+cells); a community shows its grid cells; a grid cell shows its siblings. ``depth`` asks
+for any level under the unit instead (for example every grid cell of the city).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from cityvitals.api import state
+from cityvitals.api.auth import Principal, check_unit, reader
+from cityvitals.api.errors import ApiError
+from cityvitals.api.geo import feature_collection
+from cityvitals.api.routers._common import ctx_of, utc
+
+router = APIRouter(tags=["map"])
+
+
+def layer_for(idx, code: str, depth: int | None) -> tuple[list[str], str | None]:
+    """(codes shown, the code highlighted) for a view of ``code``."""
+    info = idx.info[code]
+    if depth is not None:
+        return idx.at_depth(code, depth), None
+    kids = idx.children.get(code, [])
+    if not kids:  # a leaf: show it among its siblings
+        parent = info["parent_code"]
+        return (idx.children.get(parent, [code]) if parent else [code]), code
+    step = 1 if info["parent_code"] is None else 2
+    return idx.at_depth(code, info["depth"] + step), None
+
+
+@router.get("/map", summary="A layer of units under a unit, with geometry and state (health or activity)",
+            response_class=Response)
+def city_map(
+    request: Request,
+    p: Annotated[Principal, Depends(reader)],
+    unit: Annotated[str | None, Query(max_length=64, description="Default: the city, or your area.")] = None,
+    at: Annotated[datetime | None, Query(description="Look back: the state at this moment (default now).")] = None,
+    depth: Annotated[int | None, Query(ge=0, le=8, description="Show the units at this tree depth under the unit.")] = None,
+) -> Response:
+    ctx = ctx_of(request)
+    idx = ctx.units.refresh()
+    if unit is None:
+        unit = p.area_code or (idx.roots() or [None])[0]
+        if unit is None:
+            raise ApiError(404, "the store has no units yet", field="unit")
+    check_unit(ctx, p, unit)
+    at = utc(at, "at")
+    layer, highlight = layer_for(idx, unit, depth)
+    layer = [c for c in layer if idx.within(c, p.area_code)]
+    if len(layer) > ctx.limits.max_map_units:
+        raise ApiError(422, f"{len(layer):,} units in this layer; at most {ctx.limits.max_map_units:,}", field="depth")
+    now = at or ctx.clock()
+    health = state.health_of(ctx, layer, at)
+    counts = state.readings_count(ctx, layer, *state.window_hour(now))
+    alerts = state.open_alerts_by_unit(ctx, layer)
+    props = []
+    for c in layer:
+        u = idx.info[c]
+        h = health.get(c, {})
+        props.append({"code": c, "name": u["name"], "level": u["level"], "health": h.get("index"),
+                      "health_level": h.get("level"), "readings_1h": counts.get(c, 0), "open_alerts": alerts.get(c, 0),
+                      "has_children": bool(idx.children.get(c))})
+    path = [{"code": c, "name": idx.info[c]["name"], "level": idx.info[c]["level"]} for c in idx.ancestors(unit)]
+    if p.area_code is not None:  # breadcrumbs start at the caller's area
+        codes = [x["code"] for x in path]
+        path = path[codes.index(p.area_code):] if p.area_code in codes else path
+    meta = {
+        "unit": path[-1], "path": path, "highlight": highlight, "at": now,
+        "health_at": state.health_at(ctx, at), "colour_by": "health" if health else "readings_1h",
+        "layer_level": idx.info[layer[0]]["level"] if layer else None, "n_units": len(props),
+    }
+    head = orjson.dumps(meta, default=str)
+    body = head[:-1] + b',"geojson":' + feature_collection(ctx.store, props) + b"}"
+    return Response(body, media_type="application/json")

@@ -1,0 +1,331 @@
+// cityvitals dashboard: map with drill-down, unit detail, feeds, live updates over SSE.
+// Plain browser JavaScript, no build step; plotly.js comes from the installed plotly package.
+"use strict";
+
+const API = "/api/v1";
+const LEVELS = [
+  { zh: "正常", en: "normal", colour: "#2e9d4f" },
+  { zh: "关注", en: "attention", colour: "#2f6fd6" },
+  { zh: "预警", en: "warning", colour: "#f0a020" },
+  { zh: "告警", en: "alarm", colour: "#d7301f" },
+];
+const NO_DATA = "#c3c8cf";
+const BLANK_STYLE = { version: 8, sources: {}, layers: [{ id: "bg", type: "background", paint: { "background-color": "#eef1f4" } }] };
+const S = { key: localStorage.getItem("cityvitals.key") || "", me: null, unit: null, at: null, view: null,
+            lastEventId: null, liveCount: 0, reloadTimer: null, stream: null, trendIndicator: null };
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+async function api(path, opts = {}) {
+  const headers = Object.assign({ Accept: "application/json" }, opts.headers || {});
+  if (S.key) headers.Authorization = "Bearer " + S.key;
+  const r = await fetch(API + path, Object.assign({}, opts, { headers }));
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw Object.assign(new Error(body.problem || r.statusText), { status: r.status, body });
+  return body;
+}
+const q = (params) => { const u = new URLSearchParams(); for (const [k, v] of Object.entries(params)) if (v != null) u.set(k, v); return u.toString(); };
+const atParam = () => (S.at ? S.at.toISOString() : null);
+
+// ---------------------------------------------------------------- public summary and sign-in
+async function loadPublic() {
+  try {
+    const p = await (await fetch(API + "/public/health")).json();
+    if (!p.unit) { $("public").textContent = "尚无数据 No data yet"; return; }
+    const lvl = p.health_level ? LEVELS.findIndex((l) => l.en === p.health_level) : -1;
+    $("public").innerHTML = `${esc(p.unit.name)} · ` + (p.health != null
+      ? `健康指数 Health <b class="lvl-${lvl}">${p.health.toFixed(1)}</b> (${LEVELS[lvl].zh} ${LEVELS[lvl].en})`
+      : `健康指数 Health —`) + ` · 近1小时读数 readings/h ${p.readings_1h}`;
+  } catch (e) { $("public").textContent = "—"; }
+}
+
+async function signIn() {
+  if (!S.key) { $("who").textContent = ""; $("logout").hidden = true; return; }
+  try {
+    S.me = await api("/me");
+  } catch (e) {
+    $("who").textContent = "密钥无效 Invalid key: " + e.message; S.me = null; return;
+  }
+  $("who").textContent = `${S.me.name} · ${S.me.role}` + (S.me.area_code ? ` · 辖区 area ${S.me.area_code}` : "");
+  $("logout").hidden = false;
+  await navigate(S.me.home_unit);
+  loadFeeds();
+  startStream();
+}
+
+// ---------------------------------------------------------------- map and drill-down
+async function navigate(code) {
+  S.unit = code;
+  const view = await api("/map?" + q({ unit: code, at: atParam() }));
+  S.view = view;
+  drawCrumbs(view.path);
+  drawMap(view);
+  loadDetail(view.unit.code);
+}
+
+function drawCrumbs(path) {
+  const el = $("crumbs");
+  el.innerHTML = "";
+  path.forEach((u, i) => {
+    if (i) el.insertAdjacentHTML("beforeend", '<span class="sep">›</span>');
+    const b = document.createElement("button");
+    b.type = "button"; b.dataset.code = u.code; b.textContent = u.name || u.code;
+    if (i === path.length - 1) b.setAttribute("aria-current", "page"); else b.onclick = () => navigate(u.code);
+    el.appendChild(b);
+  });
+}
+
+function bbox(fc) {
+  let x0 = 180, y0 = 90, x1 = -180, y1 = -90;
+  const walk = (c) => { if (typeof c[0] === "number") { x0 = Math.min(x0, c[0]); x1 = Math.max(x1, c[0]); y0 = Math.min(y0, c[1]); y1 = Math.max(y1, c[1]); } else c.forEach(walk); };
+  fc.features.forEach((f) => walk(f.geometry.coordinates));
+  return [x0, y0, x1, y1];
+}
+
+function webglOK() {
+  try { const c = document.createElement("canvas"); return !!(c.getContext("webgl2") || c.getContext("webgl")); } catch (e) { return false; }
+}
+
+function valueOf(p, by) { return by === "health" ? (p.health_level ?? -1) : p.readings_1h; }
+
+function hoverText(p) {
+  return `<b>${esc(p.name || p.code)}</b> (${esc(p.code)})<br>` +
+    (p.health != null ? `健康 Health ${p.health} · ${LEVELS[p.health_level].zh} ${LEVELS[p.health_level].en}<br>` : "") +
+    `近1小时读数 Readings/h ${p.readings_1h}` + (p.open_alerts ? `<br>告警 Open alerts ${p.open_alerts}` : "");
+}
+
+function drawMap(view) {
+  const fc = view.geojson, by = view.colour_by, props = fc.features.map((f) => f.properties);
+  const el = $("map");
+  el.dataset.unit = view.unit.code; el.dataset.layerLevel = view.layer_level || ""; el.dataset.colourBy = by;
+  const z = props.map((p) => valueOf(p, by));
+  const discrete = by === "health";
+  const colorscale = discrete
+    ? [[0, NO_DATA], [0.2, NO_DATA], [0.2, LEVELS[0].colour], [0.4, LEVELS[0].colour], [0.4, LEVELS[1].colour], [0.6, LEVELS[1].colour],
+       [0.6, LEVELS[2].colour], [0.8, LEVELS[2].colour], [0.8, LEVELS[3].colour], [1, LEVELS[3].colour]]
+    : [[0, "#f1f5fb"], [1, "#14508c"]];
+  const zrange = discrete ? { zmin: -1.5, zmax: 3.5 } : { zmin: 0, zmax: Math.max(1, ...z) };
+  const [x0, y0, x1, y1] = fc.features.length ? bbox(fc) : [116, 39, 117, 40];
+  const lines = props.map((p) => (p.code === view.highlight ? 4 : 1));
+  const text = props.map(hoverText);
+  const layout = { margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, uirevision: view.unit.code + (S.at ? "@" : "") };
+  let traces;
+  if (webglOK()) {
+    // fit the layer: web-mercator stretches latitude by 1/cos(lat)
+    const w = el.clientWidth || 800, h = el.clientHeight || 600, k = 1 / Math.cos(((y0 + y1) / 2) * Math.PI / 180);
+    const zoom = Math.min(Math.log2((360 * w) / (512 * Math.max(x1 - x0, 1e-5))), Math.log2((360 * h) / (512 * Math.max((y1 - y0) * k, 1e-5))));
+    layout.map = { style: BLANK_STYLE, center: { lon: (x0 + x1) / 2, lat: (y0 + y1) / 2 }, zoom: zoom - 0.35 };
+    traces = [Object.assign({ type: "choroplethmap", geojson: fc, featureidkey: "properties.code", locations: props.map((p) => p.code),
+      z, colorscale, showscale: !discrete, text, hoverinfo: "text", marker: { opacity: 0.8, line: { width: lines, color: "#243447" } },
+      colorbar: { title: { text: "读数/小时<br>readings/h" } } }, zrange)];
+    el.dataset.renderer = "map";
+  } else {  // no WebGL (old PCs, locked-down browsers): the same polygons as SVG paths
+    traces = [];
+    fc.features.forEach((f, i) => {
+      const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
+      const xs = [], ys = [];
+      polys.forEach((poly) => { poly[0].forEach(([x, y]) => { xs.push(x); ys.push(y); }); xs.push(null); ys.push(null); });
+      const t = (z[i] - zrange.zmin) / (zrange.zmax - zrange.zmin);
+      traces.push({ type: "scatter", mode: "lines", x: xs, y: ys, fill: "toself", fillcolor: colourAt(colorscale, t),
+        line: { color: "#243447", width: lines[i] }, hoveron: "fills", text: text[i], hoverinfo: "text", customdata: xs.map(() => props[i].code) });
+    });
+    Object.assign(layout, { xaxis: { visible: false, range: [x0, x1] }, yaxis: { visible: false, scaleanchor: "x", range: [y0, y1] }, hovermode: "closest" });
+    el.dataset.renderer = "svg";
+  }
+  Plotly.react(el, traces, layout, { displaylogo: false, responsive: true, scrollZoom: true });
+  if (!el._cvClick) {
+    el.on("plotly_click", (ev) => {
+      const pt = ev.points && ev.points[0];
+      const code = pt && (pt.location || (pt.customdata && (Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata)));
+      const f = S.view && S.view.geojson.features.find((x) => x.properties.code === code);
+      if (!f) return;
+      if (f.properties.has_children || code !== S.view.unit.code) navigate(code);
+    });
+    el._cvClick = true;
+  }
+  drawLegend(view);
+}
+
+function colourAt(scale, t) {
+  t = Math.max(0, Math.min(1, t));
+  for (let i = scale.length - 1; i >= 0; i--) if (t >= scale[i][0]) return scale[i][1];
+  return scale[0][1];
+}
+
+function drawLegend(view) {
+  const when = view.colour_by === "health" ? `健康等级 Health level @ ${esc(view.health_at)}` : "近1小时读数 Readings in the last hour (尚无体征 no vital signs yet)";
+  $("legend").innerHTML = view.colour_by === "health"
+    ? LEVELS.map((l, i) => `<span><i style="background:${l.colour}"></i>${l.zh} ${l.en}</span>`).join("") + `<span><i style="background:${NO_DATA}"></i>无数据 no data</span>`
+    : "";
+  $("map-note").innerHTML = `${when} · ${view.n_units} 个单元 units (${esc(view.layer_level)}) · 点击下钻 click to drill down`;
+}
+
+// ---------------------------------------------------------------- unit detail and trends
+async function loadDetail(code) {
+  const u = S.view.path[S.view.path.length - 1];
+  const props = S.view.geojson.features.map((f) => f.properties);
+  const total = props.reduce((a, p) => a + p.readings_1h, 0);
+  let html = `<div><b>${esc(u.name)}</b> <small>${esc(u.code)} · ${esc(u.level)}</small></div>`;
+  let health = null;
+  if (S.me.features.signs) {
+    try { health = await api("/health?" + q({ unit: code, at: atParam() })); } catch (e) { health = null; }
+  }
+  if (health) {
+    html += `<div class="big lvl-${health.level}">${health.index.toFixed(1)}</div><div>健康指数 Health index · ${LEVELS[health.level].zh} ${LEVELS[health.level].en}</div>`;
+    html += `<div>分类 Categories: ${Object.entries(health.categories).map(([c, v]) => `${esc(c)} ${v.toFixed(0)}`).join(" · ")}</div>`;
+    if (health.explain.length) {
+      html += `<p>为何不是100 Why not 100:</p><table class="explain">` + health.explain.slice(0, 8).map((r) =>
+        `<tr><td>${esc(r.indicator)}</td><td class="lvl-${LEVELS.findIndex((l) => l.en === r.level)}">${esc(r.level)}</td><td>${Number(r.value).toPrecision(3)}</td><td>−${r.points.toFixed(1)}</td></tr>`).join("") + "</table>";
+    }
+  } else {
+    html += `<div>健康指数 Health: — (尚未计算 not computed)</div>`;
+  }
+  html += `<div>近1小时读数 Readings in the last hour: <b id="readings-1h">${total}</b></div>`;
+  $("detail-body").innerHTML = html;
+  loadTrend(code);
+}
+
+async function loadTrend(code) {
+  const end = S.at || new Date(S.view.at);
+  let traces = [], title = "";
+  $("trend-pick").innerHTML = "";
+  if (S.me.features.signs) {
+    try {
+      const lv = await api("/levels?" + q({ unit: code, at: atParam() }));
+      if (lv.items.length) {
+        const pick = lv.items.find((i) => i.indicator === S.trendIndicator) || lv.items[0];
+        S.trendIndicator = pick.indicator;
+        lv.items.slice(0, 12).forEach((i) => {
+          const b = document.createElement("button");
+          b.className = "lvl-" + LEVELS.findIndex((l) => l.en === i.level);
+          b.textContent = `${i.name_zh || ""} ${i.name_en}`; b.title = `${i.value} ${i.unit} (${i.level})`;
+          b.onclick = () => { S.trendIndicator = i.indicator; loadTrend(code); };
+          $("trend-pick").appendChild(b);
+        });
+        const s = await api(`/indicators/${encodeURIComponent(pick.indicator)}/values?` + q({ unit: code, end: end.toISOString() }));
+        traces = [{ type: "scatter", mode: "lines+markers", x: s.items.map((r) => r.window_end), y: s.items.map((r) => r.value),
+          marker: { color: s.items.map((r) => LEVELS.find((l) => l.en === r.level).colour) }, name: pick.indicator }];
+        title = `${pick.name_zh || ""} ${pick.name_en} (${pick.unit})`;
+      }
+    } catch (e) { traces = []; }
+  }
+  if (!traces.length) {  // no indicators yet: the unit's readings, 5-minute means per sensor
+    const start = new Date(end.getTime() - 6 * 3600e3);
+    try {
+      const r = await api("/readings?" + q({ unit: code, start: start.toISOString(), end: end.toISOString(), interval: "PT5M", limit: 1000 }));
+      const by = {};
+      r.items.forEach((x) => { (by[x.sensor_id] = by[x.sensor_id] || { x: [], y: [] }).x.push(x.bucket); by[x.sensor_id].y.push(x.mean); });
+      traces = Object.entries(by).slice(0, 8).map(([k, v]) => ({ type: "scatter", mode: "lines", name: k, x: v.x, y: v.y }));
+      title = "读数 Readings (5 min mean)";
+    } catch (e) { traces = []; }
+  }
+  Plotly.react($("trend"), traces, { margin: { l: 40, r: 8, t: 24, b: 30 }, title: { text: title, font: { size: 12 } }, showlegend: traces.length > 1, legend: { font: { size: 10 } } },
+    { displaylogo: false, responsive: true });
+}
+
+// ---------------------------------------------------------------- feeds
+async function loadFeeds() {
+  if (S.me.features.alerts) {
+    try {
+      const a = await api("/alerts?" + q({ state: "open", limit: 30, unit: S.me.area_code }));
+      const canAct = ["admin", "duty_officer"].includes(S.me.role);
+      $("feed-alerts").innerHTML = a.items.map((x) => {
+        const lvl = LEVELS.findIndex((l) => l.en === x.level);
+        return `<li data-alert="${x.id}"><span class="lvl-${lvl}">${LEVELS[lvl].zh} ${esc(x.level)}</span> ${esc(x.source)} ${esc(x.type)} · ${esc(x.state)}` +
+          `<br><small>${esc(x.message || "")}</small>` + (canAct && x.state === "active" ? ` <button data-ack="${x.id}">确认 Ack</button>` : "") + "</li>";
+      }).join("") || "<li>无 None</li>";
+      $("feed-alerts").querySelectorAll("button[data-ack]").forEach((b) => (b.onclick = async () => {
+        await api(`/alerts/${b.dataset.ack}/ack`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: "dashboard" }) });
+        loadFeeds();
+      }));
+    } catch (e) { $("feed-alerts").innerHTML = `<li>${esc(e.message)}</li>`; }
+  } else {
+    $("feed-alerts").innerHTML = "<li>告警模块未安装 Alerts not available</li>";
+  }
+  try {
+    const c = await api("/quarantine/counts");
+    $("feed-quarantine").innerHTML = `共 Total <b id="quarantine-total">${c.total}</b>` +
+      (c.total ? ": " + Object.entries(c.counts).map(([k, v]) => `${esc(k)} ${v}`).join(" · ") : "");
+  } catch (e) { $("feed-quarantine").textContent = e.status === 403 ? "仅限全市账号 City-wide keys only" : e.message; }
+}
+
+function logLive(text) {
+  S.liveCount += 1;
+  $("live-count").textContent = S.liveCount;
+  const li = document.createElement("li");
+  li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  $("feed-live").prepend(li);
+  while ($("feed-live").children.length > 50) $("feed-live").lastChild.remove();
+}
+
+function scheduleReload() {  // many events in a burst: one reload
+  if (S.at || S.reloadTimer) return;
+  S.reloadTimer = setTimeout(async () => { S.reloadTimer = null; if (S.unit) await navigate(S.unit); }, 500);
+}
+
+function onEvent(type, data) {
+  if (type === "hello") return;
+  if (type === "reset") { logLive("重新同步 Resync"); scheduleReload(); loadFeeds(); return; }
+  if (type === "readings") { logLive(`新读数 New readings: ${data.readings} (${Object.keys(data.units).length} 单元 units)`); scheduleReload(); }
+  else if (type === "quarantine") { logLive(`隔离 Quarantine: ${data.total}`); loadFeeds(); }
+  else if (type === "alert") { logLive(`告警 Alert ${data.alert_id} ${data.event} ${data.alert_level} ${data.source}`); loadFeeds(); scheduleReload(); }
+  else if (type === "health") { logLive(`健康指数更新 Health updated @ ${data.as_of}`); scheduleReload(); }
+  else logLive(type);
+}
+
+// SSE over fetch (EventSource cannot send the Authorization header); resumes with Last-Event-ID.
+async function startStream() {
+  if (S.stream) S.stream.abort();
+  const ctl = new AbortController();
+  S.stream = ctl;
+  let delay = 1000;
+  while (!ctl.signal.aborted && S.key) {
+    try {
+      const headers = { Authorization: "Bearer " + S.key, Accept: "text/event-stream" };
+      if (S.lastEventId != null) headers["Last-Event-ID"] = String(S.lastEventId);
+      const r = await fetch(API + "/stream", { headers, signal: ctl.signal });
+      if (!r.ok) throw new Error("stream " + r.status);
+      $("live-status").className = "on"; $("live-status").textContent = "● 实时 live";
+      delay = 1000;
+      const reader = r.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i); buf = buf.slice(i + 2);
+          let id = null, type = "message", data = "";
+          block.split("\n").forEach((line) => {
+            if (line.startsWith("id: ")) id = Number(line.slice(4));
+            else if (line.startsWith("event: ")) type = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          });
+          if (id != null) S.lastEventId = id;
+          if (data) onEvent(type, JSON.parse(data));
+        }
+      }
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+    }
+    $("live-status").className = "off"; $("live-status").textContent = "● 重连中 reconnecting";
+    await new Promise((res) => setTimeout(res, delay));
+    delay = Math.min(delay * 2, 15000);
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+$("keyform").onsubmit = (ev) => {
+  ev.preventDefault();
+  S.key = $("key").value.trim();
+  localStorage.setItem("cityvitals.key", S.key);
+  $("key").value = "";
+  signIn();
+};
+$("logout").onclick = () => { localStorage.removeItem("cityvitals.key"); S.key = ""; if (S.stream) S.stream.abort(); location.reload(); };
+$("at").onchange = () => { S.at = $("at").value ? new Date($("at").value) : null; if (S.unit) navigate(S.unit); };
+$("live-btn").onclick = () => { $("at").value = ""; S.at = null; if (S.unit) navigate(S.unit); };
+loadPublic();
+setInterval(loadPublic, 60000);
+signIn();
