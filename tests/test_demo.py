@@ -11,7 +11,7 @@ from cityvitals.cli import app
 
 def test_demo_builds_a_small_city_end_to_end(tmp_path):
     home = str(tmp_path / "home")
-    args = ["demo", "--home", home, "--sensors", "400", "--districts", "2", "--duration", "2h", "--json"]
+    args = ["demo", "--once", "--home", home, "--sensors", "400", "--districts", "2", "--duration", "3h", "--history", "2h", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)

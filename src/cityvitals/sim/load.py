@@ -42,8 +42,13 @@ def _assets_table(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     return assets, edges
 
 
-def load_folder(store, folder: str | Path, *, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Load a simulated city folder (city, sensors, readings, reports) into ``store``."""
+def load_folder(store, folder: str | Path, *, progress: Callable[[str, int, int], None] | None = None,
+                readings: bool = True) -> dict[str, Any]:
+    """Load a simulated city folder (city, sensors, readings, reports) into ``store``.
+
+    ``readings=False`` loads the city only; the live demo then replays the readings in
+    accelerated time (``cityvitals.runtime``).
+    """
     from cityvitals.ingest import ingest_file
     from cityvitals.registry.sensors import import_sensors
     from cityvitals.space import build_grid, import_layer
@@ -64,7 +69,7 @@ def load_folder(store, folder: str | Path, *, progress: Callable[[str, int, int]
     assets, edges = _assets_table(folder)
     out["assets"] = store.assets.replace(assets, edges)
     files = sorted(p for p in (folder / "readings").glob("part-*") if p.suffix in (".parquet", ".ndjson")) \
-        if (folder / "readings").exists() else []
+        if readings and (folder / "readings").exists() else []
     totals = {"files": 0, "accepted": 0, "duplicates": 0, "quarantined": {}}
     for i, path in enumerate(files):
         rep = ingest_file(store, path)
@@ -86,7 +91,7 @@ def load_folder(store, folder: str | Path, *, progress: Callable[[str, int, int]
             kept.append(str(home / name))
     out["kept"] = kept
     truth_file = folder / "truth.json"
-    if truth_file.exists():
+    if truth_file.exists() and readings:
         expected = json.loads(truth_file.read_text("utf-8")).get("expected_ingest")
         if expected:
             out["expected"] = expected

@@ -11,6 +11,15 @@ const LEVELS = [
 ];
 const NO_DATA = "#c3c8cf";
 const BLANK_STYLE = { version: 8, sources: {}, layers: [{ id: "bg", type: "background", paint: { "background-color": "#eef1f4" } }] };
+// `cityvitals demo` prints a link with the key in the fragment (never sent to the server):
+// keep it like a typed-in key, then drop it from the address bar.
+(function keyFromFragment() {
+  const m = /(?:^|[#&])key=([^&]+)/.exec(location.hash);
+  if (m) {
+    localStorage.setItem("cityvitals.key", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+})();
 const S = { key: localStorage.getItem("cityvitals.key") || "", me: null, unit: null, at: null, view: null,
             lastEventId: null, liveCount: 0, reloadTimer: null, stream: null, trendIndicator: null };
 const $ = (id) => document.getElementById(id);
