@@ -37,6 +37,10 @@ def routers_for(ctx: Context) -> list:
         from cityvitals.api.routers import alerts
 
         out.append(alerts.router)
+    if hasattr(ctx.store, "cases"):
+        from cityvitals.api.routers import cases
+
+        out.append(cases.router)
     return out
 
 
@@ -83,6 +87,10 @@ def create_app(
     errors.install(app)
     for r in routers_for(ctx):
         app.include_router(r, prefix=PREFIX)
+    if hasattr(store, "cases"):
+        from cityvitals.api import open311
+
+        app.include_router(open311.router)
     if dashboard:
         from cityvitals.web import router as web_router, static_files
 

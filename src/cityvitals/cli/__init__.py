@@ -13,7 +13,7 @@ import typer
 
 from cityvitals import __version__
 from cityvitals.cli import (
-    alerts, bench, catalog, demo, health, ingest, quarantine, sensors, serve, signs, simulate, space, status, users, watch,
+    alerts, bench, cases, catalog, demo, health, ingest, quarantine, sensors, serve, signs, simulate, space, status, users, watch,
 )
 from cityvitals.cli.eval import eval_cmd
 from cityvitals.errors import CityvitalsError
@@ -54,6 +54,7 @@ app.add_typer(alerts.app, name="alerts")
 app.command("eval")(eval_cmd)
 app.command("serve")(serve.serve)
 app.add_typer(users.app, name="users")
+app.add_typer(cases.app, name="cases")
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 

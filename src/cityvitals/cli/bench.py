@@ -40,6 +40,27 @@ def ingest(
     console.print(t)
 
 
+@app.command("dispose")
+def dispose(
+    cases: Annotated[int, typer.Option(min=10, help="Cases taken through the whole workflow.")] = 2000,
+    stored: Annotated[int, typer.Option(min=1000, help="Cases stored before the Open311 list is timed.")] = 1_000_000,
+    queries: Annotated[int, typer.Option(min=1, help="Open311 list queries per kind of filter.")] = 20,
+    json: Json = False,
+) -> None:
+    """Cases per second through the full workflow, and Open311 list latency over many stored cases."""
+    from cityvitals.bench.dispose import bench_dispose
+
+    with console.status("running the case workflow and Open311 queries…"):
+        result = bench_dispose(n_cases=cases, stored=stored, queries=queries)
+    if json:
+        emit_json(result)
+        return
+    t = Table("measure", "value", title="bench dispose")
+    for key, value in result.items():
+        t.add_row(str(key), str(value))
+    console.print(t)
+
+
 def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
     from cityvitals.bench.signs import bench_signs
@@ -49,6 +70,7 @@ def _register() -> None:
     app.command("simulate")(bench_simulate)
     app.command("signs")(bench_signs)
     app.command("watch")(bench_watch)
+
 
 
 _register()

@@ -17,6 +17,7 @@ import duckdb
 
 from cityvitals.store.duck.alerts import AlertRepo
 from cityvitals.store.duck.assets import AssetRepo
+from cityvitals.store.duck.cases import CaseRepo
 from cityvitals.store.duck.quarantine import QuarantineRepo
 from cityvitals.store.duck.readings import ReadingRepo
 from cityvitals.store.duck.sensors import SensorRepo
@@ -34,6 +35,7 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("signs", SignRepo),
     ("users", UserRepo),
     ("assets", AssetRepo),
+    ("cases", CaseRepo),
 )
 
 
