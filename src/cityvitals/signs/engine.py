@@ -35,7 +35,8 @@ from cityvitals.store.duck.signs import from_us
 
 KEYS = ["unit_code", "window_start"]
 VALUE_COLS = ["indicator", "unit_code", "window_start", "window_end", "value", "level", "schmitt", "n", "direct"]
-_EMPTY_KEYS = pl.DataFrame(schema={"unit_code": pl.String, "window_start": pl.Int64})
+CATEGORICAL = pl.Categorical  # unit codes and indicator ids: integer keys in joins and groups (see store/duck/signs.py)
+_EMPTY_KEYS = pl.DataFrame(schema={"unit_code": CATEGORICAL, "window_start": pl.Int64})
 
 
 @dataclass
@@ -119,39 +120,75 @@ def _param_columns(part: pl.DataFrame, ind: Indicator, cat: Catalog, units: pl.D
     return part
 
 
-def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *, rolled: bool) -> pl.DataFrame:
-    """Levels for the rows in ``frame`` plus the stored rows after them in each series."""
-    if frame.is_empty():
-        return frame
-    m = pl.DataFrame({"indicator": list(cat), "m": [max(1, i.min_windows - 1) for i in cat.values()]})
-    series = frame.group_by("indicator", "unit_code").agg(pl.col("window_start").min().alias("since")).join(m, on="indicator")
-    before, after = repo.series_context(series)
+CONTEXT_LOOKBACK = timedelta(days=2)
+"""How far back a series' trigger state is resumed from; after a longer gap it restarts at normal."""
+
+
+def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *, rolled: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(levels of the rows in ``frame``, re-levelled stored rows after them in each series)."""
     cols = ["indicator", "unit_code", "window_start", "window_end", "value", "n", "direct"]
-    after = after.join(frame.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"], how="anti")
-    rows = pl.concat([
-        frame.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt")),
-        after.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt")),
-        before.select(cols).with_columns(pl.lit(True).alias("ctx"), before["schmitt"].cast(pl.Int8).alias("ctx_schmitt")),
-    ], how="vertical_relaxed")
+    if frame.is_empty():
+        return frame, frame
+    lookback = _us(CONTEXT_LOOKBACK)
+    lo = int(frame["window_start"].min())
+    ids = frame["indicator"].unique().cast(pl.String).to_list()
+    rows = frame.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"),
+                                           pl.lit(False).alias("_after"))
+    direct = None if not rolled else False
+    if repo.any_values_since(lo - lookback, ids, direct):  # else nothing stored to resume from or to re-level
+        m = pl.DataFrame({"indicator": list(cat), "m": [max(1, i.min_windows - 1) for i in cat.values()]}).cast({"indicator": CATEGORICAL})
+        series = frame.group_by("indicator", "unit_code").agg(pl.col("window_start").min().alias("since")).join(m, on="indicator")
+        before, after = repo.series_context(series, lookback)
+        after = after.join(frame.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"], how="anti")
+        rows = pl.concat([
+            rows,
+            after.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"), pl.lit(True).alias("_after")),
+            before.select(cols).with_columns(pl.lit(True).alias("ctx"), before["schmitt"].cast(pl.Int8).alias("ctx_schmitt"),
+                                             pl.lit(False).alias("_after")),
+        ], how="vertical_relaxed")
     out = []
     for (iid,), part in rows.partition_by("indicator", as_dict=True).items():
-        ind = cat.get(iid)
+        ind = cat.get(str(iid))
         if ind is None:
             continue
         share = rolled and ind.rollup == "share_at_level"
         conds = ind.rollup_thresholds if share else ind.thresholds
         part = _param_columns(part, ind, cat, units)
         res = assign_levels(part, conds, hysteresis=0.0 if share else ind.hysteresis, min_windows=ind.min_windows)
-        out.append(res.filter(~pl.col("ctx")).select(VALUE_COLS))
-    return pl.concat(out, how="vertical_relaxed") if out else frame
+        out.append(res.filter(~pl.col("ctx")).select(*VALUE_COLS, "_after"))
+    if not out:
+        return frame.clear(), frame.clear()
+    allv = pl.concat(out, how="vertical_relaxed")
+    return allv.filter(~pl.col("_after")).drop("_after"), allv.filter(pl.col("_after")).drop("_after")
 
 
-def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame], report: SignsReport) -> pl.DataFrame:
-    """Compute, level and store every touched window; returns the keys written."""
+def _write(repo, pair: tuple[pl.DataFrame, pl.DataFrame], replace: bool) -> int:
+    fresh, after = pair
+    return repo.write_values(fresh, replace=replace) + repo.write_values(after, replace=True)
+
+
+def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame], report: SignsReport, *, replace: bool = True) -> pl.DataFrame:
+    """Compute, level and store every touched window; returns the keys written.
+
+    ``replace=False``: the touched windows were deleted first (recompute), so values are
+    inserted without looking for stored rows with the same key.
+    """
     repo = store.signs
     off = cat.utc_offset_hours
     units = repo.unit_attributes()
     fresh: dict[str, pl.DataFrame] = {}
+    sensor_inds = [i for i in cat.computable() if i.input_kind == "sensor" and touched.get(i.id) is not None
+                   and not touched[i.id].is_empty()]
+    by_kind: dict[str, pl.DataFrame] = {}
+    if sensor_inds:  # one scan of the readings for every indicator: each kind over the widest range that needs it
+        spans = pl.DataFrame([
+            (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size))
+            for i in sensor_inds for k in i.kinds
+        ], schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64}, orient="row").group_by("kind").agg(
+            pl.col("lo").min(), pl.col("hi").max())
+        allu = pl.concat([touched[i.id]["unit_code"] for i in sensor_inds]).unique()
+        r = repo.readings_in(spans, allu)
+        by_kind = {str(k): part for (k,), part in r.partition_by("kind", as_dict=True, include_key=False).items()}
     for ind in cat.computable():
         if ind.input_kind == "sensor":
             t = touched.get(ind.id)
@@ -159,7 +196,12 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame], report: Sign
                 continue
             lo = int(t["window_start"].min())
             hi = int(t["window_start"].max()) + _us(ind.window.size)
-            r = repo.readings_for(list(ind.kinds), t["unit_code"], lo, hi)
+            parts = [by_kind[k] for k in ind.kinds if k in by_kind]
+            if not parts:
+                continue
+            r = parts[0] if len(parts) == 1 else pl.concat(parts)
+            ts = pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64)
+            r = r.filter((ts >= lo) & (ts < hi))  # the kind may have been read for a wider range
             v = window_values(r, ind, utc_offset_hours=off, only=t)
         else:
             deps = ind.inputs()
@@ -167,47 +209,64 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame], report: Sign
             if not parts:
                 continue
             keys = pl.concat(parts).unique()
-            stored = repo.fetch_keys(keys.join(pl.DataFrame({"indicator": deps}), how="cross"))
-            inputs = {}
-            for d in deps:
-                st = stored.filter(pl.col("indicator") == d).select(KEYS + ["value"])
-                if d in fresh:
-                    fr = fresh[d].select(KEYS + ["value"])
-                    st = pl.concat([fr, st.join(fr, on=KEYS, how="anti")], how="vertical_relaxed")
-                inputs[d] = st
+            inputs = {d: fresh[d].select(KEYS + ["value"]) for d in deps if d in fresh}
+            missing = [d for d in deps if d not in fresh or fresh[d].height < keys.height]
+            if missing:  # inputs not computed in this batch for some keys: read them from the store
+                stored = repo.fetch_keys(keys.join(pl.DataFrame({"indicator": missing}, schema={"indicator": CATEGORICAL}), how="cross"))
+                for d in missing:
+                    st = stored.filter(pl.col("indicator") == d).select(KEYS + ["value"])
+                    if d in inputs:
+                        st = pl.concat([inputs[d], st.join(inputs[d], on=KEYS, how="anti")], how="vertical_relaxed")
+                    inputs[d] = st
             pop = units.select("unit_code", pl.col("population").cast(pl.Float64))
             v = evaluate(ind, inputs, keys, pop)
         if not v.is_empty():
-            fresh[ind.id] = v.with_columns(pl.lit(ind.id).alias("indicator"))
+            fresh[ind.id] = v.with_columns(pl.lit(ind.id, CATEGORICAL).alias("indicator"))
             report.indicators.append(ind.id)
     if not fresh:
-        return pl.DataFrame(schema={"indicator": pl.String, "unit_code": pl.String})
+        return pl.DataFrame(schema={"indicator": CATEGORICAL, "unit_code": CATEGORICAL})
     direct = pl.concat(
         [f.select("indicator", "unit_code", "window_start", "window_end", "value", pl.col("n").cast(pl.Int64)) for f in fresh.values()],
         how="vertical_relaxed",
     ).with_columns(pl.lit(True).alias("direct"))
     direct_l = _with_levels(repo, cat, direct, units, rolled=False)
-    report.values += repo.write_values(direct_l)
+    report.values += _write(repo, direct_l, replace)
 
     closure = repo.closure()
     if closure.is_empty():
         return direct.select("indicator", "unit_code")
-    anc = (
-        direct.select("indicator", "unit_code", "window_start").join(closure, on="unit_code")
-        .select("indicator", pl.col("ancestor").alias("unit_code"), "window_start").unique()
-    )
-    leaf = repo.fetch_direct(direct.select("indicator", "window_start"))
+    # the roll-up needs every direct unit of each (indicator, window): read only the pairs
+    # where the store holds more direct rows than this batch computed
+    pairs = direct.group_by("indicator", "window_start").agg(pl.len().cast(pl.Int64).alias("fresh"))
+    counts = repo.direct_counts(pairs)
+    wider = pairs.join(counts, on=["indicator", "window_start"], how="left").filter(pl.col("stored") > pl.col("fresh"))
+    mine = direct_l[0].select("indicator", "unit_code", "window_start", "window_end", "value", "level")
     rules = pl.DataFrame({
         "indicator": list(cat), "rule": [i.rollup for i in cat.values()], "rule_level": [i.rollup_level for i in cat.values()],
     }).cast({"rule_level": pl.Int8})
-    rolled = (
-        rollup(leaf, closure, units.select("unit_code", pl.col("population").cast(pl.Float64), pl.col("area_m2").cast(pl.Float64)), rules)
-        .join(anc, on=["indicator", "unit_code", "window_start"], how="semi")
-        .join(leaf.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"], how="anti")
-        .with_columns(pl.lit(False).alias("direct"))
-    )
+    attrs = units.select("unit_code", pl.col("population").cast(pl.Float64), pl.col("area_m2").cast(pl.Float64))
+    if wider.is_empty():  # every rolled group is an ancestor of a unit computed here
+        leaf = mine
+        rolled = rollup(leaf, closure, attrs, rules)
+    else:  # other units' stored values join in; keep only the ancestors of units computed here
+        stored = repo.fetch_direct(wider.select("indicator", "window_start"))
+        leaf = pl.concat([mine.join(wider, on=["indicator", "window_start"], how="anti"), stored.select(mine.columns)],
+                         how="vertical_relaxed")
+        anc = (
+            direct.select("indicator", "unit_code", "window_start").join(wider.select("indicator", "window_start"), on=["indicator", "window_start"])
+            .join(closure, on="unit_code").select("indicator", pl.col("ancestor").alias("unit_code"), "window_start").unique()
+        )
+        rolled = rollup(leaf, closure, attrs, rules)
+        rolled = pl.concat([
+            rolled.join(wider, on=["indicator", "window_start"], how="anti"),
+            rolled.join(anc, on=["indicator", "unit_code", "window_start"], how="semi"),
+        ], how="vertical_relaxed")
+    # a unit with its own value in a window is not rolled up there
+    inner = leaf.filter(pl.col("unit_code").is_in(rolled["unit_code"].unique().implode()))
+    rolled = rolled.join(inner.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"],
+                         how="anti").with_columns(pl.lit(False).alias("direct"))
     rolled_l = _with_levels(repo, cat, rolled, units, rolled=True)
-    report.rolled_up += repo.write_values(rolled_l)
+    report.rolled_up += _write(repo, rolled_l, replace)
     return pl.concat([direct.select("indicator", "unit_code"), rolled.select("indicator", "unit_code")])
 
 
@@ -283,33 +342,65 @@ def recompute(store, start: datetime | None = None, end: datetime | None = None,
     for ind in cat.computable():
         if ind.input_kind == "sensor":
             touched[ind.id], _ = _touched(minutes, ind, off, start=s_us, end=e_us)
-    _compute(store, cat, touched, report)
+    _compute(store, cat, touched, report, replace=False)
     report.seconds = time.perf_counter() - t0
     return report
 
 
 # ---------------------------------------------------------------- health
 
-def _stale(cat: Catalog) -> pl.DataFrame:
-    """How long an indicator's last value counts for the health index: one window + one slide."""
-    return pl.DataFrame({"indicator": list(cat), "stale": [_us(i.window.size + i.window.slide) for i in cat.values()]})
+STALE_WINDOWS = 3
+"""A value counts in the health index for this many of its windows after its window ended."""
+
+
+def stale_after(ind: Indicator) -> timedelta:
+    """How long after its window ended an indicator's last value still counts."""
+    return STALE_WINDOWS * ind.window.size
+
+
+def _stale(cat: Catalog, factor: int = 1) -> pl.DataFrame:
+    return pl.DataFrame({"indicator": list(cat), "stale": [factor * _us(stale_after(i)) for i in cat.values()]})
 
 
 def health_frames(store, cat: Catalog, at: datetime, units: list[str] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(indices, explanation) at ``at`` from each indicator's last value that is not stale."""
     latest = store.signs.latest(at, _stale(cat), units)
     if latest.is_empty():
         return pl.DataFrame(schema={"unit_code": pl.String, "scope": pl.String, "value": pl.Float64}), pl.DataFrame()
     return health_index(latest, cat)
 
 
+def _stale_rows(store, cat: Catalog, at: datetime, unit: str) -> list[dict]:
+    """Indicators of ``unit`` whose last value (within 10 staleness limits) is too old to count."""
+    older = store.signs.latest(at, _stale(cat, 10), [unit])
+    if older.is_empty():
+        return []
+    limit = _stale(cat).cast({"indicator": older.schema["indicator"]})
+    at_us = _to_us(at)
+    old = older.join(limit, on="indicator").filter(pl.col("window_end") <= at_us - pl.col("stale")).sort("indicator")
+    return [
+        {"indicator": str(r["indicator"]), "value": r["value"], "level": LEVELS[r["level"]],
+         "window_end": from_us(r["window_end"]).isoformat(), "age_s": (at_us - r["window_end"]) / US,
+         "limit_s": r["stale"] / US}
+        for r in old.iter_rows(named=True)
+    ]
+
+
 def health(store, unit: str | None = None, at: datetime | None = None, *, catalog: Catalog | None = None) -> dict:
-    """The health index of ``unit`` (default: the root of the tree) at ``at`` (default: the
-    end of the last computed window), per category and overall, with its explanation."""
+    """The health index of ``unit`` (default: the root of the tree) at ``at``, per category
+    and overall, with its explanation.
+
+    ``at`` defaults to the watermark: the latest reading time the stage has seen, so
+    every window that ended by then is complete (a sliding window still open at the
+    watermark is not). Values whose window ended more than ``STALE_WINDOWS`` windows
+    before ``at`` do not count; the result lists them under ``stale``.
+    """
     cat = catalog or load_catalog()
     if at is None:
-        at = store.signs.last_window_end()
-        if at is None:
+        wm = store.signs.state().get("watermark_us")
+        if wm is None:
             raise InputError("no vital signs computed yet; run `cityvitals signs run` first")
+        at = from_us(int(wm))
     if at.tzinfo is None:
         at = at.replace(tzinfo=timezone.utc)
     units = store.signs.unit_attributes()
@@ -330,4 +421,5 @@ def health(store, unit: str | None = None, at: datetime | None = None, *, catalo
          "value": r["value"], "weight": r["weight"], "points": round(r["points"], 4)}
         for r in explain.filter(pl.col("unit_code") == unit).iter_rows(named=True)
     ]
-    return {"unit": unit, "at": at.isoformat(), "index": round(overall, 2), "categories": cats, "explain": rows}
+    return {"unit": unit, "at": at.isoformat(), "index": round(overall, 2), "categories": cats, "explain": rows,
+            "stale": _stale_rows(store, cat, at, unit)}

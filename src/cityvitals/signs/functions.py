@@ -52,11 +52,12 @@ def evaluate(ind: Indicator, inputs: dict[str, pl.DataFrame], keys: pl.DataFrame
     """Derived values on ``keys`` (unit_code, window_start) from ``inputs`` id -> (KEYS, value)."""
     fn, args = ind.derived_fn, ind.derived_args
     size = int(ind.window.size.total_seconds() * 1_000_000)
-    frame = keys.select(KEYS).unique()
+    frame = keys.select(KEYS).unique(maintain_order=True)
+    key_types = {"unit_code": frame.schema["unit_code"], "window_start": pl.Int64}
     for i, dep in enumerate(ind.inputs()):
         src = inputs.get(dep)
-        col = pl.DataFrame(schema={**dict.fromkeys(KEYS), "value": pl.Float64}) if src is None else src.select(KEYS + ["value"])
-        frame = frame.join(col.cast({"unit_code": pl.String, "window_start": pl.Int64}).rename({"value": f"_in{i}"}), on=KEYS, how="left")
+        col = pl.DataFrame(schema={**key_types, "value": pl.Float64}) if src is None else src.select(KEYS + ["value"])
+        frame = frame.join(col.cast(key_types).rename({"value": f"_in{i}"}), on=KEYS, how="left")
     ins = [pl.col(f"_in{i}") for i in range(len(ind.inputs()))]
     if fn == "max_of":
         value = pl.max_horizontal(ins)
@@ -73,7 +74,7 @@ def evaluate(ind: Indicator, inputs: dict[str, pl.DataFrame], keys: pl.DataFrame
     elif fn == "per_capita":
         per = float(args.get("per", 10000))
         pop = population if population is not None else pl.DataFrame(schema={"unit_code": pl.String, "population": pl.Float64})
-        frame = frame.join(pop.select("unit_code", "population"), on="unit_code", how="left")
+        frame = frame.join(pop.select(pl.col("unit_code").cast(key_types["unit_code"]), "population"), on="unit_code", how="left")
         value = pl.when(pl.col("population") > 0).then(ins[0] / pl.col("population") * per).otherwise(None)
     elif fn == "piecewise":
         arr = piecewise_np(frame["_in0"].to_numpy(allow_copy=True).astype(float), args["breakpoints"],
@@ -86,5 +87,4 @@ def evaluate(ind: Indicator, inputs: dict[str, pl.DataFrame], keys: pl.DataFrame
         frame.with_columns(value.cast(pl.Float64).alias("value"))
         .filter(pl.col("value").is_not_null() & ~pl.col("value").is_nan())
         .select("unit_code", "window_start", (pl.col("window_start") + size).alias("window_end"), "value", pl.lit(None, pl.Int64).alias("n"))
-        .sort(KEYS)
     )

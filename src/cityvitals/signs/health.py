@@ -18,44 +18,71 @@ which is what lets a duty officer read "district X is 62 because ...".
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from cityvitals.signs.catalog import LEVELS, Catalog
+from cityvitals.signs.dense import codes_in, factorize
+
+EXPLAIN = {"unit_code": pl.String, "scope": pl.String, "indicator": pl.String, "category": pl.String, "level": pl.Int8,
+           "value": pl.Float64, "weight": pl.Float64, "points": pl.Float64}
 
 
 def health_index(latest: pl.DataFrame, cat: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(indices: unit_code, scope, value; explain: unit_code, scope, indicator, category, level, value, weight, points).
 
     ``latest``: the current value and level of each (unit_code, indicator). ``scope`` is
-    a category name or ``overall``.
+    a category name or ``overall``. Indices are sorted by unit and scope. The sums per
+    (unit, category) and per unit are ``np.bincount`` over dense keys.
     """
-    meta = pl.DataFrame({
-        "indicator": list(cat), "category": [i.category for i in cat.values()], "weight": [i.weight for i in cat.values()],
-    })
-    pen = pl.DataFrame({"level": list(range(len(LEVELS))), "penalty": [cat.penalty[lvl] for lvl in LEVELS]}).cast({"level": pl.Int8})
-    cw = pl.DataFrame({"category": list(cat.category_weights), "cw": list(cat.category_weights.values())})
-    df = (
-        latest.select("unit_code", "indicator", "value", pl.col("level").cast(pl.Int8))
-        .join(meta, on="indicator", how="inner")
-        .filter(pl.col("weight") > 0)
-        .join(pen, on="level", how="left")
-        .join(cw, on="category", how="left")
-        .with_columns(pl.col("weight").sum().over("unit_code", "category").alias("W"))
-        .with_columns((pl.col("penalty") * pl.col("weight") / pl.col("W")).alias("points_cat"))
-    )
-    cats = df.group_by("unit_code", "category").agg((100.0 - pl.col("points_cat").sum()).alias("value"), pl.col("cw").first())
-    cats = cats.with_columns(pl.col("cw").sum().over("unit_code").alias("CW"))
-    df = df.join(cats.select("unit_code", "category", "CW"), on=["unit_code", "category"]).with_columns(
-        (pl.col("points_cat") * pl.col("cw") / pl.col("CW")).alias("points_all")
-    )
-    overall = df.group_by("unit_code").agg((100.0 - pl.col("points_all").sum()).alias("value"))
-    indices = pl.concat([
-        cats.select("unit_code", pl.col("category").alias("scope"), "value"),
-        overall.select("unit_code", pl.lit("overall").alias("scope"), "value"),
-    ]).sort("unit_code", "scope")
-    cols = ["unit_code", "scope", "indicator", "category", "level", "value", "weight"]
+    ids = list(cat)
+    cats = cat.categories()
+    nc = len(cats)
+    weight = np.array([cat[i].weight for i in ids], dtype=float)
+    cat_of = np.array([cats.index(cat[i].category) for i in ids])
+    cw_of = np.array([cat.category_weights.get(c, 1.0) for c in cats], dtype=float)
+    penalty = np.array([cat.penalty[lvl] for lvl in LEVELS], dtype=float)
+    ind = codes_in(latest["indicator"], ids)
+    keep = ind >= 0
+    keep[keep] = weight[ind[keep]] > 0
+    rows = latest.filter(pl.Series(keep)) if not keep.all() else latest
+    ind = ind[keep]
+    unit_dtype = latest.schema["unit_code"]
+    if rows.is_empty():
+        return (pl.DataFrame(schema={"unit_code": unit_dtype, "scope": pl.String, "value": pl.Float64}),
+                pl.DataFrame(schema=EXPLAIN | {"unit_code": unit_dtype}))
+    u, names = factorize(rows["unit_code"])
+    nu = len(names)
+    c = cat_of[ind]
+    w = weight[ind]
+    level = rows["level"].cast(pl.Int64).fill_null(0).to_numpy()
+    uc = u * nc + c
+    W = np.bincount(uc, weights=w, minlength=nu * nc)
+    points_cat = penalty[level] * w / W[uc]
+    present = np.bincount(uc, minlength=nu * nc) > 0
+    cat_value = 100.0 - np.bincount(uc, weights=points_cat, minlength=nu * nc)
+    CW = (present.reshape(nu, nc) * cw_of).sum(axis=1)
+    points_all = points_cat * cw_of[c] / CW[u]
+    overall = 100.0 - np.bincount(u, weights=points_all, minlength=nu)
+    # indices in (unit, scope) order: one column per scope, scopes sorted by name
+    scopes = sorted(cats + ["overall"])
+    rank = np.array([scopes.index(x) for x in cats])
+    grid = np.full((nu, nc + 1), np.nan)
+    has = np.zeros((nu, nc + 1), bool)
+    grid[:, rank] = cat_value.reshape(nu, nc)
+    has[:, rank] = present.reshape(nu, nc)
+    grid[:, scopes.index("overall")] = overall
+    has[:, scopes.index("overall")] = True
+    ui, si = np.nonzero(has)
+    scope_s = pl.Series("scope", scopes, pl.String)
+    indices = pl.DataFrame({"unit_code": names.gather(ui), "scope": scope_s.gather(si), "value": grid[ui, si]})
+    cat_s = pl.Series("category", cats, pl.String)
+    base = rows.select(
+        "unit_code", pl.col("indicator").cast(pl.String), pl.col("value").cast(pl.Float64), pl.col("level").cast(pl.Int8),
+    ).with_columns(cat_s.gather(c).alias("category"), pl.Series("weight", w))
+    cols = ["unit_code", "scope", "indicator", "category", "level", "value", "weight", "points"]
     explain = pl.concat([
-        df.select(*[pl.col("category").alias("scope") if c == "scope" else pl.col(c) for c in cols], pl.col("points_cat").alias("points")),
-        df.select(*[pl.lit("overall").alias("scope") if c == "scope" else pl.col(c) for c in cols], pl.col("points_all").alias("points")),
+        base.with_columns(pl.col("category").alias("scope"), pl.Series("points", points_cat)).select(cols),
+        base.with_columns(pl.lit("overall").alias("scope"), pl.Series("points", points_all)).select(cols),
     ])
     return indices, explain

@@ -21,9 +21,11 @@ restores every trigger's state.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from cityvitals.signs.catalog import LEVELS, Bound, Condition
+from cityvitals.signs.dense import factorize
 
 SERIES = "unit_code"
 
@@ -53,6 +55,14 @@ def released(cond: Condition, v: pl.Expr, h: float) -> pl.Expr:
     return ~condition(cond, shifted)
 
 
+def _segment_starts(series: np.ndarray) -> np.ndarray:
+    """For rows sorted by series: the row index where each row's series begins."""
+    n = len(series)
+    first = np.ones(n, bool)
+    first[1:] = series[1:] != series[:-1]
+    return np.maximum.accumulate(np.where(first, np.arange(n), 0))
+
+
 def assign_levels(
     frame: pl.DataFrame, conds: dict[str, Condition], *, hysteresis: float = 0.0, min_windows: int = 1,
 ) -> pl.DataFrame:
@@ -60,35 +70,47 @@ def assign_levels(
 
     ``frame``: unit_code, window_start, value, threshold parameter columns ``p_<name>``,
     and optionally ``ctx`` (bool) / ``ctx_schmitt`` for context rows from earlier batches
-    (the caller drops them afterwards). Rows are processed in (unit_code, window_start)
-    order.
+    (the caller drops them afterwards). Rows are returned in (unit_code, window_start)
+    order. The conditions are Polars expressions (they may read parameter columns); the
+    per-series forward fill and the minimum-duration check are NumPy passes over the
+    sorted rows with the series boundaries as indices, so no per-series grouping.
     """
-    f = frame.sort(SERIES, "window_start")
+    n = frame.height
+    series, _ = factorize(frame[SERIES])
+    ws = frame["window_start"].to_numpy()
+    order = np.lexsort((ws, series))
+    if n and not (np.diff(order) > 0).all():
+        f = frame[order]
+        series = series[order]
+    else:
+        f = frame
     if "ctx" not in f.columns:
         f = f.with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"))
     v = pl.col("value")
-    states, debounced = [], []
-    for k, name in enumerate(LEVELS):
-        if k == 0 or name not in conds:
-            continue
-        c = conds[name]
-        st = (
-            pl.when(pl.col("ctx")).then((pl.col("ctx_schmitt") >= k).cast(pl.Int8))
-            .when(condition(c, v)).then(pl.lit(1, pl.Int8))
-            .when(released(c, v, hysteresis)).then(pl.lit(0, pl.Int8))
-            .otherwise(pl.lit(None, pl.Int8))
-            .forward_fill().over(SERIES).fill_null(0)
-        )
-        f = f.with_columns(st.alias(f"_s{k}"))
-        states.append(pl.col(f"_s{k}") * k)
-        if min_windows > 1:
-            deb = pl.col(f"_s{k}").rolling_min(min_windows, min_samples=min_windows).over(SERIES).fill_null(0)
-        else:
-            deb = pl.col(f"_s{k}")
-        debounced.append(deb * k)
-    if not states:
+    ks = [k for k, name in enumerate(LEVELS) if k and name in conds]
+    if not ks or n == 0:
         return f.with_columns(pl.lit(0, pl.Int8).alias("schmitt"), pl.lit(0, pl.Int8).alias("level"))
-    return f.with_columns(
-        pl.max_horizontal(states).cast(pl.Int8).alias("schmitt"),
-        pl.max_horizontal(debounced).cast(pl.Int8).alias("level"),
-    ).drop([c for c in f.columns if c.startswith("_s")])
+    flags = f.select(
+        pl.col("ctx").fill_null(False).alias("ctx"), pl.col("ctx_schmitt").fill_null(0).cast(pl.Int8).alias("cs"),
+        *[condition(conds[LEVELS[k]], v).fill_null(False).alias(f"on{k}") for k in ks],
+        *[released(conds[LEVELS[k]], v, hysteresis).fill_null(False).alias(f"off{k}") for k in ks],
+    )
+    ctx = flags["ctx"].to_numpy()
+    cs = flags["cs"].to_numpy()
+    start = _segment_starts(series)
+    rows = np.arange(n)
+    schmitt = np.zeros(n, np.int8)
+    level = np.zeros(n, np.int8)
+    for k in ks:
+        on, off = flags[f"on{k}"].to_numpy(), flags[f"off{k}"].to_numpy()
+        raw = np.where(ctx, (cs >= k).astype(np.int8), np.where(on, 1, np.where(off, 0, -1))).astype(np.int8)
+        last = np.maximum.accumulate(np.where(raw >= 0, rows, -1))  # last decided row so far
+        st = np.where(last >= start, raw[np.maximum(last, 0)], 0).astype(np.int8)
+        schmitt = np.maximum(schmitt, st * k)
+        if min_windows > 1:  # held for min_windows consecutive rows of the same series
+            cum = np.concatenate(([0], np.cumsum(st, dtype=np.int64)))
+            lo = np.maximum(rows + 1 - min_windows, 0)
+            held = (cum[rows + 1] - cum[lo] == min_windows) & (rows - start + 1 >= min_windows)
+            st = held.astype(np.int8)
+        level = np.maximum(level, st * k)
+    return f.with_columns(pl.Series("schmitt", schmitt, pl.Int8), pl.Series("level", level, pl.Int8))

@@ -17,40 +17,137 @@ percentage of direct units under the ancestor whose level is at least the declar
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
+from cityvitals.signs.dense import factorize, group_ids, reduce_count, reduce_max, reduce_min, reduce_sum
+
 KEYS = ["indicator", "ancestor", "window_start"]
+RULES = ("max", "min", "mean", "sum", "mean_population", "mean_area", "share_at_level")
+OUT = {"indicator": pl.String, "unit_code": pl.String, "window_start": pl.Int64, "window_end": pl.Int64,
+       "value": pl.Float64, "n": pl.Int64}
+
+
+def _dense_units(leaf_units: pl.Series, closure: pl.DataFrame, units: pl.DataFrame) -> tuple:
+    """One code space for leaf units, ancestors and the units table."""
+    dtype = leaf_units.dtype
+    allc = pl.concat([leaf_units, closure["unit_code"].cast(dtype), closure["ancestor"].cast(dtype), units["unit_code"].cast(dtype)])
+    codes, names = factorize(allc)
+    a, b, c = len(leaf_units), len(closure), len(closure)
+    return codes[:a], codes[a:a + b], codes[a + b:a + b + c], codes[a + b + c:], names
+
+
+def _tree(cu: np.ndarray, ca: np.ndarray, nu: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(parent, depth) per unit if the closure is a tree's (every ancestor set is the
+    parent plus the parent's ancestors), else None."""
+    depth = np.bincount(cu, minlength=nu)
+    cand = depth[ca] == depth[cu] - 1
+    if np.bincount(cu[cand], minlength=nu)[depth > 0].min(initial=1) != 1 or (np.bincount(cu[cand], minlength=nu) > 1).any():
+        return None
+    parent = np.full(nu, -1, np.int64)
+    parent[cu[cand]] = ca[cand]
+    other = ~cand
+    if other.any():  # (u, a) with a above the parent must be (parent, a)
+        pairs = np.sort(cu * nu + ca)
+        want = parent[cu[other]] * nu + ca[other]
+        pos = np.minimum(np.searchsorted(pairs, want), len(pairs) - 1)
+        if not (pairs[pos] == want).all():
+            return None
+    return parent, depth
+
+
+def _finish(rule: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+    """The rolled-up value of each group from its partials, by the indicator's rule."""
+    c = np.maximum(p["c"], 1)
+    mean = p["s"] / c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        by = [p["mx"], p["mn"], mean, p["s"], np.where(p["tp"] > 0, p["sp"] / p["tp"], mean),
+              np.where(p["ta"] > 0, p["sa"] / p["ta"], mean), 100.0 * p["hit"] / c]
+    return np.choose(rule, by)
+
+
+_SUMS = ("c", "s", "sp", "tp", "sa", "ta", "hit")
+
+
+def _reduce(inv: np.ndarray, m: int, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {k: reduce_sum(inv, p[k], m) for k in _SUMS}
+    out["mx"] = reduce_max(inv, p["mx"], m)
+    out["mn"] = reduce_min(inv, p["mn"], m)
+    out["we"] = np.full(m, np.iinfo(np.int64).min)
+    np.maximum.at(out["we"], inv, p["we"])
+    return out
 
 
 def rollup(leaf: pl.DataFrame, closure: pl.DataFrame, units: pl.DataFrame, rules: pl.DataFrame) -> pl.DataFrame:
-    """Ancestor values: indicator, unit_code (the ancestor), window_start, window_end, value, n (members)."""
-    if leaf.is_empty():
-        return pl.DataFrame(schema={"indicator": pl.String, "unit_code": pl.String, "window_start": pl.Int64,
-                                    "window_end": pl.Int64, "value": pl.Float64, "n": pl.Int64})
-    df = (
-        leaf.lazy()
-        .join(closure.lazy(), on="unit_code", how="inner")
-        .join(units.lazy().select("unit_code", "population", "area_m2"), on="unit_code", how="left")
-        .join(rules.lazy(), on="indicator", how="left")
-        .with_columns(pl.col("population").fill_null(0.0), pl.col("area_m2").fill_null(0.0))
-    )
-    v = pl.col("value")
+    """Ancestor values: indicator, unit_code (the ancestor), window_start, window_end, value, n (members).
 
-    def wmean(w: str) -> pl.Expr:
-        tw = pl.col(w).sum()
-        return pl.when(tw > 0).then((v * pl.col(w)).sum() / tw).otherwise(v.mean())
-
-    g = df.group_by(KEYS).agg(
-        pl.col("window_end").max(), pl.len().cast(pl.Int64).alias("n"), pl.col("rule").first(),
-        v.max().alias("_max"), v.min().alias("_min"), v.mean().alias("_mean"), v.sum().alias("_sum"),
-        wmean("population").alias("_mean_population"), wmean("area_m2").alias("_mean_area"),
-        (100.0 * (pl.col("level") >= pl.col("rule_level")).cast(pl.Float64).mean()).alias("_share_at_level"),
-    )
-    rule = pl.col("rule").fill_null("max")
-    value = pl.lit(None, pl.Float64)
-    for r in ("max", "min", "mean", "sum", "mean_population", "mean_area", "share_at_level"):
-        value = pl.when(rule == r).then(pl.col(f"_{r}")).otherwise(value)
-    return (
-        g.select("indicator", pl.col("ancestor").alias("unit_code"), "window_start", "window_end", value.alias("value"), "n")
-        .collect()
-    )
+    On a tree (the usual case) the partials (count, sums, weighted sums, max, min, units
+    at level) of each unit's members are pushed to its parent one depth at a time, with
+    NumPy reductions on dense keys: the big step is the deepest level, the others are
+    small. Partials add up exactly, so this equals grouping every member under every
+    ancestor, which is what happens when the closure is not a tree's.
+    """
+    ind_dtype = leaf.schema.get("indicator", pl.String)
+    unit_dtype = leaf.schema.get("unit_code", pl.String)
+    if leaf.is_empty() or closure.is_empty():
+        return pl.DataFrame(schema=OUT | {"indicator": ind_dtype, "unit_code": unit_dtype})
+    lu, cu, ca, uu, names = _dense_units(leaf["unit_code"], closure, units)
+    nu = len(names)
+    pop = np.zeros(nu)
+    area = np.zeros(nu)
+    pop[uu] = units["population"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    area[uu] = units["area_m2"].cast(pl.Float64).fill_null(0.0).to_numpy()
+    ind_code, inds = factorize(leaf["indicator"])
+    rmap = {str(r["indicator"]): (r["rule"] or "max", 2 if r["rule_level"] is None else int(r["rule_level"]))
+            for r in rules.iter_rows(named=True)}
+    spec = [rmap.get(i, ("max", 2)) for i in inds.cast(pl.String).to_list()]
+    rule_of = np.array([RULES.index(r) for r, _ in spec], dtype=np.int64)
+    level_of = np.array([lv for _, lv in spec], dtype=np.int64)
+    ws_code, wss = factorize(leaf["window_start"])
+    nw = len(wss)
+    v = leaf["value"].cast(pl.Float64).to_numpy()
+    lvl = leaf["level"].cast(pl.Int64).fill_null(0).to_numpy() if "level" in leaf.columns else np.zeros(leaf.height, np.int64)
+    own = {
+        "c": np.ones(leaf.height), "s": v, "sp": v * pop[lu], "tp": pop[lu], "sa": v * area[lu], "ta": area[lu],
+        "hit": (lvl >= level_of[ind_code]).astype(float), "mx": v, "mn": v, "we": leaf["window_end"].to_numpy(),
+    }
+    g = ind_code * nw + ws_code  # (indicator, window) group of each row
+    tree = _tree(cu, ca, nu)
+    if tree is None:  # every member under every ancestor (closure rows as CSR per unit)
+        order = np.argsort(cu, kind="stable")
+        anc = ca[order]
+        ptr = np.concatenate(([0], np.cumsum(np.bincount(cu, minlength=nu))))
+        cnt = ptr[lu + 1] - ptr[lu]
+        rep = np.repeat(np.arange(leaf.height), cnt)
+        within = np.arange(len(rep)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        inv, keys = group_ids(g[rep] * nu + anc[np.repeat(ptr[lu], cnt) + within])
+        parts = [(keys, _reduce(inv, len(keys), {k: a[rep] for k, a in own.items()}))]
+    else:
+        parent, depth = tree
+        pend_g, pend_u, pend = g, lu, own
+        parts = []
+        for d in range(int(depth[lu].max()) if len(lu) else 0, 0, -1):
+            at = depth[pend_u] == d
+            up = np.where(at, parent[pend_u], -1)
+            go = up >= 0
+            if go.all():  # the usual first step: every row moves up, no copies
+                inv, keys = group_ids(pend_g * nu + up)
+                red = _reduce(inv, len(keys), pend)
+            else:
+                idx = np.flatnonzero(go)
+                inv, keys = group_ids(pend_g[idx] * nu + up[idx])
+                red = _reduce(inv, len(keys), {k: a[idx] for k, a in pend.items()})
+            parts.append((keys, red))
+            rest = np.flatnonzero(~at)
+            pend_g = np.concatenate([pend_g[rest], keys // nu])
+            pend_u = np.concatenate([pend_u[rest], keys % nu])
+            pend = {k: np.concatenate([pend[k][rest], red[k]]) for k in pend}
+    keys = np.concatenate([k for k, _ in parts])
+    p = {k: np.concatenate([r[k] for _, r in parts]) for k in parts[0][1]}
+    gi = keys // nu
+    value = _finish(rule_of[gi // nw], p)
+    return pl.DataFrame({
+        "indicator": inds.gather(gi // nw), "unit_code": names.gather(keys % nu),
+        "window_start": wss.gather(gi % nw).cast(pl.Int64), "window_end": p["we"], "value": value,
+        "n": p["c"].astype(np.int64),
+    })

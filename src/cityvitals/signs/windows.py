@@ -5,8 +5,12 @@ windows are the same arithmetic: a reading falls in the slide bucket
 ``floor((t + offset) / slide) * slide - offset`` and a sliding window of ``k`` slides is
 the combination of ``k`` consecutive buckets' partial aggregates. Partials (sum, count,
 max, min, last) combine exactly, so a sliding window costs one pass over the readings
-plus a pass over buckets, never ``k`` passes over readings. The local ``offset`` makes
+plus a pass over buckets, never ``k`` copies of each reading. The local ``offset`` makes
 daily windows start at local midnight.
+
+Keys are dense integers (``dense.factorize``) and the partials are NumPy reductions
+(``bincount``, ``maximum.at``); the only per-row work is integer arithmetic, which is
+what keeps this above a million readings per second on one core.
 
 >>> import polars as pl
 >>> from datetime import datetime, timezone
@@ -19,9 +23,11 @@ daily windows start at local midnight.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from cityvitals.signs.catalog import Indicator
+from cityvitals.signs.dense import factorize, group_ids, reduce_count, reduce_max, reduce_min, reduce_sum
 
 US = 1_000_000
 OUT_SCHEMA = {"unit_code": pl.String, "window_start": pl.Int64, "window_end": pl.Int64, "value": pl.Float64, "n": pl.Int64}
@@ -62,115 +68,234 @@ def expand_windows(frame: pl.DataFrame, ind: Indicator, col: str = "bucket") -> 
     )
 
 
-def _slide(part: pl.DataFrame, keys: list[str], ind: Indicator) -> pl.DataFrame:
-    """Combine the partials of k consecutive slide buckets into each sliding window.
+_NEEDS = {
+    "mean": "sc", "sum": "sc", "count": "c", "max": "xc", "min": "nc", "last": "lc", "leq": "sc",
+    "count_eq": "sc", "count_ge": "sc", "share_ge": "sc", "share_le": "sc",
+}
 
-    Two exact strategies, chosen by size: on a per-series grid of every bucket (gaps
-    filled) k-row rolling sums/max/min, which is linear in the data for dense series; or,
-    for sparse series where that grid would be larger, each bucket copied into its k
-    windows and grouped.
+
+def _empty(unit_dtype: pl.DataType = pl.String) -> pl.DataFrame:
+    return pl.DataFrame(schema={**OUT_SCHEMA, "unit_code": unit_dtype})
+
+
+def _transform(ind: Indicator, v: np.ndarray) -> np.ndarray:
+    """The per-reading quantity that is summed: the value, an indicator (0/1), or 10^(L/10)."""
+    a = ind.agg_arg
+    if ind.agg == "leq":
+        return 10.0 ** (v / 10.0)
+    if a is None:
+        return v
+    if ind.agg == "count_eq":
+        return (v == a).astype(float)
+    if ind.agg in ("count_ge", "share_ge"):
+        return (v >= a).astype(float)
+    if ind.agg == "share_le":
+        return (v <= a).astype(float)
+    return v
+
+
+def _partials(inv: np.ndarray, m: int, need: str, x: np.ndarray, v: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+    out = {"c": reduce_count(inv, m)}
+    if "s" in need:
+        out["s"] = reduce_sum(inv, x, m)
+    if "x" in need:
+        out["mx"] = reduce_max(inv, v, m)
+    if "n" in need:
+        out["mn"] = reduce_min(inv, v, m)
+    if "l" in need:  # the value of the latest reading (ties: the later row)
+        order = np.lexsort((np.arange(len(t)), t, inv))
+        last = np.flatnonzero(np.r_[inv[order][1:] != inv[order][:-1], True])
+        out["lt"], out["lv"] = t[order][last], v[order][last]
+    return out
+
+
+def _slide_dense(cells: np.ndarray, part: dict, nser: int, nb: int, k: int, wlo: int, whi: int) -> tuple[np.ndarray, dict]:
+    """Sliding windows wlo..whi on a (series x bucket) grid; window wi covers buckets wi-k+1..wi.
+
+    The grid holds the buckets wlo-k+1..whi, so window wi is the sum (max, min) of k
+    column-shifted views: k vectorised passes over the grid, no copy per reading.
     """
-    k = ind.window.k
-    slide = int(ind.window.slide.total_seconds() * US)
-    span = part.group_by(keys).agg(pl.col("bucket").min().alias("b0"), pl.col("bucket").max().alias("b1")).sort(keys)
-    grid_rows = int(((span["b1"] - span["b0"]) // slide + k).sum())
-    if grid_rows > part.height * k:
-        return (
-            expand_windows(part, ind)
-            .group_by(keys + ["window_start"])
-            .agg(
-                pl.col("s").sum(), pl.col("c").sum(), pl.col("mx").max(), pl.col("mn").min(),
-                pl.col("lv").sort_by("lt").last(), pl.col("lt").max(),
-            )
-        )
-    grid = (
-        span.with_columns(pl.int_ranges(pl.col("b0"), pl.col("b1") + k * slide, slide).alias("bucket"))
-        .explode("bucket").select(keys + ["bucket"])
-        .join(part, on=keys + ["bucket"], how="left", maintain_order="left")  # grid order = sorted by construction
-        .with_columns(pl.col("s").fill_null(0.0), pl.col("c").fill_null(0))
-    )
-    # No per-series `over`: each series' grid ends with k-1 empty buckets, so a k-row
-    # window that reaches back into the previous series only sees empty rows there.
-    roll = dict(window_size=k, min_samples=1)
-    return grid.with_columns(
-        pl.col("s").rolling_sum(**roll),
-        pl.col("c").rolling_sum(**roll),
-        pl.col("mx").rolling_max(**roll),
-        pl.col("mn").rolling_min(**roll),
-        pl.col("lv").forward_fill(limit=k - 1),
-        pl.col("lt").forward_fill(limit=k - 1),
-        (pl.col("bucket") - (k - 1) * slide).alias("window_start"),
-    ).filter(pl.col("c") > 0).drop("bucket")
+    width = nb + k - 1
+    ncols, nwin = whi - wlo + k, whi - wlo + 1
+    ser, col = cells // nb, cells % nb + k - 1 - wlo
+    sel = (col >= 0) & (col < ncols)
+    ser, col = ser[sel], col[sel]
+    tmin = np.iinfo(np.int64).min
+    grids: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
+    for name, arr in part.items():
+        fill = {"mx": -np.inf, "mn": np.inf, "lt": tmin, "lv": np.nan}.get(name, 0)
+        g = np.full((nser, ncols), fill, dtype=arr.dtype)
+        g[ser, col] = arr[sel]
+        grids[name] = g
+        if name == "lv":
+            continue
+        views = [g[:, j: j + nwin] for j in range(k)]
+        if name in ("c", "s"):
+            acc = views[0].copy()
+            for w in views[1:]:
+                acc += w
+        elif name in ("mx", "lt"):
+            acc = np.maximum.reduce(views)
+        else:
+            acc = np.minimum.reduce(views)
+        out[name] = acc
+    if "lt" in part:  # the last value of a window is the one of its latest bucket
+        lv = np.full((nser, nwin), np.nan)
+        for j in range(k):
+            lv = np.where(grids["lt"][:, j: j + nwin] == out["lt"], grids["lv"][:, j: j + nwin], lv)
+        out["lv"] = lv
+    keep = out["c"] > 0
+    s_idx, w_idx = np.nonzero(keep)
+    return s_idx.astype(np.int64) * width + (w_idx + wlo), {n: a[keep] for n, a in out.items()}
+
+
+def _slide_sparse(cells: np.ndarray, part: dict, nb: int, k: int, wlo: int, whi: int) -> tuple[np.ndarray, dict]:
+    """Sliding windows by copying each non-empty bucket into its k windows, then reducing."""
+    width = nb + k - 1
+    ser, b = cells // nb, cells % nb
+    rep = np.repeat(np.arange(len(cells)), k)
+    wi = b[rep] + np.tile(np.arange(k), len(cells))
+    sel = (wi >= wlo) & (wi <= whi)
+    rep, wi = rep[sel], wi[sel]
+    inv, keys = group_ids(ser[rep] * width + wi)
+    m = len(keys)
+    out: dict[str, np.ndarray] = {"c": np.bincount(inv, weights=part["c"][rep], minlength=m).astype(np.int64)}
+    if "s" in part:
+        out["s"] = reduce_sum(inv, part["s"][rep], m)
+    if "mx" in part:
+        out["mx"] = reduce_max(inv, part["mx"][rep], m)
+    if "mn" in part:
+        out["mn"] = reduce_min(inv, part["mn"][rep], m)
+    if "lt" in part:
+        order = np.lexsort((part["lt"][rep], inv))
+        last = np.flatnonzero(np.r_[inv[order][1:] != inv[order][:-1], True])
+        out["lt"], out["lv"] = part["lt"][rep][order][last], part["lv"][rep][order][last]
+    return keys, out
+
+
+def _value(ind: Indicator, p: dict) -> np.ndarray:
+    c = p["c"].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        agg = ind.agg
+        if agg == "mean":
+            return p["s"] / c
+        if agg in ("sum", "count_eq", "count_ge"):
+            return p["s"]
+        if agg == "count":
+            return c
+        if agg == "max":
+            return p["mx"]
+        if agg == "min":
+            return p["mn"]
+        if agg == "last":
+            return p["lv"]
+        if agg == "leq":
+            return 10.0 * np.log10(p["s"] / c)
+        return 100.0 * p["s"] / c  # share_ge, share_le
+
+
+def _only_range(only: pl.DataFrame | None, b0: int, slide: int, off: int, k: int) -> tuple[int, int] | None:
+    if only is None:
+        return None
+    if only.is_empty():
+        return (1, 0)
+    ws = only["window_start"]
+    lo = (int(ws.min()) + off) // slide - b0 + k - 1
+    hi = (int(ws.max()) + off) // slide - b0 + k - 1
+    return lo, hi
 
 
 def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: float = 0.0,
                   only: pl.DataFrame | None = None) -> pl.DataFrame:
     """Aggregate readings (sensor_id, ts, value, unit_code) into windows of ``ind``.
 
-    Returns unit_code, window_start, window_end (µs since epoch), value, n (readings).
-    Windows with fewer than ``min_count`` readings produce no value. ``only`` (unit_code,
-    window_start) restricts the result to those windows, which is how a batch that touches
-    a few sliding windows avoids computing every window its readings fall in.
+    Returns unit_code (same dtype as the input's), window_start, window_end (µs since
+    epoch), value, n (readings), sorted by unit and window. Windows with fewer than
+    ``min_count`` readings produce no value. ``only`` (unit_code, window_start) restricts
+    the result to those windows, which is how a batch that touches a few sliding windows
+    avoids computing every window its readings fall in.
     """
+    unit_dtype = readings.schema.get("unit_code", pl.String)
     if readings.is_empty():
-        return pl.DataFrame(schema=OUT_SCHEMA)
+        return _empty(unit_dtype)
+    if readings["unit_code"].null_count():
+        readings = readings.filter(pl.col("unit_code").is_not_null())
     off = int(utc_offset_hours * 3600 * US)
     size = int(ind.window.size.total_seconds() * US)
-    df = readings.lazy().select("sensor_id", "unit_code", to_us("ts").alias("t"), pl.col("value").cast(pl.Float64))
+    slide = int(ind.window.slide.total_seconds() * US)
+    k = ind.window.k
+    t = readings["ts"].cast(pl.Datetime("us", "UTC")).cast(pl.Int64).to_numpy()
+    v = readings["value"].cast(pl.Float64).to_numpy()
+    keep = ~np.isnan(v)
     if ind.hours:
-        df = df.filter(hour_filter(pl.col("t"), ind.hours, off))
-    v = pl.col("value")
-    a = ind.agg_arg
-    x = {
-        "leq": 10.0 ** (v / 10.0),
-        "count_eq": (v == a).cast(pl.Float64) if a is not None else v,
-        "count_ge": (v >= a).cast(pl.Float64) if a is not None else v,
-        "share_ge": (v >= a).cast(pl.Float64) if a is not None else v,
-        "share_le": (v <= a).cast(pl.Float64) if a is not None else v,
-    }.get(ind.agg, v)
-    keys = ["unit_code", "sensor_id"] if ind.sensor_combine else ["unit_code"]
-    part = (
-        df.with_columns(bucket_expr(pl.col("t"), ind, off).alias("bucket"), x.alias("x"))
-        .group_by(keys + ["bucket"])
-        .agg(
-            pl.col("x").sum().alias("s"), pl.len().cast(pl.Int64).alias("c"),
-            v.max().alias("mx"), v.min().alias("mn"),
-            v.sort_by("t").last().alias("lv"), pl.col("t").max().alias("lt"),
-        )
-    )
-    if ind.window.k > 1 and only is not None:
-        part = (
-            expand_windows(part.collect(), ind).lazy()
-            .join(only.lazy().select("unit_code", "window_start"), on=["unit_code", "window_start"], how="semi")
-            .group_by(keys + ["window_start"])
-            .agg(
-                pl.col("s").sum(), pl.col("c").sum(), pl.col("mx").max(), pl.col("mn").min(),
-                pl.col("lv").sort_by("lt").last(), pl.col("lt").max(),
-            )
-        )
-    elif ind.window.k > 1:
-        part = _slide(part.collect(), keys, ind).lazy()
-    else:
-        part = part.rename({"bucket": "window_start"})
-        if only is not None:
-            part = part.join(only.lazy().select("unit_code", "window_start"), on=["unit_code", "window_start"], how="semi")
-    s, c = pl.col("s"), pl.col("c")
-    value = {
-        "mean": s / c, "sum": s, "count": c.cast(pl.Float64), "max": pl.col("mx"), "min": pl.col("mn"),
-        "last": pl.col("lv"), "leq": 10.0 * (s / c).log10(), "count_eq": s, "count_ge": s,
-        "share_ge": 100.0 * s / c, "share_le": 100.0 * s / c,
-    }[ind.agg]
-    out = part.filter(c >= ind.min_count).with_columns(value.alias("value"))
+        h = ((t + off) // (3600 * US)) % 24
+        lo, hi = ind.hours
+        keep &= ((h >= lo) & (h < hi)) if lo < hi else ((h >= lo) | (h < hi))
+    if not keep.all():
+        idx = np.flatnonzero(keep)
+        readings, t, v = readings[idx], t[idx], v[idx]
+    if len(t) == 0:
+        return _empty(unit_dtype)
+    unit, units = factorize(readings["unit_code"])
     if ind.sensor_combine:
-        comb = {"max": pl.col("value").max(), "min": pl.col("value").min(), "mean": pl.col("value").mean(), "sum": pl.col("value").sum()}
-        out = out.group_by(["unit_code", "window_start"]).agg(comb[ind.sensor_combine].alias("value"), c.sum().alias("c"))
-    return (
-        out.select(
-            "unit_code", "window_start", (pl.col("window_start") + size).alias("window_end"),
-            "value", pl.col("c").alias("n"),
-        )
-        .filter(pl.col("value").is_not_null() & pl.col("value").is_finite())
-        .sort("unit_code", "window_start")
-        .collect()
-        .cast(OUT_SCHEMA)
-    )
+        sensor, sensors = factorize(readings["sensor_id"])
+        series_of, series_keys = group_ids(unit * len(sensors) + sensor)
+        series_unit = series_keys // len(sensors)
+    else:
+        series_of, series_unit = unit, np.arange(len(units))
+    nser = len(series_unit)
+    b = (t + off) // slide
+    b0 = int(b.min())
+    bi = b - b0
+    nb = int(bi.max()) + 1
+    need = _NEEDS[ind.agg]
+    x = _transform(ind, v) if "s" in need else v
+    inv, cells = group_ids(series_of * nb + bi)
+    part = _partials(inv, len(cells), need, x, v, t)
+    width = nb + k - 1
+    rng = _only_range(only, b0, slide, off, k)
+    wlo, whi = (0, width - 1) if rng is None else (max(0, rng[0]), min(width - 1, rng[1]))
+    if whi < wlo:
+        return _empty(unit_dtype)
+    if k == 1:
+        wins = (cells // nb) * width + cells % nb
+        if rng is not None:
+            sel = (cells % nb >= wlo) & (cells % nb <= whi)
+            wins, part = wins[sel], {n: a[sel] for n, a in part.items()}
+    elif nser * (whi - wlo + k) <= 4 * len(cells) + 4096:
+        wins, part = _slide_dense(cells, part, nser, nb, k, wlo, whi)
+    else:
+        wins, part = _slide_sparse(cells, part, nb, k, wlo, whi)
+    ok = part["c"] >= ind.min_count
+    wins, part = wins[ok], {n: a[ok] for n, a in part.items()}
+    value = _value(ind, part)
+    c = part["c"]
+    u = series_unit[wins // width]
+    wi = wins % width
+    if ind.sensor_combine:
+        ginv, gkeys = group_ids(u * width + wi)
+        m = len(gkeys)
+        fine = ~np.isnan(value)
+        op = ind.sensor_combine
+        if op == "max":
+            value = reduce_max(ginv[fine], value[fine], m)
+        elif op == "min":
+            value = reduce_min(ginv[fine], value[fine], m)
+        else:
+            cnt = np.bincount(ginv[fine], minlength=m)
+            sums = reduce_sum(ginv[fine], value[fine], m)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = np.where(cnt > 0, sums / cnt if op == "mean" else sums, np.nan)
+        c = np.bincount(ginv, weights=c, minlength=m).astype(np.int64)
+        u, wi = gkeys // width, gkeys % width
+    fin = np.isfinite(value)
+    ws = (b0 + wi[fin] - (k - 1)) * slide - off
+    out = pl.DataFrame({
+        "unit_code": units.gather(u[fin]), "window_start": ws, "window_end": ws + size,
+        "value": value[fin], "n": c[fin],
+    }).cast(OUT_SCHEMA | {"unit_code": unit_dtype})
+    if only is not None:
+        out = out.join(only.select("unit_code", "window_start").cast({"unit_code": unit_dtype, "window_start": pl.Int64}),
+                       on=["unit_code", "window_start"], how="semi", maintain_order="left")
+    return out

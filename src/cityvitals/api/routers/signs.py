@@ -82,6 +82,8 @@ def levels(
 
     cat = ctx.get_catalog()
     df = ctx.store.signs.latest(when, _stale(cat), codes)
+    # The stage keys its frames as Categorical for speed; the API speaks plain strings.
+    df = df.with_columns(pl.col(c).cast(pl.String) for c in ("indicator", "unit_code") if c in df.columns)
     if df.is_empty():
         return {"unit": unit, "at": when, "items": []}
     meta = pl.DataFrame({"indicator": list(cat), "category": [i.category for i in cat.values()],

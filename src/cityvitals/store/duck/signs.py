@@ -20,6 +20,18 @@ US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+KEY_COLUMNS = ("unit_code", "indicator", "ancestor", "kind")
+"""Columns the stage keeps as Categorical: joins and groups on integers, not strings."""
+
+
+def _pl(table) -> pl.DataFrame:
+    """An Arrow result as Polars with the key columns Categorical (one global dictionary,
+    so frames from different queries join on their integer codes)."""
+    df = pl.from_arrow(table)
+    keys = [c for c in KEY_COLUMNS if c in df.columns and df.schema[c] == pl.String]
+    return df.with_columns(pl.col(keys).cast(pl.Categorical)) if keys else df
+
+
 def from_us(us: int) -> datetime:
     """Microseconds since the epoch as an exact UTC datetime."""
     return EPOCH + timedelta(microseconds=int(us))
@@ -98,7 +110,7 @@ class SignRepo:
         with self.store.lock:
             con = self.store.con
             con.execute(f"CREATE OR REPLACE TEMP TABLE _sign_new AS SELECT kind, unit_code, epoch_us(ts) t, ingested_at FROM readings WHERE {w}", params)
-            frame = pl.from_arrow(con.sql(
+            frame = _pl(con.sql(
                 "SELECT kind, unit_code, (t // 60000000) * 60000000 AS minute, count(*)::BIGINT AS n "
                 "FROM _sign_new GROUP BY ALL"
             ).to_arrow_table())
@@ -112,7 +124,7 @@ class SignRepo:
             con = self.store.con
             con.register("_sign_units", pl.DataFrame({"unit_code": units.unique()}).to_arrow())
             try:
-                return pl.from_arrow(con.sql(
+                return _pl(con.sql(
                     "SELECT r.sensor_id, r.ts, r.value, r.unit_code FROM readings r "
                     "SEMI JOIN _sign_units u ON r.unit_code = u.unit_code "
                     "WHERE list_contains(?, r.kind) AND r.ts >= ? AND r.ts < ?",
@@ -121,11 +133,30 @@ class SignRepo:
             finally:
                 con.unregister("_sign_units")
 
+    def readings_in(self, ranges: pl.DataFrame, units: pl.Series) -> pl.DataFrame:
+        """Readings (kind, sensor_id, ts, value, unit_code) of each kind in its [lo, hi) µs
+        range (``ranges``: kind, lo, hi) and in ``units``: one scan for every indicator."""
+        with self.store.lock:
+            con = self.store.con
+            con.register("_sign_units", pl.DataFrame({"unit_code": units.unique()}).to_arrow())
+            con.register("_sign_ranges", ranges.select(pl.col("kind").cast(pl.String), "lo", "hi").to_arrow())
+            try:
+                lo, hi = int(ranges["lo"].min()), int(ranges["hi"].max())
+                return _pl(con.sql(
+                    "SELECT r.kind, r.sensor_id, r.ts, r.value, r.unit_code FROM readings r "
+                    "JOIN _sign_ranges k ON r.kind = k.kind AND epoch_us(r.ts) >= k.lo AND epoch_us(r.ts) < k.hi "
+                    "SEMI JOIN _sign_units u ON r.unit_code = u.unit_code WHERE r.ts >= ? AND r.ts < ?",
+                    params=[from_us(lo), from_us(hi)],
+                ).to_arrow_table())
+            finally:
+                con.unregister("_sign_units")
+                con.unregister("_sign_ranges")
+
     # -- units ---------------------------------------------------------------------
     def closure(self) -> pl.DataFrame:
         """(unit_code, ancestor) for every unit and each of its ancestors."""
         with self.store.lock:
-            return pl.from_arrow(self.store.con.sql(
+            return _pl(self.store.con.sql(
                 """WITH RECURSIVE c(unit_code, ancestor, d) AS (
                        SELECT code, parent_code, 1 FROM units WHERE parent_code IS NOT NULL
                        UNION ALL
@@ -136,13 +167,17 @@ class SignRepo:
 
     def unit_attributes(self) -> pl.DataFrame:
         with self.store.lock:
-            return pl.from_arrow(self.store.con.sql(
+            return _pl(self.store.con.sql(
                 "SELECT code AS unit_code, level, depth, population, area_m2, props FROM units"
             ).to_arrow_table())
 
     # -- values --------------------------------------------------------------------
-    def write_values(self, frame: pl.DataFrame) -> int:
-        """Replace the rows with the same (indicator, unit_code, window_start)."""
+    def write_values(self, frame: pl.DataFrame, *, replace: bool = True) -> int:
+        """Replace the rows with the same (indicator, unit_code, window_start).
+
+        ``replace=False`` when the caller knows none of the keys is stored (a recompute
+        deleted its period first): a plain Arrow insert, no join against the table.
+        """
         if frame.is_empty():
             return 0
         t = frame.select(
@@ -153,13 +188,16 @@ class SignRepo:
             pl.col("n").cast(pl.Int64), pl.col("direct").cast(pl.Boolean),
         ).to_arrow()
         cols = ", ".join(VALUE_COLUMNS)
+        lo, hi = int(frame["window_start"].min()), int(frame["window_start"].max())
         with self.store.transaction() as con:
             con.register("_sign_in", t)
             try:
-                con.execute(
-                    "DELETE FROM sign_values v USING _sign_in i WHERE v.indicator = i.indicator "
-                    "AND v.unit_code = i.unit_code AND v.window_start = i.window_start"
-                )
+                if replace:  # the range bounds let DuckDB skip row groups outside the batch
+                    con.execute(
+                        "DELETE FROM sign_values v USING _sign_in i WHERE v.window_start >= ? AND v.window_start <= ? "
+                        "AND v.indicator = i.indicator AND v.unit_code = i.unit_code AND v.window_start = i.window_start",
+                        [from_us(lo), from_us(hi)],
+                    )
                 con.execute(f"INSERT INTO sign_values ({cols}) SELECT {cols} FROM _sign_in")
             finally:
                 con.unregister("_sign_in")
@@ -181,7 +219,7 @@ class SignRepo:
             for name, f in frames.items():
                 con.register(name, f.to_arrow())
             try:
-                return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
+                return _pl(con.sql(sql, params=params).to_arrow_table())
             finally:
                 for name in frames:
                     con.unregister(name)
@@ -205,21 +243,44 @@ class SignRepo:
             [], {"_p": pairs.select("indicator", "window_start").unique()},
         )
 
-    def series_context(self, series: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def direct_counts(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        """Stored direct rows per (indicator, window_start µs): tells whether a roll-up
+        needs units beyond the ones a batch computed."""
+        return self._select(
+            "SELECT v.indicator, epoch_us(v.window_start) AS window_start, count(*)::BIGINT AS stored FROM sign_values v "
+            "SEMI JOIN _p p ON v.indicator = p.indicator AND epoch_us(v.window_start) = p.window_start "
+            "WHERE v.direct AND v.window_start >= ? AND v.window_start <= ? GROUP BY ALL",
+            [from_us(int(pairs["window_start"].min())), from_us(int(pairs["window_start"].max()))],
+            {"_p": pairs.select("indicator", "window_start").unique()},
+        )
+
+    def any_values_since(self, since_us: int, indicators: list[str], direct: bool | None = None) -> bool:
+        """Whether any value of ``indicators`` (direct or rolled up only, if given) starts at or after ``since_us``."""
+        sql = "SELECT 1 FROM sign_values WHERE window_start >= ? AND list_contains(?, indicator)"
+        params: list = [from_us(since_us), indicators]
+        if direct is not None:
+            sql += " AND direct = ?"
+            params.append(direct)
+        with self.store.lock:
+            return bool(self.store.con.execute(f"SELECT count(*) FROM ({sql} LIMIT 1)", params).fetchall()[0][0])
+
+    def series_context(self, series: pl.DataFrame, lookback_us: int) -> tuple[pl.DataFrame, pl.DataFrame]:
         """For series (indicator, unit_code, since µs, m): the last m stored rows before
-        ``since`` (to resume triggers) and every stored row at or after it (whose levels
-        may change)."""
+        ``since`` but not older than ``lookback_us`` (to resume triggers: a state does
+        not outlive a long gap in the data, and history beyond it is never scanned) and
+        every stored row at or after it (whose levels may change)."""
         frames = {"_s": series.select("indicator", "unit_code", "since", "m")}
         cols = self._US_COLS.replace("indicator,", "v.indicator,", 1).replace(" unit_code,", " v.unit_code,", 1)
+        lo = int(series["since"].min())
         before = self._select(
             f"SELECT {cols} FROM sign_values v JOIN _s s ON v.indicator = s.indicator AND v.unit_code = s.unit_code "
-            "WHERE epoch_us(v.window_start) < s.since "
+            "WHERE v.window_start >= ? AND epoch_us(v.window_start) < s.since AND epoch_us(v.window_start) >= s.since - ? "
             "QUALIFY row_number() OVER (PARTITION BY v.indicator, v.unit_code ORDER BY v.window_start DESC) <= s.m",
-            [], frames,
+            [from_us(lo - lookback_us), lookback_us], frames,
         )
         after = self._select(
             f"SELECT {cols} FROM sign_values v JOIN _s s ON v.indicator = s.indicator AND v.unit_code = s.unit_code "
-            "WHERE epoch_us(v.window_start) >= s.since", [], frames,
+            "WHERE v.window_start >= ? AND epoch_us(v.window_start) >= s.since", [from_us(lo)], frames,
         )
         return before, after
 
