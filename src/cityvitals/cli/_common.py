@@ -1,4 +1,4 @@
-"""What every command shares: the --home and --json options, output and progress."""
+"""What every command shares: the --home, --store and --json options, output and progress."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ Home = Annotated[
     Optional[str],
     typer.Option("--home", help="Data directory (default: $CITYVITALS_HOME or ./.cityvitals).", envvar="CITYVITALS_HOME"),
 ]
+Store = Annotated[
+    Optional[str],
+    typer.Option("--store", help="Store URL: postgresql://user@host/db for server mode (default: the DuckDB file "
+                 "in --home; also $CITYVITALS_STORE or 'store:' in <home>/config.yaml).", envvar="CITYVITALS_STORE"),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object for scripts.")]
 
 
@@ -25,10 +30,19 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
 
 
-def open_store_cli(home: str | None, read_only: bool = False):
+def open_store_cli(home: str | None, store_url: str | None = None, read_only: bool = False):
+    """The store for a command; a store that cannot be opened is a one-line error."""
     from cityvitals.store import open_store
+    from cityvitals.store.duck import StoreError
 
-    return open_store(home, read_only=read_only)
+    if isinstance(store_url, bool):  # an old positional call: open_store_cli(home, read_only)
+        store_url, read_only = None, store_url
+    try:
+        return open_store(home, url=store_url, read_only=read_only)
+    except StoreError as exc:
+        from cityvitals.errors import InputError
+
+        raise InputError(str(exc)) from exc
 
 
 @contextmanager

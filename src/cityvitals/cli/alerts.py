@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 from cityvitals.errors import InputError
 
 app = typer.Typer(help="Alerts: list them, acknowledge them, resolve them.", no_args_is_help=True)
@@ -27,13 +27,13 @@ def list_(
     type_: Annotated[Optional[str], typer.Option("--type", help="Only this alert type (threshold, shift, health:stale ...).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     events: Annotated[bool, typer.Option("--events", help="Include each alert's event log.")] = False,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Alerts, newest first."""
     if state not in STATES:
         raise InputError(f"--state: {state!r} is not one of {', '.join(STATES)}")
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         rows = store.alerts.list(state=None if state == "all" else state, level=level, source=source, type_=type_, limit=limit)
         if events:
             for r in rows:
@@ -55,10 +55,11 @@ def list_(
     console.print(t)
 
 
-def _change(action: str, alert_id: int, by: str, note: Optional[str], home: Optional[str], json: bool) -> None:
+def _change(action: str, alert_id: int, by: str, note: Optional[str], home: Optional[str], json: bool,
+            store_url: Optional[str] = None) -> None:
     from cityvitals.watch.alerts import AlertManager
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         mgr = AlertManager(store)
         row = mgr.ack(alert_id, by, note) if action == "ack" else mgr.resolve(alert_id, by, note)
     if json:
@@ -72,11 +73,11 @@ def ack(
     alert_id: Annotated[int, typer.Argument(help="The alert's id (see `alerts list`).")],
     by: Annotated[str, typer.Option("--by", help="Who acknowledges it.")],
     note: Annotated[Optional[str], typer.Option(help="A note for the event log.")] = None,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Acknowledge an alert: someone is on it (stops escalation)."""
-    _change("ack", alert_id, by, note, home, json)
+    _change("ack", alert_id, by, note, home, json, store_url)
 
 
 @app.command("resolve")
@@ -84,8 +85,8 @@ def resolve(
     alert_id: Annotated[int, typer.Argument(help="The alert's id (see `alerts list`).")],
     by: Annotated[str, typer.Option("--by", help="Who resolves it.")],
     note: Annotated[Optional[str], typer.Option(help="A note for the event log.")] = None,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Resolve an alert by hand."""
-    _change("resolve", alert_id, by, note, home, json)
+    _change("resolve", alert_id, by, note, home, json, store_url)

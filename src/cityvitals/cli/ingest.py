@@ -7,14 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli, progress
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli, progress
 
 
 def ingest(
     files: Annotated[list[str], typer.Argument(help="One or more files of readings.")],
     format: Annotated[Optional[str], typer.Option("--format", help="ndjson, csv or parquet (default: by extension).")] = None,
     future_tolerance: Annotated[int, typer.Option(help="Seconds a timestamp may lie ahead of the clock.")] = 300,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Validate and store readings; bad records go to quarantine with a reason."""
@@ -22,7 +22,7 @@ def ingest(
     from pathlib import Path
 
     total = IngestReport()
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         ingestor = Ingestor(store, future_tolerance_s=future_tolerance)
         for file in files:
             detect_format(Path(file), format)  # fail early on an unknown format

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 
 app = typer.Typer(help="Quarantined records: list them, replay them after fixing the cause.", no_args_is_help=True)
 
@@ -17,11 +17,11 @@ def list_(
     reason: Annotated[Optional[str], typer.Option(help="Only this reason code.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many records.")] = 50,
     all_: Annotated[bool, typer.Option("--all", help="Include records already resolved by a replay.")] = False,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Quarantined records with their reason, message and where they came from."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         frame = store.quarantine.frame(reason=reason, include_resolved=all_, limit=limit)
         counts = store.quarantine.counts(include_resolved=all_)
     if json:
@@ -40,13 +40,13 @@ def list_(
 def replay(
     reason: Annotated[Optional[str], typer.Option(help="Only records with this reason code.")] = None,
     ids: Annotated[Optional[list[int]], typer.Option("--id", help="Only these record ids (repeatable).")] = None,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Re-validate quarantined records; those that now pass are stored exactly once."""
     from cityvitals.ingest import replay as run_replay
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         report = run_replay(store, reason=reason, ids=ids)
     if json:
         emit_json(report.to_dict())

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 
 app = typer.Typer(help="The sensor registry: import sensors, list kinds.", no_args_is_help=True)
 
@@ -15,13 +15,13 @@ app = typer.Typer(help="The sensor registry: import sensors, list kinds.", no_ar
 @app.command("import")
 def import_(
     file: Annotated[str, typer.Argument(help="CSV (id,kind,unit,lon,lat,department[,installed][,meta...]) or JSON.")],
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Register sensors from FILE; each is located once and its unit cached."""
     from cityvitals.registry.sensors import import_sensors
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         result = import_sensors(store, file)
     if json:
         emit_json(result)

@@ -1,35 +1,78 @@
-"""``cityvitals serve``: the HTTP API and the dashboard over the store in --home.
+"""``cityvitals serve``: the HTTP API and the dashboard over the store, and with ``--mqtt``
+live ingestion from a broker.
 
-The server process owns the DuckDB file while it runs (DuckDB lets one process open it),
-so other commands that need the store talk to the running server or wait for it to stop.
+With the embedded store the server process owns the DuckDB file while it runs (DuckDB lets
+one process open it), so other commands that need the store talk to the running server or
+wait for it to stop. With ``--store postgresql://...`` other commands work alongside.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import signal
+import threading
+from typing import Annotated, Optional
 
 import typer
 
-from cityvitals.cli._common import Home, err_console, open_store_cli
+from cityvitals.cli._common import Home, Store, err_console, open_store_cli
 
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", min=0.01, help="Largest request body accepted.")] = 4.0,
+    mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="Also ingest live readings from this broker, "
+                                                "e.g. mqtt://127.0.0.1:1883 (QoS 1, acknowledged once stored).")] = None,
+    mqtt_layout: Annotated[str, typer.Option("--mqtt-layout", help="Topic layout; {kind} and {sensor_id} levels "
+                                             "match any value.")] = "cityvitals/readings/{kind}/{sensor_id}",
+    mqtt_client_id: Annotated[str, typer.Option("--mqtt-client-id", help="Fixed client id of the persistent "
+                                                "session (one per ingesting process).")] = "cityvitals-ingest",
+    mqtt_batch: Annotated[int, typer.Option("--mqtt-batch", min=1, help="Most messages per stored batch.")] = 500,
+    mqtt_stats: Annotated[Optional[str], typer.Option("--mqtt-stats", help="Write ingest counters and lag as JSON "
+                                                      "to this file after every batch.")] = None,
+    no_http: Annotated[bool, typer.Option("--no-http", help="Ingest from --mqtt only; serve no API.")] = False,
     home: Home = None,
+    store_url: Store = None,
 ) -> None:
-    """Serve the API (/api/v1) and the live dashboard (/) until interrupted."""
-    import uvicorn
+    """Serve the API (/api/v1) and the live dashboard (/) until interrupted; with --mqtt, ingest live."""
+    from cityvitals.errors import InputError
 
-    from cityvitals.api import Limits, create_app
-
-    store = open_store_cli(home)
+    if no_http and not mqtt:
+        raise InputError("--no-http needs --mqtt (there would be nothing to serve)")
+    store = open_store_cli(home, store_url)
+    source = None
     try:
+        if mqtt:
+            from cityvitals.ingest.mqtt import MqttConfig, MqttSource
+
+            cfg = MqttConfig(url=mqtt, layout=mqtt_layout, client_id=mqtt_client_id, batch_messages=mqtt_batch)
+            cfg.host_port  # noqa: B018  (validates the URL)
+            try:
+                source = MqttSource(store, cfg, stats_path=mqtt_stats).start()
+            except OSError as exc:
+                raise InputError(f"--mqtt {mqtt}: cannot connect to the broker: {exc}") from exc
+            err_console.print(f"mqtt: {mqtt} topics {cfg.subscription} (client {mqtt_client_id})")
+        if no_http:
+            stop = threading.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+            while not stop.is_set() and source._worker.is_alive():  # type: ignore[union-attr]
+                stop.wait(0.5)
+            if source.error:  # type: ignore[union-attr]
+                raise source.error  # type: ignore[union-attr]
+            return
+        import uvicorn
+
+        from cityvitals.api import Limits, create_app
+
         if not store.users.list():
             err_console.print("[yellow]no users yet: create one with `cityvitals users add NAME --role admin`[/yellow]")
         app = create_app(store, limits=Limits(max_body_bytes=int(max_body_mb * 1024 * 1024)))
+        if source is not None:
+            app.state.mqtt = source
         err_console.print(f"dashboard: http://{host}:{port}/   API: http://{host}:{port}/api/v1/docs")
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     finally:
+        if source is not None:
+            source.stop()
         store.close()

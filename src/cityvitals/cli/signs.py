@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 from cityvitals.cli.catalog import CatalogFile
 from cityvitals.errors import InputError
 
@@ -47,12 +47,12 @@ def _print_report(rep: dict) -> None:
 
 
 @app.command("run")
-def run(home: Home = None, catalog: CatalogFile = None, json: Json = False) -> None:
+def run(home: Home = None, store_url: Store = None, catalog: CatalogFile = None, json: Json = False) -> None:
     """Compute everything ingested since the last run (only the windows and units it touches)."""
     from cityvitals.signs import compute_signs
 
     cat = resolve_catalog(home, catalog)
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         rep = compute_signs(store, catalog=cat).to_dict()
     emit_json(rep) if json else _print_report(rep)
 
@@ -61,7 +61,7 @@ def run(home: Home = None, catalog: CatalogFile = None, json: Json = False) -> N
 def recompute_cmd(
     from_: Annotated[Optional[str], typer.Option("--from", help="First window start to rebuild (ISO-8601; default: all).")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Rebuild windows starting before this time (default: all).")] = None,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     catalog: CatalogFile = None,
     json: Json = False,
 ) -> None:
@@ -69,7 +69,7 @@ def recompute_cmd(
     from cityvitals.signs import recompute
 
     cat = resolve_catalog(home, catalog)
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         rep = recompute(store, parse_time(from_, "--from"), parse_time(to, "--to"), catalog=cat).to_dict()
     emit_json(rep) if json else _print_report(rep)
 
@@ -80,13 +80,13 @@ def values(
     unit: Annotated[str, typer.Option("--unit", help="Spatial unit code.")],
     from_: Annotated[Optional[str], typer.Option("--from", help="Windows starting at or after (ISO-8601).")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="Windows starting before (ISO-8601).")] = None,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Stored values of one indicator for one unit: window start, end, value, level."""
     from cityvitals.signs.catalog import LEVELS
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         df = store.signs.values(indicator, unit, parse_time(from_, "--from"), parse_time(to, "--to"))
     rows = [
         {"window_start": r["window_start"].isoformat(), "window_end": r["window_end"].isoformat(), "value": r["value"],

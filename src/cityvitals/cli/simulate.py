@@ -10,6 +10,7 @@ import typer
 
 from cityvitals.cli._common import (
     Home,
+    Store,
     Json,
     console,
     emit_json,
@@ -89,13 +90,13 @@ def run(
 @app.command("load")
 def load(
     folder: Annotated[Path, typer.Argument(help="A folder written by `simulate run` (or `simulate city`).")],
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json_out: Json = False,
 ) -> None:
     """Load a simulated folder into the store: layers, grid, sensors, assets, readings; keep reports and truth."""
     from cityvitals.sim.load import load_folder
 
-    store = open_store_cli(home)
+    store = open_store_cli(home, store_url)
     try:
         with progress("loading readings", None, enabled=not json_out) as bar:
             def tick(_what: str, done: int, total: int) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.tree import Tree
 
-from cityvitals.cli._common import Home, Json, console, emit_json, err_console, open_store_cli, progress
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, err_console, open_store_cli, progress
 from cityvitals.errors import CityvitalsError
 
 app = typer.Typer(help="The city's tree of spatial units: import layers, build the grid, locate points.", no_args_is_help=True)
@@ -47,13 +47,13 @@ def import_cmd(
     code_field: Annotated[Optional[str], typer.Option("--code-field", help="Property holding each unit's code (default: generated).")] = None,
     population_field: Annotated[Optional[str], typer.Option("--population-field", help="Property holding each unit's population.")] = None,
     city_name: Annotated[str, typer.Option("--city-name", help="Name of the city root when one is created.")] = "City",
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Import an administrative layer; it nests under the coarser units it overlaps most."""
     from cityvitals.space import import_layer
 
-    with _one_line_errors(), open_store_cli(home) as store, progress("importing layer", None, enabled=not json):
+    with _one_line_errors(), open_store_cli(home, store_url) as store, progress("importing layer", None, enabled=not json):
         result = import_layer(
             store, file, level=level.value, name_field=name_field, code_field=code_field,
             population_field=population_field, city_name=city_name,
@@ -74,13 +74,13 @@ def import_cmd(
 @app.command("grid")
 def grid_cmd(
     resolution: Annotated[int, typer.Option("--resolution", "-r", min=0, max=15, help="H3 resolution (9 ≈ 0.1 km², 10 ≈ 15,000 m²).")],
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Create the minimum units: H3 cells under the finest polygons (replaces any grid)."""
     from cityvitals.space import build_grid
 
-    with _one_line_errors(), open_store_cli(home) as store, progress("building grid", None, enabled=not json):
+    with _one_line_errors(), open_store_cli(home, store_url) as store, progress("building grid", None, enabled=not json):
         result = build_grid(store, resolution)
     if json:
         emit_json(result)
@@ -95,13 +95,13 @@ def grid_cmd(
 def locate_cmd(
     lon: Annotated[float, typer.Argument(help="Longitude (WGS84).")],
     lat: Annotated[float, typer.Argument(help="Latitude (WGS84).")],
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """The finest unit at a point and its path up to the city; "outside" if it is not in the city."""
     from cityvitals.space import Locator
 
-    with _one_line_errors(), open_store_cli(home) as store:
+    with _one_line_errors(), open_store_cli(home, store_url) as store:
         found = Locator.from_store(store).locate_one(lon, lat)
     if json:
         emit_json({"outside": found is None, "lon": lon, "lat": lat, **(found or {"code": None})})
@@ -117,13 +117,13 @@ def locate_cmd(
 def tree_cmd(
     depth: Annotated[Optional[int], typer.Option("--depth", min=0, help="Levels to show below the city (default: all).")] = None,
     cells: Annotated[bool, typer.Option("--cells", help="List grid cells one by one instead of a count per parent.")] = False,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Show the city's tree with population, area and number of children."""
     from cityvitals.space import tree
 
-    with _one_line_errors(), open_store_cli(home) as store:
+    with _one_line_errors(), open_store_cli(home, store_url) as store:
         roots = tree(store, depth, grid=cells)
     if json:
         emit_json({"units": roots})

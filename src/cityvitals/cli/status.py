@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 
 
-def status(home: Home = None, json: Json = False) -> None:
+def status(home: Home = None, store_url: Store = None, json: Json = False) -> None:
     """Counts of units by level, sensors, readings and quarantined records by reason."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         info = store.status()
     if json:
         emit_json(info)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 from cityvitals.store.duck.users import ROLES
 
 app = typer.Typer(help="Users, roles, area scope and API keys.", no_args_is_help=True)
@@ -22,11 +22,11 @@ def add(
     role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(ROLES)}.")],
     area: Annotated[Optional[str], typer.Option("--area", help="Unit code: the user sees only this unit and below.")] = None,
     department: Annotated[Optional[str], typer.Option("--department", help="Department id (for department staff).")] = None,
-    home: Home = None,
+    home: Home = None, store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Create a user and print its API key once."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         key = store.users.add(name, role, area=area, department=department)
     if json:
         emit_json({"name": name, "role": role, "area": area, "department": department, "key": key})
@@ -36,9 +36,9 @@ def add(
 
 
 @app.command("list")
-def list_(home: Home = None, json: Json = False) -> None:
+def list_(home: Home = None, store_url: Store = None, json: Json = False) -> None:
     """Users with role, area, department and key state (never the key)."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         users = store.users.list()
     if json:
         emit_json({"users": users})
@@ -51,9 +51,9 @@ def list_(home: Home = None, json: Json = False) -> None:
 
 
 @app.command("rotate")
-def rotate(name: Annotated[str, typer.Argument(help="User name.")], home: Home = None, json: Json = False) -> None:
+def rotate(name: Annotated[str, typer.Argument(help="User name.")], home: Home = None, store_url: Store = None, json: Json = False) -> None:
     """Give a user a new key (printed once); the old key stops working at once."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         key = store.users.rotate(name)
     if json:
         emit_json({"name": name, "key": key})
@@ -63,9 +63,9 @@ def rotate(name: Annotated[str, typer.Argument(help="User name.")], home: Home =
 
 
 @app.command("revoke")
-def revoke(name: Annotated[str, typer.Argument(help="User name.")], home: Home = None, json: Json = False) -> None:
+def revoke(name: Annotated[str, typer.Argument(help="User name.")], home: Home = None, store_url: Store = None, json: Json = False) -> None:
     """Revoke a user's key; the user and its audit history stay."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         store.users.revoke(name)
     if json:
         emit_json({"name": name, "revoked": True})

@@ -7,11 +7,12 @@ counts become durable together, or not at all. Callers that acknowledge to a sen
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 import pyarrow as pa
@@ -68,16 +69,98 @@ class IngestReport:
         }
 
 
+BAD_SQL = """
+CREATE OR REPLACE TEMP TABLE _bad AS
+WITH bad AS (
+    SELECT seq, reason, message FROM _val WHERE reason IS NOT NULL
+    UNION ALL
+    SELECT v.seq, 'conflict',
+           format('sensor {{}} already has value {{}} at {{}}; this record says {{}}', v.sensor_id,
+                  d.other_v, strftime(v.ts, '%Y-%m-%dT%H:%M:%SZ'), v.value)
+    FROM _val v JOIN _ded d USING (seq) WHERE d.outcome = 'conflict'
+)
+SELECT bad.seq, r.raw, bad.reason, bad.message FROM bad JOIN ({raw_sql}) r USING (seq)
+"""
+"""Refused records of a batch (temp table ``_bad``) from ``_val`` and the outcomes in ``_ded``."""
+
+QUARANTINE_ROWS_SQL = """
+SELECT coalesce(o.source, $source) AS source,
+       coalesce(o.location, format('{location_kind} {{}}', b.seq)) AS location,
+       b.reason, b.message, b.raw, false AS raw_truncated
+FROM _bad b LEFT JOIN _origins o USING (seq) ORDER BY b.seq
+"""
+"""The quarantine rows of ``_bad``; ``_origins`` (seq, source, location) overrides per record."""
+
+_NO_ORIGINS = pa.table({"seq": pa.array([], pa.int64()), "source": pa.array([], pa.string()),
+                        "location": pa.array([], pa.string())})
+
+
+@dataclass
+class Batch:
+    """One validated batch, as handed to a backend's ``readings.write_batch``.
+
+    ``con`` is the DuckDB connection the batch was validated on: it holds temp tables
+    ``_val`` (every record, with its reason or none) and ``_origins``, and ``raw_sql``
+    fetches the raw text by seq. ``once``: the source may deliver a record again (MQTT),
+    so a quarantine row whose (source, location) is already unresolved in quarantine is
+    not written twice.
+    """
+
+    con: Any
+    raw_sql: str
+    now: datetime
+    source: str
+    location_kind: str
+    rejects: list[Reject]
+    origins: dict[int, tuple[str, str]]
+    replay: bool = False
+    once: bool = False
+
+    def bad_rows(self, outcomes: pa.Table | None = None) -> pa.Table:
+        """The batch's quarantine rows; ``outcomes`` (seq, outcome, other_v) from the store
+        replaces ``_ded`` when deduplication ran elsewhere (PostgreSQL)."""
+        con = self.con
+        if outcomes is not None:
+            con.register("_ded_src", outcomes)
+            con.execute("CREATE OR REPLACE TEMP TABLE _ded AS SELECT * FROM _ded_src")
+            con.unregister("_ded_src")
+        con.execute(BAD_SQL.format(raw_sql=self.raw_sql))
+        return con.sql(QUARANTINE_ROWS_SQL.format(location_kind=self.location_kind),
+                       params={"source": self.source}).to_arrow_table()
+
+    def reject_rows(self) -> pa.Table:
+        """Records refused before decoding (too large, bad encoding, malformed payloads)."""
+        loc = [self.origins.get(r.line, (self.source, f"{self.location_kind} {r.line}")) for r in self.rejects]
+        return pa.table({
+            "source": pa.array([s for s, _ in loc], pa.string()),
+            "location": pa.array([lc for _, lc in loc], pa.string()),
+            "reason": pa.array([r.reason for r in self.rejects], pa.string()),
+            "message": pa.array([r.message for r in self.rejects], pa.string()),
+            "raw": pa.array([r.raw for r in self.rejects], pa.string()),
+            "raw_truncated": pa.array([bool(r.truncated) for r in self.rejects], pa.bool_()),
+        })
+
+
 class Ingestor:
-    """Validates and stores batches against one store; holds the kind tables it joins."""
+    """Validates batches (DuckDB SQL) and has the store persist them, one transaction each.
+
+    Validation is pure: it runs on the store's own connection for the DuckDB backend, or
+    on a private in-memory DuckDB connection (``store.validation_connection()``) for a
+    server backend, with a copy of the sensor registry refreshed when it changes. The
+    backend's ``readings.write_batch(batch, report)`` persists; the DuckDB backend's
+    persistence is ``_write_duckdb`` below (it runs where the data already is).
+    """
 
     def __init__(self, store, *, clock: Clock = utc_now, future_tolerance_s: int = 300, kinds=None):
         self.store = store
         self.clock = clock
         self.future_tolerance_s = int(future_tolerance_s)
         kinds = kinds or load_kinds()
-        with store.lock:
-            con = store.con
+        self.private = hasattr(store, "validation_connection")
+        self.con = store.validation_connection() if self.private else store.con
+        self.lock = threading.RLock() if self.private else store.lock
+        with self.lock:
+            con = self.con
             con.register("_kind_conv_src", kinds.conversions_table())
             con.register("_kind_range_src", kinds.ranges_table())
             con.execute("CREATE OR REPLACE TEMP TABLE _kind_conv AS SELECT * FROM _kind_conv_src")
@@ -91,22 +174,34 @@ class Ingestor:
         version = self.store.sensors.version
         if version == self._sensors_version:
             return
-        with self.store.lock:
-            self.store.con.execute(
-                """CREATE OR REPLACE TEMP TABLE _sensor_ready AS
+        with self.lock:
+            if self.private:
+                registry = self.store.sensors.frame().select("id", "kind", "unit", "unit_code").to_arrow()
+                self.con.register("_sensors_src", registry)
+                self.con.execute("CREATE OR REPLACE TEMP TABLE _sensors_copy AS SELECT * FROM _sensors_src")
+                self.con.unregister("_sensors_src")
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _sensor_ready AS
                    SELECT s.id, s.kind, s.unit, s.unit_code, c.factor, c."offset",
                           r.canonical_unit, r.min_value, r.max_value
-                   FROM sensors s
+                   FROM {'_sensors_copy' if self.private else 'sensors'} s
                    LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = s.unit
                    LEFT JOIN _kind_range r ON r.kind = s.kind"""
             )
         self._sensors_version = version
 
     # -- entry points -------------------------------------------------------------
-    def ingest_lines(self, batch: LineBatch, *, source: str, location_kind: str = "line") -> IngestReport:
-        """A batch of JSON text records (one per line) plus the rejects found while splitting."""
+    def ingest_lines(self, batch: LineBatch, *, source: str, location_kind: str = "line",
+                     origins: dict[int, tuple[str, str]] | None = None) -> IngestReport:
+        """A batch of JSON text records (one per line) plus the rejects found while splitting.
+
+        ``origins`` maps a record's number to (source, location) when records of one batch
+        come from different places (MQTT topics); such a batch's quarantine rows are
+        written once per (source, location) even when the source delivers them again.
+        """
         raw = pa.table({"seq": pa.array(batch.line_numbers, pa.int64()), "raw": batch.lines})
-        report = self._run(raw, DECODE_JSON, RAW_JSON, batch.rejects, source=source, location_kind=location_kind)
+        report = self._run(raw, DECODE_JSON, RAW_JSON, batch.rejects, source=source, location_kind=location_kind,
+                           origins=origins)
         report.bytes = batch.nbytes
         return report
 
@@ -137,25 +232,32 @@ class Ingestor:
 
     # -- the one path every batch takes ------------------------------------------------
     def _run(self, raw: pa.Table, decode_sql: str, raw_sql: str, rejects: list[Reject], *, source: str,
-             location_kind: str, replay: bool = False) -> IngestReport:
+             location_kind: str, replay: bool = False, origins: dict[int, tuple[str, str]] | None = None) -> IngestReport:
         started = time.perf_counter()
         now = self.clock()
         report = IngestReport(records=raw.num_rows + len(rejects))
         params = {"now": now, "tolerance": self.future_tolerance_s}
         self._refresh_sensors()
-        with self.store.lock:
-            self.store.con.register("_batch_raw", raw)
+        with self.lock:
+            con = self.con
+            con.register("_batch_raw", raw)
+            con.register("_origins", _origins_table(origins) if origins else _NO_ORIGINS)
             try:
-                self._write(decode_sql, raw_sql, rejects, report, now, params, source, location_kind, replay)
+                con.execute(validate_sql(decode_sql), params)
+                batch = Batch(con, raw_sql, now, source, location_kind, rejects, origins or {}, replay, bool(origins))
+                if self.private:
+                    self.store.readings.write_batch(batch, report)
+                else:
+                    self._write_duckdb(batch, report)
             finally:
-                self.store.con.unregister("_batch_raw")
+                con.unregister("_batch_raw")
+                con.unregister("_origins")
         report.seconds = time.perf_counter() - started
         return report
 
-    def _write(self, decode_sql: str, raw_sql: str, rejects: list[Reject], report: IngestReport, now: datetime,
-               params: dict, source: str, location_kind: str, replay: bool) -> None:
+    def _write_duckdb(self, batch: Batch, report: IngestReport) -> None:
+        """Persist on the DuckDB store: dedupe against stored rows and write, in one transaction."""
         with self.store.transaction() as con:
-            con.execute(validate_sql(decode_sql), params)
             con.execute(DEDUPE_SQL)
             outcome = dict(con.execute("SELECT outcome, count(*) FROM _ded GROUP BY outcome").fetchall())
             report.accepted = outcome.get("accept", 0)
@@ -165,49 +267,30 @@ class Ingestor:
                    SELECT v.sensor_id, v.ts, v.value, v.quality, v.kind, v.unit_code, $now
                    FROM _val v JOIN _ded d USING (seq) WHERE d.outcome = 'accept'
                    ORDER BY v.ts""",
-                {"now": now},
+                {"now": batch.now},
             )
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _bad AS
-                WITH bad AS (
-                    SELECT seq, reason, message FROM _val WHERE reason IS NOT NULL
-                    UNION ALL
-                    SELECT v.seq, 'conflict',
-                           format('sensor {{}} already has value {{}} at {{}}; this record says {{}}', v.sensor_id,
-                                  d.other_v, strftime(v.ts, '%Y-%m-%dT%H:%M:%SZ'), v.value)
-                    FROM _val v JOIN _ded d USING (seq) WHERE d.outcome = 'conflict'
-                )
-                SELECT bad.seq, r.raw, bad.reason, bad.message FROM bad JOIN ({raw_sql}) r USING (seq)
-            """)
-            bad_sql = "SELECT * FROM _bad"
-            if replay:
-                self._finish_replay(con, bad_sql, now)
-            else:
+            if batch.replay:
+                con.execute(BAD_SQL.format(raw_sql=batch.raw_sql))
+                bad = con.sql("SELECT seq, reason, message FROM _bad").to_arrow_table()
+                self._finish_replay(con, batch.now)
+                report.add_quarantined(_count(bad))
+                return
+            rows = batch.bad_rows()
+            if batch.rejects:
+                rows = pa.concat_tables([rows, batch.reject_rows()])
+            con.register("_q_rows", rows)
+            try:
                 con.execute(
-                    f"""INSERT INTO quarantine (received_at, source, location, reason, message, raw)
-                        SELECT $now, $source, format('{location_kind} {{}}', seq), reason, message, raw
-                        FROM ({bad_sql}) ORDER BY seq""",
-                    {"now": now, "source": source},
+                    f"""INSERT INTO quarantine (received_at, source, location, reason, message, raw, raw_truncated)
+                        SELECT $now, source, location, reason, message, raw, raw_truncated FROM _q_rows q
+                        {ONCE_FILTER if batch.once else ''}""",
+                    {"now": batch.now},
                 )
-            counts = dict(con.execute(f"SELECT reason, count(*) FROM ({bad_sql}) GROUP BY reason").fetchall())
-            report.add_quarantined(counts)
-            if rejects and not replay:
-                rej = pa.table({
-                    "location": [f"{location_kind} {r.line}" for r in rejects],
-                    "reason": [r.reason for r in rejects],
-                    "message": [r.message for r in rejects],
-                    "raw": [r.raw for r in rejects],
-                    "truncated": [r.truncated for r in rejects],
-                })
-                con.register("_rejects", rej)  # replaced by the next batch's
-                con.execute(
-                    """INSERT INTO quarantine (received_at, source, location, reason, message, raw, raw_truncated)
-                       SELECT $now, $source, location, reason, message, raw, truncated FROM _rejects""",
-                    {"now": now, "source": source},
-                )
-                report.add_quarantined(Counter(r.reason for r in rejects))
+            finally:
+                con.unregister("_q_rows")
+            report.add_quarantined(_count(rows))
 
-    def _finish_replay(self, con, bad_sql: str, now: datetime) -> None:
+    def _finish_replay(self, con, now: datetime) -> None:
         """Mark replayed quarantine rows: resolved when stored or already stored, else re-reasoned."""
         con.execute(
             """UPDATE quarantine SET resolved_at = $now,
@@ -216,8 +299,8 @@ class Ingestor:
             {"now": now},
         )
         con.execute(
-            f"""UPDATE quarantine SET reason = b.reason, message = b.message, attempts = attempts + 1
-                FROM ({bad_sql}) b WHERE quarantine.id = b.seq""",
+            """UPDATE quarantine SET reason = b.reason, message = b.message, attempts = attempts + 1
+                FROM _bad b WHERE quarantine.id = b.seq""",
         )
 
     def replay(self, *, reason: str | None = None, ids: list[int] | None = None, batch_size: int = 100_000) -> IngestReport:
@@ -229,17 +312,35 @@ class Ingestor:
             where.append("reason = ?")
             params.append(reason)
         if ids:
-            where.append("list_contains(?, id)")
+            where.append("id = ANY(?)" if self.private else "list_contains(?, id)")
             params.append([int(i) for i in ids])
         last = 0
         while True:
             table = self.store.arrow(
                 f"SELECT id AS seq, raw FROM quarantine WHERE {' AND '.join(where)} AND id > ? ORDER BY id LIMIT {int(batch_size)}",
                 params + [last],
-            )
+            ).cast(pa.schema([("seq", pa.int64()), ("raw", pa.string())]))
             if table.num_rows == 0:
                 break
             last = table.column("seq")[-1].as_py()
             part = self._run(table, DECODE_JSON, RAW_JSON, [], source="replay", location_kind="quarantine", replay=True)
             report.merge(part)
         return report
+
+
+ONCE_FILTER = """WHERE NOT EXISTS (SELECT 1 FROM quarantine x WHERE x.source = q.source AND x.location = q.location
+                                     AND x.resolved_at IS NULL)"""
+"""Keeps a redelivered record (same source and location) from entering quarantine twice."""
+
+
+def _origins_table(origins: dict[int, tuple[str, str]]) -> pa.Table:
+    seqs = list(origins)
+    return pa.table({
+        "seq": pa.array(seqs, pa.int64()),
+        "source": pa.array([origins[s][0] for s in seqs], pa.string()),
+        "location": pa.array([origins[s][1] for s in seqs], pa.string()),
+    })
+
+
+def _count(rows: pa.Table) -> dict[str, int]:
+    return dict(Counter(rows.column("reason").to_pylist())) if rows.num_rows else {}

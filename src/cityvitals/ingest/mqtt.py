@@ -1,0 +1,311 @@
+"""The MQTT source: live readings from a broker into the ingest stage, acknowledged only
+when durable.
+
+Same shape as the file source (``ingest.files``): it turns what arrives into batches for
+the ``Ingestor`` and never crashes on bad input. It subscribes with QoS 1 on a persistent
+session (fixed client id, ``clean_session=False``), so while the process is down the
+broker keeps what it could not deliver, and with manual acknowledgement: a message's
+PUBACK goes out only after the batch holding it committed. A kill at any moment
+therefore loses nothing (unacknowledged messages come again) and duplicates nothing
+(readings are idempotent on (sensor_id, ts); a bad record is quarantined once per
+(topic, message digest, record index), see ``Batch.once``).
+
+Payload: one JSON reading or a JSON array of readings. A reading without ``sensor_id``
+takes it from the topic (default layout ``cityvitals/readings/<kind>/<sensor id>``).
+A payload that is not JSON, or not an object / array of objects, is quarantined whole
+with the topic as its source.
+
+Back-pressure: at most ``max_pending`` messages wait in memory. When the store falls
+behind, the network thread blocks on the full queue, stops reading the socket and the
+broker stops sending (its in-flight window fills with unacknowledged messages); nothing
+buffers without limit. ``stats()`` reports the lag (messages waiting, age of the oldest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urlparse
+
+import orjson
+import pyarrow as pa
+
+from cityvitals.errors import InputError
+from cityvitals.ingest.lines import MAX_RECORD_BYTES, LineBatch, Reject
+from cityvitals.ingest.pipeline import Ingestor, IngestReport
+
+DEFAULT_LAYOUT = "cityvitals/readings/{kind}/{sensor_id}"
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """Where to subscribe and how to batch. ``layout`` names topic levels ``{kind}`` and
+    ``{sensor_id}``; the subscription is the layout with each named level as ``+``."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    layout: str = DEFAULT_LAYOUT
+    client_id: str = "cityvitals-ingest"
+    batch_messages: int = 500
+    batch_seconds: float = 0.2
+    max_pending: int = 2000
+    keepalive: int = 30
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        u = urlparse(self.url)
+        if u.scheme not in ("mqtt", "tcp"):
+            raise InputError(f"--mqtt {self.url!r}: use mqtt://host:port")
+        return u.hostname or "127.0.0.1", u.port or 1883
+
+    @property
+    def subscription(self) -> str:
+        return "/".join("+" if p.startswith("{") and p.endswith("}") else p for p in self.layout.split("/"))
+
+    def topic_fields(self, topic: str) -> dict[str, str]:
+        """Values of the named levels of ``topic``.
+
+        >>> MqttConfig().topic_fields("cityvitals/readings/pm25/A-17")
+        {'kind': 'pm25', 'sensor_id': 'A-17'}
+        """
+        parts, names = topic.split("/"), self.layout.split("/")
+        if len(parts) != len(names):
+            return {}
+        return {n[1:-1]: p for n, p in zip(names, parts) if n.startswith("{") and n.endswith("}")}
+
+
+@dataclass
+class _Msg:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    received: float
+
+
+@dataclass
+class MqttStats:
+    received: int = 0
+    acked: int = 0
+    batches: int = 0
+    report: IngestReport = field(default_factory=IngestReport)
+    last_batch_seconds: float = 0.0
+    connected: bool = False
+
+
+def decode_messages(msgs: list[_Msg], config: MqttConfig, first_seq: int = 1) -> tuple[LineBatch, dict[int, tuple[str, str]]]:
+    """Messages -> one line batch (one JSON record per line) with each record's origin."""
+    lines: list[str] = []
+    numbers: list[int] = []
+    rejects: list[Reject] = []
+    origins: dict[int, tuple[str, str]] = {}
+    seq = first_seq
+    for m in msgs:
+        digest = hashlib.blake2b(m.topic.encode() + b"\0" + m.payload, digest_size=10).hexdigest()
+        default_id = config.topic_fields(m.topic).get("sensor_id")
+        if len(m.payload) > MAX_RECORD_BYTES * 64:
+            origins[seq] = (m.topic, f"message {digest}")
+            rejects.append(Reject(seq, "too_large", f"the payload has {len(m.payload):,} bytes", m.payload[:4096].decode("utf-8", "replace"), True))
+            seq += 1
+            continue
+        try:
+            doc = orjson.loads(m.payload)
+        except orjson.JSONDecodeError as exc:
+            origins[seq] = (m.topic, f"message {digest}")
+            text = m.payload[:65536].decode("utf-8", "replace")
+            rejects.append(Reject(seq, "malformed", f"the payload is not JSON: {exc}", text))
+            seq += 1
+            continue
+        items = doc if isinstance(doc, list) else [doc]
+        if not items:
+            continue
+        for i, rec in enumerate(items):
+            origins[seq] = (m.topic, f"message {digest} record {i}")
+            if isinstance(rec, dict):
+                if default_id is not None and "sensor_id" not in rec:
+                    rec["sensor_id"] = default_id
+                lines.append(orjson.dumps(rec).decode())
+                numbers.append(seq)
+            else:
+                rejects.append(Reject(seq, "malformed", "the record is not a JSON object", orjson.dumps(rec).decode()[:4096]))
+            seq += 1
+    batch = LineBatch(pa.array(lines, pa.string()), pa.array(numbers, pa.int64()).to_numpy(), rejects)
+    return batch, origins
+
+
+class MqttSource:
+    """Subscribe, batch, store, then acknowledge. ``start()`` runs it in threads; ``stop()`` ends it."""
+
+    def __init__(self, store, config: MqttConfig | None = None, *, ingestor: Ingestor | None = None,
+                 on_batch: Callable[[IngestReport], None] | None = None, stats_path: str | None = None):
+        self.store = store
+        self.config = config or MqttConfig()
+        self.ingestor = ingestor or Ingestor(store)
+        self.on_batch = on_batch
+        self.stats_path = stats_path
+        self._last_topic: str | None = None
+        self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=self.config.max_pending)
+        self._stop = threading.Event()
+        self._generation = 0
+        self._worker: threading.Thread | None = None
+        self._client = None
+        self._oldest_in_batch: float | None = None
+        self.stats_ = MqttStats()
+        self.error: BaseException | None = None
+
+    # -- paho callbacks (network thread) ---------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if reason_code.is_failure:
+            return
+        self._generation += 1
+        self.stats_.connected = True
+        client.subscribe(self.config.subscription, qos=1)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        # The broker resends every unacknowledged message on the new connection; what
+        # waits here from the old one is dropped (and never acknowledged: its packet ids
+        # may be reused by the new connection).
+        self.stats_.connected = False
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+
+    def _on_message(self, client, userdata, msg) -> None:
+        item = _Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, time.monotonic())
+        self.stats_.received += 1
+        while not self._stop.is_set():  # back-pressure: block the network thread while full
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> "MqttSource":
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
+                             clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+        client.max_inflight_messages_set(self.config.max_pending)
+        client.reconnect_delay_set(0.1, 2)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        host, port = self.config.host_port
+        client.connect(host, port, keepalive=self.config.keepalive)
+        self._client = client
+        self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        self._worker.start()
+        client.loop_start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._worker:
+            self._worker.join(timeout)
+        if self._client:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def wait(self) -> None:
+        """Block until stopped (or the worker died: the error is re-raised)."""
+        while not self._stop.is_set() and self._worker and self._worker.is_alive():
+            self._worker.join(0.5)
+        if self.error:
+            raise self.error
+
+    # -- the worker: batch, store, acknowledge --------------------------------------------------
+    def _work(self) -> None:
+        cfg = self.config
+        try:
+            while not self._stop.is_set():
+                try:
+                    first = self._queue.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                msgs = [first]
+                self._oldest_in_batch = first.received
+                deadline = time.monotonic() + cfg.batch_seconds
+                while len(msgs) < cfg.batch_messages:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        msgs.append(self._queue.get(timeout=left))
+                    except queue.Empty:
+                        break
+                self._store(msgs)
+                self._oldest_in_batch = None
+        except BaseException as exc:  # the server notices and exits non-zero; nothing was acked
+            self.error = exc
+            self._stop.set()
+
+    def _store(self, msgs: list[_Msg]) -> None:
+        started = time.perf_counter()
+        batch, origins = decode_messages(msgs, self.config)
+        report = self.ingestor.ingest_lines(batch, source="mqtt", location_kind="message", origins=origins)
+        # durable now: acknowledge, in arrival order, only what came on this connection
+        gen = self._generation
+        for m in msgs:
+            if m.generation == gen and m.qos > 0:
+                self._client.ack(m.mid, m.qos)
+                self.stats_.acked += 1
+        self.stats_.batches += 1
+        self.stats_.report.merge(report)
+        self.stats_.last_batch_seconds = time.perf_counter() - started
+        self._last_topic = msgs[-1].topic
+        if self.stats_path:
+            self._write_stats()
+        if self.on_batch:
+            self.on_batch(report)
+
+    def stats(self) -> dict:
+        """Counters and lag: messages waiting in memory and the age of the oldest one."""
+        oldest = self._oldest_in_batch
+        try:
+            head = self._queue.queue[0].received if self._queue.qsize() else None
+        except IndexError:
+            head = None
+        if oldest is None or (head is not None and head < oldest):
+            oldest = head if oldest is None else oldest
+        s = self.stats_
+        return {
+            "connected": s.connected, "received": s.received, "acked": s.acked, "batches": s.batches,
+            "accepted": s.report.accepted, "duplicates": s.report.duplicates,
+            "quarantined": s.report.quarantined_total, "lag_messages": self._queue.qsize(),
+            "lag_seconds": round(time.monotonic() - oldest, 3) if oldest is not None else 0.0,
+            "last_batch_seconds": round(s.last_batch_seconds, 4),
+        }
+
+    def _write_stats(self) -> None:
+        """The stats as JSON in ``stats_path`` (replaced atomically): lag monitoring for
+        scripts and the kill test, which waits for its last topic to be stored."""
+        import os
+
+        tmp = f"{self.stats_path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps({**self.stats(), "last_topic": self._last_topic}))
+        os.replace(tmp, self.stats_path)
+
+    def metrics(self) -> str:
+        """The stats in Prometheus text format."""
+        st = self.stats()
+        lines = []
+        for name, key, kind in (
+            ("cityvitals_mqtt_messages_received_total", "received", "counter"),
+            ("cityvitals_mqtt_messages_acked_total", "acked", "counter"),
+            ("cityvitals_readings_in_total", "accepted", "counter"),
+            ("cityvitals_readings_duplicate_total", "duplicates", "counter"),
+            ("cityvitals_quarantined_total", "quarantined", "counter"),
+            ("cityvitals_mqtt_lag_messages", "lag_messages", "gauge"),
+            ("cityvitals_mqtt_lag_seconds", "lag_seconds", "gauge"),
+            ("cityvitals_batch_seconds", "last_batch_seconds", "gauge"),
+        ):
+            lines += [f"# TYPE {name} {kind}", f"{name} {float(st[key])}"]
+        return "\n".join(lines) + "\n"

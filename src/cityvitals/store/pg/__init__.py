@@ -1,0 +1,151 @@
+"""The PostgreSQL backend (server mode): same repositories as the DuckDB store.
+
+Selected with ``--store postgresql://...`` (or ``store:`` in ``<home>/config.yaml``, or
+``CITYVITALS_STORE``). The schema is created and changed only by versioned migrations
+(``cityvitals db upgrade``). Readings are partitioned by month on ``ts`` (partitions are
+created ahead by every batch that needs one and by ``db upgrade``), loaded with COPY and
+idempotent on (sensor_id, ts) through the primary key.
+
+Ingest validation is the same DuckDB SQL as the embedded backend, run on a private
+in-memory DuckDB connection with a copy of the sensor registry
+(``validation_connection``); ``readings.write_batch`` then persists one validated batch
+in one PostgreSQL transaction.
+
+Like the DuckDB store, the store holds one connection behind ``lock``: the server's
+threads (API, MQTT worker) share it, so statements never interleave. Tests give each
+store its own schema with ``?options=-csearch_path%3D<schema>`` in the URL.
+
+Not ported yet: the vital-signs repository (``store.signs``) and the repositories of the
+later stages; they raise ``StoreError`` naming the backend when used.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import duckdb
+import polars as pl
+import psycopg
+
+from cityvitals.store.pg import migrate
+from cityvitals.store.pg._sql import PgCon, to_arrow
+from cityvitals.store.pg.alerts import PgAlertRepo
+from cityvitals.store.pg.assets import PgAssetRepo
+from cityvitals.store.pg.quarantine import PgQuarantineRepo
+from cityvitals.store.pg.readings import PgReadingRepo
+from cityvitals.store.pg.sensors import PgSensorRepo
+from cityvitals.store.pg.units import PgUnitRepo
+from cityvitals.store.pg.users import PgUserRepo
+
+_REPOS: tuple[tuple[str, type], ...] = (
+    ("units", PgUnitRepo),
+    ("sensors", PgSensorRepo),
+    ("readings", PgReadingRepo),
+    ("quarantine", PgQuarantineRepo),
+    ("alerts", PgAlertRepo),
+    ("users", PgUserRepo),
+    ("assets", PgAssetRepo),
+)
+
+NOT_PORTED = ("signs", "incidents", "cases", "share")
+"""Repositories the DuckDB store has (or will have) that this backend does not serve yet."""
+
+
+def _store_error():
+    from cityvitals.store.duck import StoreError
+
+    return StoreError
+
+
+class _NotPorted:
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        raise _store_error()(f"store.{self._name} is not available on the PostgreSQL backend yet; use the DuckDB store")
+
+
+class PostgresStore:
+    backend = "postgresql"
+
+    def __init__(self, url: str, *, migrate_schema: bool = False, read_only: bool = False):
+        self.url = url
+        self.read_only = read_only
+        try:
+            self.pg = psycopg.connect(url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise _store_error()(f"cannot connect to the PostgreSQL store: {str(exc).strip().splitlines()[0]}") from exc
+        self.pg.execute("SET TIME ZONE 'UTC'")
+        self.con = PgCon(self.pg)
+        self.lock = threading.RLock()
+        if migrate_schema:
+            migrate.upgrade(self.pg)
+        version, head = migrate.current(self.pg), migrate.head()
+        if version < head:
+            self.pg.close()
+            raise _store_error()(
+                f"the PostgreSQL schema is at version {version}, the code needs {head}: run `cityvitals db upgrade`"
+            )
+        if read_only:
+            self.pg.execute("SET default_transaction_read_only = on")
+        for name, repo_cls in _REPOS:
+            setattr(self, name, repo_cls(self))
+        for name in NOT_PORTED:
+            setattr(self, name, _NotPorted(name))
+
+    # -- the store protocol (as DuckDBStore) ------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[PgCon]:
+        """All-or-nothing: a batch is durable when this block exits without error."""
+        with self.lock, self.pg.transaction():
+            yield self.con
+
+    def arrow(self, sql: str, params: list | None = None):
+        """Run a ``?``-placeholder query and return an Arrow table."""
+        with self.lock:
+            return to_arrow(self.con.execute(sql, params))
+
+    def frame(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        return pl.from_arrow(self.arrow(sql, params))
+
+    def close(self) -> None:
+        self.pg.close()
+
+    def __enter__(self) -> "PostgresStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def status(self) -> dict:
+        out: dict = {"backend": self.backend, "url": redact(self.url), "schema_version": migrate.current(self.pg)}
+        for name, _ in _REPOS:
+            repo = getattr(self, name)
+            if hasattr(repo, "status"):
+                out.update(repo.status())
+        out["not_ported"] = list(NOT_PORTED)
+        return out
+
+    # -- ingest --------------------------------------------------------------------------
+    def validation_connection(self) -> duckdb.DuckDBPyConnection:
+        """A private in-memory DuckDB connection where ingest validation runs."""
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET threads = 2")
+        return con
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for status output and logs.
+
+    >>> redact("postgresql://u:secret@h:5432/db")
+    'postgresql://u:***@h:5432/db'
+    """
+    import re
+
+    return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+__all__ = ["PostgresStore", "NOT_PORTED", "redact"]

@@ -1,0 +1,42 @@
+"""Assets and their dependency edges on PostgreSQL."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from cityvitals.store.duck.assets import ASSET_COLUMNS, AssetRepo
+from cityvitals.store.pg._sql import copy_arrow
+
+
+class PgAssetRepo(AssetRepo):
+    DDL = ()
+
+    def replace(self, assets: pa.Table | pl.DataFrame, edges: pa.Table | pl.DataFrame) -> dict:
+        """Replace every asset and edge in one transaction (a city's network is loaded whole)."""
+        if isinstance(assets, pl.DataFrame):
+            assets = assets.to_arrow()
+        if isinstance(edges, pl.DataFrame):
+            edges = edges.to_arrow()
+        with self.store.transaction() as con:
+            con.raw("DELETE FROM asset_edges")
+            con.raw("DELETE FROM assets")
+            copy_arrow(con, assets, "assets", ASSET_COLUMNS)
+            copy_arrow(con, edges, "asset_edges", ("src", "dst", "relation"))
+        return {"assets": assets.num_rows, "edges": edges.num_rows}
+
+    def frame(self, type_: str | None = None) -> pl.DataFrame:
+        sql = "SELECT id, type, name, lon, lat, unit_code, props FROM assets"
+        params: list = []
+        if type_:
+            sql += " WHERE type = ?"
+            params.append(type_)
+        return self.store.frame(sql + " ORDER BY id", params)
+
+    def edges(self, relation: str | None = None) -> pl.DataFrame:
+        sql = "SELECT src, dst, relation FROM asset_edges"
+        params: list = []
+        if relation:
+            sql += " WHERE relation = ?"
+            params.append(relation)
+        return self.store.frame(sql + " ORDER BY src, dst", params)

@@ -1,0 +1,271 @@
+"""Readings on PostgreSQL: monthly partitions on ``ts``, COPY in, idempotent on (sensor_id, ts).
+
+``write_batch`` persists one validated batch (see ``cityvitals.ingest.pipeline.Batch``)
+in one transaction: the valid records are COPYed into a staging table, the first record
+of each key is inserted with ``ON CONFLICT DO NOTHING``, and every record not inserted
+is classified against the stored row as a duplicate (same value) or a conflict (another
+value) -- the same rules as the DuckDB backend, so a redelivered batch stores nothing
+twice. Refused records are COPYed into quarantine in the same transaction.
+
+Partitions are made ahead: each batch creates the months it touches if missing (under
+an advisory lock, so concurrent writers do not race), and ``ensure_partitions`` (run by
+``db upgrade``) creates the months around today. Retention drops whole partitions
+below a cut-off and deletes the rest of the rows below it; roll-ups write hourly
+summaries. Both run only when asked (``cityvitals db retention`` / ``db rollup``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cityvitals.store.duck.readings import ReadingRepo
+from cityvitals.store.pg._sql import copy_arrow, to_arrow
+
+_PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
+STAGE_COLUMNS = ("seq", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "first")
+
+
+def month_start(t: datetime) -> datetime:
+    t = t.astimezone(timezone.utc)
+    return datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+
+
+def next_month(t: datetime) -> datetime:
+    return datetime(t.year + (t.month == 12), t.month % 12 + 1, 1, tzinfo=timezone.utc)
+
+
+def partition_name(start: datetime) -> str:
+    """``readings_pYYYYMM`` for the month starting at ``start``.
+
+    >>> partition_name(datetime(2026, 5, 1, tzinfo=timezone.utc))
+    'readings_p202605'
+    """
+    return f"readings_p{start.year:04d}{start.month:02d}"
+
+
+class PgReadingRepo(ReadingRepo):
+    DDL = ()
+
+    def __init__(self, store):
+        self.store = store
+        self._known: set[str] = set()
+
+    # -- reads ------------------------------------------------------------------
+    def frame(self, *, sensor_id: str | None = None, start: datetime | None = None, end: datetime | None = None,
+              kind: str | None = None, unit_codes: list[str] | None = None) -> pl.DataFrame:
+        """Readings in [start, end), optionally for one sensor, kind or set of units."""
+        where, params = [], []
+        for cond, val in (("sensor_id = ?", sensor_id), ("kind = ?", kind), ("ts >= ?", start), ("ts < ?", end)):
+            if val is not None:
+                where.append(cond)
+                params.append(val)
+        if unit_codes is not None:
+            where.append("unit_code = ANY(?)")
+            params.append(list(unit_codes))
+        sql = "SELECT sensor_id, ts, value, quality, kind, unit_code FROM readings"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return self.store.frame(sql + " ORDER BY sensor_id, ts", params)
+
+    # -- partitions ---------------------------------------------------------------
+    def partitions(self) -> list[dict]:
+        """Existing partitions, oldest first: name, from, to, rows (estimate)."""
+        with self.store.lock:
+            rows = self.store.con.raw(
+                """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid), c.reltuples::BIGINT
+                   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                   WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname"""
+            ).fetchall()
+        return [{"name": n, "bounds": b, "rows_estimate": max(int(r), 0)} for n, b, r in rows]
+
+    def ensure_partitions(self, lo: datetime, hi: datetime, con=None) -> list[str]:
+        """Create the monthly partitions covering [lo, hi] that are missing; returns new names."""
+        months, m = [], month_start(lo)
+        while m <= hi:
+            months.append(m)
+            m = next_month(m)
+        missing = [m for m in months if partition_name(m) not in self._known]
+        if not missing:
+            return []
+        made = []
+
+        def create(c) -> None:
+            c.raw("SELECT pg_advisory_xact_lock(%s)", [_PART_LOCK])
+            for m in missing:
+                name = partition_name(m)
+                exists = c.raw("SELECT to_regclass(%s) IS NOT NULL", [name]).fetchall()[0][0]
+                if not exists:
+                    # DDL takes no parameters; the bounds are ISO strings we made ourselves
+                    c.raw(f"CREATE TABLE {name} PARTITION OF readings "
+                          f"FOR VALUES FROM ('{m.isoformat()}') TO ('{next_month(m).isoformat()}')")
+                    made.append(name)
+
+        if con is not None:
+            create(con)
+        else:
+            with self.store.transaction() as c:
+                create(c)
+        self._known.update(partition_name(m) for m in missing)
+        return made
+
+    # -- the ingest write path ---------------------------------------------------------
+    def write_batch(self, batch, report) -> None:
+        """Persist one validated batch in one transaction (see the module docstring)."""
+        vcon = batch.con
+        ok = vcon.sql(
+            """SELECT seq, sensor_id, ts, value, quality, kind, unit_code,
+                      row_number() OVER (PARTITION BY sensor_id, ts ORDER BY seq) = 1 AS first
+               FROM _val WHERE reason IS NULL ORDER BY ts"""
+        ).to_arrow_table()
+        with self.store.transaction() as con:
+            outcomes = self._store_valid(con, ok, batch.now)
+            report.accepted = ok.num_rows - outcomes.num_rows
+            report.duplicates = sum(1 for o in outcomes.column("outcome").to_pylist() if o == "duplicate")
+            accepted = self._accepted_outcomes(ok, outcomes)
+            rows = batch.bad_rows(pa.concat_tables([accepted, outcomes]))
+            if batch.replay:
+                self._finish_replay(con, batch, pa.concat_tables([accepted, outcomes]), rows)
+                report.add_quarantined(_count(rows))
+                return
+            if batch.rejects:
+                rows = pa.concat_tables([rows, batch.reject_rows()])
+            self._quarantine(con, rows, batch.now, once=batch.once)
+            report.add_quarantined(_count(rows))
+
+    def _store_valid(self, con, ok: pa.Table, now: datetime) -> pa.Table:
+        """Insert the batch's valid records; returns (seq, outcome, other_v) of those not stored."""
+        empty = pa.table({"seq": pa.array([], pa.int64()), "outcome": pa.array([], pa.string()),
+                          "other_v": pa.array([], pa.float64())})
+        if ok.num_rows == 0:
+            return empty
+        ts = ok.column("ts")
+        self.ensure_partitions(pc.min(ts).as_py(), pc.max(ts).as_py(), con)
+        con.raw(
+            """CREATE TEMP TABLE IF NOT EXISTS _stage (seq BIGINT, sensor_id TEXT, ts TIMESTAMPTZ,
+                   value DOUBLE PRECISION, quality TEXT, kind TEXT, unit_code TEXT, first BOOLEAN)
+               ON COMMIT DELETE ROWS"""
+        )
+        con.raw("CREATE TEMP TABLE IF NOT EXISTS _inserted (sensor_id TEXT, ts TIMESTAMPTZ) ON COMMIT DELETE ROWS")
+        copy_arrow(con, ok, "_stage", STAGE_COLUMNS)
+        con.raw(
+            """WITH ins AS (
+                   INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
+                   SELECT sensor_id, ts, value, quality, kind, unit_code, %s FROM _stage WHERE first ORDER BY ts
+                   ON CONFLICT (sensor_id, ts) DO NOTHING RETURNING sensor_id, ts)
+               INSERT INTO _inserted SELECT sensor_id, ts FROM ins""",
+            [now],
+        )
+        # Every record not inserted meets the stored row of its key: the same value is a
+        # duplicate, another value a conflict (later copies within the batch meet the first).
+        return to_arrow(con.raw(
+            """SELECT s.seq, CASE WHEN r.value = s.value THEN 'duplicate' ELSE 'conflict' END AS outcome,
+                      r.value AS other_v
+               FROM _stage s JOIN readings r ON r.sensor_id = s.sensor_id AND r.ts = s.ts
+               WHERE NOT (s.first AND EXISTS (SELECT 1 FROM _inserted i WHERE i.sensor_id = s.sensor_id AND i.ts = s.ts))
+               ORDER BY s.seq"""
+        ))
+
+    @staticmethod
+    def _accepted_outcomes(ok: pa.Table, outcomes: pa.Table) -> pa.Table:
+        """(seq, 'accept', null) for the valid records that were stored."""
+        seqs = ok.column("seq").combine_chunks()
+        if outcomes.num_rows:
+            seqs = seqs.filter(pc.invert(pc.is_in(seqs, value_set=outcomes.column("seq").combine_chunks())))
+        n = len(seqs)
+        return pa.table({"seq": seqs.cast(pa.int64()), "outcome": pa.array(["accept"] * n, pa.string()),
+                         "other_v": pa.nulls(n, pa.float64())})
+
+    def _quarantine(self, con, rows: pa.Table, now: datetime, *, once: bool) -> None:
+        if rows.num_rows == 0:
+            return
+        rows = rows.append_column("received_at", pa.array([now] * rows.num_rows, pa.timestamp("us", "UTC")))
+        cols = ("received_at", "source", "location", "reason", "message", "raw", "raw_truncated")
+        if not once:
+            copy_arrow(con, rows, "quarantine", cols)
+            return
+        con.raw("""CREATE TEMP TABLE IF NOT EXISTS _qstage (received_at TIMESTAMPTZ, source TEXT, location TEXT,
+                   reason TEXT, message TEXT, raw TEXT, raw_truncated BOOLEAN) ON COMMIT DELETE ROWS""")
+        copy_arrow(con, rows, "_qstage", cols)
+        con.raw(
+            f"""INSERT INTO quarantine ({', '.join(cols)})
+                SELECT DISTINCT ON (source, location) {', '.join(cols)} FROM _qstage q
+                WHERE NOT EXISTS (SELECT 1 FROM quarantine x WHERE x.source = q.source AND x.location = q.location
+                                  AND x.resolved_at IS NULL)
+                ORDER BY source, location"""
+        )
+
+    @staticmethod
+    def _finish_replay(con, batch, outcomes: pa.Table, bad: pa.Table) -> None:
+        """Replayed quarantine rows: resolved when stored or already stored, else re-reasoned."""
+        done = outcomes.filter(pc.is_in(outcomes.column("outcome"), value_set=pa.array(["accept", "duplicate"])))
+        if done.num_rows:
+            con.raw(
+                """UPDATE quarantine q SET resolved_at = %s,
+                       resolution = CASE d.outcome WHEN 'accept' THEN 'replayed' ELSE 'duplicate of a stored reading' END
+                   FROM unnest(%s::bigint[], %s::text[]) AS d(id, outcome) WHERE q.id = d.id""",
+                [batch.now, done.column("seq").to_pylist(), done.column("outcome").to_pylist()],
+            )
+        seqs = batch.con.sql("SELECT seq, reason, message FROM _bad").to_arrow_table()
+        if seqs.num_rows:
+            con.raw(
+                """UPDATE quarantine q SET reason = b.reason, message = b.message, attempts = q.attempts + 1
+                   FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS b(id, reason, message) WHERE q.id = b.id""",
+                [seqs.column("seq").to_pylist(), seqs.column("reason").to_pylist(), seqs.column("message").to_pylist()],
+            )
+
+    # -- explicit maintenance ---------------------------------------------------------
+    def retention(self, before: datetime, *, dry_run: bool = False) -> dict:
+        """Remove readings with ts < ``before``: whole partitions dropped, the rest deleted."""
+        before = before.astimezone(timezone.utc)
+        with self.store.transaction() as con:
+            con.raw("SELECT pg_advisory_xact_lock(%s)", [_PART_LOCK])
+            parts = con.raw(
+                """SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                   WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname"""
+            ).fetchall()
+            dropped, rows_dropped = [], 0
+            for (name,) in parts:
+                y, m = int(name[-6:-2]), int(name[-2:])
+                if next_month(datetime(y, m, 1, tzinfo=timezone.utc)) <= before:
+                    rows_dropped += con.raw(f"SELECT count(*) FROM {name}").fetchall()[0][0]
+                    dropped.append(name)
+            if dry_run:
+                deleted = con.raw("SELECT count(*) FROM readings WHERE ts < %s", [before]).fetchall()[0][0] - rows_dropped
+            else:
+                for name in dropped:
+                    con.raw(f"DROP TABLE {name}")
+                deleted = con.raw("DELETE FROM readings WHERE ts < %s", [before]).rowcount
+        if not dry_run:
+            self._known.difference_update(dropped)
+        return {"before": before.isoformat(), "partitions_dropped": dropped, "rows_in_dropped_partitions": rows_dropped,
+                "rows_deleted": int(deleted), "dry_run": dry_run}
+
+    def rollup(self, start: datetime, end: datetime) -> dict:
+        """Hourly count/mean/min/max per sensor for hours in [start, end); recomputing replaces."""
+        with self.store.transaction() as con:
+            con.raw("DELETE FROM readings_hourly WHERE hour >= %s AND hour < %s", [start, end])
+            n = con.raw(
+                """INSERT INTO readings_hourly (sensor_id, hour, kind, unit_code, n, mean, min, max)
+                   SELECT sensor_id, date_trunc('hour', ts), min(kind), min(unit_code), count(*), avg(value),
+                          min(value), max(value)
+                   FROM readings WHERE ts >= %s AND ts < %s GROUP BY 1, 2""",
+                [start, end],
+            ).rowcount
+        return {"start": start.isoformat(), "end": end.isoformat(), "rows": int(n)}
+
+    def hourly(self, sensor_id: str | None = None) -> pl.DataFrame:
+        sql, params = "SELECT sensor_id, hour, kind, unit_code, n, mean, min, max FROM readings_hourly", []
+        if sensor_id is not None:
+            sql += " WHERE sensor_id = ?"
+            params.append(sensor_id)
+        return self.store.frame(sql + " ORDER BY sensor_id, hour", params)
+
+
+def _count(rows: pa.Table) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(rows.column("reason").to_pylist())) if rows.num_rows else {}

@@ -1,0 +1,273 @@
+"""One contract for the repository interface, run against both backends.
+
+Every test takes ``store`` parametrised over the embedded DuckDB file and PostgreSQL on
+127.0.0.1:5432 (each test in its own schema, dropped afterwards), so a feature that works
+on one backend and not the other fails here. The PostgreSQL-only tests at the end cover
+what only server mode has: migrations, partitions made ahead, retention and roll-ups.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from cityvitals.ingest import Ingestor, ingest_frame, ingest_records, replay
+from cityvitals.ingest.lines import LineBatch, Reject
+from cityvitals.store import open_store
+from cityvitals.watch.alerts import AlertManager, AlertPolicy, Observation
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+SENSORS = pl.DataFrame({
+    "id": ["P1", "P2", "T1", "A1"],
+    "kind": ["water_pressure", "water_pressure", "temperature", "pm25"],
+    "unit": ["MPa", "kPa", "degC", "ug/m3"],
+    "unit_code": ["g1", "g2", "g1", "g2"],
+})
+UNITS = pl.DataFrame({
+    "code": ["c", "d1", "g1", "g2"], "name": ["City", "District", "G1", "G2"],
+    "level": ["city", "district", "grid", "grid"], "depth": [0, 1, 2, 2],
+    "parent_code": [None, "c", "d1", "d1"], "population": [100.0, 60.0, 30.0, 30.0],
+    "geometry_wkb": [b"\x01\x02", None, b"\x00", None],
+})
+
+
+@pytest.fixture
+def pg_schema():
+    """A fresh PostgreSQL schema; yields the store URL that selects it."""
+    psycopg = pytest.importorskip("psycopg")
+    schema = "cv_t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "duckdb":
+        s = open_store(tmp_path / "home")
+    else:
+        url = request.getfixturevalue("pg_schema")
+        s = open_store(tmp_path / "home", url=url, migrate=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def reg(store):
+    store.units.upsert(UNITS)
+    store.sensors.upsert(SENSORS)
+    return store
+
+
+def _ing(store):
+    return Ingestor(store, clock=lambda: NOW)
+
+
+# -- units and sensors ---------------------------------------------------------------
+def test_units_upsert_get_path_levels_status(store):
+    assert store.units.upsert(UNITS) == 4
+    store.units.upsert(pl.DataFrame({"code": ["g2"], "name": ["G2 renamed"], "level": ["grid"], "depth": [2],
+                                     "parent_code": ["d1"]}))
+    assert store.units.get("g2")["name"] == "G2 renamed" and store.units.get("nope") is None
+    assert [u["code"] for u in store.units.path("g1")] == ["g1", "d1", "c"]
+    assert store.units.levels() == ["city", "district", "grid"]
+    assert store.units.status() == {"units": {"city": 1, "district": 1, "grid": 2}}
+    frame = store.units.frame("grid", geometry=True)
+    assert frame["code"].to_list() == ["g1", "g2"] and frame["geometry_wkb"].to_list()[0] == b"\x00"
+    assert store.units.frame().columns == [c for c in frame.columns if c != "geometry_wkb"]
+    assert store.units.delete_level("grid") == 2 and store.units.levels() == ["city", "district"]
+
+
+def test_sensors_upsert_get_count_status_and_version(store):
+    v0 = store.sensors.version
+    assert store.sensors.upsert(SENSORS) == 4
+    assert store.sensors.version != v0
+    store.sensors.upsert(pl.DataFrame({"id": ["P1"], "kind": ["water_pressure"], "unit": ["kPa"], "lon": [121.5]}))
+    p1 = store.sensors.get("P1")
+    assert p1["unit"] == "kPa" and p1["lon"] == 121.5 and store.sensors.get("X") is None
+    assert store.sensors.count() == 4
+    assert store.sensors.status() == {"sensors": 4, "sensors_by_kind": {"pm25": 1, "temperature": 1, "water_pressure": 2}}
+    assert store.sensors.frame()["id"].to_list() == ["A1", "P1", "P2", "T1"]
+
+
+# -- ingestion: the same outcome on both backends -----------------------------------------
+def test_ingest_converts_dedupes_and_quarantines_the_same(reg):
+    ing = _ing(reg)
+    records = [
+        {"sensor_id": "P1", "ts": "2026-05-01T08:00:00+08:00", "value": 0.31},
+        {"sensor_id": "P2", "ts": "2026-05-01T00:00:00Z", "value": 310},
+        {"sensor_id": "P1", "ts": "2026-05-01T00:00:00Z", "value": 0.31},  # duplicate in the batch
+        {"sensor_id": "P1", "ts": "2026-05-01T00:00:00Z", "value": 0.5},  # conflict in the batch
+        {"sensor_id": "T1", "ts": 1777593600, "value": 68, "unit": "degF", "quality": "good"},
+        {"sensor_id": "ZZ", "ts": "2026-05-01T00:00:00Z", "value": 1},
+        {"sensor_id": "A1", "ts": "2026-05-01T00:00:00", "value": 1},
+        {"sensor_id": "A1", "ts": "2026-05-01T00:00:00Z", "value": -5},
+        {"sensor_id": "A1", "ts": "2026-06-01T00:00:00Z", "value": 5},
+        {"sensor_id": "A1", "ts": "2026-05-01T00:00:00Z", "value": "x"},
+    ]
+    rep = ingest_records(reg, records, ingestor=ing)
+    assert (rep.accepted, rep.duplicates) == (3, 1)
+    assert rep.quarantined == {"conflict": 1, "unknown_sensor": 1, "bad_timestamp": 1, "out_of_range": 1,
+                               "future_timestamp": 1, "bad_value": 1}
+    frame = reg.readings.frame()
+    assert frame.schema["ts"] == pl.Datetime("us", "UTC") and frame.schema["value"] == pl.Float64
+    assert frame.select("sensor_id", "value").rows() == [("P1", pytest.approx(0.31)), ("P2", pytest.approx(0.31)),
+                                                        ("T1", pytest.approx(20.0))]
+    assert frame.filter(pl.col("sensor_id") == "T1")["quality"].to_list() == ["good"]
+    q = reg.quarantine.frame()
+    conflict = q.filter(pl.col("reason") == "conflict").to_dicts()[0]
+    assert conflict["location"] == "record 4" and conflict["source"] == "api"
+    assert conflict["message"] == "sensor P1 already has value 0.31 at 2026-05-01T00:00:00Z; this record says 0.5"
+    # the same batch again: nothing new stored, the stored rows decide
+    again = ingest_records(reg, records[:5], ingestor=ing)
+    assert (again.accepted, again.duplicates, again.quarantined) == (0, 4, {"conflict": 1})
+    assert reg.readings.count() == 3
+    assert reg.readings.status()["readings_from"] == "2026-05-01T00:00:00+00:00"
+
+
+def test_ingest_frame_rejects_and_replay(reg):
+    ing = _ing(reg)
+    frame = pl.DataFrame({"sensor_id": ["P1", "NEW"], "ts": ["2026-05-01T00:00:00Z", "2026-05-01T00:05:00Z"],
+                          "value": ["0.2", "3"]})
+    rep = ingest_frame(reg, frame, ingestor=ing)
+    assert rep.accepted == 1 and rep.quarantined == {"unknown_sensor": 1}
+    batch = LineBatch(pa.array([], pa.string()), pa.array([], pa.int64()).to_numpy(),
+                      [Reject(7, "too_large", "the record has 9 MB", "{...", truncated=True)])
+    assert ing.ingest_lines(batch, source="f.ndjson").quarantined == {"too_large": 1}
+    reg.sensors.upsert(pl.DataFrame({"id": ["NEW"], "kind": ["temperature"], "unit": ["degC"], "unit_code": ["g2"]}))
+    rep = replay(reg, ingestor=ing)
+    assert rep.accepted == 1
+    q = reg.quarantine.frame(include_resolved=True).sort("id")
+    assert q["resolution"].to_list() == ["replayed", None] and q["raw_truncated"].to_list() == [False, True]
+    assert reg.quarantine.counts() == {"too_large": 1}
+    assert reg.quarantine.counts(include_resolved=True) == {"too_large": 1, "unknown_sensor": 1}
+    assert replay(reg, ingestor=ing).accepted == 0  # replay twice: each record lands once
+    assert reg.readings.frame(sensor_id="NEW")["value"].to_list() == [3.0]
+    assert reg.readings.frame(unit_codes=["g2"])["sensor_id"].to_list() == ["NEW"]
+    assert reg.readings.frame(kind="water_pressure", start=NOW - timedelta(days=1), end=NOW).height == 1
+
+
+def test_redelivered_records_with_origins_are_quarantined_once(reg):
+    """What MQTT relies on: a message delivered again stores nothing and quarantines nothing twice."""
+    ing = _ing(reg)
+    lines = ['{"sensor_id": "P1", "ts": "2026-05-01T00:00:00Z", "value": 0.3}', '{"sensor_id": "ZZ", "ts": 1, "value": 1}']
+    origins = {1: ("t/P1", "message abc record 0"), 2: ("t/ZZ", "message def record 0"), 3: ("t/x", "message 123")}
+    for _ in range(3):
+        batch = LineBatch(pa.array(lines, pa.string()), pa.array([1, 2], pa.int64()).to_numpy(),
+                          [Reject(3, "malformed", "not JSON", "{oops")])
+        ing.ingest_lines(batch, source="mqtt", origins=origins)
+    assert reg.readings.count() == 1
+    q = reg.quarantine.frame().sort("source")
+    assert q.select("source", "location", "reason").rows() == [
+        ("t/ZZ", "message def record 0", "unknown_sensor"), ("t/x", "message 123", "malformed")]
+
+
+# -- alerts, users, assets ---------------------------------------------------------------
+def test_alert_lifecycle_and_watch_state(store):
+    now = [datetime(2026, 3, 2, 8, tzinfo=timezone.utc)]
+    mgr = AlertManager(store, AlertPolicy(resolve_after=timedelta(minutes=10)), clock=lambda: now[0])
+    t = now[0]
+    mgr.observe([Observation("S1", "threshold", 1, t), Observation("S1", "threshold", 2, t + timedelta(minutes=1))])
+    mgr.observe([Observation("S2", "threshold", 3, t, "alarm")])
+    assert store.alerts.count() == 2 and store.alerts.status() == {"alerts_open": 2, "alerts_total": 2}
+    a = store.alerts.list(source="S1")[0]
+    assert a["level"] == "warning" and [e["event"] for e in store.alerts.events(a["id"])] == ["raise", "level"]
+    assert set(store.alerts.open_for([("S1", "threshold"), ("S9", "x")])) == {("S1", "threshold")}
+    mgr.ack(a["id"], "li", "on it")
+    assert store.alerts.get(a["id"])["state"] == "acknowledged"
+    mgr.resolve(a["id"], "li")
+    assert store.alerts.last_resolved("S1", "threshold")["resolved_by"] == "li"
+    assert [r["source"] for r in store.alerts.open_alerts()] == ["S2"]
+    assert store.alerts.get_watch_state("w") == (None, None)
+    with store.transaction() as con:
+        store.alerts.put_watch_state(con, "w", t, b"\x00state", t)
+    with store.transaction() as con:
+        store.alerts.put_watch_state(con, "w", t + timedelta(hours=1), b"\x01", t)
+    assert store.alerts.get_watch_state("w") == (t + timedelta(hours=1), b"\x01")
+
+
+def test_users_keys_and_audit(reg):
+    key = reg.users.add("li", "duty_officer", area="d1")
+    assert reg.users.authenticate(key)["area_code"] == "d1" and reg.users.authenticate(key + "x") is None
+    new = reg.users.rotate("li")
+    assert reg.users.authenticate(key) is None and reg.users.authenticate(new)["name"] == "li"
+    reg.users.revoke("li")
+    assert reg.users.authenticate(new) is None and reg.users.get("li")["revoked_at"] is not None
+    reg.users.audit("li", "admin", "readings.post", "x", 200, {"n": 1})
+    log = reg.users.audit_log()
+    assert [r["action"] for r in log] == ["readings.post", "user.revoke", "user.rotate", "user.add"]
+    assert reg.users.status() == {"users_active": 0} and [u["name"] for u in reg.users.list()] == ["li"]
+
+
+def test_assets_replace_and_read(store):
+    assets = pl.DataFrame({"id": ["p1", "m1"], "type": ["pump_station", "water_main"], "name": ["P", "M"],
+                           "geometry_wkb": [b"\x01", None], "lon": [121.0, 121.1], "lat": [31.0, 31.1],
+                           "unit_code": ["g1", "g2"], "props": ["{}", None]})
+    edges = pl.DataFrame({"src": ["p1"], "dst": ["m1"], "relation": ["feeds"]})
+    assert store.assets.replace(assets, edges) == {"assets": 2, "edges": 1}
+    assert store.assets.replace(assets, edges) == {"assets": 2, "edges": 1}
+    assert store.assets.frame()["id"].to_list() == ["m1", "p1"]
+    assert store.assets.frame("pump_station")["name"].to_list() == ["P"]
+    assert store.assets.edges("feeds").rows() == [("p1", "m1", "feeds")]
+    assert store.assets.status() == {"assets": 2, "asset_edges": 1}
+
+
+def test_status_names_the_backend(reg):
+    st = reg.status()
+    assert st["backend"] in ("duckdb", "postgresql") and st["sensors"] == 4 and st["units"]["grid"] == 2
+
+
+# -- PostgreSQL only: migrations, partitions, retention, roll-ups ------------------------------
+def test_pg_schema_must_be_upgraded_and_upgrade_is_idempotent(pg_schema, tmp_path):
+    from cityvitals.errors import InputError
+    from cityvitals.cli._common import open_store_cli
+    from cityvitals.store.pg import migrate
+
+    with pytest.raises(InputError, match="db upgrade"):
+        open_store_cli(str(tmp_path), pg_schema)
+    s = open_store(tmp_path, url=pg_schema, migrate=True)
+    try:
+        assert migrate.current(s.pg) == migrate.head() and migrate.upgrade(s.pg) == []
+        assert [h["version"] for h in migrate.history(s.pg)] == [m.version for m in migrate.migrations()]
+    finally:
+        s.close()
+
+
+def test_pg_partitions_made_ahead_retention_and_rollup(pg_schema, tmp_path):
+    s = open_store(tmp_path, url=pg_schema, migrate=True)
+    try:
+        s.sensors.upsert(SENSORS)
+        made = s.readings.ensure_partitions(NOW, NOW + timedelta(days=62))
+        assert made == ["readings_p202605", "readings_p202606", "readings_p202607"]
+        frame = pl.DataFrame({
+            "sensor_id": ["T1"] * 4,
+            "ts": ["2026-01-15T00:10:00Z", "2026-01-15T00:50:00Z", "2026-03-02T01:00:00Z", "2026-05-01T00:00:00Z"],
+            "value": ["1", "3", "5", "7"],
+        })
+        assert ingest_frame(s, frame, ingestor=_ing(s)).accepted == 4
+        names = [p["name"] for p in s.readings.partitions()]
+        assert {"readings_p202601", "readings_p202603"} <= set(names)
+        roll = s.readings.rollup(datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 6, 1, tzinfo=timezone.utc))
+        assert roll["rows"] == 3
+        h = s.readings.hourly("T1").row(0, named=True)
+        assert (h["n"], h["mean"], h["min"], h["max"]) == (2, 2.0, 1.0, 3.0)
+        cut = datetime(2026, 3, 2, 1, 0, tzinfo=timezone.utc)
+        dry = s.readings.retention(cut, dry_run=True)
+        assert dry["partitions_dropped"] == ["readings_p202601", "readings_p202602"] and dry["rows_deleted"] == 0
+        assert s.readings.count() == 4
+        done = s.readings.retention(cut)
+        assert done["rows_in_dropped_partitions"] == 2 and s.readings.count() == 2
+        assert s.readings.hourly("T1").height == 3  # roll-ups outlive the raw rows
+        # a reading for a dropped month makes its partition again
+        assert ingest_frame(s, frame.head(1), ingestor=_ing(s)).accepted == 1
+    finally:
+        s.close()
