@@ -91,6 +91,9 @@ def create_app(
         from cityvitals.api import open311
 
         app.include_router(open311.router)
+    from cityvitals.api.opendata import router as opendata_router  # open data: own prefix, no key
+
+    app.include_router(opendata_router)
     if dashboard:
         from cityvitals.web import router as web_router, static_files
 

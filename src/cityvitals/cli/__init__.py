@@ -13,7 +13,8 @@ import typer
 
 from cityvitals import __version__
 from cityvitals.cli import (
-    alerts, bench, cases, catalog, demo, health, ingest, quarantine, sensors, serve, signs, simulate, space, status, users, watch,
+    alerts, bench, cases, catalog, db, demo, health, ingest, quarantine, sensors, serve, share, signs, simulate, space, status,
+    users, watch,
 )
 from cityvitals.cli.eval import eval_cmd
 from cityvitals.errors import CityvitalsError
@@ -55,6 +56,11 @@ app.command("eval")(eval_cmd)
 app.command("serve")(serve.serve)
 app.add_typer(users.app, name="users")
 app.add_typer(cases.app, name="cases")
+app.add_typer(db.app, name="db")
+catalog.app.command("datasets")(share.datasets)
+app.command("export")(share.export_cmd)
+app.add_typer(share.audit_app, name="audit")
+app.command("erase")(share.erase_cmd)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 

@@ -63,6 +63,7 @@ def dispose(
 
 def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
+    from cityvitals.bench.share import bench_share
     from cityvitals.bench.signs import bench_signs
     from cityvitals.bench.simulate import bench_simulate
     from cityvitals.bench.watch import bench_watch
@@ -70,6 +71,7 @@ def _register() -> None:
     app.command("simulate")(bench_simulate)
     app.command("signs")(bench_signs)
     app.command("watch")(bench_watch)
+    app.command("share")(bench_share)
 
 
 

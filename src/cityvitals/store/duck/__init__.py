@@ -21,6 +21,7 @@ from cityvitals.store.duck.cases import CaseRepo
 from cityvitals.store.duck.quarantine import QuarantineRepo
 from cityvitals.store.duck.readings import ReadingRepo
 from cityvitals.store.duck.sensors import SensorRepo
+from cityvitals.store.duck.share import ShareRepo
 from cityvitals.store.duck.signs import SignRepo
 from cityvitals.store.duck.units import UnitRepo
 from cityvitals.store.duck.users import UserRepo
@@ -36,6 +37,7 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("users", UserRepo),
     ("assets", AssetRepo),
     ("cases", CaseRepo),
+    ("share", ShareRepo),
 )
 
 
