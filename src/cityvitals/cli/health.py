@@ -16,7 +16,7 @@ COLOUR = {"normal": "green", "attention": "blue", "warning": "yellow", "alarm": 
 
 def health(
     unit: Annotated[Optional[str], typer.Option("--unit", help="Unit code (default: the city, the root of the tree).")] = None,
-    at: Annotated[Optional[str], typer.Option("--at", help="Time (ISO-8601; default: end of the last computed window).")] = None,
+    at: Annotated[Optional[str], typer.Option("--at", help="Time (ISO-8601; default: the watermark, i.e. the latest complete window).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="List the indicators that cost points, and how many.")] = False,
     home: Home = None,
     catalog: CatalogFile = None,
@@ -29,7 +29,7 @@ def health(
     with open_store_cli(home) as store:
         h = health_of(store, unit, parse_time(at, "--at"), catalog=cat)
     if not explain:
-        h = {k: v for k, v in h.items() if k != "explain"}
+        h = {k: v for k, v in h.items() if k not in ("explain", "stale")}
     if json:
         emit_json(h)
         return
@@ -46,3 +46,6 @@ def health(
             e.add_row(r["indicator"], r["category"], f"{r['value']:.4g}", f"[{COLOUR[r['level']]}]{r['level']}[/]",
                       f"{r['weight']:g}", f"{r['points']:.2f}")
         console.print(e)
+        for r in h["stale"]:
+            console.print(f"not counted (stale): {r['indicator']} = {r['value']:.4g} ({r['level']}), window ended "
+                          f"{r['window_end']}, {r['age_s'] / 60:.0f} min before; limit {r['limit_s'] / 60:.0f} min")
