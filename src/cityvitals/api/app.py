@@ -37,6 +37,10 @@ def routers_for(ctx: Context) -> list:
         from cityvitals.api.routers import alerts
 
         out.append(alerts.router)
+        if hasattr(ctx.store, "incidents"):
+            from cityvitals.api.routers import incidents
+
+            out.append(incidents.router)
     if hasattr(ctx.store, "cases"):
         from cityvitals.api.routers import cases
 

@@ -13,7 +13,7 @@ import typer
 
 from cityvitals import __version__
 from cityvitals.cli import (
-    alerts, bench, cases, catalog, db, demo, health, ingest, quarantine, sensors, serve, share, signs, simulate, space, status,
+    alerts, bench, cases, catalog, db, demo, health, incidents, ingest, quarantine, sensors, serve, share, signs, simulate, space, status,
     users, watch,
 )
 from cityvitals.cli.eval import eval_cmd
@@ -55,6 +55,8 @@ app.add_typer(alerts.app, name="alerts")
 app.command("eval")(eval_cmd)
 app.command("serve")(serve.serve)
 app.add_typer(users.app, name="users")
+app.add_typer(incidents.app, name="incidents")
+app.add_typer(incidents.diagnose_app, name="diagnose")
 app.add_typer(cases.app, name="cases")
 app.add_typer(db.app, name="db")
 catalog.app.command("datasets")(share.datasets)

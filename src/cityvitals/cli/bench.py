@@ -63,6 +63,7 @@ def dispose(
 
 def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
+    from cityvitals.bench.diagnose import bench_diagnose
     from cityvitals.bench.share import bench_share
     from cityvitals.bench.signs import bench_signs
     from cityvitals.bench.simulate import bench_simulate
@@ -72,6 +73,7 @@ def _register() -> None:
     app.command("signs")(bench_signs)
     app.command("watch")(bench_watch)
     app.command("share")(bench_share)
+    app.command("diagnose")(bench_diagnose)
 
 
 

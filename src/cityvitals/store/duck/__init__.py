@@ -17,6 +17,7 @@ import duckdb
 
 from cityvitals.store.duck.alerts import AlertRepo
 from cityvitals.store.duck.assets import AssetRepo
+from cityvitals.store.duck.incidents import IncidentRepo
 from cityvitals.store.duck.cases import CaseRepo
 from cityvitals.store.duck.quarantine import QuarantineRepo
 from cityvitals.store.duck.readings import ReadingRepo
@@ -36,6 +37,7 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("signs", SignRepo),
     ("users", UserRepo),
     ("assets", AssetRepo),
+    ("incidents", IncidentRepo),
     ("cases", CaseRepo),
     ("share", ShareRepo),
 )

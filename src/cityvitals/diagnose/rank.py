@@ -1,0 +1,357 @@
+"""Ranking probable causes of one group of symptoms, with the evidence in plain words.
+
+A candidate asset is scored by how well it explains the pattern:
+
+* **coverage** — the share of affected places it sits above in the dependency graph (its
+  suppliers reacting count half: a pump pushing more water into a burst main);
+* **specificity** — of the sensors below it that should feel its failure, the share that
+  did (a pump station feeding four zones of which one lost pressure is a poor suspect);
+* **own signal** — its own sensors alarming;
+* **timing** — symptoms near it started first (roads: the segment the queue spreads from);
+* **prior** — zones, areas and catchments are places, not parts that break.
+
+"sensor fault" wins when one sensor alone is wrong while its peers are fine, "weather"
+for weather and air patterns that cover the city, "unknown" when nothing explains much.
+Scores are normalised into shares that sum to one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cityvitals.diagnose.domains import (
+    DOMAIN_ASSETS,
+    INCIDENT_TYPE,
+    SPATIAL_DOMAINS,
+    TYPE_PRIOR,
+    WEATHER_TYPE,
+)
+from cityvitals.diagnose.graph import AssetGraph
+from cityvitals.diagnose.symptoms import Symptoms
+
+SENSOR_FAULT = "sensor fault"
+WEATHER = "weather"
+UNKNOWN = "unknown"
+WEAK_TYPES = {"shift", "seasonal"}
+MAX_CANDIDATES = 40  # scored in detail; the rest are pruned by coverage and prior
+
+
+@dataclass
+class Cause:
+    cause: str  # an asset id, or SENSOR_FAULT / WEATHER / UNKNOWN
+    kind: str  # "asset" | "sensor_fault" | "weather" | "unknown"
+    score: float
+    evidence: list[str] = field(default_factory=list)
+    asset_type: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class Diagnosis:
+    """One group's diagnosis: what a stored incident is made from."""
+
+    members: list[int]  # symptom indices
+    type: str
+    causes: list[Cause]
+    level: int
+    units: list[str]
+    sensors: list[str]
+    start: float
+    end: float
+    open: bool
+    title: str = ""
+
+    @property
+    def confidence(self) -> float:
+        return self.causes[0].score if self.causes else 0.0
+
+
+@dataclass
+class Context:
+    """What is going on city-wide while a group is ranked ("which are affected and which are not")."""
+
+    affected_sensors: dict[str, tuple[float, float]]  # sensor -> (t0, t1) of non-health symptoms
+    rain: list[tuple[float, float]]  # intervals with rainfall alerts
+
+    def affected_during(self, sid: str, t0: float, t1: float, slack: float = 3600.0) -> bool:
+        span = self.affected_sensors.get(sid)
+        return span is not None and span[0] <= t1 + slack and span[1] + slack >= t0
+
+    def raining(self, t0: float, t1: float) -> bool:
+        return any(a <= t1 + 1800 and b + 1800 >= t0 for a, b in self.rain)
+
+
+def make_context(s: Symptoms) -> Context:
+    aff: dict[str, tuple[float, float]] = {}
+    rain = []
+    for i in np.flatnonzero((s.origin == "alert") & ~s.health):
+        sid = s.source[i]
+        a, b = aff.get(sid, (math.inf, -math.inf))
+        aff[sid] = (min(a, s.t0[i]), max(b, s.t1[i]))
+        if s.kind[i] == "rainfall" and s.type[i] not in WEAK_TYPES:
+            rain.append((float(s.t0[i]), float(s.t1[i])))
+    return Context(aff, rain)
+
+
+def _concordance(c: str, hops: dict[str, dict[str, int]], site_t: dict[str, float]) -> float:
+    """Share of pairs of affected segments whose onset order follows their hop distance from ``c``."""
+    pts = [(h[c], site_t[s]) for s, h in hops.items() if c in h and s in site_t]
+    if len(pts) < 2:
+        return 0.5
+    hh = np.array([p[0] for p in pts], dtype=float)
+    tt = np.array([p[1] for p in pts], dtype=float)
+    dh = np.sign(hh[:, None] - hh[None, :])
+    dt = np.sign(tt[:, None] - tt[None, :])
+    m = dh != 0
+    return float(((dh == dt) & m).sum() / m.sum()) if m.any() else 0.5
+
+
+def _name(g: AssetGraph, a: str) -> str:
+    n = g.name_of.get(a)
+    return f"{n} ({a})" if n and n != a and a not in n else (n or a)
+
+
+def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
+               population: dict[str, float] | None = None) -> Diagnosis:
+    members = sorted(members)
+    m = np.asarray(members)
+    nonh = [i for i in members if not s.health[i]]
+    alerts = [i for i in nonh if s.origin[i] == "alert"]
+    reports = [i for i in members if s.origin[i] == "report"]
+    health = [i for i in members if s.health[i]]
+    sensors = sorted({s.source[i] for i in members if s.origin[i] == "alert"})
+    alert_sensors = sorted({s.source[i] for i in alerts})
+    kinds = {s.kind[i] for i in alerts if s.kind[i]}
+    t_min = float(s.t0[m].min())
+    t_max = float(s.t1[m].max())
+    doms = Counter(s.domain[i] for i in nonh) or Counter(s.domain[i] for i in members)
+    domain = doms.most_common(1)[0][0]
+    level = int(s.level[np.asarray(nonh)].max()) if nonh else 1
+
+    # ---- sites: assets with symptoms, communities with reports; weight by level
+    site_w: dict[str, float] = {}
+    site_t: dict[str, float] = {}
+    for i in alerts:
+        a = s.asset[i]
+        if not a:
+            continue
+        w = s.level[i] / 3.0 * (0.5 if s.type[i] in WEAK_TYPES else 1.0)
+        site_w[a] = max(site_w.get(a, 0.0), w)
+        site_t[a] = min(site_t.get(a, math.inf), s.t0[i])
+    for i in reports:
+        u = s.unit[i]
+        if u and u in g.type_of:
+            site_w[u] = max(site_w.get(u, 0.0), 0.4)
+            site_t[u] = min(site_t.get(u, math.inf), s.t0[i])
+
+    causes: list[Cause] = []
+    road = domain == "road"
+    # ---- candidate assets
+    cand: dict[str, None] = {}
+    if domain in ("weather", "air"):
+        for a in site_w:
+            if g.type_of.get(a) == "drainage_pumping_station":
+                cand[a] = None
+    elif road:
+        for a in site_w:
+            if g.type_of.get(a) == "road_segment":
+                for b in g.road_hops(a, 1):
+                    cand[b] = None
+            for p in g.parents.get(a, ()):
+                cand[p] = None
+    else:
+        for a in site_w:
+            for b in g.ancestors(a, 4):
+                cand[b] = None
+    allowed = DOMAIN_ASSETS.get(domain, set())
+    cand = {c: None for c in cand if g.type_of.get(c) in allowed}
+    spatial = domain in SPATIAL_DOMAINS and domain not in ("road", "drainage")
+    if spatial:  # point sources: the asset of an affected sensor, judged by distance and strength
+        cand = {a: None for a in site_w if g.type_of.get(a) in allowed}
+    site_xy = {}
+    for i in alerts:
+        if s.asset[i] and not np.isnan(s.x[i]):
+            site_xy.setdefault(s.asset[i], (s.x[i], s.y[i]))
+    for i in reports:
+        if not np.isnan(s.x[i]):
+            site_xy.setdefault(f"@{s.ref[i]}", (s.x[i], s.y[i]))
+    total_w = sum(site_w.values()) or 1.0
+    road_hops = {a: g.road_hops(a, 3) for a in site_w if road and g.type_of.get(a) == "road_segment"}
+    own_by: dict[str, list[int]] = {}
+    for i in alerts:
+        if s.asset[i]:
+            own_by.setdefault(s.asset[i], []).append(i)
+    # coverage accumulated from the sites up (one pass), not candidate by site
+    cov_acc: dict[str, float] = {}
+    dist_acc: dict[str, list[int]] = {}
+    near_t: dict[str, float] = {}
+    road_sites: dict[str, list[str]] = {}
+    for site, w in site_w.items():
+        if road and site in road_hops:
+            reach = road_hops[site]
+            for b in reach:
+                road_sites.setdefault(b, []).append(site)
+        else:
+            reach = g.ancestors(site, 4)
+        for b, h in reach.items():
+            cov_acc[b] = cov_acc.get(b, 0.0) + w
+            dist_acc.setdefault(b, []).append(h)
+            if h <= 1:
+                near_t[b] = min(near_t.get(b, math.inf), site_t.get(site, math.inf))
+    if not spatial and not road:
+        for c in cand:  # a supplier of the candidate reacting to it counts half
+            for b, h in g.ancestors(c, 2).items():
+                if h > 0 and b in site_w:
+                    cov_acc[c] = cov_acc.get(c, 0.0) + 0.5 * site_w[b]
+    if len(cand) > MAX_CANDIDATES and not spatial:
+        keep = sorted(cand, key=lambda c: (-TYPE_PRIOR.get(g.type_of.get(c, ""), 0.5) * cov_acc.get(c, 0.0) ** 2, c))
+        cand = {c: None for c in keep[:MAX_CANDIDATES]}
+    for c in cand:
+        ctype = g.type_of.get(c, "")
+        prior = TYPE_PRIOR.get(ctype, 0.5)
+        own = own_by.get(c, [])
+        own_level = max((s.level[i] for i in own), default=0) / 3.0
+        if spatial:
+            cxy = site_xy.get(c) or g.xy.get(c)
+            num = den = 0.0
+            for site, xy in site_xy.items():
+                w = site_w.get(site, 0.4)
+                d = math.hypot(xy[0] - cxy[0], xy[1] - cxy[1]) if cxy else 1e9
+                num += w * math.exp(-d / 400.0)
+                den += w
+            cov = num / den if den else 0.0
+            occ = len(own) / max(len(alerts), 1)
+            t_c = min((s.t0[i] for i in own), default=t_max)
+            timing = math.exp(-max(0.0, t_c - t_min) / 1800.0)
+            score = prior * cov * (0.4 + 0.6 * own_level) * (0.6 + 0.4 * timing) * (0.7 + 0.3 * occ)
+            ev = [f"closest to the strongest readings ({cov:.0%} of the evidence weighted by distance)"]
+            if own:
+                ev.append(f"its own sensors alarm ({len(own)} alert{'s' if len(own) > 1 else ''}, level {int(own_level * 3)})")
+            if timing > 0.8 and len(site_xy) > 1:
+                ev.append("its readings rose first")
+            causes.append(Cause(c, "asset", score, ev, ctype, _name(g, c)))
+            continue
+        cov = min(1.0, cov_acc.get(c, 0.0) / total_w)
+        dists = dist_acc.get(c, [])
+        if cov <= 0:
+            continue
+        if road:
+            below = g.road_monitored(c, kinds, 3)
+        else:
+            below = sorted(set(g.monitored_below(c, kinds, 4))) if kinds else []
+        hit = sum(ctx.affected_during(x, t_min, t_max) for x in below)
+        spec = hit / len(below) if below else 0.5
+        t_c = min((s.t0[i] for i in own), default=math.inf)
+        if not math.isfinite(t_c):
+            t_c = near_t.get(c, t_max)
+        timing = math.exp(-max(0.0, t_c - t_min) / 1800.0)
+        score = prior * cov ** 2 * (0.3 + 0.7 * spec) * (0.6 + 0.4 * timing) * (0.6 + 0.4 * own_level)
+        if road and dists:
+            score *= 1.0 / (1.0 + 0.5 * float(np.mean(dists)))
+            tau = _concordance(c, {x: road_hops[x] for x in road_sites.get(c, ())}, site_t)
+            score *= 0.3 + 0.7 * tau  # queues spread outwards from the blockage
+        if domain in ("weather", "air"):  # a plant failing under the rain: its own distress against the others'
+            score = prior * (0.3 + 0.7 * own_level) * (0.5 + 0.5 * spec) * 0.8
+        ev = [f"explains {cov:.0%} of the affected places" + (f" ({len(site_w)} places)" if len(site_w) > 1 else "")]
+        if below:
+            ev.append(f"{hit} of {len(below)} sensors that depend on it show symptoms")
+        if own:
+            ev.append(f"its own sensors alarm ({len(own)} alert{'s' if len(own) > 1 else ''})")
+        if timing > 0.8 and len(site_w) > 1:
+            ev.append("symptoms near it started first")
+        causes.append(Cause(c, "asset", score, ev, ctype, _name(g, c)))
+
+    # ---- sensor fault: one sensor wrong while its peers are fine
+    n_sens = len(alert_sensors) or len({s.source[i] for i in health})
+    if n_sens == 1 and not reports:
+        sid = (alert_sensors or [s.source[i] for i in health])[0]
+        kind = g.sensor_kind.get(sid)
+        asset = g.sensor_asset.get(sid)
+        peers = set(g.sensors_on.get(asset, ())) if asset else set()
+        for p in (g.parents.get(asset, ()) if asset else ()):
+            for sib in g.children.get(p, ()):
+                peers.update(g.sensors_on.get(sib, ()))
+        peers = {p for p in peers if p != sid and g.sensor_kind.get(p) == kind}
+        calm = sum(not ctx.affected_during(p, t_min, t_max) for p in peers)
+        sf = 0.45
+        ev = []
+        if health:
+            sf += 0.35
+            ev.append("sensor-health findings: " + ", ".join(sorted({s.type[i].split(':', 1)[1] for i in health})))
+        if alerts and all(s.type[i] in WEAK_TYPES for i in alerts):
+            sf += 0.2
+            ev.append("only pattern changes, no threshold crossed")
+        if peers:
+            sf += 0.25 * calm / len(peers)
+            ev.append(f"{calm} of {len(peers)} {kind} sensors nearby in the same network read normally")
+        else:
+            sf -= 0.1
+            ev.append("no peer sensor to compare with")
+        if any(s.type[i] == "threshold" and s.level[i] >= 3 for i in alerts):
+            sf -= 0.15
+        causes.append(Cause(SENSOR_FAULT, "sensor_fault", max(sf, 0.02), ev or ["one sensor alone"], name=f"sensor {sid}"))
+    else:
+        frac = len(health) / max(len(members), 1)
+        causes.append(Cause(SENSOR_FAULT, "sensor_fault", 0.02 + 0.1 * frac,
+                            [f"{len(alert_sensors)} sensors and {len(reports)} reports agree"]))
+    # ---- weather
+    if domain in ("weather", "air"):
+        wx = 0.6 if any(c.kind == "asset" for c in causes) else 0.9
+        wx *= min(1.0, (len(alert_sensors) - 1) / 3.0) if len(alert_sensors) < 4 else 1.0
+        wx = max(wx, 0.03)
+        causes.append(Cause(WEATHER, "weather", wx, [f"{len(alert_sensors)} {'/'.join(sorted(kinds)) or domain} sensors across the city"]))
+    elif domain in ("drainage", "road") and ctx.raining(t_min, t_max):
+        causes.append(Cause(WEATHER, "weather", 0.25, ["rainfall alerts at the same time"]))
+    else:
+        causes.append(Cause(WEATHER, "weather", 0.01, ["no weather signal at the time"]))
+    causes.append(Cause(UNKNOWN, "unknown", 0.08, ["nothing else explains the pattern well"]))
+    tot = sum(c.score for c in causes) or 1.0
+    for c in causes:
+        c.score = c.score / tot
+    causes.sort(key=lambda c: (-c.score, c.cause))
+
+    # ---- type, units, title
+    top = causes[0]
+    if top.kind == "sensor_fault":
+        typ = "sensor_fault"
+    elif domain == "weather":
+        wk = Counter(s.kind[i] for i in alerts if s.kind[i]).most_common(1)
+        typ = WEATHER_TYPE.get(wk[0][0], "severe_weather") if wk else "severe_weather"
+    elif domain == "water" and kinds and kinds <= {"turbidity", "residual_chlorine"}:
+        typ = "water_quality"
+    elif domain == "power" and not any(s.type[i] == "power_outage" for i in reports):
+        typ = "power_overload"
+    else:
+        typ = INCIDENT_TYPE.get(domain, "unknown")
+    units = {s.unit[i] for i in members if s.unit[i]}
+    if top.kind == "asset":
+        units.update(a for a in g.descendants(top.cause, 4) if g.type_of.get(a) == "community")
+        if g.unit_of.get(top.cause):
+            units.add(g.unit_of[top.cause])
+    units_l = sorted(u for u in units if u)
+    where = top.name if top.kind == "asset" else (f"{len(units_l)} units" if units_l else "")
+    title = f"{typ.replace('_', ' ')}: suspected {top.cause if top.kind != 'asset' else where}, {top.score:.0%}"
+    return Diagnosis(members, typ, causes[:6], level, units_l, sensors, t_min, t_max,
+                     bool(s.open[m].any()), title)
+
+
+def diagnose_symptoms(s: Symptoms, g: AssetGraph, labels: np.ndarray,
+                      population: dict[str, float] | None = None, *, min_reports: int = 2) -> list[Diagnosis]:
+    """One diagnosis per group; groups of a single report are left out (one call is not an incident)."""
+    ctx = make_context(s)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1, len(order)]
+    out = []
+    for a, b in itertools.pairwise(bounds):
+        members = order[a:b].tolist()
+        if not members:
+            continue
+        if all(s.origin[i] == "report" for i in members) and len(members) < min_reports:
+            continue
+        out.append(rank_group(members, s, g, ctx, population))
+    return out

@@ -1,0 +1,217 @@
+"""Diagnose core on a hand-built network: grouping, ranking with evidence, store lifecycle, CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from cityvitals.diagnose import (
+    SENSOR_FAULT,
+    AssetGraph,
+    build_symptoms,
+    diagnose_symptoms,
+    link,
+)
+from cityvitals.diagnose.evaluate import score
+from cityvitals.diagnose.run import diagnose_store
+from cityvitals.store import open_store
+
+T0 = datetime(2024, 7, 15, 2, 0, tzinfo=UTC)
+
+
+def network():
+    """One pump station feeding two mains and zones; a substation; two gas mains."""
+    assets = pl.DataFrame({
+        "id": ["PS1", "WM1", "WM2", "PZ1", "PZ2", "SUB1", "FD1", "GR1", "GM1", "GM2"],
+        "type": ["pump_station", "water_main", "water_main", "pressure_zone", "pressure_zone", "substation", "feeder",
+                 "gas_regulator", "gas_main", "gas_main"],
+        "name": [None] * 10,
+        "lon": [121.40, 121.41, 121.45, 121.42, 121.46, 121.50, 121.51, 121.55, 121.551, 121.60],
+        "lat": [31.20, 31.20, 31.20, 31.21, 31.21, 31.25, 31.25, 31.30, 31.301, 31.33],
+        "unit_code": ["C1", "C1", "C3", "C1", "C3", "C5", "C5", "C6", "C6", "C7"],
+    })
+    edges = pl.DataFrame({
+        "src": ["PS1", "PS1", "WM1", "WM2", "PZ1", "PZ1", "PZ2", "SUB1", "GR1", "GR1"],
+        "dst": ["WM1", "WM2", "PZ1", "PZ2", "C1", "C2", "C3", "FD1", "GM1", "GM2"],
+        "relation": ["feeds", "feeds", "feeds", "feeds", "supplies", "supplies", "supplies", "feeds", "feeds", "feeds"],
+    })
+    ids = ["WP1", "WP2", "WP3", "WP4", "WF1", "WF2", "PL1", "GS1", "GS2", "GS3"]
+    sens = pl.DataFrame({
+        "id": ids,
+        "kind": ["water_pressure"] * 4 + ["water_flow"] * 2 + ["power_load"] + ["gas_concentration"] * 3,
+        "lon": [121.42, 121.421, 121.46, 121.461, 121.41, 121.45, 121.50, 121.55, 121.552, 121.60],
+        "lat": [31.21, 31.211, 31.21, 31.211, 31.20, 31.20, 31.25, 31.30, 31.301, 31.33],
+        "unit_code": [None] * 10,
+        "meta": [json.dumps({"asset_id": a}) for a in ["PZ1", "PZ1", "PZ2", "PZ2", "WM1", "WM2", "SUB1", "GM1", "GM1", "GM2"]],
+    })
+    return assets, edges, sens
+
+
+def alert(i, src, typ, level, minutes, dur=30, state="resolved"):
+    t = T0 + timedelta(minutes=minutes)
+    return {"id": i, "source": src, "type": typ, "level": level, "state": state, "first_at": t,
+            "last_at": t + timedelta(minutes=dur), "resolved_at": None if state != "resolved" else t + timedelta(minutes=dur)}
+
+
+ALERTS = [
+    # a burst on WM1: its flow jumps, then both pressure points in PZ1 drop
+    alert(1, "WF1", "shift", "warning", 0),
+    alert(2, "WP1", "threshold", "alarm", 4, state="active"),
+    alert(3, "WP2", "threshold", "warning", 6),
+    alert(4, "WP2", "health:disagree", "warning", 8),  # the burst zone disagrees with its neighbours
+    # a drifting pressure sensor in PZ2, hours later: a sensor fault
+    alert(5, "WP3", "shift", "warning", 300),
+    alert(6, "WP3", "health:disagree", "warning", 310),
+    # a gas leak on GM1: both of its sensors
+    alert(7, "GS1", "threshold", "alarm", 120),
+    alert(8, "GS2", "threshold", "warning", 125),
+]
+REPORTS = [
+    {"id": "R1", "reported_at": (T0 + timedelta(minutes=30)).isoformat(), "category": "water_outage", "unit_code": "C2",
+     "lon": 121.43, "lat": 31.215},
+    {"id": "R2", "reported_at": (T0 + timedelta(minutes=40)).isoformat(), "category": "water_outage", "unit_code": "C1",
+     "lon": 121.42, "lat": 31.21},
+    {"id": "R3", "reported_at": (T0 + timedelta(minutes=40)).isoformat(), "category": "garbage", "unit_code": "C1",
+     "lon": 121.42, "lat": 31.21},
+]
+
+
+def diagnoses():
+    assets, edges, sens = network()
+    g = AssetGraph.build(assets, edges, sens)
+    s = build_symptoms(ALERTS, REPORTS, g)
+    labels = link(s, g)
+    return s, g, labels, diagnose_symptoms(s, g, labels)
+
+
+def by_member(s, diags, ref):
+    return next(d for d in diags if ref in {s.ref[i] for i in d.members})
+
+
+def test_groups_follow_the_network():
+    s, _g, _labels, diags = diagnoses()
+    assert "R3" not in s.ref  # rubbish is a service request, not a symptom
+    burst = by_member(s, diags, "A2")
+    refs = {s.ref[i] for i in burst.members}
+    assert refs == {"A1", "A2", "A3", "A4", "R1", "R2"}
+    assert by_member(s, diags, "A5") is by_member(s, diags, "A6")
+    assert by_member(s, diags, "A5") is not burst
+    assert by_member(s, diags, "A7") is by_member(s, diags, "A8")
+    assert len(diags) == 3
+
+
+def test_causes_are_ranked_with_evidence():
+    s, _g, _labels, diags = diagnoses()
+    burst = by_member(s, diags, "A2")
+    assert burst.type == "water_outage"
+    assert burst.causes[0].cause == "WM1"
+    assert {c.cause for c in burst.causes[:3]} >= {"WM1"}
+    # the pump station also feeds WM2/PZ2, which are fine: a poorer suspect than the main
+    ps = next(c for c in burst.causes if c.cause == "PS1")
+    assert ps.score < burst.causes[0].score
+    assert all(c.evidence for c in burst.causes)
+    assert abs(sum(c.score for c in burst.causes) - 1) < 0.05
+    assert "C2" in burst.units and burst.open
+    fault = by_member(s, diags, "A5")
+    assert fault.causes[0].cause == SENSOR_FAULT and fault.type == "sensor_fault"
+    gas = by_member(s, diags, "A7")
+    assert gas.type == "gas_leak" and gas.causes[0].cause == "GM1"
+
+
+def test_score_counts_fragments_and_mixing():
+    incidents = [{"members": [1, 2], "causes": ["WM1", "PS1"]}, {"members": [3], "causes": ["PZ1"]},
+                 {"members": [5, 6], "causes": [SENSOR_FAULT]}]
+    truth = {"incidents": [{"id": "INC-1", "type": "water_main_burst", "root_cause_asset": "WM1",
+                            "start": T0.isoformat(), "end": (T0 + timedelta(hours=2)).isoformat(),
+                            "affected_sensors": ["WF1", "WP1", "WP2"]}],
+             "faults": [{"sensor": "WP3", "start": (T0 + timedelta(hours=4)).isoformat(),
+                         "end": (T0 + timedelta(hours=6)).isoformat()}]}
+    alerts = [{"id": a["id"], "source": a["source"], "type": a["type"], "first_at": a["first_at"]} for a in ALERTS]
+    res = score(incidents, alerts, truth)
+    assert res["single_incident"] == 0.0 and res["top1"] == 1.0 and res["faults_as_faults"] == 1.0
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = open_store(tmp_path / "home")
+    assets, edges, sens = network()
+    st.assets.replace(assets.with_columns(pl.lit(None, pl.Binary).alias("geometry_wkb"), pl.lit("{}").alias("props")),
+                      edges)
+    st.sensors.upsert(sens.with_columns(pl.lit("u").alias("unit")))
+    with st.transaction() as con:
+        for a in ALERTS:
+            st.alerts.insert(con, {k: v for k, v in a.items() if k != "id"})
+    rp = tmp_path / "reports.ndjson"
+    rp.write_text("\n".join(json.dumps(r) for r in REPORTS) + "\n")
+    yield st, rp
+    st.close()
+
+
+def test_store_lifecycle_keeps_ids_and_closes(store):
+    st, rp = store
+    now = T0 + timedelta(hours=8)
+    res = diagnose_store(st, reports=rp, clock=lambda: now)
+    assert res["opened"] == 3 and res["incidents"] == 3
+    again = diagnose_store(st, reports=rp, clock=lambda: now)
+    assert again["opened"] == 0 and again["unchanged"] == 3
+    open_ = st.incidents.list(state="open")
+    assert len(open_) == 1 and open_[0]["top_cause"] == "WM1"
+    inc = st.incidents.get(open_[0]["id"])
+    assert inc["causes"][0]["evidence"] and inc["history"][0]["event"] == "opened"
+    assert {m["ref"] for m in inc["members"]} >= {"A2", "R1"}
+    # the last open alert resolves: the incident closes on the next run
+    st.con.execute("UPDATE alerts SET state = 'resolved', resolved_at = last_at")
+    res = diagnose_store(st, reports=rp, clock=lambda: now)
+    assert res["closed"] == 1 and st.incidents.list(state="open") == []
+    assert st.incidents.get(open_[0]["id"])["history"][-1]["event"] == "closed"
+    assert st.status()["incidents_total"] == 3
+
+
+def test_cli_list_show_run(store, tmp_path):
+    import typer
+
+    from cityvitals.cli.incidents import app, diagnose_app
+
+    st, rp = store
+    st.close()
+    root = typer.Typer()
+    root.add_typer(app, name="incidents")
+    root.add_typer(diagnose_app, name="diagnose")
+    runner = CliRunner()
+    home = str(tmp_path / "home")
+    r = runner.invoke(root, ["diagnose", "run", "--home", home, "--reports", str(rp), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["opened"] == 3
+    r = runner.invoke(root, ["incidents", "list", "--state", "all", "--home", home, "--json"])
+    rows = json.loads(r.output)["incidents"]
+    assert len(rows) == 3
+    r = runner.invoke(root, ["incidents", "show", str(rows[0]["id"]), "--home", home])
+    assert r.exit_code == 0 and "probable causes" in r.output
+    r = runner.invoke(root, ["incidents", "show", "999", "--home", home])
+    assert r.exit_code != 0
+    r = runner.invoke(root, ["incidents", "list", "--state", "bogus", "--home", home])
+    assert r.exit_code != 0
+
+
+def test_api_lists_and_shows_incidents(store):
+    from fastapi.testclient import TestClient
+
+    from cityvitals.api import create_app
+
+    st, rp = store
+    diagnose_store(st, reports=rp, clock=lambda: T0 + timedelta(hours=8))
+    key = st.users.add("root", "admin")
+    with TestClient(create_app(st)) as client:
+        h = {"Authorization": f"Bearer {key}"}
+        r = client.get("/api/v1/incidents?state=all", headers=h)
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert len(items) == 3
+        one = client.get(f"/api/v1/incidents/{items[0]['id']}", headers=h).json()
+        assert one["causes"] and one["causes"][0]["evidence"] and "history" in one
+        assert client.get("/api/v1/incidents/999", headers=h).status_code == 404
+        assert client.get("/api/v1/incidents").status_code == 401
