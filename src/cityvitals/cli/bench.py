@@ -33,7 +33,9 @@ def ingest(
     r = result["report"]
     t.add_row("readings in file", f"{result['readings']:,} ({result['file_mb']} MB)")
     t.add_row("cityvitals: file → durable store", f"{result['cityvitals_s']} s = {result['cityvitals_readings_per_s']:,} readings/s")
+    t.add_row("  per CPU-second", f"{result['cityvitals_readings_per_cpu_s']:,} readings/s")
     t.add_row("baseline: DuckDB read_json → table", f"{result['baseline_duckdb_read_json_s']} s = {result['baseline_readings_per_s']:,} readings/s")
+    t.add_row("  per CPU-second", f"{result['baseline_readings_per_cpu_s']:,} readings/s")
     t.add_row("accepted / duplicates", f"{r['accepted']:,} / {r['duplicates']:,}")
     t.add_row("quarantined", ", ".join(f"{k} {v:,}" for k, v in r["quarantined"].items()))
     t.add_row("peak RSS", f"{result['peak_rss_mb']} MB")

@@ -259,13 +259,16 @@ class Ingestor:
         """Persist on the DuckDB store: dedupe against stored rows and write, in one transaction."""
         with self.store.transaction() as con:
             con.execute(DEDUPE_SQL)
+            # _ded holds only the refused (duplicates, conflicts): every other valid record is
+            # accepted, so the insert is an anti-join against a small table.
             outcome = dict(con.execute("SELECT outcome, count(*) FROM _ded GROUP BY outcome").fetchall())
-            report.accepted = outcome.get("accept", 0)
+            valid = con.execute("SELECT count(*) FROM _val WHERE reason IS NULL").fetchall()[0][0]
+            report.accepted = valid - sum(outcome.values())
             report.duplicates = outcome.get("duplicate", 0)
             con.execute(
                 """INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
                    SELECT v.sensor_id, v.ts, v.value, v.quality, v.kind, v.unit_code, $now
-                   FROM _val v JOIN _ded d USING (seq) WHERE d.outcome = 'accept'
+                   FROM _val v ANTI JOIN _ded d USING (seq) WHERE v.reason IS NULL
                    ORDER BY v.ts""",
                 {"now": batch.now},
             )
@@ -295,7 +298,9 @@ class Ingestor:
         con.execute(
             """UPDATE quarantine SET resolved_at = $now,
                    resolution = CASE d.outcome WHEN 'accept' THEN 'replayed' ELSE 'duplicate of a stored reading' END
-               FROM _ded d WHERE quarantine.id = d.seq AND d.outcome IN ('accept', 'duplicate')""",
+               FROM (SELECT v.seq, coalesce(x.outcome, 'accept') AS outcome
+                     FROM _val v LEFT JOIN _ded x USING (seq) WHERE v.reason IS NULL) d
+               WHERE quarantine.id = d.seq AND d.outcome IN ('accept', 'duplicate')""",
             {"now": now},
         )
         con.execute(
