@@ -247,6 +247,17 @@ def test_statistics_match_hand_computed_values(desk, store):
     assert d1["filed_rate"] == 0.75 and d1["close_rate"] == round(2 / 3, 4)
     assert d1["on_time_close_rate"] == 1.0 and d1["rework_rate"] == 0.5 and d1["avg_handling_h"] == 3.0
     assert (d2["cases"], d2["filed_rate"], d2["close_rate"], d2["avg_handling_h"]) == (1, 1.0, 1.0, 2.0)
+    # domain.md §4.6 over the cases due (应处置数): at 12:30 the returned case's deadline (15:00) is
+    # still ahead, so only the two handled cases are due; a day later all three dispatched ones are
+    early = {r["group"]: r for r in case_stats(store, by="region", as_of=datetime(2026, 5, 6, 12, 30, tzinfo=SH))}
+    assert (early["D1"]["due"], early["D1"]["handle_rate"], early["D1"]["on_time_close_rate_due"]) == (2, 1.0, 1.0)
+    late = {r["group"]: r for r in case_stats(store, by="region", as_of=datetime(2026, 5, 7, 9, 0, tzinfo=SH))}
+    d1 = late["D1"]
+    assert (d1["due"], d1["handled_now"], d1["handled_on_time"]) == (3, 2, 2)
+    assert d1["handle_rate"] == d1["on_time_handle_rate"] == d1["on_time_close_rate_due"] == round(2 / 3, 4)
+    assert late["D2"]["due"] == 1 and late["D2"]["on_time_close_rate_due"] == 1.0
+    deps = {r["group"]: r for r in case_stats(store, by="department", as_of=datetime(2026, 5, 7, 9, 0, tzinfo=SH))}
+    assert deps["sanitation"]["returns"] == 1 and deps["sanitation"]["cases"] == 4
     insp = {r["group"]: r for r in case_stats(store, by="inspector")}
     assert insp["zhou"]["cases"] == 1 and insp["lin"]["cases"] == 4
     none = case_stats(store, by="all", start=t + timedelta(days=1))
@@ -311,3 +322,124 @@ def test_photos_are_checked_by_content_and_size(desk, store):
     with pytest.raises(InputError, match="more than the limit"):
         store_photo(desk.data_dir, cid, b"\xff\xd8\xff" + b"0" * 200, max_bytes=100)
     assert len(store.cases.attachments(cid)) == 1
+
+
+def test_returns_count_against_the_department_that_returned(desk, store):
+    cid = desk.report_many([{"category": "SA01", "lon": LON + 0.01, "lat": LAT + 0.01, "source": "inspector",
+                             "actor": "lin", "role": "inspector"}])[0]["case_id"]
+    desk.act(cid, "file", SUP)
+    desk.act(cid, "dispatch", DISP, department="greening")
+    desk.act(cid, "return", dept("greening"))
+    desk.act(cid, "dispatch", DISP)                                # ownership: sanitation
+    rows = {r["group"]: r for r in case_stats(store, by="department")}
+    assert rows["greening"]["returns"] == 1 and rows["greening"]["cases"] == 0
+    assert rows["sanitation"]["returns"] == 0 and rows["sanitation"]["cases"] == 1
+
+
+def test_batches_find_duplicates_in_one_pass_and_act_in_bulk(desk, store):
+    """A batch with duplicates of a stored case and of each other, then bulk actions with crews."""
+    t0 = desk.clock()
+    first = desk.report(category="SA01", lon=LON, lat=LAT, ref="S", reported_at=t0)
+    batch = [{"category": "SA01", "lon": LON + 0.0003, "lat": LAT, "ref": "near-stored",
+              "reported_at": t0 + timedelta(minutes=5)},
+             {"category": "SA01", "lon": LON + 0.02, "lat": LAT + 0.01, "ref": "new-1",
+              "reported_at": t0 + timedelta(minutes=6)},
+             {"category": "SA01", "lon": LON + 0.0201, "lat": LAT + 0.01, "ref": "near-new-1",
+              "reported_at": t0 + timedelta(minutes=7)},
+             {"category": "MU01", "lon": LON + 0.02, "lat": LAT + 0.01, "ref": "other-category",
+              "reported_at": t0 + timedelta(minutes=8)},
+             {"category": "SA01", "lon": LON + 0.0201, "lat": LAT + 0.01, "ref": "new-1",       # same ref twice
+              "reported_at": t0 + timedelta(minutes=9)}]
+    res = {r["ref"]: r for r in desk.report_many(batch)}
+    assert res["near-stored"]["attached"] and res["near-stored"]["case_id"] == first["case_id"]
+    assert not res["new-1"]["attached"] and res["near-new-1"]["case_id"] == res["new-1"]["case_id"]
+    assert not res["other-category"]["attached"]
+    assert store.cases.get(first["case_id"])["reports"] == 2
+    assert store.cases.get(res["new-1"]["case_id"])["reports"] == 2
+    assert desk.replay(first["case_id"]) == desk.state(first["case_id"])
+    # bulk dispatch picks crews by distance and the workload the batch itself adds
+    desk.add_crew("near", "sanitation", lon=LON, lat=LAT)
+    desk.add_crew("far", "sanitation", lon=LON + 0.05, lat=LAT)
+    ids = [r["case_id"] for r in desk.report_many(
+        [{"category": "SA01", "lon": LON, "lat": LAT, "source": "inspector", "actor": "lin",
+          "role": "inspector"} for k in range(4)], check_duplicates=False)]
+    desk.act_many([{"case_id": c, "action": "file", "actor": SUP} for c in ids])
+    crews = [s.crew for s in desk.act_many([{"case_id": c, "action": "dispatch", "actor": DISP} for c in ids])]
+    assert crews[:3] == ["near", "near", "near"] and crews[3] == "far"
+    for action, actor in (("accept", dept("sanitation")), ("handle", dept("sanitation")), ("forward", DISP),
+                          ("close", INSP)):
+        desk.act_many([{"case_id": c, "action": action, "actor": actor} for c in ids])
+    assert all(desk.replay(c) == desk.state(c) for c in ids)
+    assert len(store.cases.notices()) == 4
+
+
+def test_reporters_route_requires_a_purpose_and_is_audited(desk, store):
+    from fastapi.testclient import TestClient
+
+    from cityvitals.api import create_app
+    from cityvitals.share.audit import entries, verify
+
+    cid = desk.report(category="SA01", lon=LON, lat=LAT, ref="R9", reporter={"name": "王伟", "phone": "13812345678"},
+                      text="垃圾")["case_id"]
+    duty = store.users.add("duty", "duty_officer")
+    analyst = store.users.add("ana", "analyst")
+    app = create_app(store, clock=desk.clock, poll_interval=None, dashboard=False)
+    with TestClient(app) as c:
+        h = {"Authorization": f"Bearer {duty}"}
+        assert c.get(f"/api/v1/cases/{cid}/reporters", headers=h).status_code == 422         # no purpose
+        assert c.get(f"/api/v1/cases/{cid}/reporters", headers=h, params={"purpose": "  "}).status_code == 422
+        assert c.get(f"/api/v1/cases/{cid}/reporters", params={"purpose": "call back"},
+                     headers={"Authorization": f"Bearer {analyst}"}).status_code == 403
+        assert entries(store) == []                                    # refused reads are not data reads
+        r = c.get(f"/api/v1/cases/{cid}/reporters", headers=h, params={"purpose": "call back about the rubbish"})
+        assert r.status_code == 200 and r.json()["reporters"][0]["phone"] == "13812345678"
+    log = entries(store)
+    assert len(log) == 1
+    e = log[0]
+    assert (e["actor"], e["role"], e["action"], e["dataset"], e["purpose"], e["records"]) == (
+        "duty", "duty_officer", "read", "case_reporters", "call back about the rubbish", 1)
+    assert json.loads(e["detail"])["case_id"] == cid and "phone" in e["fields"]
+    assert verify(store)["ok"]
+
+
+@pytest.mark.slow
+def test_incidents_and_simulated_reports_flow_into_cases(tmp_path):
+    """A small simulated city with a water main burst: watch, diagnose, then one dispose step
+    opens a case for the diagnosed incident and imports the reports due by the clock."""
+    from cityvitals import sim
+    from cityvitals.diagnose import diagnose
+    from cityvitals.dispose import run_step
+    from cityvitals.store import open_store
+    from cityvitals.watch import watch_readings
+    from cityvitals.watch.runner import Threshold
+
+    sim.run_simulation(tmp_path / "sim", scenario="water_main_burst", duration="6h", seed=1, city_sensors=300,
+                       interval="60s")
+    truth = json.loads((tmp_path / "sim" / "truth.json").read_text("utf-8"))
+    end = datetime.fromisoformat(truth["end"])
+    with open_store(tmp_path / "home") as store:
+        sim.load_folder(store, tmp_path / "sim")
+        watch_readings(store, thresholds={"water_pressure": Threshold((0.16, 0.14, 0.10), "lower")},
+                       clock=lambda: end)
+        diagnose(store, clock=lambda: end)
+        incidents = store.incidents.list(state="all")
+        water = [i for i in incidents if i["type"] == "water_outage"]
+        assert water, incidents
+        reports = [json.loads(x) for x in (tmp_path / "home" / "sim" / "reports.ndjson").read_text("utf-8").splitlines()]
+        mid = min(datetime.fromisoformat(r["reported_at"]) for r in reports) + timedelta(hours=1)
+        due_mid = sum(datetime.fromisoformat(r["reported_at"]) <= mid for r in reports)
+        first = run_step(store, lambda: mid, escalate=False)          # the clock half-way: only reports so far
+        assert first["reports"]["reports"] == due_mid
+        out = run_step(store, lambda: end)
+        assert first["auto_open"]["incidents"]["opened"] + out["auto_open"]["incidents"]["opened"] == len(
+            [i for i in incidents if i["type"] in ("water_outage", "sensor_fault") and i["state"] != "merged"])
+        assert first["reports"]["reports"] + out["reports"]["reports"] == len(reports)
+        case = store.cases.by_ref(f"incident:{water[0]['id']}")
+        assert (case["category"], case["priority"], case["source"]) == ("event.0402", "urgent", "incident")
+        assert case["unit_code"] == water[0]["units"][0]
+        assert all("reporter" not in (r["description"] or "") for r in store.cases.list(state="all", limit=1000))
+        again = run_step(store, lambda: end)                          # idempotent at the same clock
+        assert again["auto_open"]["incidents"]["seen"] == 0 and again["reports"]["reports"] == 0
+        n = store.cases.count()
+        assert n == first["reports"]["opened"] + out["reports"]["opened"] + sum(
+            v["opened"] for v in out["auto_open"].values()) + sum(v["opened"] for v in first["auto_open"].values())

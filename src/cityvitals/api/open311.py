@@ -230,15 +230,31 @@ def _w3c_arg(q: dict, name: str) -> datetime | None:
     return t.astimezone(timezone.utc)
 
 
+_TIME_COLS = ("reported_at", "updated_at", "due_at", "closed_at")
+
+
+def _out_cols(alias: str = "") -> str:
+    """The response columns, times already as W3C text (formatting a thousand timestamps in
+    DuckDB costs far less than building time-zone-aware datetimes in Python)."""
+    return ", ".join(f"strftime({alias}{c}, '%Y-%m-%dT%H:%M:%SZ') AS {c}" if c in _TIME_COLS else f"{alias}{c}"
+                     for c in _REQ_COLS)
+
+
 def query_requests(store, q: dict, now: datetime) -> list[dict]:
-    """The rows GET requests returns for the query ``q`` (raises O311Error on bad filters)."""
-    cols = ", ".join(_REQ_COLS)
+    """The rows GET requests returns for the query ``q`` (raises O311Error on bad filters).
+
+    Why two steps: the page is chosen on (reported_at, id) alone, which DuckDB answers with a
+    top-N whose dynamic filter skips every row group that cannot hold a newer case (cases
+    arrive in time order, so ids and report times grow together); only the page's rows are
+    then read in full, by id range. Formatting in the same step as the top-N would format
+    every candidate row first (30x slower at a million cases)."""
     ids = [x.strip() for x in (q.get("service_request_id") or "").split(",") if x.strip()]
     if ids:
         if not all(x.isdigit() for x in ids):
             raise O311Error(400, "service_request_id must be a comma-separated list of request ids")
-        return store.cases._rows(f"SELECT {cols} FROM cases WHERE list_contains(?, id) ORDER BY id",
-                                 [[int(x) for x in ids]])
+        want = [int(x) for x in ids]
+        return store.cases._rows(f"SELECT {_out_cols()} FROM cases WHERE id BETWEEN ? AND ? "
+                                 "AND id IN (SELECT unnest(?::BIGINT[])) ORDER BY id", [min(want), max(want), want])
     start, end = _w3c_arg(q, "start_date"), _w3c_arg(q, "end_date")
     if start and end and end - start > timedelta(days=MAX_DAYS):
         raise O311Error(400, f"start_date to end_date may span at most {MAX_DAYS} days")
@@ -251,16 +267,16 @@ def query_requests(store, q: dict, now: datetime) -> list[dict]:
     where, params = ["reported_at >= ?", "reported_at <= ?"], [start, end]
     codes = [x.strip() for x in (q.get("service_code") or "").split(",") if x.strip()]
     if codes:
-        where.append("list_contains(?, category)")
+        where.append("category IN (SELECT unnest(?::VARCHAR[]))")
         params.append(codes)
     sts = {x.strip() for x in (q.get("status") or "").split(",") if x.strip()}
     if sts - {"open", "closed"}:
         raise O311Error(400, f"status {sorted(sts - {'open', 'closed'})[0]!r} is not open or closed")
     if sts == {"open"}:
-        where.append("NOT list_contains(?, state)")
+        where.append("state NOT IN (SELECT unnest(?::VARCHAR[]))")
         params.append(list(CLOSED))
     elif sts == {"closed"}:
-        where.append("list_contains(?, state)")
+        where.append("state IN (SELECT unnest(?::VARCHAR[]))")
         params.append(list(CLOSED))
     try:
         page = int(q.get("page") or 1)
@@ -269,8 +285,11 @@ def query_requests(store, q: dict, now: datetime) -> list[dict]:
         raise O311Error(400, "page and page_size must be whole numbers") from None
     if page < 1 or not 1 <= size <= DEFAULT_LIMIT:
         raise O311Error(400, f"page must be >= 1 and page_size between 1 and {DEFAULT_LIMIT}")
-    sql = (f"SELECT {cols} FROM cases WHERE {' AND '.join(where)} ORDER BY reported_at DESC, id DESC "
-           f"LIMIT ? OFFSET ?")
+    sql = (f"""WITH k AS (SELECT id, reported_at FROM cases WHERE {' AND '.join(where)}
+                          ORDER BY reported_at DESC, id DESC LIMIT ? OFFSET ?)
+               SELECT {_out_cols('c.')} FROM k JOIN cases c ON c.id = k.id
+               WHERE c.id BETWEEN (SELECT min(id) FROM k) AND (SELECT max(id) FROM k)
+               ORDER BY k.reported_at DESC, k.id DESC""")
     return store.cases._rows(sql, params + [size, (page - 1) * size])
 
 
@@ -295,8 +314,7 @@ async def get_request(request: Request, service_request_id: str, fmt: str) -> Re
             raise O311Error(404, f"service_request_id {service_request_id!r} not found")
         ctx = _ctx(request)
         codes = _codes(request)
-        rows = ctx.store.cases._rows(f"SELECT {', '.join(_REQ_COLS)} FROM cases WHERE id = ?",
-                                     [int(service_request_id)])
+        rows = ctx.store.cases._rows(f"SELECT {_out_cols()} FROM cases WHERE id = ?", [int(service_request_id)])
         if not rows:
             raise O311Error(404, f"service_request_id {service_request_id!r} not found")
         return render(f, "service_requests", "request", [_request_doc(rows[0], codes, ctx._o311_owner)])

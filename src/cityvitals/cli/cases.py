@@ -185,11 +185,13 @@ def stats(
     if json:
         emit_json({"by": by, "groups": rows})
         return
-    t = Table(by, "cases", "filed%", "closed%", "on-time%", "rework%", "returns", "ext", "overdue", "avg h")
+    t = Table(by, "cases", "filed%", "closed%", "on-time%", "due", "handled/due%", "on-time/due%", "rework%",
+              "returns", "ext", "overdue", "avg h")
     pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for r in rows:
         t.add_row(str(r["group"]), str(r["cases"]), pct(r["filed_rate"]), pct(r["close_rate"]),
-                  pct(r["on_time_close_rate"]), pct(r["rework_rate"]), str(r["returns"]), str(r["extensions"]),
+                  pct(r["on_time_close_rate"]), str(r["due"]), pct(r["handle_rate"]), pct(r["on_time_close_rate_due"]),
+                  pct(r["rework_rate"]), str(r["returns"]), str(r["extensions"]),
                   str(r["overdue"]), "" if r["avg_handling_h"] is None else f"{r['avg_handling_h']:.1f}")
     console.print(t)
 

@@ -71,6 +71,7 @@ class CodeTable:
     priorities: dict[str, dict]
     calendar: WorkCalendar = field(default_factory=WorkCalendar.load)
     _alias: dict[str, str] = field(default_factory=dict, repr=False)
+    _limits: dict[tuple[str, str], Limit] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for c in self.categories.values():
@@ -131,11 +132,16 @@ class CodeTable:
 
     def limit(self, code: str, priority: str = "normal") -> Limit:
         """The handling limit of a category at a priority (the priority scales it)."""
+        key = (code, priority)
+        hit = self._limits.get(key)
+        if hit is not None:
+            return hit
         if priority not in self.priorities:
             raise InputError(f"priority {priority!r} is not one of {', '.join(self.priorities)}")
         p = self.priorities[priority]
         base = Limit.parse(self.get(code).limit, self.calendar.hours_per_day, code)
-        return base.scaled(float(p.get("factor", 1.0)), bool(p.get("natural", False)))
+        self._limits[key] = lim = base.scaled(float(p.get("factor", 1.0)), bool(p.get("natural", False)))
+        return lim
 
     def __iter__(self):
         return iter(self.categories.values())

@@ -72,6 +72,58 @@ def metres(lon0: float, lat0: float, lon1, lat1):
     return np.hypot(dx, dy)
 
 
+def _metres_rows(lon0, lat0, lon1, lat1):
+    """Row-wise equirectangular distance in metres (arrays of the same length)."""
+    k = 111_320.0
+    dx = (np.asarray(lon1) - np.asarray(lon0)) * k * np.cos(np.radians(np.asarray(lat0)))
+    dy = (np.asarray(lat1) - np.asarray(lat0)) * k
+    return np.hypot(dx, dy)
+
+
+def _nearest(a: tuple[float, int] | None, b: tuple[float, int] | None) -> int | None:
+    """The closer of two (distance, case id) candidates."""
+    if a is None and b is None:
+        return None
+    if a is None or (b is not None and b[0] < a[0]):
+        return b[1]
+    return a[1]
+
+
+class _Buckets:
+    """Cases opened earlier in the same batch, hashed into cells as large as the duplicate
+    radius, so a report looks at the 3 x 3 cells around it instead of the whole batch."""
+
+    def __init__(self):
+        self.cells: dict[tuple, list[tuple[int, float, float, datetime]]] = {}
+
+    @staticmethod
+    def _key(cat, lon: float, lat: float) -> tuple[str, int, int]:
+        size = max(cat.dup_radius_m, 1.0) / 111_320.0
+        return cat.code, int(math.floor(lat / size)), int(math.floor(lon / size))
+
+    def add(self, r: dict, cid: int) -> None:
+        self.cells.setdefault(self._key(r["_cat"], r["lon"], r["lat"]), []).append(
+            (cid, r["lon"], r["lat"], r["reported_at"]))
+
+    def near(self, r: dict) -> tuple[float, int] | None:
+        if not self.cells:
+            return None
+        cat = r["_cat"]
+        code, y, x = self._key(cat, r["lon"], r["lat"])
+        since = r["reported_at"] - timedelta(hours=cat.dup_window_h)
+        best = None
+        # a cell is `radius` wide in degrees; a degree of longitude is shorter by cos(lat)
+        span = int(math.ceil(1.0 / max(math.cos(math.radians(r["lat"])), 0.01)))
+        for dy in (-1, 0, 1):
+            for dx in range(-span, span + 1):
+                for cid, lon, lat, at in self.cells.get((code, y + dy, x + dx), ()):
+                    if since <= at <= r["reported_at"]:
+                        d = float(metres(r["lon"], r["lat"], lon, lat))
+                        if d <= cat.dup_radius_m and (best is None or d < best[0]):
+                            best = (d, cid)
+        return best
+
+
 def state_of(row: dict) -> CaseState:
     return CaseState(case_id=row["id"], **{c: row[c] for c in STATE_COLUMNS})
 
@@ -88,7 +140,9 @@ class CaseDesk:
         self.ownership = ownership or Ownership.load(codes=self.codes)
         self.data_dir = Path(data_dir) if data_dir else Path(store.path).parent
         self._units: dict[str, tuple[str | None, str]] | None = None
-        self._units_n = -1
+        self._regions: dict[str | None, str | None] = {}
+        self._locator = None
+        self._polys = None
 
     # ---- places ----------------------------------------------------------
     def _unit_tree(self) -> dict[str, tuple[str | None, str]]:
@@ -109,6 +163,12 @@ class CaseDesk:
 
     def region_of(self, unit_code: str | None) -> str | None:
         """The district the unit lies in (the region of the evaluation), or the top unit found."""
+        if unit_code in self._regions:
+            return self._regions[unit_code]
+        self._regions[unit_code] = r = self._region_of(unit_code)
+        return r
+
+    def _region_of(self, unit_code: str | None) -> str | None:
         tree = self._unit_tree()
         path = self.area_path(unit_code)
         for c in path:
@@ -118,27 +178,47 @@ class CaseDesk:
 
     def locate(self, lon: float, lat: float) -> str | None:
         """The deepest unit containing the point (for reports that come without a unit)."""
-        try:
-            from cityvitals.space import Locator
+        return self.locate_many(np.array([lon], float), np.array([lat], float))[0]
 
-            if getattr(self, "_locator", None) is None:
+    def locate_many(self, lon: np.ndarray, lat: np.ndarray) -> list[str | None]:
+        """The deepest unit of each point, in one call: the grid locator when the store has
+        one (built once per desk), else the unit polygons (deepest first)."""
+        if len(lon) == 0:
+            return []
+        if self._locator is None:
+            try:
+                from cityvitals.space import Locator
+
                 self._locator = Locator.from_store(self.store)
-            code = self._locator.locate(np.array([lon]), np.array([lat]))[0]
-            if code:
-                return str(code)
-        except Exception:  # no grid index built: fall back to the unit polygons
-            pass
+            except Exception:  # no units or no grid: remember it, fall back to the polygons
+                self._locator = False
+        out: list[str | None] = [None] * len(lon)
+        if self._locator:
+            got = self._locator.locate(np.asarray(lon, float), np.asarray(lat, float))
+            out = [None if c is None else str(c) for c in got]
+        missing = [i for i, c in enumerate(out) if c is None]
+        if not missing:
+            return out
         import shapely
 
-        if getattr(self, "_polys", None) is None:
+        if self._polys is None:
             rows = self.repo._rows("SELECT code, depth, geometry_wkb FROM units WHERE geometry_wkb IS NOT NULL "
                                    "ORDER BY depth DESC")
             self._polys = ([r["code"] for r in rows], shapely.from_wkb([bytes(r["geometry_wkb"]) for r in rows]))
         codes, geoms = self._polys
         if not codes:
-            return None
-        hit = np.flatnonzero(shapely.contains_xy(geoms, lon, lat))
-        return codes[int(hit[0])] if len(hit) else None
+            return out
+        pts = shapely.points(np.asarray(lon, float)[missing], np.asarray(lat, float)[missing])
+        tree = shapely.STRtree(geoms)
+        p_idx, g_idx = tree.query(pts, predicate="within")
+        best: dict[int, int] = {}
+        for pi, gi in zip(p_idx.tolist(), g_idx.tolist()):   # polygons are ordered deepest first
+            if pi not in best or gi < best[pi]:
+                best[pi] = gi
+        for k, i in enumerate(missing):
+            if k in best:
+                out[i] = codes[best[k]]
+        return out
 
     # ---- departments and crews ------------------------------------------
     def sync_departments(self) -> int:
@@ -165,6 +245,34 @@ class CaseDesk:
         crews = [c for c in self.repo.crews(department) if c["active"]]
         return choose_crew(crews, lon, lat, workload_km=workload_km)
 
+    def _crew_picker(self, workload_km: float = 2.0) -> Callable[[str, float | None, float | None, str | None],
+                                                                  str | None]:
+        """A crew chooser for one batch: workloads are read once (one grouped query, only if
+        the store has crews at all) and counted up in memory as the batch assigns cases."""
+        from cityvitals.dispose.dispatch import choose_crew
+
+        pools: dict[str, list[dict]] = {}
+        any_crews: list[bool] = []
+
+        def pick(department: str, lon, lat, previous: str | None) -> str | None:
+            if not any_crews:
+                any_crews.append(self.repo.has_crews())
+            if not any_crews[0]:
+                return None
+            if department not in pools:
+                pools[department] = self.repo.crew_loads([department])
+            crews = pools[department]
+            for c in crews:
+                if previous is not None and c["id"] == previous and c["workload"] > 0:
+                    c["workload"] -= 1          # re-dispatch: the case leaves its old crew's load
+            crew = choose_crew(crews, lon, lat, workload_km=workload_km)
+            for c in crews:
+                if c["id"] == crew:
+                    c["workload"] += 1
+            return crew
+
+        return pick
+
     # ---- reports ---------------------------------------------------------
     def report(self, **fields: Any) -> dict:
         """Open one case (or attach to an open duplicate); see :meth:`report_many`."""
@@ -173,7 +281,10 @@ class CaseDesk:
     def report_many(self, reports: list[dict], *, check_duplicates: bool = True) -> list[dict]:
         """Open cases for ``reports`` (dicts: category, lon, lat, unit_code, text, source, channel,
         priority, reporter {name, phone, email, id_number, enterprise, account_id, device_id}, ref,
-        reported_at, address, media_url, actor, role). Returns per report ``{case_id, attached, token}``."""
+        reported_at, address, media_url, actor, role). Returns per report ``{case_id, attached, token}``.
+
+        Per batch, whatever the size: one locate call, one query for known refs, one join for
+        the duplicate search against stored cases, and one Arrow insert per table."""
         now = self.clock()
         prepared = []
         for i, r in enumerate(reports):
@@ -185,42 +296,59 @@ class CaseDesk:
             if lon is None or lat is None:
                 if not r.get("unit_code") and not r.get("address"):
                     raise InputError(f"{where}: give a location (lon and lat, a unit or an address)")
+                lon = lat = None
             elif not (-180 <= float(lon) <= 180 and -90 <= float(lat) <= 90):
                 raise InputError(f"{where}: lon/lat {lon}, {lat} is not a WGS84 position")
+            text = r.get("text") or r.get("description") or ""
+            if len(text) > 4000:
+                raise InputError(f"{where}: description is longer than 4000 characters")
             at = _as_utc(r.get("reported_at"), f"{where}: reported_at") or now
-            unit = r.get("unit_code") or (self.locate(float(lon), float(lat)) if lon is not None else None)
-            prepared.append({**r, "category": cat.code, "reported_at": at, "unit_code": unit, "_cat": cat,
+            prepared.append({**r, "category": cat.code, "reported_at": at, "unit_code": r.get("unit_code"),
+                             "_cat": cat, "_text": text,
                              "lon": None if lon is None else float(lon), "lat": None if lat is None else float(lat)})
+        need = [k for k, r in enumerate(prepared) if not r["unit_code"] and r["lon"] is not None]
+        if need:
+            got = self.locate_many(np.array([prepared[k]["lon"] for k in need]),
+                                   np.array([prepared[k]["lat"] for k in need]))
+            for k, code in zip(need, got):
+                prepared[k]["unit_code"] = code
         prepared.sort(key=lambda r: r["reported_at"])
-        known = self.repo.refs_known([str(r["ref"]) for r in prepared if r.get("ref")])
+        known = self.repo.case_ids_for_refs(sorted({str(r["ref"]) for r in prepared if r.get("ref")}))
         new_cases, events, reps, people, attach_ev, results = [], [], [], [], [], []
-        batch_open: list[dict] = []
         with self.store.transaction() as con:
-            ids = self.repo.next_ids(con, len(prepared))
-            pids = self.repo.next_ids(con, len(prepared), "case_reporters_id_seq")
-            for r, cid, pid in zip(prepared, ids, pids):
-                if r.get("ref") and str(r["ref"]) in known:
-                    results.append({"ref": r["ref"], "case_id": self.repo.by_ref(str(r["ref"]))["id"],
+            fresh = [k for k, r in enumerate(prepared) if not (r.get("ref") and str(r["ref"]) in known)]
+            ids = iter(self.repo.next_ids(con, len(fresh)))
+            pids = iter(self.repo.next_ids(con, len(fresh), "case_reporters_id_seq"))
+            stored = self._stored_duplicates(con, prepared, fresh) if check_duplicates else {}
+            batch_open = _Buckets()
+            seen_refs: dict[str, int] = {}
+            for k, r in enumerate(prepared):
+                ref = str(r["ref"]) if r.get("ref") else None
+                if ref is not None and (ref in known or ref in seen_refs):
+                    results.append({"ref": r["ref"], "case_id": known.get(ref, seen_refs.get(ref)),
                                     "attached": False, "skipped": True})
                     continue
+                cid, pid = next(ids), next(pids)
                 who = r.get("reporter") or {}
-                text = r.get("text") or r.get("description") or ""
-                if len(text) > 4000:
-                    raise InputError(f"report {r.get('ref') or cid}: description is longer than 4000 characters")
-                person = {"id": pid, **{k: (None if who.get(k) in (None, "") else str(who[k]))
-                                        for k in ("name", "phone", "email", "id_number", "enterprise",
+                text = r["_text"]
+                person = {"id": pid, **{f: (None if who.get(f) in (None, "") else str(who[f]))
+                                        for f in ("name", "phone", "email", "id_number", "enterprise",
                                                   "account_id", "device_id")}}
-                has_person = any(person[k] for k in person if k != "id")
-                dup = self._duplicate_of(r, batch_open) if check_duplicates and r["lon"] is not None else None
+                has_person = any(person[f] for f in person if f != "id")
+                dup = None
+                if check_duplicates and r["lon"] is not None:
+                    dup = _nearest(stored.get(k), batch_open.near(r))
                 rep = {"ref": r.get("ref"), "reporter_id": pid if has_person else None,
                        "reported_at": r["reported_at"], "channel": r.get("channel"), "text": text}
                 if has_person:
                     people.append(person)
+                if ref is not None:
+                    seen_refs[ref] = cid if dup is None else dup
                 if dup is not None:
                     rep.update(case_id=dup, attached=True)
                     reps.append(rep)
-                    ev = Event("attach_report", r["reported_at"], "system", "system", {"ref": r.get("ref")})
-                    attach_ev.append((dup, ev))
+                    attach_ev.append((dup, Event("attach_report", r["reported_at"], "system", "system",
+                                                 {"ref": r.get("ref")})))
                     results.append({"ref": r.get("ref"), "case_id": dup, "attached": True, "token": None})
                     continue
                 src = r.get("source") or "public"
@@ -238,7 +366,8 @@ class CaseDesk:
                        "address": redact(r.get("address"), names) or None, "media_url": r.get("media_url"),
                        "token": token, "codes_version": self.codes.version, "reports": 1}
                 new_cases.append(row)
-                batch_open.append(row)
+                if check_duplicates and r["lon"] is not None:
+                    batch_open.add(r, cid)
                 events.append({"case_id": cid, "seq": 1, "ts": r["reported_at"], "action": "report",
                                "actor": r.get("actor") or "system", "role": r.get("role") or "system",
                                "from_state": None, "to_state": "reported",
@@ -252,6 +381,7 @@ class CaseDesk:
             counts: dict[int, int] = {}
             upd: dict[int, CaseState] = {}
             new_seq: dict[int, int] = {c["id"]: 1 for c in new_cases}
+            old_rows = self.repo.get_states(sorted({cid for cid, _ in attach_ev if cid not in new_ids}))
             for cid, ev in attach_ev:
                 counts[cid] = counts.get(cid, 0) + 1
                 if cid in new_ids:
@@ -260,7 +390,7 @@ class CaseDesk:
                                    "actor": "system", "role": "system", "from_state": "reported",
                                    "to_state": "reported", "data": json.dumps(ev.data, ensure_ascii=False)})
                     continue
-                s0 = upd.get(cid) or state_of(self.repo.get(cid))
+                s0 = upd.get(cid) or state_of(old_rows[cid])
                 s1 = apply(s0, ev, self.codes)
                 s1.updated_at = max(s0.updated_at, ev.ts)
                 upd[cid] = s1
@@ -284,21 +414,33 @@ class CaseDesk:
             self.repo.add_reports_count(con, counts)
         return results
 
-    def _duplicate_of(self, r: dict, batch_open: list[dict]) -> int | None:
-        """An open case of the same category near ``r`` reported within the category's window."""
-        cat = r["_cat"]
-        since = r["reported_at"] - timedelta(hours=cat.dup_window_h)
-        dlat = cat.dup_radius_m / 111_320.0
-        dlon = dlat / max(math.cos(math.radians(r["lat"])), 0.01)
-        cands = self.repo.open_candidates(cat.code, since, r["lon"] - dlon, r["lat"] - dlat, r["lon"] + dlon,
-                                          r["lat"] + dlat)
-        cands += [c for c in batch_open if c["category"] == cat.code and c["reported_at"] >= since
-                  and c["reported_at"] <= r["reported_at"] and c["lon"] is not None]
-        if not cands:
-            return None
-        d = metres(r["lon"], r["lat"], [c["lon"] for c in cands], [c["lat"] for c in cands])
-        j = int(np.argmin(d))
-        return int(cands[j]["id"]) if d[j] <= cat.dup_radius_m else None
+    def _stored_duplicates(self, con, prepared: list[dict], fresh: list[int]) -> dict[int, tuple[float, int]]:
+        """For each report (index into ``prepared``), the nearest stored open case of its category
+        within the category's radius and window: one join for the whole batch."""
+        idx = [k for k in fresh if prepared[k]["lon"] is not None]
+        if not idx:
+            return {}
+        rs = [prepared[k] for k in idx]
+        lat = np.array([r["lat"] for r in rs])
+        lon = np.array([r["lon"] for r in rs])
+        rad = np.array([r["_cat"].dup_radius_m for r in rs])
+        dlat = rad / 111_320.0
+        dlon = dlat / np.maximum(np.cos(np.radians(lat)), 0.01)
+        probes = pa.table({
+            "i": pa.array(idx, pa.int64()), "category": pa.array([r["category"] for r in rs]),
+            "since": pa.array([r["reported_at"] - timedelta(hours=r["_cat"].dup_window_h) for r in rs], _TS),
+            "lon0": lon - dlon, "lon1": lon + dlon, "lat0": lat - dlat, "lat1": lat + dlat})
+        hits = self.repo.duplicate_candidates(con, probes)
+        if not hits:
+            return {}
+        pos = {k: j for j, k in enumerate(idx)}
+        j = np.array([pos[h["i"]] for h in hits])
+        d = _metres_rows(lon[j], lat[j], np.array([h["lon"] for h in hits]), np.array([h["lat"] for h in hits]))
+        best: dict[int, tuple[float, int]] = {}
+        for h, dist, jj in zip(hits, d.tolist(), j.tolist()):
+            if dist <= rad[jj] and (h["i"] not in best or dist < best[h["i"]][0]):
+                best[h["i"]] = (dist, int(h["id"]))
+        return best
 
     # ---- actions ---------------------------------------------------------
     def act(self, case_id: int, action: str, actor: Actor, *, at: datetime | None = None, **data: Any) -> CaseState:
@@ -306,19 +448,23 @@ class CaseDesk:
         return self.act_many([{"case_id": case_id, "action": action, "actor": actor, "at": at, "data": data}])[0]
 
     def act_many(self, items: list[dict]) -> list[CaseState]:
-        """Take several actions (dicts: case_id, action, actor, at, data) in order, all or nothing."""
+        """Take several actions (dicts: case_id, action, actor, at, data) in order, all or nothing.
+
+        One read of the snapshots, the pure state machine in memory, then one Arrow append
+        to the log, one UPDATE of the snapshots and one notice insert for the whole batch."""
+        if not items:
+            return []
         now = self.clock()
         ids = sorted({int(it["case_id"]) for it in items})
-        rows = self.repo.get_many(ids)
+        rows = self.repo.get_states(ids)
         states: dict[int, CaseState] = {}
-        facts: dict[int, dict] = {}
         events, out, closed = [], [], []
         depts = None
+        pick = None
         for it in items:
             cid = int(it["case_id"])
             if cid not in rows:
                 raise InputError(f"case {cid}: no such case")
-            facts[cid] = rows[cid]
             s = states.get(cid) or state_of(rows[cid])
             actor: Actor = it["actor"]
             action = it["action"]
@@ -333,7 +479,8 @@ class CaseDesk:
                 if data["department"] not in depts:
                     raise InputError(f"case {cid}: department {data['department']!r} is unknown")
                 if data.get("crew", "auto") == "auto":
-                    data["crew"] = self.pick_crew(data["department"], rows[cid]["lon"], rows[cid]["lat"])
+                    pick = pick or self._crew_picker()
+                    data["crew"] = pick(data["department"], rows[cid]["lon"], rows[cid]["lat"], s.crew)
             if action == "return":
                 data["department"] = s.department
             if actor.department is not None:
@@ -345,20 +492,22 @@ class CaseDesk:
                            "role": actor.role, "from_state": s.state, "to_state": s1.state,
                            "data": json.dumps(data, ensure_ascii=False, default=str) if data else None})
             if action == "close":
-                closed.append((cid, at))
+                closed.append({"case_id": cid, "ts": at, "kind": "closed",
+                               "message": f"您反映的问题（案件 {cid}）已处理结案。Your report (case {cid}) is closed."})
             states[cid] = s1
             out.append(s1)
         with self.store.transaction() as con:
             self.repo.append_events(con, _table(events, events[0].keys()))
             self._write_states(con, states)
-            for cid, at in closed:
-                self.repo.notify_reporters(con, [cid], at, "closed",
-                                           f"您反映的问题（案件 {cid}）已处理结案。Your report (case {cid}) is closed.")
+            if closed:
+                self.repo.notify_many(con, _table(closed, ("case_id", "ts", "kind", "message")))
         return out
 
     def _write_states(self, con, states: dict[int, CaseState]) -> None:
-        rows = [{"id": cid, **{c: getattr(s, c) for c in STATE_COLUMNS}} for cid, s in states.items()]
-        self.repo.update_states(con, _table(rows, ("id",) + STATE_COLUMNS))
+        cols = ("id",) + STATE_COLUMNS
+        vals = [(cid, *(getattr(s, c) for c in STATE_COLUMNS)) for cid, s in states.items()]
+        arrays = [pa.array(list(col), type=_TYPES.get(name, pa.string())) for name, col in zip(cols, zip(*vals))]
+        self.repo.update_states(con, pa.Table.from_arrays(arrays, names=list(cols)))
 
     # ---- timers ----------------------------------------------------------
     def escalate_overdue(self, now: datetime | None = None) -> list[dict]:

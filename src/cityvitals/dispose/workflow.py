@@ -28,7 +28,7 @@ cityvitals.dispose.workflow.TransitionError: case ?: cannot dispatch from state 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -167,14 +167,26 @@ def check(s: CaseState, action: str, actor: Actor) -> str:
     return s.state if to is None else to
 
 
+def _due_inputs(s: CaseState) -> tuple:
+    return s.dispatched_at, s.limit_h + s.extra_h + s.paused_h, s.natural_clock
+
+
 def _recompute_due(s: CaseState, cal) -> None:
     if s.dispatched_at is not None:
         s.due_at = cal.add(s.dispatched_at, s.limit_h + s.extra_h + s.paused_h, s.natural_clock)
 
 
+def _copy(s: CaseState) -> CaseState:
+    """A shallow copy without the dataclass constructor (the fold's hot path: every event)."""
+    new = object.__new__(CaseState)
+    new.__dict__.update(s.__dict__)
+    return new
+
+
 def apply(s: CaseState, ev: Event, codes: CodeTable) -> CaseState:
     """The state after ``ev``; raises TransitionError if it is not allowed. Pure: ``s`` is not changed."""
-    s = replace(s)
+    due_before = _due_inputs(s) if s.due_at is not None else None
+    s = _copy(s)
     cal = codes.calendar
     d = ev.data or {}
     if ev.action == "report":
@@ -246,7 +258,8 @@ def apply(s: CaseState, ev: Event, codes: CodeTable) -> CaseState:
     s.state = to
     s.updated_at = ev.ts
     s.seq += 1
-    _recompute_due(s, cal)
+    if due_before is None or _due_inputs(s) != due_before:   # the calendar walk only when its inputs moved
+        _recompute_due(s, cal)
     return s
 
 

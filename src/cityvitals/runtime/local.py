@@ -84,6 +84,12 @@ class LocalRunner:
             out["diagnose"] = diagnose(self.store, clock=lambda: self._now)
         except ImportError:
             pass
+        try:
+            from cityvitals.dispose import run_step as dispose_step
+
+            out["dispose"] = dispose_step(self.store, lambda: self._now)
+        except ImportError:
+            pass
         return out
 
     def start(self) -> None:

@@ -50,6 +50,39 @@ def _get(ctx, p: Principal, case_id: int) -> dict:
     return row
 
 
+# Actions the dashboard offers as buttons; the rest (comments, crews, reports, escalation) stay API-only.
+SHOWN_ACTIONS = ("request_verify", "verify", "file", "reject", "void", "dispatch", "accept", "return", "handle",
+                 "request_extension", "grant_extension", "refuse_extension", "forward", "close", "rework",
+                 "suspend", "resume")
+
+
+def allowed_actions(p: Principal, row: dict) -> list[dict]:
+    """The workflow actions ``p`` may take on the case now, each with the role to act as.
+
+    Mirrors :func:`_acting_role` and the workflow's table, so a button the dashboard shows is
+    one the server accepts (the server still checks everything when it is pressed).
+    """
+    from cityvitals.dispose import ACTIONS
+
+    if p.role == "admin":
+        mine: tuple[str, ...] = ("admin",)
+    elif p.role == "duty_officer":
+        mine = CENTRE_ROLES
+    elif p.role == "department_staff" and p.department and row.get("department") == p.department:
+        mine = ("department",)
+    else:
+        return []
+    out = []
+    for action in SHOWN_ACTIONS:
+        states, _, roles = ACTIONS[action]
+        if row.get("state") not in states:
+            continue
+        role = "admin" if mine == ("admin",) else next((r for r in roles if r in mine), None)
+        if role is not None:
+            out.append({"action": action, "as": role})
+    return out
+
+
 @router.get("", summary="Cases, newest first")
 def list_cases(
     request: Request, p: Annotated[Principal, Depends(reader)],
@@ -58,14 +91,23 @@ def list_cases(
     category: Annotated[str | None, Query(max_length=32)] = None,
     limit: Limit = 100, cursor: Cursor = None,
 ) -> dict:
+    from cityvitals.dispose import STATES
+
     ctx = ctx_of(request)
+    if state not in ("open", "overdue", "all") and state not in STATES:
+        raise ApiError(422, f"unknown state {state!r}; one of: open, overdue, all, {', '.join(STATES)}", field="state")
     if p.role == "department_staff":
         department = p.department or "\x00none"
     codes = ctx.units.descendants(p.area_code) if p.area_code else None
     after = decode_cursor(cursor)
     rows = ctx.store.cases.list(state=state, department=department, category=category, unit_codes=codes,
                                 before_id=int(after[0]) if after else None, limit=limit + 1)
-    return page([_plain(r) for r in rows], limit, lambda r: [r["id"]])
+    return page([_plain(r) | {"actions": allowed_actions(p, r)} for r in rows], limit, lambda r: [r["id"]])
+
+
+@router.get("/departments", summary="Departments a case can be dispatched to")
+def departments(request: Request, p: Annotated[Principal, Depends(reader)]) -> dict:
+    return {"items": ctx_of(request).store.cases.departments()}
 
 
 @router.get("/stats", summary="Evaluation: filed, close, on-time close, rework rates per group")
@@ -76,7 +118,8 @@ def stats(request: Request, p: Annotated[Principal, Depends(reader)],
     from cityvitals.dispose.desk import _as_utc
 
     try:
-        rows = case_stats(ctx_of(request).store, by=by, start=_as_utc(start, "start"), end=_as_utc(end, "end"))
+        ctx = ctx_of(request)
+        rows = case_stats(ctx.store, by=by, start=_as_utc(start, "start"), end=_as_utc(end, "end"), as_of=ctx.clock())
     except InputError as exc:
         raise ApiError(422, str(exc))
     return {"by": by, "groups": rows}
@@ -85,21 +128,38 @@ def stats(request: Request, p: Annotated[Principal, Depends(reader)],
 @router.get("/{case_id}", summary="One case with its event log and photos")
 def get_case(request: Request, case_id: int, p: Annotated[Principal, Depends(reader)]) -> dict:
     ctx = ctx_of(request)
-    row = _plain(_get(ctx, p, case_id))
+    raw = _get(ctx, p, case_id)
+    row = _plain(raw)
+    row["actions"] = allowed_actions(p, raw)
     row["events"] = [_plain(e) for e in ctx.store.cases.events(case_id)]
     row["attachments"] = [_plain(a) for a in ctx.store.cases.attachments(case_id)]
     return row
 
 
 @router.get("/{case_id}/reporters", summary="Who reported the case (personal data; case workers only)")
-def reporters(request: Request, case_id: int, p: Annotated[Principal, Depends(reader)]) -> dict:
+def reporters(request: Request, case_id: int, p: Annotated[Principal, Depends(reader)],
+              purpose: Annotated[str, Query(min_length=3, max_length=500,
+                                            description="Why you read it (kept in the access log)")]) -> dict:
+    """Personal data is read only with a stated purpose, and every read is appended to the
+    share stage's hash-chained access log (who, role, which case, how many people, why)."""
+    from cityvitals.share.audit import record
+    from cityvitals.store.duck.cases import REPORTER_COLUMNS
+
     ctx = ctx_of(request)
     _get(ctx, p, case_id)
     if p.role not in ("admin", "duty_officer", "department_staff"):
         raise ApiError(403, f"role {p.role!r} may not see reporters' personal data", field="role")
-    request.state.audit = {"case": case_id, "read": "reporters"}
-    return {"reporters": [_plain(r) for r in ctx.store.cases.reporters(case_id)],
-            "reports": [_plain(r) for r in ctx.store.cases.reports(case_id)]}
+    purpose = purpose.strip()
+    if len(purpose) < 3:
+        raise ApiError(422, "purpose: say why you need the reporters' personal data", field="purpose")
+    people = ctx.store.cases.reporters(case_id)
+    reports = ctx.store.cases.reports(case_id)
+    record(ctx.store, actor=p.name, role=p.role, action="read", dataset="case_reporters",
+           fields=[c for c in REPORTER_COLUMNS if c != "id"] + ["report_text"], purpose=purpose,
+           records=len(people), detail={"case_id": case_id, "route": "/api/v1/cases/{id}/reporters"},
+           now=ctx.clock())
+    request.state.audit = {"case": case_id, "read": "reporters", "purpose": purpose}
+    return {"reporters": [_plain(r) for r in people], "reports": [_plain(r) for r in reports]}
 
 
 def _acting_role(p: Principal, wanted: str | None) -> tuple[str, str | None]:
@@ -127,7 +187,7 @@ async def act(request: Request, case_id: int, action: str, p: Annotated[Principa
         raise ApiError(404, f"no action {action!r}; one of: {', '.join(ACTIONS)}", field="action")
     body = dict(body or {})
     role, dept = _acting_role(p, body.pop("as", None))
-    _get(ctx, p, case_id) if p.role != "department_staff" or action != "comment" else None
+    _get(ctx, p, case_id)  # 404 / 403 before anything else, for every role and action
     allowed = {"note", "department", "crew", "hours", "priority", "reason"}
     bad = set(body) - allowed
     if bad:
@@ -141,6 +201,7 @@ async def act(request: Request, case_id: int, action: str, p: Annotated[Principa
             raise ApiError(409, str(exc), field="action")
 
     s = await run_in_threadpool(run)
+    await run_in_threadpool(ctx.watcher.check)
     request.state.audit = {"case": case_id, "action": action}
     return state_dict(s)
 

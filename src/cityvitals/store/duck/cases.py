@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 # Snapshot columns the fold owns (CaseState fields), then the case's fixed facts.
 STATE_COLUMNS = (
@@ -92,11 +93,31 @@ class CaseRepo:
         return rows[0] if rows else None
 
     def get_many(self, ids: list[int]) -> dict[int, dict]:
+        """Snapshots by id. The id range lets DuckDB skip row groups by their min/max (ids grow
+        with time, so a batch of recent cases touches a few row groups of a million-row table)."""
         if not ids:
             return {}
-        rows = self._rows(f"SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE list_contains(?, id)",
-                          [[int(i) for i in ids]])
+        ids = [int(i) for i in ids]
+        rows = self._rows(f"SELECT {', '.join(CASE_COLUMNS)} FROM cases WHERE id BETWEEN ? AND ? "
+                          "AND id IN (SELECT unnest(?::BIGINT[]))", [min(ids), max(ids), ids])
         return {r["id"]: r for r in rows}
+
+    def get_states(self, ids: list[int]) -> dict[int, dict]:
+        """What the desk needs to act on cases: the fold's columns plus id, unit and position."""
+        if not ids:
+            return {}
+        ids = [int(i) for i in ids]
+        cols = ("id", "unit_code", "lon", "lat") + STATE_COLUMNS
+        rows = self._rows(f"SELECT {', '.join(cols)} FROM cases WHERE id BETWEEN ? AND ? "
+                          "AND id IN (SELECT unnest(?::BIGINT[]))", [min(ids), max(ids), ids])
+        return {r["id"]: r for r in rows}
+
+    def case_ids_for_refs(self, refs: list[str]) -> dict[str, int]:
+        if not refs:
+            return {}
+        rows = self._rows("SELECT ref, min(case_id) AS case_id FROM case_reports "
+                          "WHERE ref IN (SELECT unnest(?::VARCHAR[])) GROUP BY ref", [refs])
+        return {r["ref"]: int(r["case_id"]) for r in rows}
 
     def by_ref(self, ref: str) -> dict | None:
         rows = self._rows("SELECT case_id FROM case_reports WHERE ref = ? LIMIT 1", [ref])
@@ -155,6 +176,53 @@ class CaseRepo:
                  AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ? ORDER BY reported_at""",
             [category, since, list(OPEN), lon0, lon1, lat0, lat1],
         )
+
+    def duplicate_candidates(self, con, probes: pa.Table) -> list[dict]:
+        """Open cases near each probe, in one join (the batch's duplicate search).
+
+        ``probes`` has ``i, category, since, lon0, lon1, lat0, lat1`` (one box per report);
+        returns ``i, id, lon, lat`` for every open case of the same category reported since
+        ``since`` inside the box. The outer bounds (categories, earliest ``since``, the box
+        around all probes) let the scan skip most of a large table before the join."""
+        from cityvitals.dispose.workflow import OPEN
+
+        if probes.num_rows == 0:
+            return []
+        cats = sorted(set(probes.column("category").to_pylist()))
+        since = min(probes.column("since").to_pylist())
+        lon0, lon1 = min(probes.column("lon0").to_pylist()), max(probes.column("lon1").to_pylist())
+        lat0, lat1 = min(probes.column("lat0").to_pylist()), max(probes.column("lat1").to_pylist())
+        con.register("_dup_probes", probes)
+        try:
+            cur = con.execute(
+                """WITH c AS (SELECT id, category, reported_at, lon, lat FROM cases
+                              WHERE reported_at >= ? AND lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?
+                                AND category IN (SELECT unnest(?::VARCHAR[]))
+                                AND state IN (SELECT unnest(?::VARCHAR[])))
+                   SELECT p.i, c.id, c.lon, c.lat FROM _dup_probes p JOIN c
+                     ON c.category = p.category AND c.reported_at >= p.since
+                    AND c.lon BETWEEN p.lon0 AND p.lon1 AND c.lat BETWEEN p.lat0 AND p.lat1""",
+                [since, lon0, lon1, lat0, lat1, cats, list(OPEN)])
+            return [{"i": r[0], "id": r[1], "lon": r[2], "lat": r[3]} for r in cur.fetchall()]
+        finally:
+            con.unregister("_dup_probes")
+
+    def crew_loads(self, departments: list[str]) -> list[dict]:
+        """Active crews of ``departments`` with their open workload, in one grouped join."""
+        from cityvitals.dispose.workflow import OPEN
+
+        if not departments:
+            return []
+        return self._rows(
+            """SELECT c.id, c.department, c.lon, c.lat, count(k.id) AS workload
+               FROM crews c LEFT JOIN (SELECT id, crew FROM cases WHERE crew IS NOT NULL
+                                        AND state IN (SELECT unnest(?::VARCHAR[]))) k ON k.crew = c.id
+               WHERE c.active AND c.department IN (SELECT unnest(?::VARCHAR[]))
+               GROUP BY c.id, c.department, c.lon, c.lat ORDER BY c.id""",
+            [list(OPEN), list(departments)])
+
+    def has_crews(self) -> bool:
+        return bool(self._rows("SELECT 1 AS x FROM crews WHERE active LIMIT 1"))
 
     def reports(self, case_id: int) -> list[dict]:
         """The reports attached to a case with their raw text (case workers only)."""
@@ -232,7 +300,11 @@ class CaseRepo:
         con.register("_upd_cases", table)
         try:
             sets = ", ".join(f"{c} = u.{c}" for c in table.column_names if c != "id")
-            con.execute(f"UPDATE cases SET {sets} FROM _upd_cases u WHERE cases.id = u.id")
+            ids = table.column("id")
+            lo, hi = pa.compute.min(ids).as_py(), pa.compute.max(ids).as_py()
+            # the id range prunes row groups of the target before the join
+            con.execute(f"UPDATE cases SET {sets} FROM _upd_cases u WHERE cases.id = u.id "
+                        "AND cases.id BETWEEN ? AND ?", [lo, hi])
         finally:
             con.unregister("_upd_cases")
 
@@ -266,6 +338,19 @@ class CaseRepo:
             con.execute("""INSERT INTO case_notices (case_id, ref, reporter_id, ts, kind, message)
                            SELECT case_id, ref, reporter_id, ?, ?, ? FROM case_reports
                            WHERE list_contains(?, case_id)""", [ts, kind, message, [int(i) for i in case_ids]])
+
+    def notify_many(self, con, notices: pa.Table) -> None:
+        """Notices for many cases at once: ``notices`` has case_id, ts, kind, message; every
+        report attached to each case gets one (one join, not one statement per case)."""
+        if notices.num_rows == 0:
+            return
+        con.register("_notices", notices)
+        try:
+            con.execute("""INSERT INTO case_notices (case_id, ref, reporter_id, ts, kind, message)
+                           SELECT r.case_id, r.ref, r.reporter_id, n.ts, n.kind, n.message
+                           FROM _notices n JOIN case_reports r ON r.case_id = n.case_id""")
+        finally:
+            con.unregister("_notices")
 
     def upsert_departments(self, con, rows: list[dict]) -> None:
         for r in rows:
