@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from datetime import datetime
 from typing import Any, Callable
 
 from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from cityvitals import __version__
@@ -57,14 +59,19 @@ def create_app(
     hub: EventHub | None = None,
     poll_interval: float | None = 2.0,
     dashboard: bool = True,
+    tiles: str | None = None,
 ) -> FastAPI:
     """The API (under /api/v1) and the dashboard (at /) over ``store``.
 
     ``poll_interval``: seconds between looks for changes made outside the API (the
     simulator, the signs and watch stages) to publish on the event stream; None turns the
     look-out off (tests call ``app.state.ctx.watcher.check()`` themselves).
+    ``tiles``: a raster tile URL template (``https://.../{z}/{x}/{y}.png``) drawn under the
+    dashboard's map; default ``$CITYVITALS_TILES``, and none (a blank background) when unset,
+    because operations centres often have no internet.
     """
-    ctx = Context(store, clock=clock or utcnow, limits=limits or Limits(), catalog=catalog, hub=hub or EventHub())
+    ctx = Context(store, clock=clock or utcnow, limits=limits or Limits(), catalog=catalog, hub=hub or EventHub(),
+                  tiles=check_tiles(tiles if tiles is not None else os.environ.get("CITYVITALS_TILES") or None))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -105,4 +112,18 @@ def create_app(
         app.mount("/static", static_files(), name="static")
     app.add_middleware(AuditWrites, ctx=ctx)
     app.add_middleware(BodyLimit, max_bytes=ctx.limits.max_body_bytes)
+    # The city map is megabytes of digits; gzip makes it a fraction (the event stream is left alone).
+    app.add_middleware(GZipMiddleware, minimum_size=4096, compresslevel=5)
     return app
+
+
+def check_tiles(url: str | None) -> str | None:
+    """A tile URL template must be http(s) and hold {z}, {x} and {y}; anything else is refused at start."""
+    if url is None:
+        return None
+    from cityvitals.errors import InputError
+
+    if not url.startswith(("http://", "https://", "/")) or not all(k in url for k in ("{z}", "{x}", "{y}")):
+        raise InputError(f"tile source {url!r}: give an http(s) URL template with {{z}}, {{x}} and {{y}}, "
+                         "e.g. https://tile.example.org/{z}/{x}/{y}.png")
+    return url

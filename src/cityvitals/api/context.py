@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -33,6 +34,9 @@ class Context:
     hub: EventHub = field(default_factory=EventHub)
     units: UnitIndex = None  # type: ignore[assignment]
     watcher: ChangeWatcher = None  # type: ignore[assignment]
+    tiles: str | None = None           # a raster tile URL template for the dashboard's map, or None (blank)
+    _geo_cache: dict = field(default_factory=dict, repr=False)
+    _geo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.units = self.units or UnitIndex(self.store)
@@ -45,6 +49,26 @@ class Context:
     @property
     def has_alerts(self) -> bool:
         return hasattr(self.store, "alerts")
+
+    def geometry(self, codes: list[str]) -> dict:
+        """The compact geometry of a layer, cached while the unit tree is unchanged.
+
+        Geometry is most of a map response and changes only when units are imported, so a
+        whole-city layer is simplified and encoded once, not per request.
+        """
+        from cityvitals.api.geo import compact_geometry
+
+        self.units.refresh()
+        key = (self.units.fingerprint, len(codes), hash(tuple(codes)))
+        with self._geo_lock:
+            hit = self._geo_cache.get(key)
+        if hit is None:
+            hit = compact_geometry(self.store, codes)
+            with self._geo_lock:
+                if len(self._geo_cache) >= 32:
+                    self._geo_cache.pop(next(iter(self._geo_cache)))
+                self._geo_cache[key] = hit
+        return hit
 
     def get_catalog(self):
         if self.catalog is None:

@@ -7,7 +7,8 @@ that id, and if the id is older than the ring (or from before a restart) it gets
 ``reset`` event telling it to reload the full state: nothing is missed silently.
 
 ``ChangeWatcher`` turns store changes into events: new readings (by row id: readings are append-only),
-quarantine counts, alert events and new health snapshots. It runs after every write the
+quarantine counts, alert events, new health snapshots, incidents that changed and case events
+(when this install has the diagnose and dispose stages). It runs after every write the
 API makes and on a timer for writes made by other parts of the process (the simulator,
 the signs and watch stages), and it is idempotent: each change is published once.
 
@@ -109,10 +110,13 @@ class ChangeWatcher:
             self._qcounts = store.quarantine.counts()
             self._alert_row = con.execute("SELECT coalesce(max(rowid), -1) FROM alert_events").fetchall()[0][0] if hasattr(store, "alerts") else -1
             self._health = con.execute("SELECT max(as_of) FROM sign_health").fetchall()[0][0] if hasattr(store, "signs") else None
+            self._case_row = con.execute("SELECT coalesce(max(rowid), -1) FROM case_events").fetchall()[0][0] if hasattr(store, "cases") else -1
+        self._incidents = self._incident_snapshot()
 
     def check(self) -> list[int]:
         with self._lock:
-            return self._readings() + self._quarantine() + self._alerts() + self._health_snapshots()
+            return (self._readings() + self._quarantine() + self._alerts() + self._health_snapshots()
+                    + self._incident_changes() + self._case_events())
 
     def _readings(self) -> list[int]:
         with self.store.lock:
@@ -155,6 +159,58 @@ class ChangeWatcher:
             r.pop("row", None)
         return [self.hub.publish("alert", r, (r["unit_code"],) if r["unit_code"] else ()) for r in rows]
 
+    # Incidents are rewritten in place by the diagnose stage (members, causes, counts), so a
+    # change is found by comparing a small snapshot of every incident, not by a row id.
+    _INC_COLS = "id, state, updated_at, top_cause, n_alerts, n_reports, severity, level, merged_into"
+
+    def _incident_snapshot(self) -> dict[int, tuple]:
+        if not hasattr(self.store, "incidents"):
+            return {}
+        with self.store.lock:
+            rows = self.store.con.execute(f"SELECT {self._INC_COLS} FROM incidents").fetchall()
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+    def _incident_changes(self) -> list[int]:
+        if not hasattr(self.store, "incidents"):
+            return []
+        snap = self._incident_snapshot()
+        changed = sorted(i for i, v in snap.items() if self._incidents.get(i) != v)
+        self._incidents = snap
+        if not changed:
+            return []
+        with self.store.lock:
+            cur = self.store.con.execute(
+                "SELECT i.id AS incident_id, i.type, i.state, i.title, i.severity, i.level, i.top_cause, i.updated_at, "
+                "i.n_alerts, i.n_reports, i.units, (SELECT h.event FROM incident_history h WHERE h.incident_id = i.id "
+                "ORDER BY h.ts DESC, h.rowid DESC LIMIT 1) AS event FROM incidents i WHERE list_contains(?, i.id) ORDER BY i.id",
+                [changed[:1000]],
+            )
+            cols = [d[0] for d in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        out = []
+        for r in rows:
+            units = json.loads(r.pop("units") or "[]")
+            out.append(self.hub.publish("incident", r, tuple(units[: self.MAX_UNITS])))
+        return out
+
+    def _case_events(self) -> list[int]:
+        if not hasattr(self.store, "cases"):
+            return []
+        with self.store.lock:
+            cur = self.store.con.execute(
+                "SELECT e.rowid AS row, e.case_id, e.seq, e.ts, e.action, e.actor, e.from_state, e.to_state, "
+                "c.state, c.category, c.priority, c.department, c.due_at, c.unit_code FROM case_events e "
+                "JOIN cases c ON c.id = e.case_id WHERE e.rowid > ? ORDER BY e.rowid LIMIT 1000",
+                [self._case_row],
+            )
+            cols = [d[0] for d in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        if rows:
+            self._case_row = rows[-1]["row"]
+        for r in rows:
+            r.pop("row", None)
+        return [self.hub.publish("case", r, (r["unit_code"],) if r["unit_code"] else ()) for r in rows]
+
     def _health_snapshots(self) -> list[int]:
         if not hasattr(self.store, "signs"):
             return []
@@ -166,8 +222,13 @@ class ChangeWatcher:
         return [self.hub.publish("health", {"as_of": latest})]
 
 
-def visible(ev: Event, scope: set[str] | None) -> Event | None:
-    """The event as a scoped user may see it (unit lists cut to their area), or None."""
+def visible(ev: Event, scope: set[str] | None, department: str | None = None) -> Event | None:
+    """The event as a scoped user may see it (unit lists cut to their area), or None.
+
+    ``department``: a department's staff see only case events of their department's cases.
+    """
+    if department is not None and ev.type == "case" and ev.data.get("department") != department:
+        return None
     if scope is None or not ev.units:
         return ev
     keep = [u for u in ev.units if u in scope]

@@ -47,11 +47,14 @@ def readings_count(ctx, layer: list[str], start: datetime, end: datetime) -> dic
     if not layer:
         return {}
     idx = ctx.units
-    member, owner = [], []
-    for code in layer:
-        d = idx.descendants(code)
-        member += d
-        owner += [code] * len(d)
+    if not any(idx.children.get(c) for c in layer):  # a layer of leaves (grid cells): each counts itself
+        member, owner = list(layer), list(layer)
+    else:
+        member, owner = [], []
+        for code in layer:
+            d = idx.descendants(code)
+            member += d
+            owner += [code] * len(d)
     m = pl.DataFrame({"code": member, "owner": owner}).to_arrow()
     with ctx.store.lock:
         con = ctx.store.con

@@ -50,6 +50,11 @@ class UnitIndex:
         return self
 
     # ---- questions ----------------------------------------------------------
+    @property
+    def fingerprint(self) -> tuple | None:
+        """Changes whenever the unit tree does (count and a hash of codes, parents, names, levels)."""
+        return self._fingerprint
+
     def roots(self) -> list[str]:
         return list(self.refresh().children.get(None, []))
 

@@ -65,6 +65,7 @@ def dispose(
 
 def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
+    from cityvitals.bench.api import bench_api
     from cityvitals.bench.diagnose import bench_diagnose
     from cityvitals.bench.share import bench_share
     from cityvitals.bench.signs import bench_signs
@@ -76,6 +77,7 @@ def _register() -> None:
     app.command("watch")(bench_watch)
     app.command("share")(bench_share)
     app.command("diagnose")(bench_diagnose)
+    app.command("api")(bench_api)
 
 
 

@@ -18,7 +18,10 @@ def me(request: Request, p: Annotated[Principal, Depends(reader)]) -> dict:
     ctx = ctx_of(request)
     out = p.to_dict()
     out["home_unit"] = p.area_code or (ctx.units.roots() or [None])[0]
-    out["features"] = {"signs": ctx.has_signs, "alerts": ctx.has_alerts}
+    out["features"] = {"signs": ctx.has_signs, "alerts": ctx.has_alerts,
+                       "incidents": ctx.has_alerts and hasattr(ctx.store, "incidents"),
+                       "cases": hasattr(ctx.store, "cases")}
+    out["tiles"] = ctx.tiles
     return out
 
 

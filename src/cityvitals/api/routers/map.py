@@ -22,6 +22,7 @@ from cityvitals.api.geo import feature_collection
 from cityvitals.api.routers._common import ctx_of, utc
 
 router = APIRouter(tags=["map"])
+PROPS = ("code", "name", "level", "health", "health_level", "readings_1h", "open_alerts", "has_children")
 
 
 def layer_for(idx, code: str, depth: int | None) -> tuple[list[str], str | None]:
@@ -45,6 +46,9 @@ def city_map(
     unit: Annotated[str | None, Query(max_length=64, description="Default: the city, or your area.")] = None,
     at: Annotated[datetime | None, Query(description="Look back: the state at this moment (default now).")] = None,
     depth: Annotated[int | None, Query(ge=0, le=8, description="Show the units at this tree depth under the unit.")] = None,
+    format: Annotated[str, Query(pattern="^(geojson|compact)$", description=(
+        "geojson: a FeatureCollection; compact: columns of properties and integer-delta geometry "
+        "(see cityvitals.api.geo.compact_geometry), a quarter of the size, for whole-city layers."))] = "geojson",
 ) -> Response:
     ctx = ctx_of(request)
     idx = ctx.units.refresh()
@@ -78,6 +82,10 @@ def city_map(
         "health_at": state.health_at(ctx, at), "colour_by": "health" if health else "readings_1h",
         "layer_level": idx.info[layer[0]]["level"] if layer else None, "n_units": len(props),
     }
+    if format == "compact":
+        meta["compact"] = {"codes": layer, "props": {k: [p[k] for p in props] for k in PROPS if k != "code"},
+                           "geometry": ctx.geometry(layer)}
+        return Response(orjson.dumps(meta, default=str, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
     head = orjson.dumps(meta, default=str)
     body = head[:-1] + b',"geojson":' + feature_collection(ctx.store, props) + b"}"
     return Response(body, media_type="application/json")

@@ -42,6 +42,7 @@ async def stream(
             raise ApiError(422, "Last-Event-ID must be an event id this server sent", field="Last-Event-ID")
     codes = scope_codes(ctx, p)
     scope = set(codes) if codes is not None else None
+    dept = (p.department or "\x00none") if p.role == "department_staff" else None
 
     async def events():
         last = start
@@ -52,7 +53,7 @@ async def stream(
             batch = hub.after(last)
             for ev in batch:
                 last = ev.id if ev.type == "reset" else max(last, ev.id)
-                shown = visible(ev, scope)
+                shown = visible(ev, scope, dept)
                 if shown is not None:
                     yield shown.sse()
             if batch:

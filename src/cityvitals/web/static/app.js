@@ -63,13 +63,54 @@ async function signIn() {
 }
 
 // ---------------------------------------------------------------- map and drill-down
-async function navigate(code) {
-  S.unit = code;
-  const view = await api("/map?" + q({ unit: code, at: atParam() }));
+async function navigate(code, depth) {
+  const t0 = performance.now();
+  S.unit = code; S.depth = depth;
+  const view = await api("/map?" + q({ unit: code, at: atParam(), depth, format: "compact" }));
+  const t1 = performance.now();
+  view.geojson = decodeLayer(view.compact);
+  delete view.compact;
   S.view = view;
   drawCrumbs(view.path);
-  drawMap(view);
+  const t2 = performance.now();
+  await drawMap(view);
+  S.timing = { fetch_ms: t1 - t0, decode_ms: t2 - t1, plot_ms: performance.now() - t2, units: view.n_units };
+  $("map").dataset.renderMs = Math.round(performance.now() - t0);
   loadDetail(view.unit.code);
+}
+
+// The map layer comes as columns and integer deltas (see cityvitals.api.geo.compact_geometry):
+// rebuild GeoJSON features here, which is a few milliseconds for 40,000 cells.
+function decodeLayer(c) {
+  const g = c.geometry, xy = g.xy, sc = g.scale, features = [];
+  let x = 0, y = 0, k = 0, poly = 0, ring = 0;
+  const [ox, oy] = g.origin;
+  const names = Object.keys(c.props);
+  for (let i = 0; i < c.codes.length; i++) {
+    const polys = [];
+    for (let p = 0; p < g.parts[i]; p++, poly++) {
+      const rings = [];
+      for (let r = 0; r < g.rings[poly]; r++, ring++) {
+        const n = g.points[ring], pts = new Array(n + 1);
+        for (let j = 0; j < n; j++) { x += xy[k++]; y += xy[k++]; pts[j] = [ox + x / sc, oy + y / sc]; }
+        pts[n] = pts[0];
+        rings.push(pts);
+      }
+      polys.push(rings);
+    }
+    if (!polys.length) continue;
+    const props = { code: c.codes[i] };
+    for (const n of names) props[n] = c.props[n][i];
+    features.push({ type: "Feature", id: c.codes[i], properties: props,
+      geometry: polys.length === 1 ? { type: "Polygon", coordinates: polys[0] } : { type: "MultiPolygon", coordinates: polys } });
+  }
+  return { type: "FeatureCollection", features };
+}
+
+function mapStyle() {
+  if (!S.me || !S.me.tiles) return BLANK_STYLE;
+  return { version: 8, sources: { tiles: { type: "raster", tiles: [S.me.tiles], tileSize: 256 } },
+    layers: [{ id: "bg", type: "background", paint: { "background-color": "#eef1f4" } }, { id: "tiles", type: "raster", source: "tiles" }] };
 }
 
 function drawCrumbs(path) {
@@ -103,7 +144,7 @@ function hoverText(p) {
     `近1小时读数 Readings/h ${p.readings_1h}` + (p.open_alerts ? `<br>告警 Open alerts ${p.open_alerts}` : "");
 }
 
-function drawMap(view) {
+async function drawMap(view) {
   const fc = view.geojson, by = view.colour_by, props = fc.features.map((f) => f.properties);
   const el = $("map");
   el.dataset.unit = view.unit.code; el.dataset.layerLevel = view.layer_level || ""; el.dataset.colourBy = by;
@@ -116,14 +157,14 @@ function drawMap(view) {
   const zrange = discrete ? { zmin: -1.5, zmax: 3.5 } : { zmin: 0, zmax: Math.max(1, ...z) };
   const [x0, y0, x1, y1] = fc.features.length ? bbox(fc) : [116, 39, 117, 40];
   const lines = props.map((p) => (p.code === view.highlight ? 4 : 1));
-  const text = props.map(hoverText);
+  const text = props.length > 5000 ? props.map((p) => `${p.name || p.code} (${p.code})`) : props.map(hoverText);
   const layout = { margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, uirevision: view.unit.code + (S.at ? "@" : "") };
   let traces;
   if (webglOK()) {
     // fit the layer: web-mercator stretches latitude by 1/cos(lat)
     const w = el.clientWidth || 800, h = el.clientHeight || 600, k = 1 / Math.cos(((y0 + y1) / 2) * Math.PI / 180);
     const zoom = Math.min(Math.log2((360 * w) / (512 * Math.max(x1 - x0, 1e-5))), Math.log2((360 * h) / (512 * Math.max((y1 - y0) * k, 1e-5))));
-    layout.map = { style: BLANK_STYLE, center: { lon: (x0 + x1) / 2, lat: (y0 + y1) / 2 }, zoom: zoom - 0.35 };
+    layout.map = { style: mapStyle(), center: { lon: (x0 + x1) / 2, lat: (y0 + y1) / 2 }, zoom: zoom - 0.35 };
     traces = [Object.assign({ type: "choroplethmap", geojson: fc, featureidkey: "properties.code", locations: props.map((p) => p.code),
       z, colorscale, showscale: !discrete, text, hoverinfo: "text", marker: { opacity: 0.8, line: { width: lines, color: "#243447" } },
       colorbar: { title: { text: "读数/小时<br>readings/h" } } }, zrange)];
@@ -141,14 +182,14 @@ function drawMap(view) {
     Object.assign(layout, { xaxis: { visible: false, range: [x0, x1] }, yaxis: { visible: false, scaleanchor: "x", range: [y0, y1] }, hovermode: "closest" });
     el.dataset.renderer = "svg";
   }
-  Plotly.react(el, traces, layout, { displaylogo: false, responsive: true, scrollZoom: true });
+  await Plotly.react(el, traces, layout, { displaylogo: false, responsive: true, scrollZoom: true });
   if (!el._cvClick) {
     el.on("plotly_click", (ev) => {
       const pt = ev.points && ev.points[0];
       const code = pt && (pt.location || (pt.customdata && (Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata)));
       const f = S.view && S.view.geojson.features.find((x) => x.properties.code === code);
       if (!f) return;
-      if (f.properties.has_children || code !== S.view.unit.code) navigate(code);
+      if (f.properties.has_children || code !== S.view.unit.code) navigate(code);  // a click leaves the all-grid view
     });
     el._cvClick = true;
   }
@@ -212,7 +253,7 @@ async function loadTrend(code) {
           $("trend-pick").appendChild(b);
         });
         const s = await api(`/indicators/${encodeURIComponent(pick.indicator)}/values?` + q({ unit: code, end: end.toISOString() }));
-        traces = [{ type: "scatter", mode: "lines+markers", x: s.items.map((r) => r.window_end), y: s.items.map((r) => r.value),
+        if (s.items.length) traces = [{ type: "scatter", mode: "lines+markers", x: s.items.map((r) => r.window_end), y: s.items.map((r) => r.value),
           marker: { color: s.items.map((r) => LEVELS.find((l) => l.en === r.level).colour) }, name: pick.indicator }];
         title = `${pick.name_zh || ""} ${pick.name_en} (${pick.unit})`;
       }
@@ -233,29 +274,117 @@ async function loadTrend(code) {
 }
 
 // ---------------------------------------------------------------- feeds
+const ALERT_STATE = { active: "活动 active", acknowledged: "已确认 acknowledged", resolved: "已处理 done" };
+const CASE_STATE = { reported: "已受理 reported", verifying: "核实中 verifying", verified: "已核实 verified", filed: "已立案 filed",
+  rejected: "不予立案 rejected", void: "作废 void", dispatched: "已派遣 dispatched", in_progress: "处置中 in progress",
+  extension_requested: "申请延期 extension requested", returned: "回退 returned", handled: "已处置 handled",
+  checking: "核查中 checking", closed: "已结案 closed", rework: "返工 rework", suspended: "挂账 suspended" };
+const CASE_ACTION = { request_verify: "核实 Verify?", verify: "已核实 Verified", file: "立案 File", reject: "不立案 Reject",
+  void: "作废 Void", dispatch: "派遣 Dispatch", accept: "接单 Accept", return: "回退 Return", handle: "处置完毕 Handled",
+  request_extension: "申请延期 Extend?", grant_extension: "准予延期 Grant", refuse_extension: "驳回延期 Refuse",
+  forward: "转核查 Forward", close: "结案 Close", rework: "返工 Rework", suspend: "挂账 Suspend", resume: "恢复 Resume" };
+const SEVERITY = { low: "低 low", medium: "中 medium", high: "高 high", critical: "严重 critical" };
+const lvlIndex = (name) => LEVELS.findIndex((l) => l.en === name);
+const post = (path, body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
+const fmtTime = (t) => (t ? new Date(t).toLocaleString("zh-CN", { hour12: false }) : "—");
+
+function note(el, text, bad) { el.textContent = text; el.className = bad ? "msg bad" : "msg"; }
+
 async function loadFeeds() {
-  if (S.me.features.alerts) {
-    try {
-      const a = await api("/alerts?" + q({ state: "open", limit: 30, unit: S.me.area_code }));
-      const canAct = ["admin", "duty_officer"].includes(S.me.role);
-      $("feed-alerts").innerHTML = a.items.map((x) => {
-        const lvl = LEVELS.findIndex((l) => l.en === x.level);
-        return `<li data-alert="${x.id}"><span class="lvl-${lvl}">${LEVELS[lvl].zh} ${esc(x.level)}</span> ${esc(x.source)} ${esc(x.type)} · ${esc(x.state)}` +
-          `<br><small>${esc(x.message || "")}</small>` + (canAct && x.state === "active" ? ` <button data-ack="${x.id}">确认 Ack</button>` : "") + "</li>";
-      }).join("") || "<li>无 None</li>";
-      $("feed-alerts").querySelectorAll("button[data-ack]").forEach((b) => (b.onclick = async () => {
-        await api(`/alerts/${b.dataset.ack}/ack`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: "dashboard" }) });
-        loadFeeds();
-      }));
-    } catch (e) { $("feed-alerts").innerHTML = `<li>${esc(e.message)}</li>`; }
-  } else {
-    $("feed-alerts").innerHTML = "<li>告警模块未安装 Alerts not available</li>";
-  }
+  await Promise.all([loadAlerts(), loadIncidents(), loadCases(), loadQuarantine()]);
+}
+
+async function loadAlerts() {
+  const ul = $("feed-alerts");
+  if (!S.me.features.alerts) { ul.innerHTML = "<li>告警模块未安装 Alerts not available</li>"; return; }
+  try {
+    const a = await api("/alerts?" + q({ state: "open", limit: 50, unit: S.me.area_code }));
+    const canAct = ["admin", "duty_officer"].includes(S.me.role);
+    ul.innerHTML = a.items.map((x) => {
+      const lvl = lvlIndex(x.level);
+      const acts = !canAct ? "" : (x.state === "active" ? `<button data-act="ack" data-id="${x.id}">确认 Ack</button>` : "")
+        + `<button data-act="resolve" data-id="${x.id}">处理完毕 Done</button>`;
+      return `<li data-alert="${x.id}" data-state="${esc(x.state)}" data-source="${esc(x.source)}" data-type="${esc(x.type)}">`
+        + `<span class="lvl-${lvl}">${LEVELS[lvl].zh} ${esc(x.level)}</span> <b>${esc(x.source)}</b> ${esc(x.type)}`
+        + ` · <span class="state">${esc(ALERT_STATE[x.state] || x.state)}</span>`
+        + (x.unit_code ? ` · <a href="#" data-unit="${esc(x.unit_code)}">${esc(x.unit_code)}</a>` : "")
+        + `<br><small>${esc(x.message || "")} · ${fmtTime(x.first_at)}`
+        + (x.acknowledged_by ? ` · 确认人 by ${esc(x.acknowledged_by)}` : "") + `</small> ${acts}</li>`;
+    }).join("") || "<li>无 None</li>";
+    ul.querySelectorAll("button[data-act]").forEach((b) => (b.onclick = async () => {
+      b.disabled = true;
+      try { await post(`/alerts/${b.dataset.id}/${b.dataset.act}`, { note: "dashboard" }); }
+      catch (e) { alert(e.message); }
+      loadAlerts();
+    }));
+    ul.querySelectorAll("a[data-unit]").forEach((a) => (a.onclick = (ev) => { ev.preventDefault(); navigate(a.dataset.unit); }));
+  } catch (e) { ul.innerHTML = `<li>${esc(e.message)}</li>`; }
+}
+
+async function loadIncidents() {
+  const ul = $("feed-incidents");
+  if (!S.me.features.incidents) { ul.innerHTML = "<li>事件研判未安装 Incidents not available</li>"; return; }
+  try {
+    const r = await api("/incidents?" + q({ state: "open", limit: 20 }));
+    ul.innerHTML = r.items.map((x) => `<li data-incident="${x.id}"><span class="lvl-${Math.min(3, x.level || 0)}">${esc(SEVERITY[x.severity] || x.severity || "")}</span>`
+      + ` <b>${esc(x.title || x.type)}</b> · ${x.n_alerts || 0} 告警 alerts · ${(x.units || []).length} 单元 units`
+      + `<br><small>可能原因 Likely cause: ${esc(x.top_cause || "—")}` + (x.confidence != null ? ` (${Math.round(x.confidence * 100)}%)` : "")
+      + ` · ${fmtTime(x.start_at)}</small> <button data-more="${x.id}">原因与证据 Causes</button><div class="causes"></div></li>`).join("") || "<li>无 None</li>";
+    ul.querySelectorAll("button[data-more]").forEach((b) => (b.onclick = async () => {
+      const box = b.nextElementSibling;
+      if (box.innerHTML) { box.innerHTML = ""; return; }
+      const inc = await api(`/incidents/${b.dataset.more}`);
+      box.innerHTML = "<ol>" + (inc.causes || []).slice(0, 5).map((c) => `<li><b>${esc(c.name || c.cause)}</b> <small>${esc(c.kind)}`
+        + (c.score != null ? ` · ${(c.score * 100).toFixed(0)}%` : "") + `</small><ul>`
+        + (c.evidence || []).slice(0, 4).map((e) => `<li><small>${esc(typeof e === "string" ? e : JSON.stringify(e))}</small></li>`).join("")
+        + "</ul></li>").join("") + "</ol>";
+    }));
+  } catch (e) { ul.innerHTML = `<li>${esc(e.message)}</li>`; }
+}
+
+async function loadCases() {
+  const ul = $("feed-cases");
+  if (!S.me.features.cases) { ul.innerHTML = "<li>案件处置未安装 Cases not available</li>"; return; }
+  try {
+    const r = await api("/cases?" + q({ state: "open", limit: 30 }));
+    if (S.departments == null) {
+      try { S.departments = (await api("/cases/departments")).items; } catch (e) { S.departments = []; }
+    }
+    const now = S.view ? new Date(S.view.at) : new Date();
+    ul.innerHTML = r.items.map((c) => {
+      const due = c.due_at ? new Date(c.due_at) : null, late = due && due < now;
+      const acts = (c.actions || []).map((a) => a.action === "dispatch"
+        ? `<select data-dept="${c.id}">${S.departments.map((d) => `<option value="${esc(d.code)}">${esc(d.zh || "")} ${esc(d.en || d.code)}</option>`).join("")}</select>`
+          + `<button data-case="${c.id}" data-action="dispatch" data-as="${a.as}">${CASE_ACTION.dispatch}</button>`
+        : `<button data-case="${c.id}" data-action="${a.action}" data-as="${a.as}">${esc(CASE_ACTION[a.action] || a.action)}</button>`).join(" ");
+      return `<li data-case="${c.id}" data-state="${esc(c.state)}"><b>#${c.id}</b> ${esc(c.category)} · <span class="state">${esc(CASE_STATE[c.state] || c.state)}</span>`
+        + (c.department ? ` · ${esc(c.department)}` : "")
+        + `<br><small>${esc((c.description || "").slice(0, 80))}</small>`
+        + `<br><small class="${late ? "late" : ""}">时限 Due ${due ? fmtTime(due) : "—"}${late ? " 已超时 overdue" : ""}</small> ${acts}</li>`;
+    }).join("") || "<li>无 None</li>";
+    ul.querySelectorAll("button[data-action]").forEach((b) => (b.onclick = async () => {
+      const body = { as: b.dataset.as === "admin" ? undefined : b.dataset.as };
+      if (b.dataset.action === "dispatch") body.department = ul.querySelector(`select[data-dept="${b.dataset.case}"]`).value;
+      b.disabled = true;
+      try { await post(`/cases/${b.dataset.case}/${b.dataset.action}`, body); }
+      catch (e) { alert(e.message); }
+      loadCases();
+    }));
+  } catch (e) { ul.innerHTML = `<li>${esc(e.message)}</li>`; }
+}
+
+async function loadQuarantine() {
   try {
     const c = await api("/quarantine/counts");
     $("feed-quarantine").innerHTML = `共 Total <b id="quarantine-total">${c.total}</b>` +
       (c.total ? ": " + Object.entries(c.counts).map(([k, v]) => `${esc(k)} ${v}`).join(" · ") : "");
   } catch (e) { $("feed-quarantine").textContent = e.status === 403 ? "仅限全市账号 City-wide keys only" : e.message; }
+}
+
+// Many events in a burst (a replayed minute raises dozens): one reload per feed.
+function soon(name, fn, ms = 300) {
+  if (S["t_" + name]) return;
+  S["t_" + name] = setTimeout(() => { S["t_" + name] = null; fn(); }, ms);
 }
 
 function logLive(text) {
@@ -269,15 +398,18 @@ function logLive(text) {
 
 function scheduleReload() {  // many events in a burst: one reload
   if (S.at || S.reloadTimer) return;
-  S.reloadTimer = setTimeout(async () => { S.reloadTimer = null; if (S.unit) await navigate(S.unit); }, 500);
+  const big = S.view && S.view.n_units > 5000;  // a whole-city layer of grid cells: refresh less often
+  S.reloadTimer = setTimeout(async () => { S.reloadTimer = null; if (S.unit) await navigate(S.unit, S.depth); }, big ? 10000 : 500);
 }
 
 function onEvent(type, data) {
   if (type === "hello") return;
   if (type === "reset") { logLive("重新同步 Resync"); scheduleReload(); loadFeeds(); return; }
   if (type === "readings") { logLive(`新读数 New readings: ${data.readings} (${Object.keys(data.units).length} 单元 units)`); scheduleReload(); }
-  else if (type === "quarantine") { logLive(`隔离 Quarantine: ${data.total}`); loadFeeds(); }
-  else if (type === "alert") { logLive(`告警 Alert ${data.alert_id} ${data.event} ${data.alert_level} ${data.source}`); loadFeeds(); scheduleReload(); }
+  else if (type === "quarantine") { logLive(`隔离 Quarantine: ${data.total}`); soon("quarantine", loadQuarantine); }
+  else if (type === "alert") { logLive(`告警 Alert ${data.alert_id} ${data.event} ${data.alert_level} ${data.source}`); soon("alerts", loadAlerts); scheduleReload(); }
+  else if (type === "incident") { logLive(`事件 Incident ${data.incident_id} ${data.event || ""} ${data.title || data.type}`); soon("incidents", loadIncidents); }
+  else if (type === "case") { logLive(`案件 Case ${data.case_id} ${data.action} → ${data.to_state || data.state}`); soon("cases", loadCases); }
   else if (type === "health") { logLive(`健康指数更新 Health updated @ ${data.as_of}`); scheduleReload(); }
   else logLive(type);
 }
@@ -333,7 +465,8 @@ $("keyform").onsubmit = (ev) => {
   signIn();
 };
 $("logout").onclick = () => { localStorage.removeItem("cityvitals.key"); S.key = ""; if (S.stream) S.stream.abort(); location.reload(); };
-$("at").onchange = () => { S.at = $("at").value ? new Date($("at").value) : null; if (S.unit) navigate(S.unit); };
+$("at").onchange = () => { S.at = $("at").value ? new Date($("at").value) : null; if (S.unit) navigate(S.unit, S.depth); };
+$("all-grid").onclick = () => { if (S.me) navigate(S.me.home_unit, 8); };
 $("live-btn").onclick = () => { $("at").value = ""; S.at = null; if (S.unit) navigate(S.unit); };
 loadPublic();
 setInterval(loadPublic, 60000);
