@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.tree import Tree
@@ -62,6 +62,7 @@ def demo(
     history: Annotated[str, typer.Option(help="Simulated time loaded before going live (e.g. 3h).")] = "3h",
     scenario: Annotated[str, typer.Option(help="Scenarios, comma-separated.")] = DEFAULT_SCENARIO,
     once: Annotated[bool, typer.Option("--once", help="Load the history, print the city and exit (no server).")] = False,
+    tiles: Annotated[Optional[str], typer.Option(help="Raster tile URL template ({z}/{x}/{y}) under the map; default none (offline).", envvar="CITYVITALS_TILES")] = None,
     home: Home = None,
     json: Json = False,
 ) -> None:
@@ -80,18 +81,18 @@ def demo(
             return
         clock = SimClock(resume, speed=speed, end=source.end)
         runner.clock = clock
-        _serve_live(store, runner, clock, host=host, port=port, source=source)
+        _serve_live(store, runner, clock, host=host, port=port, source=source, tiles=tiles)
     finally:
         store.close()
 
 
-def _serve_live(store, runner, clock, *, host: str, port: int, source) -> None:
+def _serve_live(store, runner, clock, *, host: str, port: int, source, tiles: str | None = None) -> None:
     import uvicorn
 
     from cityvitals.api import create_app
 
     key = store.users.rotate("demo") if store.users.get("demo") else store.users.add("demo", "admin", actor="demo")
-    app = create_app(store, clock=clock)
+    app = create_app(store, clock=clock, tiles=tiles)
     runner.start()
     # Plain echo, not rich: a wrapped URL cannot be clicked or copied.
     typer.echo(
