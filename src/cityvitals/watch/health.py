@@ -39,9 +39,13 @@ import numpy as np
 
 from cityvitals.watch.base import VectorDetector, as_batch
 
-FLAGS = {"stale": 1, "flat": 2, "spike": 4, "drift": 8, "out_of_range": 16, "disagree": 32}
+FLAGS = {"stale": 1, "flat": 2, "spike": 4, "drift": 8, "out_of_range": 16, "disagree": 32, "unit": 128}
 EVENT = 64  # neighbours agree: a real change, not a fault
 FAULT_MASK = sum(FLAGS.values())
+# Unit mix-ups a sensor can make silently (km/h for m/s, mph for km/h, mg for ug, x10, x100):
+# a jump whose ratio is one of these, both sides well clear of zero, is a unit fault.
+UNIT_FACTORS = np.log(np.array([3.6, 1.609344, 1000.0, 10.0, 100.0]))
+UNIT_TOL = 0.12  # on the log scale (12%)
 
 
 class SensorHealthDetector(VectorDetector):
@@ -65,6 +69,8 @@ class SensorHealthDetector(VectorDetector):
         "jt": ("int64", -(2**62), ()),  # time of the last big jump
         "js": ("int8", 0, ()),  # its sign
         "pending": ("uint8", 0, ()),  # a jump whose verdict (fault or event) is not given yet
+        "jb": ("float16", np.nan, ()),  # the value before that jump (coarse is enough: compared at 3 sd)
+        "nspk": ("uint8", 0, ()),  # spikes seen lately x 32, decaying with ``spike_window`` (fits 1 KB)
         "lo": ("float32", -np.inf, ()),
         "hi": ("float32", np.inf, ()),
         "flags": ("uint8", 0, ()),
@@ -75,7 +81,15 @@ class SensorHealthDetector(VectorDetector):
         self, *, valid_range: Sequence[float] | None = None, stale_k: float = 3.0, flat_k: int = 10,
         jump_z: float = 6.0, agree_share: float = 0.5, drift_k: float = 4.0, warmup: int = 20,
         alpha: float = 0.05, drift_alpha: float = 0.01, agree_window: int = 0, confirm_after: int = 0,
+        spike_count: float = 1.0, spike_window: int = 3600, flat_min_s: int = 0, drift_ref_n: int | None = None,
     ):
+        # drift is judged against an offset to the neighbours learnt over ``drift_ref_n`` points
+        # (default ``5 * warmup``); a city needs a day of it, as offsets follow the clock
+        self.drift_ref_n = drift_ref_n
+        # One-off glitches are part of every real series (and of the simulator's): a spike
+        # fault is a *habit*, so ``spike_count`` spikes within about ``spike_window`` seconds
+        # are needed; a stuck sensor is one flat for ``flat_min_s`` seconds, not a few points.
+        self.spike_count, self.spike_window, self.flat_min_s = spike_count, spike_window, flat_min_s
         self.agree_window, self.confirm_after = agree_window, confirm_after
         self.valid_range = None if valid_range is None else [float(v) for v in valid_range]
         self.stale_k, self.flat_k, self.jump_z, self.agree_share = stale_k, flat_k, jump_z, agree_share
@@ -90,6 +104,8 @@ class SensorHealthDetector(VectorDetector):
             "valid_range": self.valid_range, "stale_k": self.stale_k, "flat_k": self.flat_k, "jump_z": self.jump_z,
             "agree_share": self.agree_share, "drift_k": self.drift_k, "warmup": self.warmup, "alpha": self.alpha,
             "drift_alpha": self.drift_alpha, "agree_window": self.agree_window, "confirm_after": self.confirm_after,
+            "spike_count": self.spike_count, "spike_window": self.spike_window, "flat_min_s": self.flat_min_s,
+            "drift_ref_n": self.drift_ref_n,
         }
 
     def _grow(self, need: int) -> None:
@@ -152,24 +168,46 @@ class SensorHealthDetector(VectorDetector):
         # (quantised series such as rainfall or status codes repeat all the time)
         p = np.clip(self.prep[idx].astype(np.float64), 1e-6, 0.999)
         unlikely = flat * np.log(p) < np.log(1e-6)
-        # resting at the physical floor (no rain, no gas, status 0) is a state, not a fault
-        stuck = warm & (flat >= self.flat_k) & (self.moved[idx] > 0) & unlikely & (x != self.lo[idx])
+        # resting at the physical floor or ceiling (no rain, no gas, status 0, saturated
+        # humidity) is a state, not a fault
+        long_enough = flat * np.maximum(self.dt[idx].astype(np.float64), 1.0) >= self.flat_min_s
+        stuck = warm & (flat >= self.flat_k) & ((self.moved[idx] & 1) > 0) & unlikely & long_enough
+        # ... but only for series that rest there at times: one that never touched its floor in
+        # its first ``5 * warmup`` points and now sits flat on it has stuck (a unit slip to 0)
+        at_floor_ok = (x == self.lo[idx]) & ((self.moved[idx] & 2) > 0)
+        stuck &= ~at_floor_ok & (x != self.hi[idx])
         flags |= np.where(stuck, FLAGS["flat"], 0).astype(np.uint8)
         # spike: the previous step was a big jump and this one comes straight back
         prev_jz = self.jz[idx]
         back = np.abs(x - self.before[idx]) < 0.25 * np.abs(last - self.before[idx])
         spike = warm & (np.abs(prev_jz) >= self.jump_z) & (np.sign(jz) == -np.sign(prev_jz)) & back
-        flags |= np.where(spike, FLAGS["spike"], 0).astype(np.uint8)
-        return flags, jz, d, flat, warm
+        step = np.maximum(self.dt[idx].astype(np.float64), 1.0)
+        nspk = self.nspk[idx] / 32.0 * np.exp(-step / max(self.spike_window, 1)) + spike
+        # a wrong unit: a big jump by a known conversion factor, both values clear of zero
+        # (checked on the rare big jumps only: this runs for every point)
+        big_jump = np.flatnonzero(warm & has_last & (np.abs(jz) >= self.jump_z))
+        if big_jump.size:
+            xa, la, sa = np.abs(x[big_jump]), np.abs(last[big_jump]), dsd[big_jump]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lr = np.abs(np.log(xa / la))
+            big, small = np.maximum(xa, la), np.minimum(xa, la)
+            near = np.abs(lr[:, None] - UNIT_FACTORS[None, :]) < UNIT_TOL
+            # x10 and more: the small side may sit near zero; 3.6 and 1.6: both sides must be clear of it
+            clear = np.where(near[:, 2:].any(axis=1), (big > 3 * sa) & (small > 0), small > 3 * sa)
+            unit = near.any(axis=1) & clear
+            flags[big_jump[unit]] |= np.uint8(FLAGS["unit"])
+        flags |= np.where(spike & (nspk >= self.spike_count - 1e-6), FLAGS["spike"], 0).astype(np.uint8)
+        return flags, jz, d, flat, warm, nspk, spike
 
     def _score(self, idx, t, x):
-        flags, *_ = self._point_flags(idx, t, x)
+        flags = self._point_flags(idx, t, x)[0]
         return (flags & FAULT_MASK > 0).astype(np.float64)
 
     def _learn(self, idx, t, x):
         ok = ~np.isnan(x)
         idx, t, x = idx[ok], t[ok], x[ok]
-        flags, jz, d, flat, warm = self._point_flags(idx, t, x)
+        flags, jz, d, flat, warm, nspk, _spike = self._point_flags(idx, t, x)
+        self.nspk[idx] = np.clip(np.floor(nspk * 32.0), 0, 255).astype(np.uint8)
         n = self.n[idx]
         a = np.maximum(self.alpha, 1.0 / (n + 1.0))
         gap = (t - self.last_ts[idx]).astype(np.float64)
@@ -177,7 +215,7 @@ class SensorHealthDetector(VectorDetector):
         dsd = np.sqrt(self.dvar[idx])
         dl = np.where(warm, np.clip(d, -4 * dsd, 4 * dsd), d)
         self.dvar[idx] = np.where(n >= 1, (1 - a) * self.dvar[idx] + a * dl * dl, self.dvar[idx])
-        self.moved[idx] |= (d != 0).astype(np.uint8)
+        self.moved[idx] |= (d != 0).astype(np.uint8) | np.where((x == self.lo[idx]) & (n < 5 * self.warmup), 2, 0).astype(np.uint8)
         # learn the repeat rate from short repeats only, so a stuck run does not teach itself
         rep = (d == 0) & ~np.isnan(self.last[idx]) & (self.flat[idx] < self.flat_k)
         ar = np.maximum(0.01, 1.0 / (n + 1.0))
@@ -189,7 +227,10 @@ class SensorHealthDetector(VectorDetector):
         self.jump[idx] = d
         self.flat[idx] = np.minimum(flat, 32000)
         self.flags[idx] = flags
-        self.sticky[idx] |= flags
+        # with neighbours, a unit-factor jump is only a candidate until they have had their say
+        # (rain can triple in a minute across a whole city): see ``_neighbour_pass``
+        has_nb = self._nb_ptr[idx + 1] > self._nb_ptr[idx]
+        self.sticky[idx] |= np.where(has_nb, flags & ~np.uint8(FLAGS["unit"]), flags).astype(np.uint8)
         self.n[idx] = n + 1
 
     def update_many(self, series: Any, ts: Any, x: Any) -> np.ndarray:
@@ -215,41 +256,65 @@ class SensorHealthDetector(VectorDetector):
         ju = self.jz[u]
         now_u = self.last_ts[u]
         jumped = np.abs(ju) >= self.jump_z
+        # a jump straight back to where a pending jump started is the end of a glitch:
+        # it settles that jump (no verdict needed) instead of opening a new one
+        gap = 0.5 * self.jump_z * np.sqrt(self.dvar[u].astype(np.float64))
+        back = jumped & (self.pending[u] > 0) & (np.sign(ju) == -self.js[u]) & (
+            np.abs(self.last[u] - self.jb[u].astype(np.float64)) < gap)
+        self.pending[u] = np.where(back, 0, self.pending[u])
+        jumped &= ~back
         self.jt[u] = np.where(jumped, now_u, self.jt[u])
         self.js[u] = np.where(jumped, np.sign(ju), self.js[u]).astype(np.int8)
-        pending = np.where(jumped, 1, self.pending[u])
+        self.jb[u] = np.where(jumped, self.before[u], self.jb[u])
+        cand = (self.flags[u] & FLAGS["unit"]) > 0
+        pending = np.where(jumped, np.where(cand, 2, 1), self.pending[u])
         # Verdict once ``confirm_after`` has passed, so neighbours that follow a few minutes
         # later (a wave through the city, sensors reporting out of phase) still count.
-        due = (pending == 1) & (now_u - self.jt[u] >= self.confirm_after)
+        due = (pending > 0) & (now_u - self.jt[u] >= self.confirm_after)
         step = 2 * np.maximum(self.dt[u][rows], 1)
         win = np.maximum(self.agree_window, step)
         same_jump = (np.abs(self.jt[cols] - self.jt[u][rows]) <= win) & (self.js[cols] == self.js[u][rows])
         recent = np.abs(self.last_ts[cols] - now_u[rows]) <= step
         moving = recent & (np.sign(self.jz[cols]) == self.js[u][rows]) & (np.abs(self.jz[cols]) >= self.jump_z / 2)
         agree = np.bincount(rows, weights=same_jump | moving, minlength=u.size)
-        self.agree[u] = np.where(due, agree, self.agree[u]).astype(np.int16)
-        event = due & (agree >= self.agree_share * counts)
-        fault = due & ~event
-        self.pending[u] = np.where(due, 0, pending).astype(np.uint8)
-        fl = self.flags[u]
-        fl = np.where(fault, fl | FLAGS["disagree"], fl)
-        fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
-        # drift: slow offset from the neighbours' mean against its own reference
-        # (healthy neighbours only, so one broken sensor does not make its neighbours "drift")
+        # healthy neighbours only, so one broken sensor does not make its neighbours "drift"
         w = ((self.flags[cols] & FAULT_MASK) == 0) & ~np.isnan(self.last[cols])
         wsum = np.bincount(rows, weights=w, minlength=u.size)
-        nb_mean = np.bincount(rows, weights=np.where(w, self.last[cols], 0.0), minlength=u.size) / np.maximum(wsum, 1)
+        # a robust mean of the neighbours: one neighbour in an incident (a tilted cover, a
+        # leak) must not make all the others look as if they drifted
+        nb_mean = _robust_group_mean(rows, self.last[cols], w, u.size)
         off_now = self.last[u] - nb_mean
+        self.agree[u] = np.where(due, agree, self.agree[u]).astype(np.int16)
+        event = due & (agree >= self.agree_share * counts)
+        # a jump that has already come back (a one-off glitch) is no disagreement: only a
+        # sensor still displaced when the verdict is due (a step, a wrong unit) is at fault
+        displaced = np.abs(self.last[u] - self.jb[u].astype(np.float64)) >= 0.5 * self.jump_z * np.sqrt(self.dvar[u])
+        # ... and displaced from its neighbours: its offset to them now is off its slow average
+        # offset by more than the usual spread, so a daily change the neighbours make a few
+        # minutes apart is not a fault (while a return from a drift, alone, still is)
+        sd0 = self.off_sd[u]
+        displaced &= ~(sd0 > 0) | (np.abs(off_now - self.off[u]) > self.drift_k * sd0)
+        fault = due & ~event & displaced
+        self.pending[u] = np.where(due, 0, pending).astype(np.uint8)
+        fl = self.flags[u] & ~np.uint8(FLAGS["unit"])
+        fl = np.where(fault, fl | np.where(pending == 2, FLAGS["unit"], FLAGS["disagree"]), fl)
+        fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
+        # drift: slow offset from the neighbours' mean against its own reference
         n = self.n[u]
         a = self.drift_alpha
         off = np.where(n <= 1, off_now, (1 - a) * self.off[u] + a * off_now)
         off = np.where(wsum > 0, off, self.off[u])
         ref = self.off_ref[u]
         fresh = np.isnan(ref)
-        ref_ready = n >= 5 * self.warmup
+        ref_ready = n >= (5 * self.warmup if self.drift_ref_n is None else self.drift_ref_n)
         new_ref = np.where(fresh & ref_ready, off, ref)
         g = np.where(fresh, 0.05, 0.005)
-        sd = np.sqrt((1 - g) * self.off_sd[u] ** 2 + g * (off_now - new_ref) ** 2 * ~fresh + g * (off_now - off) ** 2 * fresh)
+        # (np.where, not a product with a mask: the reference is NaN while fresh, and NaN * 0 is NaN)
+        dev = np.where(fresh, off_now - off, off_now - new_ref)
+        # learnt winsorised once known, so a step or a drift does not widen its own yardstick
+        lim = np.where((n < self.warmup) | ~(self.off_sd[u] > 0), np.inf, 3.0 * self.off_sd[u])
+        dev = np.clip(np.nan_to_num(dev), -lim, lim)
+        sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[u]) ** 2 + g * np.nan_to_num(dev) ** 2)
         self.off[u], self.off_ref[u], self.off_sd[u] = off, new_ref, sd
         drift = ~np.isnan(new_ref) & (np.abs(off - new_ref) > self.drift_k * np.maximum(sd, 1e-9))
         fl = np.where(drift, fl | FLAGS["drift"], fl)
@@ -304,5 +369,30 @@ class SensorHealthDetector(VectorDetector):
             elif f == "drift":
                 why.append(f"offset from neighbours moved from {float(self.off_ref[series]):.3g} to {float(self.off[series]):.3g}")
             elif f == "spike":
-                why.append("a one-point spike")
+                why.append("repeated one-point spikes")
+            elif f == "unit":
+                why.append(f"jumped by a unit-conversion factor (last step {float(self.jump[series]):.3g})")
         return f"sensor fault: {', '.join(faults)} ({'; '.join(why)})"
+
+
+
+def _robust_group_mean(rows: np.ndarray, vals: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:
+    """Mean per group of the weighted values, leaving out those far from it (0 for empty groups).
+
+    Far: more than 1.5 x the group's mean absolute deviation from the group's mean, so one
+    outlier among a handful of neighbours does not move the result (three bincounts; a
+    sorted median costs a sort per step).
+
+    >>> _robust_group_mean(np.array([0, 0, 0, 0, 1]), np.array([1.0, 1.2, 0.8, 60.0, 4.0]), np.ones(5, bool), 3).round(2).tolist()
+    [1.0, 4.0, 0.0]
+    """
+    wf = w.astype(np.float64)
+    v = np.where(w, vals, 0.0)
+    cnt = np.bincount(rows, weights=wf, minlength=n)
+    mean = np.bincount(rows, weights=v, minlength=n) / np.maximum(cnt, 1)
+    dev = np.abs(v - mean[rows]) * wf
+    mad = np.bincount(rows, weights=dev, minlength=n) / np.maximum(cnt, 1)
+    keep = wf * (dev <= 1.5 * mad[rows] + 1e-12)
+    kc = np.bincount(rows, weights=keep, minlength=n)
+    out = np.bincount(rows, weights=v * keep, minlength=n) / np.maximum(kc, 1)
+    return np.where(kc > 0, out, mean)

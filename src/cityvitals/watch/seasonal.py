@@ -87,6 +87,23 @@ class SeasonalDetector(VectorDetector):
         old_enough = (self.gn[idx] > 0) & (t - self.first_ts[idx] >= self.min_age)
         return loc.astype(np.float64), sd, (ready | (self.gn[idx] >= 10 * self.min_count)) & old_enough
 
+    def smooth_location(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The baseline location interpolated linearly between hourly slot centres.
+
+        Why: the slot table is a step function of the hour, and a residual against it jumps
+        at every hour boundary; a level-shift detector on such residuals would see 24 shifts
+        a day. Where a neighbouring slot is not ready the slot's own value is used.
+        """
+        h = 1800
+        s1 = idx * N_SLOTS + slot_of(t - h, self.utc_offset)
+        s2 = idx * N_SLOTS + slot_of(t + h, self.utc_offset)
+        w = ((t + self.utc_offset - h) % 3600) / 3600.0
+        locs, cnts = self.loc.reshape(-1), self.cnt.reshape(-1)
+        own, _sd, _ready = self.baseline(idx, t)
+        l1 = np.where(cnts.take(s1) >= self.min_count, locs.take(s1), own)
+        l2 = np.where(cnts.take(s2) >= self.min_count, locs.take(s2), own)
+        return (1 - w) * l1 + w * l2
+
     def zscore(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
         loc, sd, ready = self.baseline(idx, t)
         return np.where(ready, (x - loc) / sd, 0.0)
