@@ -98,6 +98,10 @@ def create_app(
     errors.install(app)
     for r in routers_for(ctx):
         app.include_router(r, prefix=PREFIX)
+    from cityvitals.api.routers import ingest_status  # ingest status, probes, Prometheus metrics
+
+    app.include_router(ingest_status.router, prefix=PREFIX)
+    app.include_router(ingest_status.probes)
     if hasattr(store, "cases"):
         from cityvitals.api import open311
 

@@ -392,7 +392,7 @@ async def post_request(request: Request, fmt: str) -> Response:
             res = await run_in_threadpool(create)
         except InputError as exc:
             raise O311Error(400, str(exc)) from None
-        notice = (f"已合并到已有诉求 Attached to an open request; " if res["attached"] else "") + \
+        notice = ("已合并到已有诉求 Attached to an open request; " if res["attached"] else "") + \
             f"处置时限 {cat.limit} (time limit)"
         if cat.open311_type == "batch" and not res["attached"]:
             out = {"token": res["token"], "service_notice": notice}

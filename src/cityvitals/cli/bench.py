@@ -67,6 +67,7 @@ def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
     from cityvitals.bench.api import bench_api
     from cityvitals.bench.diagnose import bench_diagnose
+    from cityvitals.bench.mqtt import bench_mqtt
     from cityvitals.bench.share import bench_share
     from cityvitals.bench.signs import bench_signs
     from cityvitals.bench.simulate import bench_simulate
@@ -78,6 +79,7 @@ def _register() -> None:
     app.command("share")(bench_share)
     app.command("diagnose")(bench_diagnose)
     app.command("api")(bench_api)
+    app.command("mqtt")(bench_mqtt)
 
 
 

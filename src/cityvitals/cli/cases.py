@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 from cityvitals.errors import InputError
 
 app = typer.Typer(help="Cases: the disposal loop from report to closure, and its evaluation.", no_args_is_help=True)
@@ -48,10 +48,11 @@ def report(
     by: Annotated[str, typer.Option(help="Who reports (inspector's name for inspector reports).")] = "cli",
     at: Annotated[Optional[str], typer.Option(help="Report time, ISO 8601 with offset (default now).")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Open a case (or attach to an open duplicate)."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         res = _desk(store).report(category=category, lon=lon, lat=lat, unit_code=unit, text=text, source=source,
                                   priority=priority, actor=by, role="inspector" if source == "inspector" else "operator",
                                   reported_at=_time(at, "--at"))
@@ -65,12 +66,13 @@ def report(
 def import_reports_cmd(
     path: Annotated[Optional[Path], typer.Argument(help="reports.ndjson (default: <home>/sim/reports.ndjson).")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Open cases for citizen and enterprise reports (duplicates attach; re-imports skip)."""
     from cityvitals.dispose import import_reports
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         p = path or Path(store.path).parent / "sim" / "reports.ndjson"
         res = import_reports(_desk(store), p)
     if json:
@@ -84,12 +86,13 @@ def import_reports_cmd(
 def auto_open_cmd(
     rules: Annotated[Optional[Path], typer.Option(help="Rules YAML (default: the shipped auto_open.yaml).")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Open cases for new alerts and incidents that the rules select."""
     from cityvitals.dispose import auto_open, load_rules
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         res = auto_open(_desk(store), rules=load_rules(rules))
     if json:
         emit_json(res)
@@ -102,10 +105,11 @@ def auto_open_cmd(
 def escalate(
     at: Annotated[Optional[str], typer.Option(help="As of this time (default now).")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Escalate (督办) every running case past its working-time deadline."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         res = _desk(store).escalate_overdue(_time(at, "--at"))
     if json:
         emit_json({"escalated": res})
@@ -120,10 +124,11 @@ def list_(
     category: Annotated[Optional[str], typer.Option(help="Only this category.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Cases, newest first."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         rows = store.cases.list(state=state, department=department, category=category, limit=limit)
     if json:
         emit_json({"cases": [_plain(r) for r in rows], "count": len(rows)})
@@ -138,9 +143,9 @@ def list_(
 
 @app.command("show")
 def show(case_id: int, reporters: Annotated[bool, typer.Option(help="Include reporters' personal data.")] = False,
-         home: Home = None, json: Json = False) -> None:
+         home: Home = None, store_url: Store = None, json: Json = False) -> None:
     """One case with its event log (and, with --reporters, who reported it)."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         row = store.cases.get(case_id)
         if row is None:
             raise InputError(f"case {case_id}: no such case")
@@ -160,11 +165,11 @@ def show(case_id: int, reporters: Annotated[bool, typer.Option(help="Include rep
 
 @app.command("attach")
 def attach(case_id: int, photo: Path, stage: Annotated[str, typer.Option(help="report, feedback or check.")] = "feedback",
-           by: str = "cli", home: Home = None, json: Json = False) -> None:
+           by: str = "cli", home: Home = None, store_url: Store = None, json: Json = False) -> None:
     """Attach a photo (JPEG, PNG, WebP, GIF; checked by content, at most 10 MB)."""
     if not photo.is_file():
         raise InputError(f"{photo}: no such file")
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         res = _desk(store).attach_photo(case_id, photo.read_bytes(), stage=stage, by=by, name=str(photo))
     emit_json(_plain(res)) if json else console.print(f"attached {res['path']}")
 
@@ -175,12 +180,13 @@ def stats(
     start: Annotated[Optional[str], typer.Option(help="Period start (ISO 8601 with offset).")] = None,
     end: Annotated[Optional[str], typer.Option(help="Period end, exclusive.")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Filed, close, on-time close and rework rates, returns, average handling time."""
     from cityvitals.dispose import case_stats
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         rows = case_stats(store, by=by, start=_time(start, "--start"), end=_time(end, "--end"))
     if json:
         emit_json({"by": by, "groups": rows})
@@ -215,9 +221,9 @@ def codes(json: Json = False) -> None:
 
 @app.command("crew")
 def crew(crew_id: str, department: str, name: Optional[str] = None, lon: Optional[float] = None,
-         lat: Optional[float] = None, inactive: bool = False, home: Home = None) -> None:
+         lat: Optional[float] = None, inactive: bool = False, home: Home = None, store_url: Store = None) -> None:
     """Add or update a crew of a department (its base position is used for assignment)."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         d = _desk(store)
         d.sync_departments()
         d.add_crew(crew_id, department, name=name, lon=lon, lat=lat, active=not inactive)
@@ -239,6 +245,7 @@ def _make_action(action: str, roles: tuple[str, ...]) -> None:
         note: Annotated[Optional[str], typer.Option(help="A note for the log.")] = None,
         at: Annotated[Optional[str], typer.Option(help="When (ISO 8601 with offset; default now).")] = None,
         home: Home = None,
+        store_url: Store = None,
         json: Json = False,
     ) -> None:
         from cityvitals.dispose import Actor
@@ -253,7 +260,7 @@ def _make_action(action: str, roles: tuple[str, ...]) -> None:
             data["crew"] = crew
         if role == "department":
             actor_dept = department
-        with open_store_cli(home) as store:
+        with open_store_cli(home, store_url) as store:
             s = _desk(store).act(case_id, action, Actor(by, role, actor_dept), at=_time(at, "--at"), **data)
         if json:
             emit_json(state_dict(s))

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 from cityvitals.cli.catalog import CatalogFile
 from cityvitals.cli.signs import parse_time, resolve_catalog
 
@@ -19,6 +19,7 @@ def health(
     at: Annotated[Optional[str], typer.Option("--at", help="Time (ISO-8601; default: the watermark, i.e. the latest complete window).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="List the indicators that cost points, and how many.")] = False,
     home: Home = None,
+    store_url: Store = None,
     catalog: CatalogFile = None,
     json: Json = False,
 ) -> None:
@@ -26,7 +27,7 @@ def health(
     from cityvitals.signs import health as health_of
 
     cat = resolve_catalog(home, catalog)
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         h = health_of(store, unit, parse_time(at, "--at"), catalog=cat)
     if not explain:
         h = {k: v for k, v in h.items() if k not in ("explain", "stale")}

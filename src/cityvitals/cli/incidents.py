@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cityvitals.cli._common import (
     Home,
+    Store,
     Json,
     console,
     emit_json,
@@ -44,12 +45,13 @@ def list_(
     type_: Annotated[str | None, typer.Option("--type", help="Only this type (water_outage, gas_leak, sensor_fault ...).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Incidents, newest first, with their first suspected cause."""
     if state not in STATES:
         raise InputError(f"--state: {state!r} is not one of {', '.join(STATES)}")
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         rows = store.incidents.list(state=state, type_=type_, limit=limit)
     if json:
         emit_json({"incidents": [_plain(r) for r in rows], "count": len(rows)})
@@ -69,10 +71,11 @@ def list_(
 def show(
     incident_id: Annotated[int, typer.Argument(help="Incident id (see `cityvitals incidents list`).")],
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """One incident: ranked causes with their evidence, members, history."""
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         inc = store.incidents.get(incident_id)
     if inc is None:
         raise InputError(f"incident {incident_id}: no such incident")
@@ -99,6 +102,7 @@ def run(
     reports: Annotated[str | None, typer.Option(help="Citizen reports NDJSON (default: <home>/sim/reports.ndjson when present).")] = None,
     lookback: Annotated[float | None, typer.Option(help="Only alerts open or resolved within this many hours (default: all).")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Group alerts and reports into incidents and rank their probable causes."""
@@ -108,7 +112,7 @@ def run(
         raise InputError(f"--reports {reports}: no such file")
     if lookback is not None and lookback <= 0:
         raise InputError(f"--lookback {lookback}: must be positive")
-    with open_store_cli(home) as store, progress("diagnosing", None, enabled=not json):
+    with open_store_cli(home, store_url) as store, progress("diagnosing", None, enabled=not json):
         res = diagnose_store(store, reports=reports, lookback=timedelta(hours=lookback) if lookback else None)
     if json:
         emit_json(res)
@@ -122,6 +126,7 @@ def eval_(
     truth: Annotated[str | None, typer.Option(help="The simulator's truth.json for the store's data (default: <home>/sim/truth.json).")] = None,
     seeds: Annotated[int | None, typer.Option(help="Instead: simulate, watch and diagnose this many seeds of a small city.")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Diagnosis quality against simulator ground truth: single_incident, top1, top3, faults_as_faults, mixed."""
@@ -135,7 +140,7 @@ def eval_(
         with progress("simulating, watching and diagnosing", seeds, enabled=not json) as bar:
             res = sim_eval(range(1, seeds + 1), progress=bar.advance)
     else:
-        with open_store_cli(home) as store:
+        with open_store_cli(home, store_url) as store:
             path = Path(truth) if truth else Path(store.path).parent / "sim" / "truth.json"
             if not path.exists():
                 raise InputError(f"--truth {path}: no such file")

@@ -4,6 +4,14 @@ live ingestion from a broker.
 With the embedded store the server process owns the DuckDB file while it runs (DuckDB lets
 one process open it), so other commands that need the store talk to the running server or
 wait for it to stop. With ``--store postgresql://...`` other commands work alongside.
+
+MQTT: version 5, QoS 1, a persistent session under ``--mqtt-client-id``, each message
+acknowledged after the batch holding it is committed. The broker keeps at most
+``--mqtt-max-pending`` messages in flight to us; what is beyond waits at the broker, so
+size its queue for the backlog to ride out (Mosquitto: ``max_queued_messages``, 1000 per
+client by default, beyond which it drops QoS 1 messages for a slow subscriber).
+Status with the lag: ``GET /api/v1/ingest/status``; probes ``/livez``, ``/readyz``;
+Prometheus text at ``/metrics`` (see ``cityvitals.api.routers.ingest_status``).
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ def serve(
     mqtt_client_id: Annotated[str, typer.Option("--mqtt-client-id", help="Fixed client id of the persistent "
                                                 "session (one per ingesting process).")] = "cityvitals-ingest",
     mqtt_batch: Annotated[int, typer.Option("--mqtt-batch", min=1, help="Most messages per stored batch.")] = 500,
+    mqtt_max_pending: Annotated[int, typer.Option("--mqtt-max-pending", min=1, max=65535, help="Most messages "
+                                                  "unacknowledged at once (the MQTT 5 receive maximum): bounds "
+                                                  "memory; the broker holds the rest.")] = 2000,
     mqtt_stats: Annotated[Optional[str], typer.Option("--mqtt-stats", help="Write ingest counters and lag as JSON "
                                                       "to this file after every batch.")] = None,
     no_http: Annotated[bool, typer.Option("--no-http", help="Ingest from --mqtt only; serve no API.")] = False,
@@ -45,7 +56,8 @@ def serve(
         if mqtt:
             from cityvitals.ingest.mqtt import MqttConfig, MqttSource
 
-            cfg = MqttConfig(url=mqtt, layout=mqtt_layout, client_id=mqtt_client_id, batch_messages=mqtt_batch)
+            cfg = MqttConfig(url=mqtt, layout=mqtt_layout, client_id=mqtt_client_id, batch_messages=mqtt_batch,
+                             max_pending=max(mqtt_max_pending, mqtt_batch))
             cfg.host_port  # noqa: B018  (validates the URL)
             try:
                 source = MqttSource(store, cfg, stats_path=mqtt_stats).start()

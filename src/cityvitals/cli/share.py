@@ -11,13 +11,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from cityvitals.cli._common import Home, Json, console, emit_json, open_store_cli
+from cityvitals.cli._common import Home, Store, Json, console, emit_json, open_store_cli
 
 
 def datasets(
     tier: Annotated[Optional[str], typer.Option("--tier", help="Only this tier: base, thematic or special.")] = None,
     fields: Annotated[bool, typer.Option("--fields", help="Also list every field with its sensitivity class.")] = False,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """The shareable datasets: tier, fields with sensitivity class, update frequency, licence, lineage."""
@@ -26,7 +27,7 @@ def datasets(
 
     if tier is not None and tier not in TIERS:
         raise InputError(f"--tier {tier!r}: choose one of {', '.join(TIERS)}")
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         doc = catalogue_json(store)
     doc["datasets"] = [d for d in doc["datasets"] if tier is None or d["tier"] == tier]
     if json:
@@ -60,6 +61,7 @@ def export_cmd(
     purpose: Annotated[Optional[str], typer.Option("--purpose", help="Why: required when the export reaches personal data.")] = None,
     epsilon: Annotated[Optional[float], typer.Option("--epsilon", help="Privacy loss of a new DP release (aggregates only).")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Export a desensitised view of DATASET (only desensitised views can leave: see the catalogue)."""
@@ -68,7 +70,7 @@ def export_cmd(
 
     if not out:
         raise InputError("--out: give the file to write")
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         res = export_dataset(store, dataset, format, out, audience=audience, actor=actor, purpose=purpose, epsilon=epsilon)
     if json:
         emit_json(res)
@@ -87,11 +89,11 @@ audit_app = typer.Typer(help="The access log of personal data: verify its hash c
 
 
 @audit_app.command("verify")
-def audit_verify(home: Home = None, json: Json = False) -> None:
+def audit_verify(home: Home = None, store_url: Store = None, json: Json = False) -> None:
     """Recompute the hash chain; exit 1 if any entry was edited or deleted."""
     from cityvitals.share.audit import verify
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         res = verify(store)
     if json:
         emit_json(res)
@@ -108,12 +110,13 @@ def audit_list(
     limit: Annotated[int, typer.Option(min=1, help="Newest entries to show.")] = 50,
     actor: Annotated[Optional[str], typer.Option(help="Only this actor.")] = None,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Who read which personal data, when, and why (newest first)."""
     from cityvitals.share.audit import entries
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         rows = entries(store, limit=limit, actor=actor)
     if json:
         emit_json({"entries": rows})
@@ -132,12 +135,13 @@ def erase_cmd(
     purpose: Annotated[str, typer.Option("--purpose", help="The request being honoured.")] = "erasure request",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report where the person's data is.")] = False,
     home: Home = None,
+    store_url: Store = None,
     json: Json = False,
 ) -> None:
     """Erase a person's personal data from every table, file and export it reached; report where it was."""
     from cityvitals.share.erase import compact_store_file, erase_person
 
-    with open_store_cli(home) as store:
+    with open_store_cli(home, store_url) as store:
         res = erase_person(store, person, actor=actor, purpose=purpose, dry_run=dry_run)
         path = store.path if getattr(store, "backend", "") == "duckdb" else None
     if path is not None and not dry_run:  # freed blocks still hold the erased strings: rewrite the file

@@ -15,16 +15,29 @@ takes it from the topic (default layout ``cityvitals/readings/<kind>/<sensor id>
 A payload that is not JSON, or not an object / array of objects, is quarantined whole
 with the topic as its source.
 
-Back-pressure: at most ``max_pending`` messages wait in memory. When the store falls
-behind, the network thread blocks on the full queue, stops reading the socket and the
-broker stops sending (its in-flight window fills with unacknowledged messages); nothing
-buffers without limit. ``stats()`` reports the lag (messages waiting, age of the oldest).
+Protocol: MQTT 5, because it lets the subscriber set its *receive maximum*: the broker
+keeps at most ``max_pending`` unacknowledged messages in flight to us. With MQTT 3.1.1 the
+broker's own limit applies (Mosquitto: 20), and since we acknowledge only after a commit,
+a batch could never hold more than 20 messages. The session is persistent (clean start
+off, session expiry ``session_expiry`` seconds, by default never).
+
+Back-pressure: at most ``max_pending`` messages are unacknowledged at once, whether they
+wait in memory or sit in the batch being stored, so memory is bounded by ``max_pending``
+payloads. When the store falls behind, the broker's in-flight window stays full and it
+stops sending (it queues for us; note Mosquitto's ``max_queued_messages``, 1000 by
+default, beyond which it drops QoS 1 messages for a slow client: a deployment sets it to
+0 or to the backlog it must ride out). Should a broker ignore the receive maximum, the
+network thread blocks on the full queue and stops reading the socket: nothing buffers
+without limit. ``stats()`` reports the lag (messages waiting, age of the oldest) and the
+batch latency (last, p50 and p99 of recent batches).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import queue
+from collections import deque
 import threading
 import time
 from dataclasses import dataclass, field
@@ -53,6 +66,7 @@ class MqttConfig:
     batch_seconds: float = 0.2
     max_pending: int = 2000
     keepalive: int = 30
+    session_expiry: int = 0xFFFFFFFF  # seconds the broker keeps our session while we are away (never expires)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -94,6 +108,8 @@ class MqttStats:
     batches: int = 0
     report: IngestReport = field(default_factory=IngestReport)
     last_batch_seconds: float = 0.0
+    batch_seconds_sum: float = 0.0
+    recent: deque = field(default_factory=lambda: deque(maxlen=1000))  # latencies of the last batches
     connected: bool = False
 
 
@@ -141,11 +157,15 @@ class MqttSource:
     """Subscribe, batch, store, then acknowledge. ``start()`` runs it in threads; ``stop()`` ends it."""
 
     def __init__(self, store, config: MqttConfig | None = None, *, ingestor: Ingestor | None = None,
-                 on_batch: Callable[[IngestReport], None] | None = None, stats_path: str | None = None):
+                 on_batch: Callable[[IngestReport], None] | None = None, stats_path: str | None = None,
+                 on_stored: Callable[[list, IngestReport], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.store = store
         self.config = config or MqttConfig()
         self.ingestor = ingestor or Ingestor(store)
         self.on_batch = on_batch
+        self.on_stored = on_stored  # (messages, report) after each commit: lets a bench time each message
+        self.clock = clock  # monotonic seconds: message arrival and lag
         self.stats_path = stats_path
         self._last_topic: str | None = None
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=self.config.max_pending)
@@ -177,7 +197,7 @@ class MqttSource:
                 break
 
     def _on_message(self, client, userdata, msg) -> None:
-        item = _Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, time.monotonic())
+        item = _Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, self.clock())
         self.stats_.received += 1
         while not self._stop.is_set():  # back-pressure: block the network thread while full
             try:
@@ -191,14 +211,14 @@ class MqttSource:
         import paho.mqtt.client as mqtt
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                             clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
-        client.max_inflight_messages_set(self.config.max_pending)
+                             protocol=mqtt.MQTTv5, manual_ack=True)
         client.reconnect_delay_set(0.1, 2)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         host, port = self.config.host_port
-        client.connect(host, port, keepalive=self.config.keepalive)
+        client.connect(host, port, keepalive=self.config.keepalive, clean_start=False,
+                       properties=connect_properties(self.config))
         self._client = client
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
         self._worker.start()
@@ -212,6 +232,10 @@ class MqttSource:
         if self._client:
             self._client.disconnect()
             self._client.loop_stop()
+
+    def alive(self) -> bool:
+        """The ingest worker runs (readiness)."""
+        return bool(self._worker and self._worker.is_alive()) and self.error is None
 
     def wait(self) -> None:
         """Block until stopped (or the worker died: the error is re-raised)."""
@@ -256,12 +280,18 @@ class MqttSource:
             if m.generation == gen and m.qos > 0:
                 self._client.ack(m.mid, m.qos)
                 self.stats_.acked += 1
-        self.stats_.batches += 1
-        self.stats_.report.merge(report)
-        self.stats_.last_batch_seconds = time.perf_counter() - started
+        took = time.perf_counter() - started
+        st = self.stats_
+        st.batches += 1
+        st.report.merge(report)
+        st.last_batch_seconds = took
+        st.batch_seconds_sum += took
+        st.recent.append(took)
         self._last_topic = msgs[-1].topic
         if self.stats_path:
             self._write_stats()
+        if self.on_stored:
+            self.on_stored(msgs, report)
         if self.on_batch:
             self.on_batch(report)
 
@@ -279,8 +309,10 @@ class MqttSource:
             "connected": s.connected, "received": s.received, "acked": s.acked, "batches": s.batches,
             "accepted": s.report.accepted, "duplicates": s.report.duplicates,
             "quarantined": s.report.quarantined_total, "lag_messages": self._queue.qsize(),
-            "lag_seconds": round(time.monotonic() - oldest, 3) if oldest is not None else 0.0,
+            "lag_seconds": round(self.clock() - oldest, 3) if oldest is not None else 0.0,
             "last_batch_seconds": round(s.last_batch_seconds, 4),
+            "batch_seconds_p50": round(_quantile(s.recent, 0.5), 4), "batch_seconds_p99": round(_quantile(s.recent, 0.99), 4),
+            "batch_seconds_sum": round(s.batch_seconds_sum, 4),
         }
 
     def _write_stats(self) -> None:
@@ -305,7 +337,74 @@ class MqttSource:
             ("cityvitals_quarantined_total", "quarantined", "counter"),
             ("cityvitals_mqtt_lag_messages", "lag_messages", "gauge"),
             ("cityvitals_mqtt_lag_seconds", "lag_seconds", "gauge"),
-            ("cityvitals_batch_seconds", "last_batch_seconds", "gauge"),
+            ("cityvitals_mqtt_connected", "connected", "gauge"),
+            ("cityvitals_batch_last_seconds", "last_batch_seconds", "gauge"),
         ):
             lines += [f"# TYPE {name} {kind}", f"{name} {float(st[key])}"]
+        # batch latency as a summary: quantiles of recent batches, sum and count of all
+        lines += ["# TYPE cityvitals_batch_seconds summary",
+                  f'cityvitals_batch_seconds{{quantile="0.5"}} {st["batch_seconds_p50"]}',
+                  f'cityvitals_batch_seconds{{quantile="0.99"}} {st["batch_seconds_p99"]}',
+                  f"cityvitals_batch_seconds_sum {st['batch_seconds_sum']}",
+                  f"cityvitals_batch_seconds_count {st['batches']}"]
         return "\n".join(lines) + "\n"
+
+
+def _quantile(values, q: float) -> float:
+    """Nearest-rank quantile of a few recent figures (0.0 when there are none).
+
+    >>> _quantile([0.3, 0.1, 0.2], 0.5), _quantile([], 0.99)
+    (0.2, 0.0)
+    """
+    if not values:
+        return 0.0
+    xs = sorted(values)
+    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def connect_properties(config: MqttConfig):
+    """MQTT 5 CONNECT properties: our receive maximum (the back-pressure window) and how
+    long the broker keeps the session while we are away."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = max(1, min(int(config.max_pending), 65535))
+    props.SessionExpiryInterval = int(config.session_expiry)
+    return props
+
+
+def ensure_session(config: MqttConfig, timeout: float = 10.0) -> None:
+    """Create the persistent session and its subscription on the broker now, so that what
+    is published before the ingesting server first connects is kept for it."""
+    import paho.mqtt.client as mqtt
+
+    done = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5)
+    client.on_connect = lambda c, *_: c.subscribe(config.subscription, qos=1)
+    client.on_subscribe = lambda *_: done.set()
+    host, port = config.host_port
+    client.connect(host, port, clean_start=False, properties=connect_properties(config))
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise InputError(f"--mqtt {config.url}: the broker did not confirm the subscription within {timeout:g} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def drop_session(config: MqttConfig) -> None:
+    """Remove the persistent session from the broker (bench and test clean-up)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5)
+    host, port = config.host_port
+    client.connect(host, port, clean_start=True, properties=props)
+    client.loop_start()
+    client.disconnect()
+    client.loop_stop()

@@ -333,9 +333,18 @@ class Ingestor:
         return report
 
 
-ONCE_FILTER = """WHERE NOT EXISTS (SELECT 1 FROM quarantine x WHERE x.source = q.source AND x.location = q.location
-                                     AND x.resolved_at IS NULL)"""
-"""Keeps a redelivered record (same source and location) from entering quarantine twice."""
+ONCE_FILTER = """WHERE NOT EXISTS (
+    SELECT 1 FROM (SELECT x.source, x.location FROM quarantine x
+                   SEMI JOIN _q_rows r ON x.source = r.source AND x.location = r.location
+                   WHERE x.resolved_at IS NULL) s
+    WHERE s.source = q.source AND s.location = q.location)"""
+"""Keeps a redelivered record (same source and location) from entering quarantine twice.
+
+The stored rows of the batch's keys are found first with a semi join whose hash table is
+the batch's few rows, probed by one scan of quarantine; a plain anti join would build its
+hash table from the whole quarantine table on every batch (4x slower at 2 million rows).
+An ART index on (source, location) does not help: DuckDB does not use it for this join,
+and point lookups through it were slower than the scan."""
 
 
 def _origins_table(origins: dict[int, tuple[str, str]]) -> pa.Table:

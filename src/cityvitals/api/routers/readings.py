@@ -77,8 +77,8 @@ def list_readings(
         tcol = "ts"
     else:
         sql = (f"SELECT * FROM (SELECT sensor_id, time_bucket(?::INTERVAL, ts) AS bucket, avg(value) AS mean, "
-               f"min(value) AS min, max(value) AS max, count(*) AS n, any_value(kind) AS kind, any_value(unit_code) AS unit_code "
-               f"FROM readings WHERE {w} GROUP BY ALL) WHERE true")
+               f"min(value) AS min, max(value) AS max, count(*) AS n, min(kind) AS kind, min(unit_code) AS unit_code "
+               f"FROM readings WHERE {w} GROUP BY 1, 2) b WHERE true")  # portable: DuckDB and PostgreSQL
         params = [step] + params
         tcol = "bucket"
     if after:

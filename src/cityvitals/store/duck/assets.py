@@ -72,8 +72,26 @@ class AssetRepo:
         with self.store.lock:
             return pl.from_arrow(self.store.con.execute(sql + " ORDER BY src, dst", params).to_arrow_table())
 
+    def sensor_asset_props(self, kinds: list[str], props: dict[str, str]) -> pl.DataFrame:
+        """Sensors of ``kinds`` joined to their asset (``meta.asset_id``): id, kind, atype and,
+        per output column of ``props`` (column -> key in the asset's JSON ``props``), the
+        value as a number (null when missing or not a number)."""
+        cols = ", ".join(f"TRY_CAST(json_extract(a.props, '$.{_key(k)}') AS DOUBLE) AS {_key(c)}" for c, k in props.items())
+        return self.store.frame(
+            f"SELECT s.id, s.kind, a.type AS atype{', ' if cols else ''}{cols} FROM sensors s "
+            "JOIN assets a ON a.id = json_extract_string(s.meta, '$.asset_id') WHERE list_contains(?, s.kind) ORDER BY s.id",
+            [list(kinds)],
+        )
+
     def status(self) -> dict:
         with self.store.lock:
             n = self.store.con.execute("SELECT count(*) FROM assets").fetchone()[0]
             e = self.store.con.execute("SELECT count(*) FROM asset_edges").fetchone()[0]
         return {"assets": n, "asset_edges": e}
+
+
+def _key(name: str) -> str:
+    """A JSON key or column name put into SQL text: identifiers only."""
+    if not name.isidentifier():
+        raise ValueError(f"not a plain name: {name!r}")
+    return name

@@ -8,7 +8,7 @@ writer).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import polars as pl
 
@@ -59,6 +59,15 @@ class ReadingRepo:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return self.store.frame(sql + " ORDER BY sensor_id, ts", params)
+
+    def since(self, ingested_after: datetime | None):
+        """Readings ingested after a watermark as Arrow (sensor_id, t = epoch seconds, value,
+        ingested_at), in time order: what a stage that follows the ingest reads (watch)."""
+        return self.store.arrow(
+            "SELECT sensor_id, epoch(ts)::BIGINT AS t, value, ingested_at FROM readings "
+            "WHERE ingested_at > ? ORDER BY ts, sensor_id",
+            [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)],
+        )
 
     def count(self) -> int:
         with self.store.lock:

@@ -15,8 +15,13 @@ Like the DuckDB store, the store holds one connection behind ``lock``: the serve
 threads (API, MQTT worker) share it, so statements never interleave. Tests give each
 store its own schema with ``?options=-csearch_path%3D<schema>`` in the URL.
 
-Not ported yet: the vital-signs repository (``store.signs``) and the repositories of the
-later stages; they raise ``StoreError`` naming the backend when used.
+The DuckDB names the portable SQL leans on (``list_contains``, ``epoch_us``,
+``time_bucket``, ``hash``, ``rowid``) exist here too (migration 0004), and ``con`` answers
+DuckDB's ``sql``/``register``/``unregister``, so code outside ``store/`` that queries
+``store.con`` with portable SQL runs on both backends.
+
+Not ported yet: the repositories of the later stages (incidents, cases, sharing); they
+raise ``StoreError`` naming the backend when used.
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ import polars as pl
 import psycopg
 
 from cityvitals.store.pg import migrate
-from cityvitals.store.pg._sql import PgCon, to_arrow
+from cityvitals.store.pg._sql import PgCon, _param, qmarks, to_arrow
 from cityvitals.store.pg.alerts import PgAlertRepo
 from cityvitals.store.pg.assets import PgAssetRepo
 from cityvitals.store.pg.quarantine import PgQuarantineRepo
 from cityvitals.store.pg.readings import PgReadingRepo
 from cityvitals.store.pg.sensors import PgSensorRepo
+from cityvitals.store.pg.signs import PgSignRepo
 from cityvitals.store.pg.units import PgUnitRepo
 from cityvitals.store.pg.users import PgUserRepo
 
@@ -45,11 +51,12 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("readings", PgReadingRepo),
     ("quarantine", PgQuarantineRepo),
     ("alerts", PgAlertRepo),
+    ("signs", PgSignRepo),
     ("users", PgUserRepo),
     ("assets", PgAssetRepo),
 )
 
-NOT_PORTED = ("signs", "incidents", "cases", "share")
+NOT_PORTED = ("incidents", "cases", "share")
 """Repositories the DuckDB store has (or will have) that this backend does not serve yet."""
 
 
@@ -59,12 +66,15 @@ def _store_error():
     return StoreError
 
 
-class _NotPorted:
-    def __init__(self, name: str):
-        self._name = name
+def _not_ported(name: str) -> Exception:
+    StoreError = _store_error()
 
-    def __getattr__(self, attr: str):
-        raise _store_error()(f"store.{self._name} is not available on the PostgreSQL backend yet; use the DuckDB store")
+    class NotPortedError(StoreError, AttributeError):
+        """A repository this backend does not have: an AttributeError too, so code that
+        asks ``hasattr(store, "cases")`` (the API's routers, the change feed) leaves the
+        feature out instead of failing."""
+
+    return NotPortedError(f"store.{name} is not available on the PostgreSQL backend yet; use the DuckDB store")
 
 
 class PostgresStore:
@@ -80,6 +90,7 @@ class PostgresStore:
         self.pg.execute("SET TIME ZONE 'UTC'")
         self.con = PgCon(self.pg)
         self.lock = threading.RLock()
+        self._pending: list[tuple[str, list]] = []
         if migrate_schema:
             migrate.upgrade(self.pg)
         version, head = migrate.current(self.pg), migrate.head()
@@ -92,19 +103,55 @@ class PostgresStore:
             self.pg.execute("SET default_transaction_read_only = on")
         for name, repo_cls in _REPOS:
             setattr(self, name, repo_cls(self))
-        for name in NOT_PORTED:
-            setattr(self, name, _NotPorted(name))
+
+    def __getattr__(self, name: str):
+        if name in NOT_PORTED:
+            raise _not_ported(name)
+        raise AttributeError(name)
 
     # -- the store protocol (as DuckDBStore) ------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[PgCon]:
-        """All-or-nothing: a batch is durable when this block exits without error."""
-        with self.lock, self.pg.transaction():
-            yield self.con
+        """All-or-nothing: a batch is durable when this block exits without error.
+
+        Writes that return nothing may be deferred inside the block (``defer``) and go out
+        together before anything is read and before the commit: one round trip for many
+        row updates instead of one each."""
+        with self.lock:
+            try:
+                with self.pg.transaction():
+                    yield self.con
+                    self.flush()
+            finally:
+                self._pending.clear()
+
+    def defer(self, sql: str, params: list) -> None:
+        """Run ``sql`` (``?`` dialect, no result) now, or with the next flush when inside a
+        transaction. Statements keep their order."""
+        if self.pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            with self.lock:
+                self.con.execute(sql, params)
+            return
+        self._pending.append((sql, params))
+
+    def flush(self) -> None:
+        """Send the deferred statements: each run of the same SQL as one pipelined executemany."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self.lock, self.pg.cursor() as cur:
+            i = 0
+            while i < len(pending):
+                j = i
+                while j < len(pending) and pending[j][0] == pending[i][0]:
+                    j += 1
+                cur.executemany(qmarks(pending[i][0]), [[_param(p) for p in ps] for _, ps in pending[i:j]])
+                i = j
 
     def arrow(self, sql: str, params: list | None = None):
         """Run a ``?``-placeholder query and return an Arrow table."""
         with self.lock:
+            self.flush()
             return to_arrow(self.con.execute(sql, params))
 
     def frame(self, sql: str, params: list | None = None) -> pl.DataFrame:
@@ -120,7 +167,8 @@ class PostgresStore:
         self.close()
 
     def status(self) -> dict:
-        out: dict = {"backend": self.backend, "url": redact(self.url), "schema_version": migrate.current(self.pg)}
+        url = redact(self.url)  # "path" too: where the DuckDB store reports its file, callers print it
+        out: dict = {"backend": self.backend, "url": url, "path": url, "schema_version": migrate.current(self.pg)}
         for name, _ in _REPOS:
             repo = getattr(self, name)
             if hasattr(repo, "status"):

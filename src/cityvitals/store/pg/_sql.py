@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from psycopg.types.numeric import Int8
 
 # PostgreSQL type OIDs -> Arrow types (what the repositories select).
 _TYPES: dict[int, pa.DataType] = {
@@ -24,14 +25,18 @@ _TYPES: dict[int, pa.DataType] = {
 }
 
 
-def qmarks(sql: str) -> str:
-    """``?`` placeholders outside quoted literals become ``%s``; a literal ``%`` is doubled.
+def qmarks(sql: str, named: bool = False) -> str:
+    """``?`` placeholders outside quoted literals become ``%s`` (``$name`` becomes
+    ``%(name)s`` when the parameters are a mapping); a literal ``%`` is doubled.
 
     >>> qmarks("SELECT '?', x FROM t WHERE a = ? AND b LIKE 'a%'")
     "SELECT '?', x FROM t WHERE a = %s AND b LIKE 'a%%'"
+    >>> qmarks("SELECT x FROM t WHERE a > $wm AND b = '$x'", named=True)
+    "SELECT x FROM t WHERE a > %(wm)s AND b = '$x'"
     """
-    out, quote = [], None
-    for ch in sql:
+    out, quote, i, n = [], None, 0, len(sql)
+    while i < n:
+        ch = sql[i]
         if quote:
             if ch == quote:
                 quote = None
@@ -39,21 +44,73 @@ def qmarks(sql: str) -> str:
         elif ch in ("'", '"'):
             quote = ch
             out.append(ch)
-        elif ch == "?":
+        elif ch == "?" and not named:
             out.append("%s")
+        elif ch == "$" and named and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
+            j = i + 1
+            while j < n and (sql[j].isalnum() or sql[j] == "_"):
+                j += 1
+            out.append(f"%({sql[i + 1:j]})s")
+            i = j
+            continue
         elif ch == "%":
             out.append("%%")
         else:
             out.append(ch)
+        i += 1
     return "".join(out)
 
 
 def _param(v: Any) -> Any:
     if isinstance(v, tuple):
-        return list(v)
+        v = list(v)
+    if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        # psycopg types an int list by its largest value (smallint[] ...): always bigint[]
+        return [Int8(x) for x in v]
     if isinstance(v, memoryview):
         return bytes(v)
     return v
+
+
+def pg_type(t: pa.DataType) -> str:
+    """The PostgreSQL column type for an Arrow type (temp tables made from Arrow data).
+
+    >>> pg_type(pa.timestamp("us", tz="UTC")), pg_type(pa.dictionary(pa.int32(), pa.string()))
+    ('TIMESTAMPTZ', 'TEXT')
+    """
+    if pa.types.is_dictionary(t):
+        return pg_type(t.value_type)
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_integer(t):
+        return "BIGINT"
+    if pa.types.is_floating(t):
+        return "DOUBLE PRECISION"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_date(t):
+        return "DATE"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "BYTEA"
+    return "TEXT"
+
+
+class _Relation:
+    """What DuckDB's ``con.sql(...)`` hands back, for the calls the repositories make."""
+
+    def __init__(self, con: "PgCon", sql: str, params: Sequence[Any] | dict | None):
+        self._con, self._sql, self._params = con, sql, params
+
+    def to_arrow_table(self) -> pa.Table:
+        return to_arrow(self._con.execute(self._sql, self._params))
+
+    def fetchall(self) -> list[tuple]:
+        return self._con.execute(self._sql, self._params).fetchall()
+
+    def pl(self):
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow_table())
 
 
 class PgCon:
@@ -62,12 +119,31 @@ class PgCon:
     def __init__(self, conn):
         self.conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] | None = None):
+    def execute(self, sql: str, params: Sequence[Any] | dict | None = None):
+        if isinstance(params, dict):  # DuckDB's $name parameters
+            return self.conn.execute(qmarks(sql, named=True), {k: _param(v) for k, v in params.items()})
         return self.conn.execute(qmarks(sql), [_param(p) for p in (params or [])])
 
     def raw(self, sql: str, params: Sequence[Any] | dict | None = None):
         """psycopg's own ``%s`` dialect, for SQL written for PostgreSQL only."""
         return self.conn.execute(sql, params)
+
+    def sql(self, sql: str, params: Sequence[Any] | None = None) -> _Relation:
+        """DuckDB's ``con.sql(q, params=...)``: ``.to_arrow_table()``, ``.fetchall()``, ``.pl()``."""
+        return _Relation(self, sql, params)
+
+    def register(self, name: str, table) -> None:
+        """DuckDB's ``register``: an Arrow table or Polars frame becomes a temp table ``name``
+        (COPYed in; a table, not a view, so it costs one bulk load)."""
+        if not isinstance(table, pa.Table):
+            table = table.to_arrow()
+        cols = ", ".join(f'"{f.name}" {pg_type(f.type)}' for f in table.schema)
+        self.conn.execute(f'DROP TABLE IF EXISTS pg_temp."{name}"')
+        self.conn.execute(f'CREATE TEMP TABLE "{name}" ({cols})')
+        copy_arrow(self, table, f'"{name}"', table.column_names)
+
+    def unregister(self, name: str) -> None:
+        self.conn.execute(f'DROP TABLE IF EXISTS pg_temp."{name}"')
 
 
 def to_arrow(cur) -> pa.Table:
@@ -104,6 +180,7 @@ def copy_arrow(con, table: pa.Table, target: str, columns: Iterable[str]) -> int
         fixed.append(col)
     buf = io.BytesIO()
     pacsv.write_csv(pa.table(fixed, names=cols), buf, pacsv.WriteOptions(include_header=False))
-    with con.conn.cursor().copy(f"COPY {target} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as cp:
+    names = ", ".join('"' + c + '"' for c in cols)
+    with con.conn.cursor().copy(f"COPY {target} ({names}) FROM STDIN (FORMAT csv)") as cp:
         cp.write(buf.getvalue())
     return table.num_rows

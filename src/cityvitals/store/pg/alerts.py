@@ -2,17 +2,46 @@
 
 The DuckDB repository's SQL is portable except where it leans on DuckDB's ``rowid`` (the
 event log here has a ``seq`` column in insertion order) and ``INSERT OR REPLACE``.
+
+Row updates and event-log lines are deferred inside a transaction (``store.defer``) and
+sent together before the next read and before the commit: the alert manager touches every
+open alert a batch observes, and one network round trip each would make a storm of
+thousands of open alerts cost seconds per watch run instead of milliseconds.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from cityvitals.store.duck.alerts import EVENT_COLUMNS, AlertRepo
+from cityvitals.store.duck.alerts import ALERT_COLUMNS, EVENT_COLUMNS, AlertRepo
 
 
 class PgAlertRepo(AlertRepo):
     DDL = ()
+
+    def _rows(self, sql: str, params: list) -> list[dict]:
+        with self.store.lock:
+            self.store.flush()
+            return super()._rows(sql, params)
+
+    def insert(self, con, row: dict) -> int:
+        self.store.flush()
+        return super().insert(con, row)
+
+    def update(self, con, alert_id: int, changes: dict) -> None:
+        if not changes:
+            return
+        bad = set(changes) - set(ALERT_COLUMNS)
+        if bad:
+            raise ValueError(f"unknown alert columns: {sorted(bad)}")
+        cols = list(changes)
+        self.store.defer(f"UPDATE alerts SET {', '.join(f'{c} = ?' for c in cols)} WHERE id = ?",
+                         [changes[c] for c in cols] + [int(alert_id)])
+
+    def log(self, con, alert_id: int, at: datetime, event: str, actor: str | None = None,
+            level: str | None = None, note: str | None = None) -> None:
+        self.store.defer("INSERT INTO alert_events (alert_id, ts, event, actor, level, note) VALUES (?, ?, ?, ?, ?, ?)",
+                         [int(alert_id), at, event, actor, level, note])
 
     def events(self, alert_id: int) -> list[dict]:
         return self._rows(
@@ -22,8 +51,6 @@ class PgAlertRepo(AlertRepo):
     def open_for(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
         if not pairs:
             return {}
-        from cityvitals.store.duck.alerts import ALERT_COLUMNS
-
         rows = self._rows(
             f"""SELECT {', '.join('a.' + c for c in ALERT_COLUMNS)} FROM alerts a
                 JOIN unnest(?::text[], ?::text[]) AS k(source, type) USING (source, type)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
-from cityvitals.store.duck.assets import ASSET_COLUMNS, AssetRepo
+from cityvitals.store.duck.assets import ASSET_COLUMNS, AssetRepo, _key
 from cityvitals.store.pg._sql import copy_arrow
 
 
@@ -40,3 +40,14 @@ class PgAssetRepo(AssetRepo):
             sql += " WHERE relation = ?"
             params.append(relation)
         return self.store.frame(sql + " ORDER BY src, dst", params)
+
+    def sensor_asset_props(self, kinds: list[str], props: dict[str, str]) -> pl.DataFrame:
+        """As the DuckDB repository, with PostgreSQL's jsonb (only JSON numbers count)."""
+        cols = "".join(
+            f", CASE WHEN jsonb_typeof(a.props::jsonb -> '{_key(k)}') = 'number' "
+            f"THEN (a.props::jsonb ->> '{_key(k)}')::double precision END AS {_key(c)}" for c, k in props.items())
+        return self.store.frame(
+            f"SELECT s.id, s.kind, a.type AS atype{cols} FROM sensors s "
+            "JOIN assets a ON a.id = (s.meta::jsonb ->> 'asset_id') WHERE s.kind = ANY(?) ORDER BY s.id",
+            [list(kinds)],
+        )

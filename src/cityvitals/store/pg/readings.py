@@ -1,7 +1,9 @@
 """Readings on PostgreSQL: monthly partitions on ``ts``, COPY in, idempotent on (sensor_id, ts).
 
 ``write_batch`` persists one validated batch (see ``cityvitals.ingest.pipeline.Batch``)
-in one transaction: the valid records are COPYed into a staging table, the first record
+in one transaction. Live data is new: its valid records are COPYed straight into
+``readings`` under a savepoint. When that meets a stored key (a redelivery after a crash)
+or the batch repeats a key, the records are COPYed into a staging table instead, the first record
 of each key is inserted with ``ON CONFLICT DO NOTHING``, and every record not inserted
 is classified against the stored row as a duplicate (same value) or a conflict (another
 value) -- the same rules as the DuckDB backend, so a redelivered batch stores nothing
@@ -70,6 +72,14 @@ class PgReadingRepo(ReadingRepo):
         if where:
             sql += " WHERE " + " AND ".join(where)
         return self.store.frame(sql + " ORDER BY sensor_id, ts", params)
+
+    def since(self, ingested_after: datetime | None):
+        """As the DuckDB repository: readings ingested after a watermark (index on ingested_at)."""
+        return self.store.arrow(
+            "SELECT sensor_id, extract(epoch FROM ts)::BIGINT AS t, value, ingested_at FROM readings "
+            "WHERE ingested_at > ? ORDER BY ts, sensor_id",
+            [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)],
+        )
 
     # -- partitions ---------------------------------------------------------------
     def partitions(self) -> list[dict]:
@@ -144,30 +154,48 @@ class PgReadingRepo(ReadingRepo):
             return empty
         ts = ok.column("ts")
         self.ensure_partitions(pc.min(ts).as_py(), pc.max(ts).as_py(), con)
+        if pc.all(ok.column("first")).as_py() and self._copy_direct(con, ok, now):
+            return empty
         con.raw(
             """CREATE TEMP TABLE IF NOT EXISTS _stage (seq BIGINT, sensor_id TEXT, ts TIMESTAMPTZ,
                    value DOUBLE PRECISION, quality TEXT, kind TEXT, unit_code TEXT, first BOOLEAN)
                ON COMMIT DELETE ROWS"""
         )
-        con.raw("CREATE TEMP TABLE IF NOT EXISTS _inserted (sensor_id TEXT, ts TIMESTAMPTZ) ON COMMIT DELETE ROWS")
         copy_arrow(con, ok, "_stage", STAGE_COLUMNS)
-        con.raw(
-            """WITH ins AS (
-                   INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
-                   SELECT sensor_id, ts, value, quality, kind, unit_code, %s FROM _stage WHERE first ORDER BY ts
-                   ON CONFLICT (sensor_id, ts) DO NOTHING RETURNING sensor_id, ts)
-               INSERT INTO _inserted SELECT sensor_id, ts FROM ins""",
+        inserted = con.raw(
+            """INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
+               SELECT sensor_id, ts, value, quality, kind, unit_code, %s FROM _stage WHERE first ORDER BY ts
+               ON CONFLICT (sensor_id, ts) DO NOTHING""",
             [now],
-        )
+        ).rowcount
+        if inserted == ok.num_rows:  # the live case: every record new and distinct
+            return empty
         # Every record not inserted meets the stored row of its key: the same value is a
         # duplicate, another value a conflict (later copies within the batch meet the first).
+        # A row this transaction inserted carries its id in xmin.
         return to_arrow(con.raw(
             """SELECT s.seq, CASE WHEN r.value = s.value THEN 'duplicate' ELSE 'conflict' END AS outcome,
                       r.value AS other_v
                FROM _stage s JOIN readings r ON r.sensor_id = s.sensor_id AND r.ts = s.ts
-               WHERE NOT (s.first AND EXISTS (SELECT 1 FROM _inserted i WHERE i.sensor_id = s.sensor_id AND i.ts = s.ts))
+               WHERE NOT (s.first AND r.xmin = pg_current_xact_id()::xid)
                ORDER BY s.seq"""
         ))
+
+    @staticmethod
+    def _copy_direct(con, ok: pa.Table, now: datetime) -> bool:
+        """The live case first: COPY straight into ``readings`` under a savepoint. A key
+        already stored (a redelivery) makes the COPY fail whole; the savepoint undoes it and
+        the caller takes the staged path that sorts duplicates from conflicts."""
+        import psycopg
+
+        table = ok.select(["sensor_id", "ts", "value", "quality", "kind", "unit_code"]).append_column(
+            "ingested_at", pa.array([now] * ok.num_rows, pa.timestamp("us", "UTC")))
+        try:
+            with con.conn.transaction():  # a savepoint inside the batch's transaction
+                copy_arrow(con, table, "readings", table.column_names)
+        except psycopg.errors.UniqueViolation:
+            return False
+        return True
 
     @staticmethod
     def _accepted_outcomes(ok: pa.Table, outcomes: pa.Table) -> pa.Table:

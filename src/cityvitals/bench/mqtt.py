@@ -1,0 +1,570 @@
+"""``cityvitals bench mqtt``: live ingestion end to end against its two ceilings.
+
+One bounded run on loopback (the Mosquitto and PostgreSQL of this machine), four parts:
+
+1. **broker ceiling**: the same messages published as fast as one publisher can, to a plain
+   subscriber (QoS 1, acknowledged on receipt): the broker's raw publish→subscribe rate.
+2. **store ceiling**: the same readings COPYed straight into an empty ``readings`` table
+   (same partitions and indexes) of a scratch schema: PostgreSQL's bulk-load rate.
+3. **saturation**: the messages published unpaced to the server pipeline that ``serve
+   --mqtt`` runs (``MqttSource``: validate, store in PostgreSQL, acknowledge after commit)
+   while the watch stage (alerts) and the signs stage (indicators) follow the store in
+   their own threads and connections, as in the server process: sustained readings/s.
+4. **fixed load**: the offered load (default 20,000 readings/s) paced for ``seconds``;
+   latency publish→stored per message and publish→alert for planted spikes (one per
+   sensor of a sample; each must raise a threshold alert), p50 and p99.
+
+The publisher runs in its own process (a second core, as a real sender would), and times
+are ``time.monotonic()``, one clock for every process on the machine. Every message
+carries ``per_message`` readings of one sensor (a JSON array, as a gateway sends); the
+ceilings use exactly the same payloads. Everything it creates (schemas, broker sessions)
+is removed at the end; it stops by itself (every wait is bounded).
+"""
+
+from __future__ import annotations
+
+import json as _json
+import multiprocessing as mp
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Optional
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import typer
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+KIND, UNIT = "pm25", "ug/m3"
+SPIKE = 900.0
+
+
+# -- the workload -----------------------------------------------------------------------
+def workload(prefix: str, *, readings: int, sensors: int, per_message: int, seed: int, spikes: int,
+             base: datetime, period: float = 1.0) -> tuple[list[tuple[str, bytes]], dict[int, str]]:
+    """Messages (topic, JSON array payload) and the message index of each planted spike.
+
+    As a city sends: every sensor reports once per ``period`` seconds (data time keeps pace
+    with the clock, so nothing looks stale), through gateways of ``per_message`` sensors
+    that publish one message per round (topic ``<prefix>/<kind>/<gateway>``, each reading
+    naming its sensor). ``spikes`` sensors spread over the city jump far above the alarm
+    level and stay there (an incident, not a one-reading glitch, which the watch's
+    end-of-batch level would not report), one more sensor per round from the middle of
+    the run on; the latency is timed from the first high reading's publish.
+    """
+    rng = np.random.default_rng(seed)
+    rounds = max(1, readings // sensors)
+    t0 = base.timestamp()
+    gateways = -(-sensors // per_message)
+    step = max(1, sensors // max(spikes, 1))
+    planted_at = {s * step: rounds // 2 + (k % max(1, rounds - rounds // 2)) for k, s in enumerate(range(min(spikes, sensors)))}
+    msgs: list[tuple[str, bytes]] = []
+    planted: dict[int, str] = {}
+    for r in range(rounds):
+        ts = t0 + r * period
+        # one city-wide signal plus a little noise per reading: neighbours agree, as real ones do
+        values = np.round(40 + 10 * np.sin(ts / 600.0) + rng.normal(0, 1.0, sensors), 2)
+        stamp = datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+        for g in range(gateways):
+            lo, hi = g * per_message, min(sensors, (g + 1) * per_message)
+            recs = []
+            for s in range(lo, hi):
+                v = float(values[s])
+                if planted_at.get(s, rounds) <= r:  # from its round on the sensor stays high: an incident
+                    v = SPIKE
+                    if planted_at[s] == r:
+                        planted[len(msgs)] = f"B{s:05d}"
+                recs.append({"sensor_id": f"B{s:05d}", "ts": stamp, "value": v})
+            msgs.append((f"{prefix}/{KIND}/gw{g:04d}", orjson.dumps(recs)))
+    return msgs, planted
+
+
+def _register(store, sensors: int) -> None:
+    grids = max(1, sensors // 20)
+    units = pl.DataFrame({
+        "code": ["c"] + [f"g{g:04d}" for g in range(grids)], "name": ["Bench"] + [f"G{g}" for g in range(grids)],
+        "level": ["city"] + ["grid"] * grids, "depth": [0] + [1] * grids, "parent_code": [None] + ["c"] * grids,
+        "population": [None] + [1000.0] * grids,
+    })
+    store.units.upsert(units)
+    ids = [f"B{s:05d}" for s in range(sensors)]
+    side = int(np.ceil(np.sqrt(sensors)))  # a square lattice over ~30 km: neighbours a few hundred metres apart
+    idx = np.arange(sensors)
+    store.sensors.upsert(pl.DataFrame({"id": ids, "kind": [KIND] * sensors, "unit": [UNIT] * sensors,
+                                       "lon": 121.2 + (idx % side) * 0.3 / side, "lat": 31.0 + (idx // side) * 0.3 / side,
+                                       "unit_code": [f"g{(s % grids):04d}" for s in range(sensors)]}))
+
+
+# -- processes and clients ---------------------------------------------------------------------
+def _client(host: str, port: int, client_id: str = ""):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = 65535
+    c.connect(host, port, properties=props)
+    c.loop_start()
+    return c
+
+
+def _publisher(host: str, port: int, msgs: list, times, rate_msgs: float, ready, go, limit_s: float) -> None:
+    """Publish every message with QoS 1 (paced to ``rate_msgs`` per second when > 0) and
+    write each one's publish time; waits (bounded) until the broker acknowledged all."""
+    c = _client(host, port)
+    ready.set()
+    go.wait(60)
+    t0 = time.monotonic()
+    info = None
+    for i, (topic, payload) in enumerate(msgs):
+        if rate_msgs > 0:
+            wait = t0 + i / rate_msgs - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        times[i] = time.monotonic()
+        info = c.publish(topic, payload, qos=1)
+        if time.monotonic() - t0 > limit_s:
+            break
+    if info is not None:
+        info.wait_for_publish(limit_s)
+    c.disconnect()
+    c.loop_stop()
+
+
+def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float):
+    """Start the publisher process; returns (start, join) where join() gives the publish times."""
+    ctx = mp.get_context("fork")
+    times = ctx.Array("d", len(msgs), lock=False)
+    ready, go = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_publisher, args=(host, port, msgs, times, rate_msgs, ready, go, limit_s), daemon=True)
+    proc.start()
+    if not ready.wait(30):
+        proc.kill()
+        raise RuntimeError("the publisher did not connect to the broker")
+
+    def join() -> np.ndarray:
+        proc.join(limit_s + 30)
+        if proc.is_alive():
+            proc.kill()
+        return np.frombuffer(times, dtype=np.float64).copy()
+
+    return go.set, join
+
+
+def _pct(xs, q: float) -> float | None:
+    return round(float(np.percentile(xs, q)), 4) if len(xs) else None
+
+
+# -- the parts ------------------------------------------------------------------------------
+def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: int, limit_s: float) -> dict:
+    n = len(msgs)
+    got = [0]
+    last = [0.0]
+    done = threading.Event()
+
+    def on_message(c, u, m) -> None:
+        got[0] += 1
+        last[0] = time.monotonic()
+        if got[0] >= n:
+            done.set()
+
+    sub = _client(host, port)
+    subscribed = threading.Event()
+    sub.on_message = on_message
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.subscribe(f"{prefix}/#", qos=1)
+    subscribed.wait(10)
+    raw = [(t.replace("/live/", "/raw/", 1), p) for t, p in msgs]
+    start, join = _publish(host, port, raw, 0, limit_s)
+    start()
+    times = join()
+    done.wait(limit_s)
+    sub.disconnect()
+    sub.loop_stop()
+    first = times[times > 0].min() if (times > 0).any() else time.monotonic()
+    secs = max(last[0] - first, 1e-9)
+    return {"messages": n, "received": got[0], "seconds": round(secs, 3),
+            "messages_per_s": round(got[0] / secs), "readings_per_s": round(got[0] * per_message / secs)}
+
+
+def copy_ceiling(pg: str, msgs: list, sensors: int) -> dict:
+    """COPY the readings of ``msgs`` into a fresh readings table (same schema) once."""
+    from cityvitals.store.pg import PostgresStore
+    from cityvitals.store.pg._sql import copy_arrow
+
+    sid, ts, val = [], [], []
+    for _, payload in msgs:
+        recs = orjson.loads(payload)
+        sid += [r["sensor_id"] for r in recs]
+        ts += [datetime.fromisoformat(r["ts"]) for r in recs]
+        val += [r["value"] for r in recs]
+    n = len(sid)
+    table = pa.table({
+        "sensor_id": pa.array(sid), "ts": pa.array(ts, pa.timestamp("us", "UTC")),
+        "value": pa.array(val, pa.float64()), "kind": pa.array([KIND] * n), "unit_code": pa.array(["g0000"] * n),
+        "ingested_at": pa.array([datetime.now(timezone.utc)] * n, pa.timestamp("us", "UTC")),
+    })
+    with _schema(pg) as url:
+        s = PostgresStore(url, migrate_schema=True)
+        try:
+            s.readings.ensure_partitions(min(ts), max(ts))
+            t0 = time.perf_counter()
+            with s.transaction() as con:
+                copy_arrow(con, table, "readings", ("sensor_id", "ts", "value", "kind", "unit_code", "ingested_at"))
+            secs = time.perf_counter() - t0
+        finally:
+            s.close()
+    return {"readings": n, "seconds": round(secs, 3), "readings_per_s": round(n / secs)}
+
+
+class _PrivateBroker:
+    """A Mosquitto of our own on a free loopback port, configured to queue without limit.
+
+    The system broker keeps Mosquitto's defaults, among them ``max_queued_messages 1000``:
+    a subscriber that falls more than its in-flight window plus 1000 messages behind loses
+    QoS 1 messages. The saturation part falls behind on purpose, so it needs a broker that
+    queues what it is sent (a few MB here); the figures then measure our pipeline, not the
+    broker's drop policy. Stopped (and its files removed) on exit."""
+
+    def __init__(self):
+        import shutil
+
+        self.binary = shutil.which("mosquitto") or next(
+            (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
+        self.proc = None
+
+    def __enter__(self) -> str | None:
+        import socket
+        import subprocess
+        import tempfile
+
+        if not self.binary:
+            return None
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.dir = tempfile.TemporaryDirectory(prefix="cv-bench-broker-")
+        conf = os.path.join(self.dir.name, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_messages 1000\n")
+        self.proc = subprocess.Popen([self.binary, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return f"mqtt://127.0.0.1:{port}"
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        self.__exit__()
+        return None
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:
+                self.proc.kill()
+        if getattr(self, "dir", None) is not None:
+            self.dir.cleanup()
+
+
+class _Schema:
+    """A scratch schema on the PostgreSQL server, dropped on exit."""
+
+    def __init__(self, pg: str):
+        self.pg = pg
+        self.name = "cv_bench_" + uuid.uuid4().hex[:10]
+
+    def __enter__(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.pg, autocommit=True) as c:
+            c.execute(f"CREATE SCHEMA {self.name}")
+        sep = "&" if "?" in self.pg else "?"
+        return f"{self.pg}{sep}options=-csearch_path%3D{self.name}"
+
+    def __exit__(self, *exc) -> None:
+        import psycopg
+
+        with psycopg.connect(self.pg, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA IF EXISTS {self.name} CASCADE")
+
+
+def _schema(pg: str) -> _Schema:
+    return _Schema(pg)
+
+
+class _Stages:
+    """The stages that follow the store in the server process: watch (alerts) and signs
+    (indicators), each in its own thread on its own connection, looping until stopped."""
+
+    def __init__(self, url: str, thresholds: dict):
+        from cityvitals.store.pg import PostgresStore
+
+        self.watch_store = PostgresStore(url)
+        self.signs_store = PostgresStore(url)
+        self.thresholds = thresholds
+        self.stop = threading.Event()
+        self.idle = threading.Event()  # the watch's last run found nothing new
+        self.alert_seen: dict[str, float] = {}  # sensor -> when its threshold alert was committed
+        self.watch_runs: list[float] = []
+        self.signs_runs: list[float] = []
+        self.signs_values = 0
+        self.errors: list[str] = []
+        self._threads = [threading.Thread(target=self._watch, daemon=True, name="bench-watch"),
+                         threading.Thread(target=self._signs, daemon=True, name="bench-signs")]
+
+    def start(self) -> "_Stages":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _watch(self) -> None:
+        from cityvitals.watch.runner import watch_readings
+
+        s = self.watch_store
+        try:
+            while not self.stop.is_set():
+                t0 = time.monotonic()
+                res = watch_readings(s, thresholds=self.thresholds, use_catalog=False)
+                done = time.monotonic()
+                if res["points"]:
+                    self.idle.clear()
+                    self.watch_runs.append(done - t0)
+                    rows = s.frame("SELECT DISTINCT source FROM alerts WHERE type = 'threshold'")
+                    for src in rows["source"].to_list() if rows.height else []:
+                        self.alert_seen.setdefault(src, done)
+                else:
+                    self.idle.set()
+                    self.stop.wait(0.02)
+        except Exception as exc:  # reported in the result, the bench goes on
+            self.errors.append(f"watch: {exc!r}")
+
+    def _signs(self) -> None:
+        from cityvitals.signs import compute_signs
+
+        s = self.signs_store
+        try:
+            while not self.stop.is_set():
+                t0 = time.monotonic()
+                rep = compute_signs(s)
+                if rep.readings:
+                    self.signs_runs.append(time.monotonic() - t0)
+                    self.signs_values += rep.values
+                self.stop.wait(0.5)
+        except Exception as exc:
+            self.errors.append(f"signs: {exc!r}")
+
+    def wait_caught_up(self, limit_s: float) -> bool:
+        """Wait (bounded) until the watch has read everything stored so far."""
+        self.idle.clear()
+        return self.idle.wait(limit_s)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(60)
+
+    def alert_types(self) -> dict:
+        rows = self.watch_store.frame("SELECT type, count(*) AS n FROM alerts GROUP BY type ORDER BY type")
+        return dict(zip(rows["type"].to_list(), rows["n"].to_list())) if rows.height else {}
+
+    def close_stores(self) -> None:
+        self.watch_store.close()
+        self.signs_store.close()
+
+
+def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int, str], rate_msgs: float,
+              per_message: int, stages: _Stages, limit_s: float, tag: str) -> dict:
+    """Publish ``msgs`` to a running MqttSource on ``url``; per message, when it was stored."""
+    from cityvitals.ingest.mqtt import MqttConfig, MqttSource, drop_session, ensure_session
+    from cityvitals.store.pg import PostgresStore
+
+    index = {p: i for i, (_, p) in enumerate(msgs)}
+    stored_at = np.zeros(len(msgs))
+    seen = [0]
+    all_stored = threading.Event()
+
+    def on_stored(batch, report) -> None:
+        now = time.monotonic()
+        for m in batch:
+            i = index.get(m.payload)
+            if i is not None and stored_at[i] == 0:
+                stored_at[i] = now
+                seen[0] += 1
+        if seen[0] >= len(msgs):
+            all_stored.set()
+
+    cfg = MqttConfig(url=broker, layout=f"{prefix}/{{kind}}/{{sensor_id}}", client_id=f"cv-bench-{tag}-{uuid.uuid4().hex[:8]}",
+                     batch_messages=500, batch_seconds=0.05, max_pending=4000,
+                     session_expiry=300)  # a bench killed midway leaves no lasting session behind
+    ensure_session(cfg)
+    store = PostgresStore(url)
+    source = MqttSource(store, cfg, on_stored=on_stored)
+    host, port = cfg.host_port
+    try:
+        source.start()
+        start, join = _publish(host, port, msgs, rate_msgs, limit_s)
+        start()
+        times = join()
+        all_stored.wait(limit_s)
+        stats = source.stats()
+        if planted:  # the alerts of the last spikes: bounded wait
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not set(planted.values()) <= set(stages.alert_seen):
+                time.sleep(0.02)
+    finally:
+        source.stop()
+        store.close()
+        drop_session(cfg)
+    ok = (times > 0) & (stored_at > 0)
+    lat = stored_at[ok] - times[ok]
+    first, last = times[times > 0].min(), stored_at[ok].max() if ok.any() else time.monotonic()
+    secs = max(last - first, 1e-9)
+    alert_lat = [stages.alert_seen[s] - times[i] for i, s in planted.items() if s in stages.alert_seen and times[i] > 0]
+    pub_secs = times[times > 0].max() - first if (times > 0).any() else 0
+    return {
+        "messages": len(msgs), "stored_messages": int(ok.sum()), "readings_stored": int(ok.sum()) * per_message,
+        "accepted": stats["accepted"], "quarantined": stats["quarantined"], "batches": stats["batches"],
+        "seconds": round(secs, 3), "readings_per_s": round(int(ok.sum()) * per_message / secs),
+        "offered_readings_per_s": round(len(msgs) * per_message / pub_secs) if pub_secs else None,
+        "stored_p50_s": _pct(lat, 50), "stored_p99_s": _pct(lat, 99), "stored_max_s": _pct(lat, 100),
+        "alerts_planted": len(planted), "alerts_seen": len(alert_lat),
+        "alert_p50_s": _pct(alert_lat, 50), "alert_p99_s": _pct(alert_lat, 99),
+        "batch_p50_s": stats["batch_seconds_p50"], "batch_p99_s": stats["batch_seconds_p99"],
+    }
+
+
+def run(*, rate: int = 20_000, seconds: float = 10.0, sensors: int = 20_000, per_message: int = 20,
+        saturation_readings: int = 200_000, spikes: int = 200, pg: str = DEFAULT_PG,
+        broker: str | None = None, seed: int = 7, limit_s: float = 180.0) -> dict:
+    """The whole bench. ``broker`` None: a private Mosquitto on a free loopback port (queues
+    without limit, see ``_PrivateBroker``), else that URL (loopback only)."""
+    if broker is None:
+        with _PrivateBroker() as url:
+            if url is None:
+                return _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg,
+                            "mqtt://127.0.0.1:1883", seed, limit_s, "system (no mosquitto binary found)")
+            return _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, url, seed, limit_s,
+                        "private mosquitto, max_queued_messages 0")
+    return _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, broker, seed, limit_s, "given")
+
+
+def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, broker, seed, limit_s, broker_kind) -> dict:
+    from cityvitals.bench._machine import machine
+    from cityvitals.ingest.mqtt import MqttConfig
+    from cityvitals.store.pg import PostgresStore
+    from cityvitals.watch.runner import Threshold
+
+    host, port = MqttConfig(url=broker).host_port
+    if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+        raise typer.BadParameter("the bench talks to a broker on this machine only (loopback)")
+    run_id = uuid.uuid4().hex[:8]
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    # Data time never falls behind the clock (live sensors; the watch calls a sensor whose
+    # data stops "stale"): the saturation rounds are spread over the next two minutes of
+    # data time, and the fixed-load rounds (made once the saturation is stored) follow
+    # them, one round per sensors/rate seconds: ahead of the clock by at most two minutes,
+    # within the ingest's five minutes of future tolerance.
+    period = sensors / rate
+    sat_rounds = max(1, saturation_readings // sensors)
+    sat_period = max(period, 120.0 / sat_rounds)
+    sat_msgs, _ = workload(f"cvbench/{run_id}/live/sat", readings=saturation_readings, sensors=sensors,
+                           per_message=per_message, seed=seed, spikes=0, period=sat_period, base=now)
+    sat_end = now + timedelta(seconds=(sat_rounds - 1) * sat_period)
+    out: dict = {"machine": machine(), "load_average": os.getloadavg(), "broker": broker_kind,
+                 "sensors": sensors, "per_message": per_message, "kind": KIND}
+    out["broker_ceiling"] = broker_ceiling(host, port, f"cvbench/{run_id}/raw", sat_msgs, per_message, limit_s)
+    out["copy_ceiling"] = copy_ceiling(pg, sat_msgs, sensors)
+    thresholds = {KIND: Threshold((300.0, 500.0, 700.0), "higher", 0)}
+    with _schema(pg) as url:
+        s = PostgresStore(url, migrate_schema=True)
+        _register(s, sensors)
+        s.close()
+        stages = _Stages(url, thresholds).start()
+        try:
+            out["saturation"] = _pipeline(url, broker, f"cvbench/{run_id}/live/sat", sat_msgs, {}, 0, per_message,
+                                          stages, limit_s, "sat")
+            # the stages catch up first (the watch's first run configures every series)
+            out["saturation"]["stages_caught_up"] = stages.wait_caught_up(limit_s)
+            base = max(datetime.now(timezone.utc) + timedelta(seconds=2), sat_end + timedelta(seconds=period))
+            load_msgs, planted = workload(f"cvbench/{run_id}/live/load", readings=int(rate * seconds),
+                                          sensors=sensors, per_message=per_message, seed=seed + 1, spikes=spikes,
+                                          period=period, base=base)
+            out["fixed_load"] = _pipeline(url, broker, f"cvbench/{run_id}/live/load", load_msgs, planted,
+                                          rate / per_message, per_message, stages, limit_s, "load")
+        finally:
+            stages.close()
+        out["stages"] = {
+            "watch_runs": len(stages.watch_runs), "watch_run_p50_s": _pct(stages.watch_runs, 50),
+            "watch_run_p99_s": _pct(stages.watch_runs, 99), "signs_runs": len(stages.signs_runs),
+            "signs_run_p50_s": _pct(stages.signs_runs, 50), "signs_values": stages.signs_values,
+            "alerts_by_type": stages.alert_types(), "errors": stages.errors,
+        }
+        stages.close_stores()
+    ceiling = out["broker_ceiling"]["readings_per_s"]
+    fl = out["fixed_load"]
+    out["goals"] = {
+        "half_broker_rate": bool(out["saturation"]["readings_per_s"] >= ceiling / 2),
+        "alert_p99_under_1s_at_rate": bool(fl["alert_p99_s"] is not None and fl["alert_p99_s"] < 1.0
+                                           and fl["alerts_seen"] == fl["alerts_planted"]),
+        "offered_rate": rate,
+        "nothing_lost": out["saturation"]["stored_messages"] == out["saturation"]["messages"]
+                        and fl["stored_messages"] == fl["messages"],
+    }
+    return out
+
+
+def bench_mqtt(
+    rate: Annotated[int, typer.Option(min=100, help="Offered load of the fixed-load part, readings/s.")] = 20_000,
+    seconds: Annotated[float, typer.Option(min=1, max=120, help="Duration of the fixed-load part.")] = 10.0,
+    sensors: Annotated[int, typer.Option(min=10, help="Registered sensors; each reports once per round "
+                                         "(rounds of sensors/rate seconds).")] = 20_000,
+    per_message: Annotated[int, typer.Option("--per-message", min=1, max=500, help="Sensors per gateway: readings "
+                                             "per MQTT message.")] = 20,
+    saturation: Annotated[int, typer.Option(min=1000, help="Readings published unpaced for the sustained rate.")] = 200_000,
+    spikes: Annotated[int, typer.Option(min=0, help="Planted spikes whose alert latency is measured.")] = 200,
+    pg: Annotated[str, typer.Option("--pg", help="PostgreSQL server for scratch schemas (dropped afterwards).")] = DEFAULT_PG,
+    broker: Annotated[Optional[str], typer.Option("--broker", help="MQTT broker on this machine (default: a private "
+                                                  "mosquitto on a free loopback port that queues without limit).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object for scripts.")] = False,
+) -> None:
+    """Live MQTT ingestion into PostgreSQL with alerts and indicators following: sustained readings/s,
+    publish→stored and publish→alert latency at a fixed load, against the broker's and COPY's ceilings."""
+    res = run(rate=rate, seconds=seconds, sensors=sensors, per_message=per_message, saturation_readings=saturation,
+              spikes=spikes, pg=os.environ.get("CITYVITALS_BENCH_PG", pg), broker=broker, seed=seed)
+    if json:
+        typer.echo(_json.dumps(res, default=str))
+        return
+    b, c, sat, fl, st = res["broker_ceiling"], res["copy_ceiling"], res["saturation"], res["fixed_load"], res["stages"]
+    m = res["machine"]
+    typer.echo(
+        f"bench mqtt on {m['cpu']} ({m['cores']} cores, load average {res['load_average'][0]:.1f} at start), "
+        f"{res['sensors']:,} sensors, {res['per_message']} readings per message, broker: {res['broker']}\n"
+        f"  broker ceiling (publish→subscribe):  {b['readings_per_s']:,} readings/s ({b['messages_per_s']:,} messages/s)\n"
+        f"  store ceiling (PostgreSQL COPY):     {c['readings_per_s']:,} readings/s\n"
+        f"  sustained end to end (unpaced):      {sat['readings_per_s']:,} readings/s "
+        f"({sat['readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's)\n"
+        f"  fixed load {res['goals']['offered_rate']:,}/s offered ({fl['offered_readings_per_s'] or 0:,} achieved), "
+        f"{fl['readings_stored']:,} stored:\n"
+        f"    publish→stored p50 {fl['stored_p50_s']} s, p99 {fl['stored_p99_s']} s\n"
+        f"    publish→alert  p50 {fl['alert_p50_s']} s, p99 {fl['alert_p99_s']} s ({fl['alerts_seen']}/{fl['alerts_planted']} alerts)\n"
+        f"  watch runs {st['watch_runs']} (p50 {st['watch_run_p50_s']} s), signs runs {st['signs_runs']} "
+        f"(p50 {st['signs_run_p50_s']} s, {st['signs_values']:,} values)"
+        + f"\n  alerts by type: {st['alerts_by_type']}; every message stored: {res['goals']['nothing_lost']}"
+        + (f"\n  stage errors: {st['errors']}" if st["errors"] else "")
+        + f"\n  goals: half the broker's rate {'met' if res['goals']['half_broker_rate'] else 'NOT met'}; "
+          f"p99 publish→alert < 1 s {'met' if res['goals']['alert_p99_under_1s_at_rate'] else 'NOT met'}"
+    )

@@ -1,0 +1,30 @@
+"""``cityvitals bench mqtt`` at a tiny size: it runs its four parts on loopback, stores every
+message, times the planted alerts and leaves nothing behind (schemas, broker sessions)."""
+
+from __future__ import annotations
+
+import pytest
+
+PG = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.mark.slow
+def test_bench_mqtt_small_run_is_complete_and_clean():
+    psycopg = pytest.importorskip("psycopg")
+    from cityvitals.bench.mqtt import run
+
+    def schemas() -> set[str]:
+        with psycopg.connect(PG, autocommit=True) as c:
+            return {r[0] for r in c.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cv_bench_%'")}
+
+    before = schemas()
+    res = run(rate=1000, seconds=2, sensors=100, per_message=10, saturation_readings=2000, spikes=5, pg=PG, limit_s=60)
+    assert schemas() == before
+    assert res["broker_ceiling"]["received"] == res["broker_ceiling"]["messages"] == 200
+    assert res["copy_ceiling"]["readings"] == 2000
+    sat, fl = res["saturation"], res["fixed_load"]
+    assert sat["readings_stored"] == sat["accepted"] == 2000 and sat["quarantined"] == 0
+    assert fl["readings_stored"] == fl["accepted"] == 2000 and res["goals"]["nothing_lost"]
+    assert fl["alerts_seen"] == fl["alerts_planted"] == 5 and 0 < fl["alert_p50_s"] <= fl["alert_p99_s"]
+    assert 0 < fl["stored_p50_s"] <= fl["stored_p99_s"] and res["stages"]["errors"] == []
+    assert res["stages"]["alerts_by_type"] == {"threshold": 5}
