@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from cityvitals.signs.dense import factorize, group_ids, reduce_count, reduce_max, reduce_min, reduce_sum
+from cityvitals.signs.dense import factorize, group_ids, reduce_max, reduce_min, reduce_sum
 
 KEYS = ["indicator", "ancestor", "window_start"]
 RULES = ("max", "min", "mean", "sum", "mean_population", "mean_area", "share_at_level")
