@@ -60,8 +60,7 @@ class AssetRepo:
         if type_:
             sql += " WHERE type = ?"
             params.append(type_)
-        with self.store.lock:
-            return pl.from_arrow(self.store.con.execute(sql + " ORDER BY id", params).to_arrow_table())
+        return self.store.frame(sql + " ORDER BY id", params)
 
     def edges(self, relation: str | None = None) -> pl.DataFrame:
         sql = "SELECT src, dst, relation FROM asset_edges"
@@ -69,8 +68,7 @@ class AssetRepo:
         if relation:
             sql += " WHERE relation = ?"
             params.append(relation)
-        with self.store.lock:
-            return pl.from_arrow(self.store.con.execute(sql + " ORDER BY src, dst", params).to_arrow_table())
+        return self.store.frame(sql + " ORDER BY src, dst", params)
 
     def sensor_asset_props(self, kinds: list[str], props: dict[str, str]) -> pl.DataFrame:
         """Sensors of ``kinds`` joined to their asset (``meta.asset_id``): id, kind, atype and,
