@@ -215,3 +215,75 @@ def test_api_lists_and_shows_incidents(store):
         assert one["causes"] and one["causes"][0]["evidence"] and "history" in one
         assert client.get("/api/v1/incidents/999", headers=h).status_code == 404
         assert client.get("/api/v1/incidents").status_code == 401
+
+
+def test_indicator_series_alerts_sit_on_their_unit():
+    """Watch's indicator alerts (source ``<indicator>:<unit>``) join the pattern of their unit, never a sensor fault."""
+    assets, edges, sens = network()
+    g = AssetGraph.build(assets, edges, sens)
+    extra = [
+        alert(20, "fac.water_pressure_end:C1", "threshold", "alarm", 10),  # the burst zone's own indicator
+        alert(21, "env.pm25:C7", "threshold", "warning", 200),  # an area's air, alone
+        alert(22, "indicator:wx.rain_1h:C5", "threshold", "warning", 400),
+        alert(23, "odd:thing", "threshold", "warning", 400),  # neither a sensor nor an indicator: kept, no crash
+    ]
+    s = build_symptoms(ALERTS + extra, REPORTS, g)
+    k = s.ref.index("A20")
+    assert s.indicator[k] and s.unit[k] == "C1" and s.domain[k] == "water" and s.asset[k] is None
+    assert s.unit[s.ref.index("A21")] == "C7" and s.domain[s.ref.index("A21")] == "air"
+    assert s.unit[s.ref.index("A22")] == "C5" and s.domain[s.ref.index("A22")] == "weather"
+    assert not s.indicator[s.ref.index("A23")]
+    diags = diagnose_symptoms(s, g, link(s, g))
+    burst = by_member(s, diags, "A2")
+    assert "A20" in {s.ref[i] for i in burst.members} and burst.causes[0].cause == "WM1"
+    assert "fac.water_pressure_end:C1" not in burst.sensors
+    for ref in ("A21", "A22"):
+        d = by_member(s, diags, ref)
+        assert d.causes[0].cause != SENSOR_FAULT and d.type != "sensor_fault"
+        assert "C7" in d.units or "C5" in d.units
+
+
+def test_reports_of_two_domains_in_one_community_stay_apart():
+    assets, edges, sens = network()
+    g = AssetGraph.build(assets, edges, sens)
+    t = (T0 + timedelta(minutes=30)).isoformat()
+    reps = [{"id": f"W{k}", "reported_at": t, "category": "water_outage", "unit_code": "C5"} for k in range(2)]
+    reps += [{"id": f"P{k}", "reported_at": t, "category": "power_outage", "unit_code": "C5"} for k in range(2)]
+    s = build_symptoms([], reps, g)
+    labels = link(s, g)
+    assert labels[s.ref.index("W0")] == labels[s.ref.index("W1")]
+    assert labels[s.ref.index("W0")] != labels[s.ref.index("P0")]
+
+
+def test_score_an_alert_of_two_causes_mixes_nothing():
+    t1 = (T0 + timedelta(hours=2)).isoformat()
+    truth = {"incidents": [
+        {"id": "INC-1", "type": "traffic_accident", "root_cause_asset": "R1", "start": T0.isoformat(), "end": t1,
+         "affected_sensors": ["T1", "T2"]},
+        {"id": "INC-2", "type": "rainstorm", "root_cause_asset": "DPS1", "start": T0.isoformat(), "end": t1,
+         "affected_sensors": ["T2", "RF1"]}]}
+    alerts = [{"id": k, "source": src, "type": "threshold", "first_at": T0 + timedelta(minutes=k)}
+              for k, src in ((1, "T1"), (2, "T2"), (3, "RF1"))]
+    # the accident's incident also holds T2's alert (the rain slows that road too): not mixed
+    res = score([{"members": [1, 2], "causes": ["R1"]}, {"members": [3], "causes": ["DPS1"]}], alerts, truth)
+    assert res["mixed"] == 0.0 and res["single_incident"] == 1.0 and res["top1"] == 1.0
+    assert [p["shared_alerts"] for p in res["per_incident"]] == [1, 1]
+    # the two causes' own alerts in one incident: mixed
+    res = score([{"members": [1, 2, 3], "causes": ["R1"]}], alerts, truth)
+    assert res["mixed"] == 1.0
+
+
+def test_cache_reranks_only_touched_groups():
+    assets, edges, sens = network()
+    g = AssetGraph.build(assets, edges, sens)
+    cache: dict = {}
+    s = build_symptoms(ALERTS[:-1], REPORTS, g)
+    first = diagnose_symptoms(s, g, link(s, g), cache=cache)
+    s2 = build_symptoms(ALERTS, REPORTS, g)  # the gas leak's second alert arrives
+    second = diagnose_symptoms(s2, g, link(s2, g), cache=cache)
+    burst1, burst2 = by_member(s, first, "A2"), by_member(s2, second, "A2")
+    assert burst2.causes is burst1.causes  # untouched: kept
+    gas1, gas2 = by_member(s, first, "A7"), by_member(s2, second, "A7")
+    assert gas2.causes is not gas1.causes and {s2.ref[i] for i in gas2.members} == {"A7", "A8"}
+    fresh = diagnose_symptoms(s2, g, link(s2, g))
+    assert [d.causes[0].cause for d in second] == [d.causes[0].cause for d in fresh]

@@ -4,8 +4,9 @@ The issue's case: a city of 100,000 sensors under a storm that raises 5,000 aler
 minutes. The city is generated (``cityvitals.sim.generate_city``) and the storm's alerts
 are synthesised on it (rain gauges, ponding, drainage plant, roads in the storm's path,
 plus scattered noise alerts), so the bench times diagnose alone, not the whole pipeline.
-An update re-groups and re-ranks every symptom of the window, which is what a live run
-does after each watch batch.
+An update re-groups every symptom of the window and re-ranks the groups that new alerts
+touched (a cache carried between updates, as a live run would); ``last_update_s`` is the
+issue's figure: the update when the burst's last alert arrives.
 
 Also here: :func:`sim_eval`, the quality sweep on simulated cities (simulate → load →
 watch → diagnose → evaluate) behind ``cityvitals diagnose eval --seeds N``.
@@ -29,7 +30,11 @@ MIXED = "water_main_burst,gas_leak,traffic_accident,manhole_displaced,substation
 
 
 def sim_thresholds() -> dict:
-    """Levels per kind for watching a simulated city (the standards its truth is timed against)."""
+    """Levels per kind the simulator's truth is timed against (before watch read them from the catalogue).
+
+    Kept for comparison runs (``sim_eval(..., thresholds=sim_thresholds())``); by default the
+    sweep watches with watch's own defaults (catalogue and asset levels), as a real run does.
+    """
     from cityvitals.watch.runner import Threshold
 
     return {
@@ -44,8 +49,11 @@ def sim_thresholds() -> dict:
 
 def sim_eval(seeds: Iterable[int], *, sensors: int = 600, duration: str = "12h", scenario: str = MIXED,
              random_incidents: int = 0, workdir: str | Path | None = None,
-             progress: Callable[..., None] | None = None) -> dict:
-    """Simulate, load, watch and diagnose each seed; evaluate against its truth; pool the figures."""
+             progress: Callable[..., None] | None = None, thresholds: dict | None = None) -> dict:
+    """Simulate, load, watch and diagnose each seed; evaluate against its truth; pool the figures.
+
+    ``thresholds`` (kind -> ``watch.runner.Threshold``) override watch's defaults for some kinds.
+    """
     from cityvitals import sim
     from cityvitals.diagnose.evaluate import evaluate
     from cityvitals.diagnose.run import diagnose_store
@@ -63,7 +71,7 @@ def sim_eval(seeds: Iterable[int], *, sensors: int = 600, duration: str = "12h",
             store = open_store(out / "home")
             try:
                 sim.load_folder(store, out / "sim")
-                watch_readings(store, thresholds=sim_thresholds(), clock=lambda end=end: end)
+                watch_readings(store, clock=lambda end=end: end, **({"thresholds": thresholds} if thresholds else {}))
                 diagnose_store(store, clock=lambda end=end: end)
                 res = evaluate(store, truth)
             finally:
@@ -150,20 +158,32 @@ def run_bench(sensors: int = 100_000, alerts: int = 5_000, seed: int = 0, update
     burst = storm_alerts(city, alerts, seed, t0)
     timings = []
     res = {}
+    cache: dict = {}  # what a live run keeps between updates: groups untouched by new alerts keep their ranking
+
+    def update(alerts: list[dict]) -> tuple[float, list]:
+        t = time.perf_counter()
+        sym = build_symptoms(alerts, [], graph)
+        labels = link(sym, graph)
+        diags = diagnose_symptoms(sym, graph, labels, cache=cache)
+        return time.perf_counter() - t, diags
+
     for u in range(updates):
         # the burst as seen after each of ``updates`` watch batches; the last is the full burst
         n = int(len(burst) * (u + 1) / updates)
-        t = time.perf_counter()
-        sym = build_symptoms(burst[:n], [], graph)
-        labels = link(sym, graph)
-        diags = diagnose_symptoms(sym, graph, labels)
-        dt = time.perf_counter() - t
+        dt, diags = update(burst[:n])
         timings.append({"alerts": n, "seconds": dt, "incidents": len(diags)})
         res = {"incidents": len(diags), "largest": max((len(d.members) for d in diags), default=0)}
+    # the issue's figure: everything but the last alert is known, then the last alert arrives
+    update(burst[:-1])
+    last_s, _ = update(burst)
+    # ... and when the last alert joins the storm's own big group (the worst case for the cache)
+    k = len(burst) - alerts // 10 - 1  # the last storm alert; noise alerts follow it
+    update(burst[:k] + burst[k + 1:])
+    storm_s, _ = update(burst)
     return {
         "sensors": sensors, "assets": len(a.ids), "edges": len(a.edges), "grid_units": grid_units,
         "alerts": len(burst), "city_s": t_city, "graph_build_s": t_graph,
-        "updates": timings, "last_update_s": timings[-1]["seconds"] if timings else None, **res,
+        "updates": timings, "last_update_s": last_s, "last_storm_alert_s": storm_s, **res,
         "goal_s": 1.0,
     }
 
@@ -184,4 +204,5 @@ def bench_diagnose(
                f"city {res['city_s']:.1f} s, graph {res['graph_build_s']:.1f} s")
     for u in res["updates"]:
         typer.echo(f"  {u['alerts']:>6,} alerts -> {u['incidents']:>5} incidents in {u['seconds']:.3f} s")
-    typer.echo(f"last update {res['last_update_s']:.3f} s (goal < {res['goal_s']:.0f} s)")
+    typer.echo(f"last update {res['last_update_s']:.3f} s; when the last alert joins the storm's group "
+               f"{res['last_storm_alert_s']:.3f} s (goal < {res['goal_s']:.0f} s)")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 KIND_DOMAIN: dict[str, str] = {
     "water_pressure": "water", "water_flow": "water", "turbidity": "water", "residual_chlorine": "water",
-    "water_level": "drainage", "rainfall": "weather", "temperature": "weather", "humidity": "weather",
+    "water_level": "drainage", "waterlogging_depth": "drainage", "rainfall": "weather", "temperature": "weather",
+    "humidity": "weather",
     "wind_speed": "weather", "pm25": "air", "pm10": "air", "o3": "air", "no2": "air", "so2": "air", "co": "air",
     "noise": "noise", "traffic_speed": "road", "traffic_flow": "road", "road_occupancy": "road",
     "power_load": "power", "equipment_temperature": "power", "gas_concentration": "gas",

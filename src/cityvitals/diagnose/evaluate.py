@@ -5,7 +5,10 @@ memory) are enough; diagnose never imports the simulator.
 
 For every injected incident, its *alerts* are the non-health alerts on its affected
 sensors from 15 minutes before its start to 30 minutes after its end (a rainstorm gives
-the sensors of its waterlogging spots to those child incidents). Then:
+the sensors of its waterlogging spots to those child incidents). An alert that two
+unrelated injected incidents both explain (a road in the rainstorm that is also in the
+queue of an accident) is evidence for neither: it is left out of both and mixes nothing,
+and each incident reports how many such ``shared_alerts`` it had. Then:
 
 * ``single_incident`` — of the injected incidents that raised alerts, the share whose
   alerts all sit in exactly one incident;
@@ -66,16 +69,23 @@ def score(incidents: list[dict], alerts: list[dict], truth: dict[str, Any]) -> d
         return out
 
     family_of_alert: dict[int, set[str]] = defaultdict(set)
-    per: list[dict] = []
+    own_alerts: list[tuple[dict, str, list[dict]]] = []
     for i in truth_inc:
         sens = set(i.get("affected_sensors", [])) - child_sensors.get(i["id"], set())
         al = alerts_of(sorted(sens), i["start"], i["end"])
         fam = i.get("parent") or i["id"]
         for a in al:
             family_of_alert[int(a["id"])].add(fam)
+        own_alerts.append((i, fam, al))
+    per: list[dict] = []
+    for i, fam, al in own_alerts:
+        # an alert that two unrelated injected causes explain at once is nobody's evidence
+        shared = sum(1 for a in al if len(family_of_alert[int(a["id"])]) > 1)
+        al = [a for a in al if len(family_of_alert[int(a["id"])]) == 1]
         ks = Counter(inc_of[int(a["id"])] for a in al if int(a["id"]) in inc_of)
         root = i.get("root_cause_asset") or WEATHER
-        row = {"id": i["id"], "type": i["type"], "root": root, "alerts": len(al), "incidents": len(ks)}
+        row = {"id": i["id"], "type": i["type"], "root": root, "alerts": len(al), "shared_alerts": shared,
+               "incidents": len(ks)}
         if ks:
             main = ks.most_common(1)[0][0]
             ranked = incidents[main]["causes"]
@@ -99,7 +109,7 @@ def score(incidents: list[dict], alerts: list[dict], truth: dict[str, Any]) -> d
     noise_in_real = sum(1 for a in alerts if int(a["id"]) not in explained and inc_of.get(int(a["id"])) in real)
     fams_per_inc: dict[int, set[str]] = defaultdict(set)
     for a, fams in family_of_alert.items():
-        if a in inc_of:
+        if a in inc_of and len(fams) == 1:  # a shared alert mixes nothing: either cause may claim it
             fams_per_inc[inc_of[a]].update(fams)
     mixed = [k for k, f in fams_per_inc.items() if len(f) > 1]
 

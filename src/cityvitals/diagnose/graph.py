@@ -49,6 +49,7 @@ class AssetGraph:
     _anc: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     _desc: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     _below: dict[tuple, list[str]] = field(default_factory=dict)
+    _link_keys: dict[tuple[str, str], tuple[list[str], list[int]]] = field(default_factory=dict)  # grouping keys
 
     @classmethod
     def build(cls, assets: pl.DataFrame, edges: pl.DataFrame, sensors: pl.DataFrame | None = None) -> AssetGraph:

@@ -1,7 +1,8 @@
 """Grouping: which symptoms belong to one incident.
 
 Each symptom gets *keys*: the asset its sensor watches (distance 0), what directly supplies
-that asset (distance 1), neighbouring road segments (1), a grid cell for things linked by
+that asset (distance 1), road segments within two hops (1: a queue skips segments without
+a sensor or not slow enough to alert), a grid cell for things linked by
 distance (gas, manholes, reports), or a city-wide key for weather and air. Two symptoms
 link when they share a key at total distance <= 1 (one of them sits *on* the shared node)
 and their times overlap within ``slack_s``. Why that rule: a burst main links the pressure
@@ -31,6 +32,7 @@ from cityvitals.diagnose.graph import AssetGraph
 from cityvitals.diagnose.symptoms import Symptoms
 
 SLACK_S = 3600.0
+ROAD_LINK_HOPS = 2  # a jam skips segments (no sensor, or not slow enough): two hops still link
 CHAIN_SLACK_S = 7200.0  # alerts on one asset that come and go within two hours are one episode
 # what a citizen's "no water" / "no power" can point at, up the network
 REPORT_REACH = {"water": {"pressure_zone", "water_main"}, "power": {"power_area", "feeder", "substation"}}
@@ -54,27 +56,36 @@ def symptom_keys(s: Symptoms, graph: AssetGraph) -> tuple[list[int], list[str], 
         keys.append(k)
         dist.append(d)
 
-    anchors_cache: dict[str, list[tuple[str, int]]] = {}
+    anchors_cache = graph._link_keys  # kept on the graph: the same assets alarm update after update
     for i in range(len(s)):
         if s.health[i]:
             continue
         dom = s.domain[i]
         if s.origin[i] == "alert":
             asset = s.asset[i]
-            if dom in CITYWIDE_DOMAINS:
-                add(i, f"city:{s.kind[i]}", 0)
+            if dom in CITYWIDE_DOMAINS:  # one air mass: PM2.5, PM10, NO2 ... rise together; weather kinds differ
+                add(i, "city:air" if dom == "air" else f"city:{s.kind[i]}", 0)
+            elif s.indicator[i]:  # an area's indicator: its unit, like a report there (no sensor, no asset)
+                unit = s.unit[i]
+                if unit:
+                    add(i, f"{dom}:{unit}", 0)
+                    for p, d in graph.ancestors(unit, 3).items():
+                        if d and graph.type_of.get(p, "") in REPORT_REACH.get(dom, ()):
+                            add(i, p, 1)
             elif dom == "drainage" and asset and graph.type_of.get(asset) in ("drainage_pumping_station", "river_gauge"):
                 add(i, "city:rainfall", 1)  # drainage plant answers to the rain, not to a place
                 add(i, asset, 0)
             elif dom in GRAPH_DOMAINS and asset:
-                ks = anchors_cache.get(asset)
-                if ks is None:
+                hit = anchors_cache.get((dom, asset))
+                if hit is None:
                     ks = [(asset, 0)] + [(p, 1) for p in graph.parents.get(asset, ())]
-                    if dom == "road":
-                        ks += [(n, 1) for n in graph.connects.get(asset, ())]
-                    anchors_cache[asset] = ks
-                for k, d in ks:
-                    add(i, k, d)
+                    if dom == "road":  # a queue spreads over segments: link within ROAD_LINK_HOPS
+                        ks += [(n, 1) for n, h in graph.road_hops(asset, ROAD_LINK_HOPS).items() if h > 0]
+                    hit = ([k for k, _ in ks], [d for _, d in ks])
+                    anchors_cache[(dom, asset)] = hit
+                idx.extend([i] * len(hit[0]))
+                keys.extend(hit[0])
+                dist.extend(hit[1])
                 if dom in ("road", "drainage") and not np.isnan(s.x[i]):
                     cx, cy = graph.cell((s.x[i], s.y[i]))
                     add(i, f"cell:{dom}:{cx}:{cy}", 1)  # meets reports of the same cell
@@ -87,11 +98,11 @@ def symptom_keys(s: Symptoms, graph: AssetGraph) -> tuple[list[int], list[str], 
                 add(i, asset, 0)
         else:  # a report
             if dom in CITYWIDE_DOMAINS:
-                add(i, "city:pm25" if dom == "air" else f"city:{dom}", 1)
+                add(i, "city:air" if dom == "air" else f"city:{dom}", 1)
                 continue
             if dom in ("water", "power") and s.unit[i]:
                 unit = s.unit[i]
-                add(i, unit, 0)
+                add(i, f"{dom}:{unit}", 0)  # per domain: "no water" and "no power" in one community are two things
                 ok = REPORT_REACH[dom]
                 for p, d in graph.ancestors(unit, 3).items():
                     if graph.type_of.get(p, "") in ok:

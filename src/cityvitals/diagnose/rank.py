@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -124,8 +124,9 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
     alerts = [i for i in nonh if s.origin[i] == "alert"]
     reports = [i for i in members if s.origin[i] == "report"]
     health = [i for i in members if s.health[i]]
-    sensors = sorted({s.source[i] for i in members if s.origin[i] == "alert"})
-    alert_sensors = sorted({s.source[i] for i in alerts})
+    sensors = sorted({s.source[i] for i in members if s.origin[i] == "alert" and not s.indicator[i]})
+    alert_sensors = sorted({s.source[i] for i in alerts if not s.indicator[i]})
+    indicators = [i for i in alerts if s.indicator[i]]
     kinds = {s.kind[i] for i in alerts if s.kind[i]}
     t_min = float(s.t0[m].min())
     t_max = float(s.t1[m].max())
@@ -143,6 +144,11 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
         w = s.level[i] / 3.0 * (0.5 if s.type[i] in WEAK_TYPES else 1.0)
         site_w[a] = max(site_w.get(a, 0.0), w)
         site_t[a] = min(site_t.get(a, math.inf), s.t0[i])
+    for i in indicators:  # an area's indicator weighs like its alert level, placed on the unit
+        u = s.unit[i]
+        if u and u in g.type_of:
+            site_w[u] = max(site_w.get(u, 0.0), s.level[i] / 3.0)
+            site_t[u] = min(site_t.get(u, math.inf), s.t0[i])
     for i in reports:
         u = s.unit[i]
         if u and u in g.type_of:
@@ -268,7 +274,7 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
 
     # ---- sensor fault: one sensor wrong while its peers are fine
     n_sens = len(alert_sensors) or len({s.source[i] for i in health})
-    if n_sens == 1 and not reports:
+    if n_sens == 1 and not reports and not indicators:  # an indicator is an area's aggregate, never one sensor
         sid = (alert_sensors or [s.source[i] for i in health])[0]
         kind = g.sensor_kind.get(sid)
         asset = g.sensor_asset.get(sid)
@@ -298,11 +304,12 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
     else:
         frac = len(health) / max(len(members), 1)
         causes.append(Cause(SENSOR_FAULT, "sensor_fault", 0.02 + 0.1 * frac,
-                            [f"{len(alert_sensors)} sensors and {len(reports)} reports agree"]))
+                            [f"{len(alert_sensors)} sensors, {len(indicators)} indicator series and {len(reports)} reports agree"
+                             if indicators else f"{len(alert_sensors)} sensors and {len(reports)} reports agree"]))
     # ---- weather
     if domain in ("weather", "air"):
         wx = 0.6 if any(c.kind == "asset" for c in causes) else 0.9
-        wx *= min(1.0, (len(alert_sensors) - 1) / 3.0) if len(alert_sensors) < 4 else 1.0
+        wx *= min(1.0, (len(alert_sensors) - 1) / 3.0) if len(alert_sensors) < 4 and not indicators else 1.0
         wx = max(wx, 0.03)
         causes.append(Cause(WEATHER, "weather", wx, [f"{len(alert_sensors)} {'/'.join(sorted(kinds)) or domain} sensors across the city"]))
     elif domain in ("drainage", "road") and ctx.raining(t_min, t_max):
@@ -340,10 +347,24 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
                      bool(s.open[m].any()), title)
 
 
+def _signature(members: list[int], s: Symptoms) -> frozenset:
+    """What a group's ranking depends on from its own symptoms: which, when, how strong, still open."""
+    return frozenset((s.ref[i], float(s.t0[i]), float(s.t1[i]), bool(s.open[i]), int(s.level[i])) for i in members)
+
+
 def diagnose_symptoms(s: Symptoms, g: AssetGraph, labels: np.ndarray,
-                      population: dict[str, float] | None = None, *, min_reports: int = 2) -> list[Diagnosis]:
-    """One diagnosis per group; groups of a single report are left out (one call is not an incident)."""
+                      population: dict[str, float] | None = None, *, min_reports: int = 2,
+                      cache: dict | None = None) -> list[Diagnosis]:
+    """One diagnosis per group; groups of a single report are left out (one call is not an incident).
+
+    ``cache`` (a dict the caller keeps between updates) makes an update re-rank only the
+    groups that new or changed symptoms touched: a group whose symptoms are exactly those of
+    the last update keeps its ranking. Why that is enough: a group's causes follow from its
+    own symptoms; the rest of the picture only nudges the specificity of its candidates,
+    and that is refreshed the next time the group changes.
+    """
     ctx = make_context(s)
+    fresh: dict = {}
     order = np.argsort(labels, kind="stable")
     bounds = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1, len(order)]
     out = []
@@ -353,5 +374,15 @@ def diagnose_symptoms(s: Symptoms, g: AssetGraph, labels: np.ndarray,
             continue
         if all(s.origin[i] == "report" for i in members) and len(members) < min_reports:
             continue
-        out.append(rank_group(members, s, g, ctx, population))
+        if cache is None:
+            out.append(rank_group(members, s, g, ctx, population))
+            continue
+        sig = _signature(members, s)
+        hit = cache.get(sig)
+        d = replace(hit, members=sorted(members)) if hit is not None else rank_group(members, s, g, ctx, population)
+        fresh[sig] = d
+        out.append(d)
+    if cache is not None:
+        cache.clear()
+        cache.update(fresh)
     return out

@@ -60,14 +60,19 @@ def load_inputs(store, *, reports: str | Path | None = None, since: datetime | N
 
 
 def diagnose_store(store, *, reports: str | Path | None = None, lookback: timedelta | None = None,
-                   clock: Callable[[], datetime] = utcnow, graph: AssetGraph | None = None) -> dict:
-    """Diagnose the alerts (open, or resolved within ``lookback``) and reports; returns counts of changes."""
+                   clock: Callable[[], datetime] = utcnow, graph: AssetGraph | None = None,
+                   cache: dict | None = None) -> dict:
+    """Diagnose the alerts (open, or resolved within ``lookback``) and reports; returns counts of changes.
+
+    A caller that runs every tick keeps ``graph`` and ``cache`` (any dict) between calls, so
+    only the groups new alerts touched are ranked again (see ``diagnose_symptoms``).
+    """
     now = clock()
     since = now - lookback if lookback else None
     s, graph = load_inputs(store, reports=reports, since=since, graph=graph)
     labels = link(s, graph)
     pop = _populations(store)
-    diags = diagnose_symptoms(s, graph, labels, pop)
+    diags = diagnose_symptoms(s, graph, labels, pop, cache=cache)
     return write_incidents(store, s, diags, pop, now, since)
 
 

@@ -43,6 +43,10 @@ class LocalRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last: StepReport | None = None
+        # Diagnosis keeps the asset graph and its per-group rankings between ticks, so a tick
+        # re-ranks only the groups that new alerts touched.
+        self._diagnose_graph = None
+        self._diagnose_cache: dict = {}
 
     def step(self, until: datetime | None = None) -> StepReport:
         started = time.perf_counter()
@@ -79,9 +83,12 @@ class LocalRunner:
         except ImportError:
             pass
         try:
-            from cityvitals.diagnose import diagnose
+            from cityvitals.diagnose import AssetGraph, diagnose
 
-            out["diagnose"] = diagnose(self.store, clock=lambda: self._now)
+            if self._diagnose_graph is None:
+                self._diagnose_graph = AssetGraph.from_store(self.store)
+            out["diagnose"] = diagnose(self.store, clock=lambda: self._now, graph=self._diagnose_graph,
+                                       cache=self._diagnose_cache)
         except ImportError:
             pass
         try:
