@@ -89,6 +89,12 @@ def wait_map(page, unit: str) -> None:
                            timeout=20000)
     page.wait_for_function("() => !!document.querySelector('#map canvas') || document.querySelectorAll('#map path.js-fill').length > 0",
                            timeout=20000)
+    # drawMap has finished (data-drawn is set after Plotly.react resolves) and MapLibre has settled,
+    # so a click lands on a drawn, interactive map even on a busy machine
+    page.wait_for_function(
+        "() => { const el = document.getElementById('map'); if (!el.dataset.drawn) return false;"
+        " if (el.dataset.renderer === 'svg') return true; const m = el._fullLayout.map._subplot.map;"
+        " return m.loaded() && !m.isMoving(); }", timeout=20000)
     page.wait_for_timeout(300)  # the first paint after the data arrived
 
 

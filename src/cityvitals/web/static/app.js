@@ -74,7 +74,9 @@ async function navigate(code, depth) {
   drawCrumbs(view.path);
   const t2 = performance.now();
   await drawMap(view);
-  S.timing = { fetch_ms: t1 - t0, decode_ms: t2 - t1, plot_ms: performance.now() - t2, units: view.n_units };
+  const t3 = performance.now();
+  // arrival_ms: from the response in hand to the map painted (decode, layout, MapLibre tiles drawn)
+  S.timing = Object.assign({ fetch_ms: t1 - t0, decode_ms: t2 - t1, plot_ms: t3 - t2, arrival_ms: t3 - t1, units: view.n_units }, S.drawTiming);
   $("map").dataset.renderMs = Math.round(performance.now() - t0);
   loadDetail(view.unit.code);
 }
@@ -144,7 +146,14 @@ function hoverText(p) {
     `近1小时读数 Readings/h ${p.readings_1h}` + (p.open_alerts ? `<br>告警 Open alerts ${p.open_alerts}` : "");
 }
 
+// Above this many units plotly's choroplethmap takes seconds per thousand polygons (20 s for a
+// 40,625-cell city): draw big layers as one GeoJSON source + fill layer on the MapLibre map that
+// plotly's map subplot owns, coloured by a style expression, so the GPU tiles them in one pass.
+const BIG_LAYER = 3000;
+const BIG_SRC = "cv-units", BIG_FILL = "cv-units-fill", BIG_EDGE = "cv-units-edge", BIG_LINE = "cv-units-highlight";
+
 async function drawMap(view) {
+  const tp0 = performance.now();
   const fc = view.geojson, by = view.colour_by, props = fc.features.map((f) => f.properties);
   const el = $("map");
   el.dataset.unit = view.unit.code; el.dataset.layerLevel = view.layer_level || ""; el.dataset.colourBy = by;
@@ -154,46 +163,148 @@ async function drawMap(view) {
     ? [[0, NO_DATA], [0.2, NO_DATA], [0.2, LEVELS[0].colour], [0.4, LEVELS[0].colour], [0.4, LEVELS[1].colour], [0.6, LEVELS[1].colour],
        [0.6, LEVELS[2].colour], [0.8, LEVELS[2].colour], [0.8, LEVELS[3].colour], [1, LEVELS[3].colour]]
     : [[0, "#f1f5fb"], [1, "#14508c"]];
-  const zrange = discrete ? { zmin: -1.5, zmax: 3.5 } : { zmin: 0, zmax: Math.max(1, ...z) };
+  const zrange = discrete ? { zmin: -1.5, zmax: 3.5 } : { zmin: 0, zmax: z.reduce((a, v) => Math.max(a, v), 1) };
   const [x0, y0, x1, y1] = fc.features.length ? bbox(fc) : [116, 39, 117, 40];
-  const lines = props.map((p) => (p.code === view.highlight ? 4 : 1));
-  const text = props.length > 5000 ? props.map((p) => `${p.name || p.code} (${p.code})`) : props.map(hoverText);
   const layout = { margin: { l: 0, r: 0, t: 0, b: 0 }, showlegend: false, uirevision: view.unit.code + (S.at ? "@" : "") };
+  const big = fc.features.length > BIG_LAYER;
   let traces;
   if (webglOK()) {
     // fit the layer: web-mercator stretches latitude by 1/cos(lat)
     const w = el.clientWidth || 800, h = el.clientHeight || 600, k = 1 / Math.cos(((y0 + y1) / 2) * Math.PI / 180);
     const zoom = Math.min(Math.log2((360 * w) / (512 * Math.max(x1 - x0, 1e-5))), Math.log2((360 * h) / (512 * Math.max((y1 - y0) * k, 1e-5))));
     layout.map = { style: mapStyle(), center: { lon: (x0 + x1) / 2, lat: (y0 + y1) / 2 }, zoom: zoom - 0.35 };
-    traces = [Object.assign({ type: "choroplethmap", geojson: fc, featureidkey: "properties.code", locations: props.map((p) => p.code),
-      z, colorscale, showscale: !discrete, text, hoverinfo: "text", marker: { opacity: 0.8, line: { width: lines, color: "#243447" } },
-      colorbar: { title: { text: "读数/小时<br>readings/h" } } }, zrange)];
-    el.dataset.renderer = "map";
+    if (big) {  // an empty trace makes plotly create (or keep) the map subplot; the units go on it directly
+      traces = [{ type: "scattermap", lon: [], lat: [], hoverinfo: "skip", showlegend: false }];
+    } else {
+      const lines = props.map((p) => (p.code === view.highlight ? 4 : 1));
+      traces = [Object.assign({ type: "choroplethmap", geojson: fc, featureidkey: "properties.code", locations: props.map((p) => p.code),
+        z, colorscale, showscale: !discrete, text: props.map(hoverText), hoverinfo: "text", marker: { opacity: 0.8, line: { width: lines, color: "#243447" } },
+        colorbar: { title: { text: "读数/小时<br>readings/h" } } }, zrange)];
+    }
+    el.dataset.renderer = big ? "maplibre" : "map";
   } else {  // no WebGL (old PCs, locked-down browsers): the same polygons as SVG paths
     traces = [];
+    const text = props.length > 5000 ? props.map((p) => `${p.name || p.code} (${p.code})`) : props.map(hoverText);
     fc.features.forEach((f, i) => {
       const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
       const xs = [], ys = [];
       polys.forEach((poly) => { poly[0].forEach(([x, y]) => { xs.push(x); ys.push(y); }); xs.push(null); ys.push(null); });
       const t = (z[i] - zrange.zmin) / (zrange.zmax - zrange.zmin);
       traces.push({ type: "scatter", mode: "lines", x: xs, y: ys, fill: "toself", fillcolor: colourAt(colorscale, t),
-        line: { color: "#243447", width: lines[i] }, hoveron: "fills", text: text[i], hoverinfo: "text", customdata: xs.map(() => props[i].code) });
+        line: { color: "#243447", width: props[i].code === view.highlight ? 4 : 1 }, hoveron: "fills", text: text[i], hoverinfo: "text",
+        customdata: xs.map(() => props[i].code) });
     });
     Object.assign(layout, { xaxis: { visible: false, range: [x0, x1] }, yaxis: { visible: false, scaleanchor: "x", range: [y0, y1] }, hovermode: "closest" });
     el.dataset.renderer = "svg";
   }
+  el.dataset.drawn = ""; S.drawTiming = {};
+  const tr0 = performance.now();
   await Plotly.react(el, traces, layout, { displaylogo: false, responsive: true, scrollZoom: true });
+  const m = el._fullLayout && el._fullLayout.map && el._fullLayout.map._subplot ? el._fullLayout.map._subplot.map : null;
+  if (m) {
+    const tr1 = performance.now();
+    if (big) await drawBigLayer(m, view, by, zrange.zmax);
+    else clearBigLayer(m);
+    S.drawTiming = { prep_ms: tr0 - tp0, react_ms: tr1 - tr0, layer_ms: performance.now() - tr1 };  // parts of plot_ms
+  }
+  el.dataset.drawn = String(fc.features.length);
   if (!el._cvClick) {
     el.on("plotly_click", (ev) => {
       const pt = ev.points && ev.points[0];
-      const code = pt && (pt.location || (pt.customdata && (Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata)));
-      const f = S.view && S.view.geojson.features.find((x) => x.properties.code === code);
-      if (!f) return;
-      if (f.properties.has_children || code !== S.view.unit.code) navigate(code);  // a click leaves the all-grid view
+      unitClicked(pt && (pt.location || (pt.customdata && (Array.isArray(pt.customdata) ? pt.customdata[0] : pt.customdata))));
     });
     el._cvClick = true;
   }
-  drawLegend(view);
+  drawLegend(view, zrange.zmax);
+}
+
+// The same for a click on a plotly trace and on the big MapLibre layer: drill into the unit.
+function unitClicked(code) {
+  const f = code && S.view && S.view.geojson.features.find((x) => x.properties.code === code);
+  if (!f) return;
+  if (f.properties.has_children || code !== S.view.unit.code) navigate(code);  // a click leaves the all-grid view
+}
+
+// Hover and click on the big layer, bound while the layer exists (MapLibre reports listeners
+// bound to a missing layer as errors on every mouse move).
+function hookMap(m) {
+  if (m._cvHandlers) return;
+  const tip = $("map-tip");
+  const h = {
+    mousemove: (e) => {
+      const p = e.features && e.features[0] && e.features[0].properties;
+      if (!p) return;
+      m.getCanvas().style.cursor = "pointer";
+      tip.innerHTML = hoverText(p);
+      tip.style.left = e.point.x + 12 + "px"; tip.style.top = e.point.y + 12 + "px";
+      tip.hidden = false;
+    },
+    mouseleave: () => { m.getCanvas().style.cursor = ""; tip.hidden = true; },
+    click: (e) => {
+      const p = e.features && e.features[0] && e.features[0].properties;
+      tip.hidden = true;
+      if (p) unitClicked(p.code);
+    },
+  };
+  for (const [type, fn] of Object.entries(h)) m.on(type, BIG_FILL, fn);
+  m._cvHandlers = h;
+}
+
+function unhookMap(m) {
+  if (!m._cvHandlers) return;
+  for (const [type, fn] of Object.entries(m._cvHandlers)) m.off(type, BIG_FILL, fn);
+  m._cvHandlers = null;
+  m.getCanvas().style.cursor = "";
+}
+
+function bigFillColour(by, zmax) {
+  if (by === "health") {  // a unit without health (null) takes the fallback colour
+    return ["match", ["coalesce", ["get", "health_level"], -1], 0, LEVELS[0].colour, 1, LEVELS[1].colour, 2, LEVELS[2].colour,
+      3, LEVELS[3].colour, NO_DATA];
+  }
+  return ["interpolate", ["linear"], ["coalesce", ["get", "readings_1h"], 0], 0, "#f1f5fb", Math.max(zmax, 1e-6) + 1e-6, "#14508c"];
+}
+
+// One source, one fill layer (and a line for the highlighted unit); resolves when MapLibre has
+// painted the new data, or after 30 s at the latest so a stuck map never blocks the page.
+function drawBigLayer(m, view, by, zmax) {
+  const src = m.getSource(BIG_SRC);
+  if (src) src.setData(view.geojson);
+  // Measured in headless Chromium (software GL): tiles cut at zoom 9 and overscaled (4 tiles for
+  // the whole city instead of 9–12, no buffer) and no antialiased outline pass at city zoom make
+  // the first paint 2–3× faster; cell borders appear once zoomed in far enough to see them.
+  else m.addSource(BIG_SRC, { type: "geojson", data: view.geojson, promoteId: "code", tolerance: 0.2, maxzoom: 9, buffer: 0 });
+  if (!m.getLayer(BIG_FILL)) {
+    m.addLayer({ id: BIG_FILL, type: "fill", source: BIG_SRC,
+      paint: { "fill-color": bigFillColour(by, zmax), "fill-opacity": 0.8, "fill-antialias": false } });
+    m.addLayer({ id: BIG_EDGE, type: "line", source: BIG_SRC, minzoom: 12.5, paint: { "line-color": "#243447", "line-width": 0.5 } });
+  } else m.setPaintProperty(BIG_FILL, "fill-color", bigFillColour(by, zmax));
+  hookMap(m);
+  if (!m.getLayer(BIG_LINE)) {
+    m.addLayer({ id: BIG_LINE, type: "line", source: BIG_SRC, paint: { "line-color": "#243447", "line-width": 4 },
+      filter: ["==", ["get", "code"], view.highlight || ""] });
+  } else m.setFilter(BIG_LINE, ["==", ["get", "code"], view.highlight || ""]);
+  return new Promise((ok) => {  // registered after the update, so an earlier idle frame cannot resolve it
+    const timer = setTimeout(ok, 30000);
+    const done = () => { clearTimeout(timer); m.off("idle", done); ok(); };
+    m.on("idle", done);
+    m.triggerRepaint();
+  });
+}
+
+function clearBigLayer(m) {
+  unhookMap(m);
+  for (const id of [BIG_LINE, BIG_EDGE, BIG_FILL]) if (m.getLayer(id)) m.removeLayer(id);
+  if (m.getSource(BIG_SRC)) m.removeSource(BIG_SRC);
+  $("map-tip").hidden = true;
+}
+
+// Units the map has drawn on screen (distinct codes MapLibre reports), for tests and the benchmark.
+function renderedUnits() {
+  const el = $("map");
+  const m = el._fullLayout && el._fullLayout.map && el._fullLayout.map._subplot ? el._fullLayout.map._subplot.map : null;
+  if (!m || !m.getLayer(BIG_FILL)) return null;
+  return new Set(m.queryRenderedFeatures({ layers: [BIG_FILL] }).map((f) => f.properties.code)).size;
 }
 
 function colourAt(scale, t) {
@@ -202,11 +313,12 @@ function colourAt(scale, t) {
   return scale[0][1];
 }
 
-function drawLegend(view) {
+function drawLegend(view, zmax) {
   const when = view.colour_by === "health" ? `健康等级 Health level @ ${esc(view.health_at)}` : "近1小时读数 Readings in the last hour (尚无体征 no vital signs yet)";
   $("legend").innerHTML = view.colour_by === "health"
     ? LEVELS.map((l, i) => `<span><i style="background:${l.colour}"></i>${l.zh} ${l.en}</span>`).join("") + `<span><i style="background:${NO_DATA}"></i>无数据 no data</span>`
-    : "";
+    : (view.n_units > BIG_LAYER ? `<span><i style="background:#f1f5fb;border:1px solid #ccd"></i>0</span>`
+      + `<span><i style="background:#14508c"></i>${Math.round(zmax)} 读数/小时 readings/h</span>` : "");
   $("map-note").innerHTML = `${when} · ${view.n_units} 个单元 units (${esc(view.layer_level)}) · 点击下钻 click to drill down`;
 }
 

@@ -1,0 +1,130 @@
+"""The dashboard on a city the size of Beijing's grid (40,625 unit grid cells), in Debian's
+Chromium: 'All grid cells' draws every cell as one MapLibre layer (not 40,625 plotly
+polygons), the map reports the cells it has drawn, hovering names a cell, and clicking a
+cell drills down to it. Content assertions only; the timing is in ``cityvitals bench api``.
+Screenshots go to tmp_path."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from test_dashboard_browser import ARGS, CHROMIUM, free_port
+
+pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed (CI installs chromium)")
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+N_GRID = 40_625
+
+MAP = "(() => { const el = document.getElementById('map'); return el._fullLayout.map._subplot.map; })()"
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    import uvicorn
+
+    from cityvitals.api import create_app
+    from cityvitals.bench.api import _add_sensors, build_big_city
+    from cityvitals.store import open_store
+
+    store = open_store(tmp_path_factory.mktemp("big") / "home")
+    city = build_big_city(store, n_grid=N_GRID)
+    _add_sensors(store, 50, NOW, seed=3)
+    key = store.users.add("duty", "duty_officer")
+    app = create_app(store, clock=lambda: NOW, poll_interval=0.5)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # bounded wait for readiness
+        try:
+            if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    else:
+        pytest.fail("the server did not start within 20 s")
+    yield {"url": url, "key": key, "city": city}
+    srv.should_exit = True
+    thread.join(timeout=10)
+    store.close()
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+def screen_point(page, code: str) -> dict:
+    """Where the centre of ``code``'s polygon is on the page."""
+    return page.evaluate(
+        """(code) => {
+            const f = S.view.geojson.features.find(x => x.properties.code === code);
+            const ring = f.geometry.coordinates[0];
+            const lon = ring.slice(0, -1).reduce((a, c) => a + c[0], 0) / (ring.length - 1);
+            const lat = ring.slice(0, -1).reduce((a, c) => a + c[1], 0) / (ring.length - 1);
+            const m = """ + MAP + """;
+            const p = m.project([lon, lat]), c = m.getCanvas().getBoundingClientRect();
+            return {x: c.left + p.x, y: c.top + p.y};
+        }""",
+        code,
+    )
+
+
+@pytest.mark.slow  # a 40,625-cell city built and drawn in software GL: about 50 s on a busy 2-core machine
+def test_all_grid_cells_drawn_as_one_layer_and_a_click_drills_down(big, page, tmp_path):
+    page.goto(f"{big['url']}/#key={big['key']}")
+    page.wait_for_function("() => document.getElementById('map').dataset.unit === '110000'", timeout=30000)
+    page.wait_for_function("() => document.getElementById('map').dataset.drawn === '16'", timeout=30000)
+    assert page.get_attribute("#map", "data-renderer") == "map"  # 16 districts: a plotly trace, as before
+
+    page.click("#all-grid")
+    page.wait_for_function(f"() => document.getElementById('map').dataset.drawn === '{N_GRID}'", timeout=90000)
+    assert page.get_attribute("#map", "data-renderer") == "maplibre"
+    assert page.get_attribute("#map", "data-layer-level") == "grid"
+    # every cell is on screen, as features MapLibre rendered (distinct codes across its tiles)
+    assert page.evaluate("() => renderedUnits()") == N_GRID
+    # and as one source + fill layer, not a plotly trace per polygon
+    layers = page.evaluate("() => " + MAP + ".getStyle().layers.map(l => l.id)")
+    assert "cv-units-fill" in layers
+    assert page.evaluate("() => document.getElementById('map')._fullData.map(t => [t.type, t.lon.length])") == [["scattermap", 0]]
+    assert f"{N_GRID} 个单元 units (grid)" in page.inner_text("#map-note")
+    assert "readings/h" in page.inner_text("#legend")  # the city has readings but no vital signs yet
+    page.screenshot(path=str(tmp_path / "all-grid.png"))
+
+    # a cell that has readings: it is coloured darker than the empty ones, and hovering names it
+    code, n = page.evaluate("() => { const p = S.view.geojson.features.find(f => f.properties.readings_1h > 0).properties;"
+                            " return [p.code, p.readings_1h]; }")
+    pt = screen_point(page, code)
+    page.mouse.move(pt["x"], pt["y"])
+    page.wait_for_function("(code) => !document.getElementById('map-tip').hidden"
+                           " && document.getElementById('map-tip').textContent.includes(code)", arg=code, timeout=15000)
+    assert f"Readings/h {n}" in page.inner_text("#map-tip")
+
+    page.mouse.click(pt["x"], pt["y"])
+    page.wait_for_function("(code) => document.getElementById('map').dataset.unit === code", arg=code, timeout=30000)
+    page.wait_for_function("() => document.getElementById('map').dataset.drawn !== ''", timeout=30000)
+    crumbs = page.locator("#crumbs button").all_inner_texts()
+    assert len(crumbs) == 5 and crumbs[0] == "北京样例市 Big City" and crumbs[-1].endswith(code[-9:])
+    # the cell among its community's cells, drawn by plotly again; the big layer is gone
+    assert page.get_attribute("#map", "data-renderer") == "map"
+    assert page.evaluate("() => S.view.highlight") == code
+    assert code in page.evaluate("() => S.view.geojson.features.map(f => f.properties.code)")
+    assert page.evaluate("() => " + MAP + ".getLayer('cv-units-fill') === undefined")
+    page.screenshot(path=str(tmp_path / "drilled.png"))
+    assert page.errors == []
