@@ -154,3 +154,57 @@ def test_anomaly_detector_fires_once_on_shift():
     assert 3000 <= int(np.argmax(sc)) <= 3005
     assert sc[700:3000].max() < sc[3000:3006].max()
     assert (sc[3010:] >= sc[3000:3006].max()).sum() == 0
+
+
+def _drift_city(drifting: bool, shared: bool, hours: int = 8, seed: int = 0):
+    """Six pressure sensors a minute apart for ``hours``; sensor 0 ramps by 0.15 MPa over 6 h from hour 1."""
+    from cityvitals.watch.health import SensorHealthDetector
+
+    det = SensorHealthDetector(agree_window=1800, confirm_after=600, drift_ref_n=60, drift_k=6.0, drift_min=0.3,
+                               drift_slow_s=86400.0)  # as the runner has it
+    det.set_neighbours({i: [j for j in range(6) if j != i] for i in range(6)})
+    rng = np.random.default_rng(seed)
+    flagged_at = None
+    for k in range(hours * 60):
+        t = 60 * k
+        daily = 0.05 * np.sin(2 * np.pi * t / 86400)  # the city's pressure follows the clock
+        x = 0.3 + daily + rng.normal(0, 0.0015, 6) + 0.02 * np.arange(6) / 6
+        ramp = 0.15 * np.clip((t - 3600) / (6 * 3600), 0, 1)
+        if drifting:
+            x[0] -= ramp
+        if shared:
+            x -= ramp  # all six sink together: an event, not a fault
+        det.update_many(np.arange(6), np.full(6, t), x)
+        if flagged_at is None and "drift" in det.faults(0):
+            flagged_at = t
+    return det, flagged_at
+
+
+def test_health_calls_a_first_day_drift_a_fault():
+    det, at = _drift_city(drifting=True, shared=False)
+    assert at is not None and 3600 < at < 7 * 3600, at  # before the ramp ends, on the first day
+    assert "drift" in det.explain(1.0, series=0)
+
+
+def test_health_does_not_call_a_shared_slow_change_drift():
+    for seed in range(2):
+        _det, at = _drift_city(drifting=False, shared=True, seed=seed)
+        assert at is None
+        _det, at = _drift_city(drifting=False, shared=False, seed=seed)
+        assert at is None
+
+
+def test_rolling_sum_matches_the_exact_hourly_sum():
+    from cityvitals.watch.rolling import RollingSum
+
+    rng = np.random.default_rng(3)
+    n = 300
+    t = np.arange(n) * 60
+    rain = np.where(rng.uniform(size=n) < 0.5, rng.gamma(2.0, 0.4, n), 0.0)
+    rs = RollingSum(window=3600, bin_s=300)
+    got = rs.update_many(np.zeros(n, int), t, rain)
+    exact = np.array([rain[max(0, i - 59) : i + 1].sum() for i in range(n)])
+    err = np.abs(got - exact)  # the oldest 5-minute bin is prorated, so within about one reading
+    assert err.max() < 3.0 and err.mean() < 0.6
+    again = RollingSum.from_bytes(rs.to_bytes())
+    assert again.update_one(0.0, ts=n * 60) == pytest.approx(rs.update_one(0.0, ts=n * 60))

@@ -83,3 +83,35 @@ def _cached(extra: str | None) -> dict[str, tuple[tuple[float, ...], str, int]]:
 def catalog_thresholds(extra: str | None = None) -> dict[str, Threshold]:
     """Sensor kind -> ``Threshold`` from the catalogue (``extra``: a city's overlay file)."""
     return {k: Threshold(list(lv), d, dur) for k, (lv, d, dur) in _cached(extra).items()}
+
+
+@lru_cache(maxsize=4)
+def _cached_sums(extra: str | None) -> dict[str, tuple[int, tuple[float, ...], str, int]]:
+    from cityvitals.signs import load_catalog
+
+    best: dict[str, tuple[tuple, tuple[int, tuple[float, ...], str, int]]] = {}
+    for ind in load_catalog(extra).values():
+        if len(ind.kinds) != 1 or ind.agg != "sum" or ind.agg_arg is not None:
+            continue
+        got = indicator_levels(ind)
+        if got is None:
+            continue
+        size = int(ind.window.size.total_seconds())
+        rank = (size, ind.id)
+        if ind.kinds[0] not in best or rank < best[ind.kinds[0]][0]:
+            best[ind.kinds[0]] = (rank, (size, tuple(got[0]), got[1], max(300, int(ind.min_duration.total_seconds()))))
+    return {k: v for k, (_r, v) in best.items()}
+
+
+def sum_thresholds(extra: str | None = None) -> dict[str, tuple[int, Threshold]]:
+    """Sensor kind -> (window seconds, ``Threshold``) for kinds the catalogue judges on sums.
+
+    Why: a rain gauge reports what fell in each interval, but rainstorm levels are on the
+    last hour's sum (``wx.rain_1h``); the shortest summed window of a kind is watched on a
+    rolling sum (``cityvitals.watch.rolling``) with that indicator's levels.
+
+    >>> w, th = sum_thresholds()["rainfall"]
+    >>> w, th.levels, th.direction
+    (3600, [35.0, 50.0, 80.0], 'higher')
+    """
+    return {k: (w, Threshold(list(lv), d, dur)) for k, (w, lv, d, dur) in _cached_sums(extra).items()}

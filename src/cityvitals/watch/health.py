@@ -82,10 +82,14 @@ class SensorHealthDetector(VectorDetector):
         jump_z: float = 6.0, agree_share: float = 0.5, drift_k: float = 4.0, warmup: int = 20,
         alpha: float = 0.05, drift_alpha: float = 0.01, agree_window: int = 0, confirm_after: int = 0,
         spike_count: float = 1.0, spike_window: int = 3600, flat_min_s: int = 0, drift_ref_n: int | None = None,
+        drift_fast_s: float = 1800.0, drift_slow_s: float = 8 * 3600.0, drift_min: float = 0.1,
     ):
-        # drift is judged against an offset to the neighbours learnt over ``drift_ref_n`` points
-        # (default ``5 * warmup``); a city needs a day of it, as offsets follow the clock
+        # drift: the relative offset to the neighbours smoothed over ``drift_fast_s`` against its
+        # slow average over ``drift_slow_s`` (started after ``drift_ref_n`` points, default
+        # ``5 * warmup``); a gap wider than ``drift_min`` (a share of the neighbours' level) and
+        # than ``drift_k`` times its noise is a drift. ``drift_alpha`` is kept for old checkpoints.
         self.drift_ref_n = drift_ref_n
+        self.drift_fast_s, self.drift_slow_s, self.drift_min = float(drift_fast_s), float(drift_slow_s), float(drift_min)
         # One-off glitches are part of every real series (and of the simulator's): a spike
         # fault is a *habit*, so ``spike_count`` spikes within about ``spike_window`` seconds
         # are needed; a stuck sensor is one flat for ``flat_min_s`` seconds, not a few points.
@@ -105,7 +109,8 @@ class SensorHealthDetector(VectorDetector):
             "agree_share": self.agree_share, "drift_k": self.drift_k, "warmup": self.warmup, "alpha": self.alpha,
             "drift_alpha": self.drift_alpha, "agree_window": self.agree_window, "confirm_after": self.confirm_after,
             "spike_count": self.spike_count, "spike_window": self.spike_window, "flat_min_s": self.flat_min_s,
-            "drift_ref_n": self.drift_ref_n,
+            "drift_ref_n": self.drift_ref_n, "drift_fast_s": self.drift_fast_s, "drift_slow_s": self.drift_slow_s,
+            "drift_min": self.drift_min,
         }
 
     def _grow(self, need: int) -> None:
@@ -283,7 +288,12 @@ class SensorHealthDetector(VectorDetector):
         # a robust mean of the neighbours: one neighbour in an incident (a tilted cover, a
         # leak) must not make all the others look as if they drifted
         nb_mean = _robust_group_mean(rows, self.last[cols], w, u.size)
-        off_now = self.last[u] - nb_mean
+        ok_nb = (wsum > 0) & ~np.isnan(self.last[u])
+        # relative to the larger of its own and the neighbours' level (bounded, so a gauge beside
+        # dry ponds at 0 is not "infinitely" off), plus a few steps of noise for series near 0
+        den = np.maximum(np.abs(nb_mean), np.abs(np.nan_to_num(self.last[u]))) + 3.0 * np.sqrt(
+            self.dvar[u].astype(np.float64)) + 1e-9
+        rel_now = np.where(ok_nb, (self.last[u] - nb_mean) / den, np.nan)
         self.agree[u] = np.where(due, agree, self.agree[u]).astype(np.int16)
         event = due & (agree >= self.agree_share * counts)
         # a jump that has already come back (a one-off glitch) is no disagreement: only a
@@ -293,30 +303,55 @@ class SensorHealthDetector(VectorDetector):
         # offset by more than the usual spread, so a daily change the neighbours make a few
         # minutes apart is not a fault (while a return from a drift, alone, still is)
         sd0 = self.off_sd[u]
-        displaced &= ~(sd0 > 0) | (np.abs(off_now - self.off[u]) > self.drift_k * sd0)
+        displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - self.off[u]) <= self.drift_k * sd0)
         fault = due & ~event & displaced
         self.pending[u] = np.where(due, 0, pending).astype(np.uint8)
         fl = self.flags[u] & ~np.uint8(FLAGS["unit"])
         fl = np.where(fault, fl | np.where(pending == 2, FLAGS["unit"], FLAGS["disagree"]), fl)
         fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
-        # drift: slow offset from the neighbours' mean against its own reference
+        # drift: a steady divergence from the neighbours' robust mean that they do not share.
+        # The offset is taken *relative* to the neighbours' level (flows, loads and noise differ
+        # in scale from one sensor to the next, and their gaps grow and shrink with the daily
+        # cycle; their ratio barely moves), smoothed over ``drift_fast_s`` seconds and compared
+        # with a slow average of itself over ``drift_slow_s``: a ramp opens a growing gap
+        # between the two from its first hours, a step (a jump, judged by ``disagree``) or an
+        # event the neighbours share does not. So drift is seen on the first day, with no
+        # day-long reference to wait for.
         n = self.n[u]
-        a = self.drift_alpha
-        off = np.where(n <= 1, off_now, (1 - a) * self.off[u] + a * off_now)
-        off = np.where(wsum > 0, off, self.off[u])
-        ref = self.off_ref[u]
+        step_s = np.maximum(self.dt[u].astype(np.float64), 1.0)
+        af = 1.0 - np.exp(-step_s / max(self.drift_fast_s, 1.0))
+        aslow = 1.0 - np.exp(-step_s / max(self.drift_slow_s, 1.0))
+        old = self.off[u].astype(np.float64)
+        off = np.where((n <= 1) | np.isnan(old), rel_now, (1 - af) * old + af * rel_now)
+        off = np.where(ok_nb, off, old)
+        ref = self.off_ref[u].astype(np.float64)
         fresh = np.isnan(ref)
         ref_ready = n >= (5 * self.warmup if self.drift_ref_n is None else self.drift_ref_n)
-        new_ref = np.where(fresh & ref_ready, off, ref)
-        g = np.where(fresh, 0.05, 0.005)
-        # (np.where, not a product with a mask: the reference is NaN while fresh, and NaN * 0 is NaN)
-        dev = np.where(fresh, off_now - off, off_now - new_ref)
-        # learnt winsorised once known, so a step or a drift does not widen its own yardstick
+        new_ref = np.where(fresh, np.where(ref_ready & ok_nb, off, np.nan), np.where(ok_nb, (1 - aslow) * ref + aslow * off, ref))
+        # the spread of the relative offset around its smoothed value, learnt winsorised so a
+        # step or a drift does not widen its own yardstick
+        g = np.where(n < 5 * self.warmup, 0.05, 0.005)
+        dev = np.where(ok_nb, rel_now - off, 0.0)
         lim = np.where((n < self.warmup) | ~(self.off_sd[u] > 0), np.inf, 3.0 * self.off_sd[u])
         dev = np.clip(np.nan_to_num(dev), -lim, lim)
-        sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[u]) ** 2 + g * np.nan_to_num(dev) ** 2)
+        sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[u]) ** 2 + g * dev**2)
         self.off[u], self.off_ref[u], self.off_sd[u] = off, new_ref, sd
-        drift = ~np.isnan(new_ref) & (np.abs(off - new_ref) > self.drift_k * np.maximum(sd, 1e-9))
+        # a recent jump is a step, not a ramp: ``disagree`` (or an event) speaks for it
+        calm = now_u - self.jt[u] > 2 * self.drift_fast_s
+        # with one neighbour a divergence cannot say which of the two moved; a series that rests
+        # on repeated values (rain at 0, a dry pond, a status code) moves in steps, not ramps
+        calm &= (wsum >= 2) & (self.prep[u] < 0.5)
+        gap_fs = np.abs(off - new_ref)
+        drift = ~np.isnan(new_ref) & calm & (gap_fs > np.maximum(self.drift_min, self.drift_k * sd))
+        # many moving together is an event: a neighbour whose own offset opened the same way
+        # (an accident slowing a whole corridor) clears the verdict; so does a neighbour already
+        # called drifting (its drift, or leaving it out of the mean, opens a mirror gap here)
+        if drift.any():
+            g_cols = np.nan_to_num(self.off[cols].astype(np.float64) - self.off_ref[cols])
+            g_u = np.nan_to_num(off - new_ref)[rows]
+            shared = (np.sign(g_cols) == np.sign(g_u)) & (np.abs(g_cols) > 0.5 * self.drift_min)
+            nb_drift = (self.flags[cols] & FLAGS["drift"]) > 0
+            drift &= np.bincount(rows, weights=shared | nb_drift, minlength=u.size) == 0
         fl = np.where(drift, fl | FLAGS["drift"], fl)
         self.flags[u] = fl.astype(np.uint8)
         self.sticky[u] |= self.flags[u]
@@ -367,7 +402,8 @@ class SensorHealthDetector(VectorDetector):
             elif f == "stale":
                 why.append(f"no data for over {self.stale_k:g} usual intervals of {float(self.dt[series]):.0f} s")
             elif f == "drift":
-                why.append(f"offset from neighbours moved from {float(self.off_ref[series]):.3g} to {float(self.off[series]):.3g}")
+                why.append(f"offset from the neighbours' level moved from {100 * float(self.off_ref[series]):+.0f}% "
+                           f"to {100 * float(self.off[series]):+.0f}% while they held steady")
             elif f == "spike":
                 why.append("repeated one-point spikes")
             elif f == "unit":

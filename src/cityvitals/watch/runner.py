@@ -36,6 +36,7 @@ import polars as pl
 from cityvitals.watch.alerts import AlertManager, AlertPolicy, Observation, utcnow
 from cityvitals.watch.breach import BreachForecaster
 from cityvitals.watch.health import FLAGS, SensorHealthDetector
+from cityvitals.watch.rolling import RollingSum
 from cityvitals.watch.seasonal import SeasonalDetector
 from cityvitals.watch.shift import LevelShiftDetector
 from cityvitals.watch.threshold import ThresholdDetector
@@ -45,6 +46,7 @@ MATURE_AFTER = 2 * 86400  # seconds of history before shift / seasonal verdicts 
 # the baseline needs, so the slot scales have seen how one day differs from the next)
 BREACH_MIN_LEVEL = 2  # forecast crossings of warning and alarm, not of attention
 BREACH = {"horizon": 3600, "alpha": 0.2, "beta": 0.05, "k": 3.0, "warmup": 30}
+SUM_WINDOW = 3600  # kinds the catalogue judges on a 1-hour sum are watched on a rolling 1-hour sum
 
 
 @dataclass
@@ -66,14 +68,20 @@ class WatchState:
     # before forecasting: minute-to-minute wobble is not a heading (see the simulator eval)
     breach: BreachForecaster = field(default_factory=lambda: BreachForecaster(**BREACH))
     health: SensorHealthDetector = field(default_factory=lambda: SensorHealthDetector(
-        agree_window=1800, confirm_after=600, spike_count=2, spike_window=3600, flat_min_s=3600, drift_ref_n=1440))
+        agree_window=1800, confirm_after=600, spike_count=2, spike_window=3600, flat_min_s=3600, drift_ref_n=60,
+        drift_k=6.0, drift_min=0.3, drift_slow_s=86400.0))
     configured: int = 0  # series whose thresholds/ranges are set
     categorical: list[int] = field(default_factory=list)  # series of code-valued kinds (status codes)
+    # series judged on their rolling 1-hour sum (rain gauges: rainstorm levels are mm per hour);
+    # ``sums`` holds one ring per such series, at its position in ``summed``
+    summed: list[int] = field(default_factory=list)
+    sums: RollingSum = field(default_factory=lambda: RollingSum(window=SUM_WINDOW, bin_s=SUM_WINDOW // 12))
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        blobs = {name: np.frombuffer(getattr(self, name).to_bytes(), dtype=np.uint8) for name in _DETS}
-        meta = json.dumps({"ids": self.ids, "configured": self.configured, "categorical": self.categorical}).encode()
+        blobs = {name: np.frombuffer(getattr(self, name).to_bytes(), dtype=np.uint8) for name in (*_DETS, "sums")}
+        meta = json.dumps({"ids": self.ids, "configured": self.configured, "categorical": self.categorical,
+                           "summed": self.summed}).encode()
         np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **blobs)
         return buf.getvalue()
 
@@ -81,10 +89,20 @@ class WatchState:
     def from_bytes(cls, blob: bytes) -> "WatchState":
         data = np.load(io.BytesIO(blob), allow_pickle=False)
         meta = json.loads(bytes(data["__meta__"]).decode())
-        st = cls(ids=meta["ids"], configured=meta["configured"], categorical=meta.get("categorical", []))
+        st = cls(ids=meta["ids"], configured=meta["configured"], categorical=meta.get("categorical", []),
+                 summed=meta.get("summed", []))
         for name, kls in _DETS.items():
             setattr(st, name, kls.from_bytes(bytes(data[name])))
+        if "sums" in data:  # (checkpoints from before rolling sums have none)
+            st.sums = RollingSum.from_bytes(bytes(data["sums"]))
         return st
+
+    def summed_view(self, n: int) -> np.ndarray:
+        """Series index -> its row in ``sums`` (-1: watched point by point)."""
+        row = np.full(n, -1, dtype=np.int64)
+        if self.summed:
+            row[np.asarray(self.summed, dtype=np.int64)] = np.arange(len(self.summed))
+        return row
 
 
 _DETS = {
@@ -119,16 +137,26 @@ def nearest_neighbours(sensors: pl.DataFrame, k: int = 5, max_km: float = 3.0) -
 def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping[str, Threshold],
                neighbours: Mapping[str, Sequence[str]] | None, use_assets: bool = True,
                user_kinds: frozenset[str] = frozenset()) -> None:
-    """Ranges, levels (kind, then per sensor from its asset unless the caller set the kind) and neighbours."""
+    """Ranges, levels (kind, then per sensor from its asset unless the caller set the kind) and neighbours.
+
+    Kinds the catalogue judges on a 1-hour sum (rainfall) get that indicator's levels on a
+    rolling 1-hour sum, unless the caller gave levels for the kind (then those, on the sum).
+    """
     from cityvitals.registry import load_kinds
+    from cityvitals.watch.catalog import sum_thresholds
 
     kinds = load_kinds()
     pos = {sid: i for i, sid in enumerate(st.ids)}
     kind_of = dict(zip(sensors["id"].to_list(), sensors["kind"].to_list()))
     idx = np.arange(st.configured, len(st.ids))
     kind_arr = np.array([kind_of.get(st.ids[i], "") for i in idx], dtype=object)
+    sums = {k: th for k, (w, th) in sum_thresholds().items() if w == SUM_WINDOW} if use_assets else {}
     for kind in set(kind_arr.tolist()):
         sel = idx[kind_arr == kind]
+        if kind in sums:
+            st.summed.extend(int(i) for i in sel)
+            if kind not in thresholds:
+                thresholds = {**thresholds, kind: sums[kind]}
         if kind in kinds:
             st.health.set_range(sel, kinds[kind].min, kinds[kind].max)
             if kinds[kind].unit == "code":  # a status code: only thresholds and staleness mean anything
@@ -202,15 +230,24 @@ def watch_readings(
     win_of = t_all // window_seconds
     bounds = np.r_[0, np.flatnonzero(np.diff(win_of)) + 1, t_all.size]
     quiet_until = int(t_all[0]) + int(warmup)
+    sum_row = st.summed_view(n)
     for a, b in zip(bounds[:-1], bounds[1:]):
         s, t, x = s_all[a:b], t_all[a:b], x_all[a:b]
         peak = {name: np.zeros(n) for name in ("shift", "seasonal")}
-        st.threshold.update_many(s, t, x)
+        # rain gauges are judged (and forecast) on their rolling 1-hour sum, not per interval
+        xs = x
+        if st.summed:
+            row = sum_row[s]
+            on = row >= 0
+            if on.any():
+                xs = x.copy()
+                xs[on] = st.sums.update_many(row[on], t[on], x[on])
+        st.threshold.update_many(s, t, xs)
         # time-to-breach aims at the next level the series has not reached yet, warning or
         # above (a forecast attention is not worth a duty officer's call)
         nxt = np.clip(st.threshold.level[s].astype(np.int64), BREACH_MIN_LEVEL - 1, 2)
         st.breach.thr[s] = st.threshold.thr[s, nxt]
-        st.breach.update_many(s, t, x)
+        st.breach.update_many(s, t, xs)
         if st.health._nb_idx.size:  # the neighbour check compares readings of one time step
             step_bounds = np.r_[0, np.flatnonzero(np.diff(t // step_seconds)) + 1, t.size]
             for c, d in zip(step_bounds[:-1], step_bounds[1:]):
