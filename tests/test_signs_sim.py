@@ -148,24 +148,22 @@ def quiet(tmp_path_factory):
 
 
 def test_quiet_day_has_no_alarm_anywhere(quiet):
-    """No alarm on a quiet day, with one known exception reported to the team:
-    ``sf.waterlogging_depth`` reads every ``water_level`` sensor, and the simulator (like a
-    real city) also has river gauges (RG, metres of river stage) and pumping-station wet
-    wells (DPS) of that kind; their ordinary levels of 1-3 m read as metres of standing
-    water. The 0.15 m / 0.30 m thresholds agree with the truth (GB 51222-2017); the input
-    is what is wrong, and fixing it needs separate sensor kinds (ponding depth vs river
-    level) in the registry. Ponding gauges (low spots LS, tunnels TN) stay normal."""
+    """No alarm anywhere on a quiet day. ``sf.waterlogging_depth`` reads only the
+    ``waterlogging_depth`` gauges (low spots LS, tunnels TN); river gauges (RG) and
+    pumping-station wet wells (DPS) report ``water_level`` (stage, 1-3 m) and are not
+    ponding."""
     v = quiet.signs.all_values()
     assert v.height > 10_000
     alarms = v.filter(pl.col("level") >= LEVEL["alarm"])
-    assert set(alarms["indicator"].unique()) <= {"sf.waterlogging_depth"}, alarms.group_by("indicator").len()
+    assert alarms.is_empty(), alarms.group_by("indicator").len()
     with quiet.lock:
         gauges = quiet.con.execute(
-            "SELECT unit_code, regexp_extract(json_extract_string(meta, '$.asset_id'), '^[A-Z]+') FROM sensors WHERE kind = 'water_level'"
+            "SELECT kind, unit_code, regexp_extract(json_extract_string(meta, '$.asset_id'), '^[A-Z]+') FROM sensors "
+            "WHERE kind IN ('water_level', 'waterlogging_depth')"
         ).fetchall()
-    ponding = {u for u, p in gauges if p in ("LS", "TN")}
-    other = {u for u, p in gauges if p not in ("LS", "TN")}
-    direct = alarms.filter(pl.col("direct"))
-    assert set(direct["unit_code"].unique()) <= other - ponding
-    pond = v.filter((pl.col("indicator") == "sf.waterlogging_depth") & pl.col("unit_code").is_in(list(ponding - other)))
+    assert {p for k, _, p in gauges if k == "waterlogging_depth"} == {"LS", "TN"}
+    assert {p for k, _, p in gauges if k == "water_level"} <= {"RG", "DPS"}
+    ponding = {u for k, u, _ in gauges if k == "waterlogging_depth"}
+    pond = v.filter((pl.col("indicator") == "sf.waterlogging_depth") & pl.col("direct"))
+    assert set(pond["unit_code"].unique()) == ponding  # every ponding gauge, nothing else
     assert pond.height > 1000 and pond["level"].max() == 0

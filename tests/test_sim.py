@@ -154,6 +154,7 @@ def test_reports_follow_incidents_and_carry_valid_resident_ids(burst):
 
 
 def test_streaming_memory_does_not_grow_with_duration(tmp_path):
+    import cityvitals.cli  # noqa: F401  first: bench.simulate -> cli._common -> cli -> cli.bench -> bench.simulate is circular when imported alone
     from cityvitals.bench.simulate import _RssSampler
     from cityvitals.sim.city import generate_city, write_city
 

@@ -201,7 +201,7 @@ def _measure(small: bool) -> dict:
     closure = _closure(units)
     kinds = {"pm25": (10, 200), "pm10": (20, 300), "so2": (2, 50), "no2": (10, 150), "co": (0.2, 3), "o3": (20, 250),
              "rainfall": (0, 5), "temperature": (20, 38), "wind_speed": (0, 20), "traffic_speed": (5, 80),
-             "crowd_density": (0, 4), "water_level": (0, 0.3), "gas_concentration": (0, 30), "noise": (40, 80),
+             "crowd_density": (0, 4), "waterlogging_depth": (0, 0.3), "gas_concentration": (0, 30), "noise": (40, 80),
              "water_pressure": (0.08, 0.3), "turbidity": (0, 2), "residual_chlorine": (0.05, 2), "elevator_status": (0, 2),
              "manhole_tilt": (0, 20), "road_occupancy": (0, 60), "equipment_temperature": (40, 110)}
     readings = _city_readings(grids, kinds)

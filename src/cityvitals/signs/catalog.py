@@ -15,6 +15,8 @@ True
 
 from __future__ import annotations
 
+import copy
+
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -631,8 +633,29 @@ def check_catalog(extra: str | Path | None = None, *, kinds: KindTable | None = 
     return cat, problems
 
 
+_SHIPPED_CACHE: dict[str, Catalog] = {}
+"""The validated shipped catalogue by its text: parsing and checking it costs ~0.3 s, which
+every ``recompute`` / ``compute_signs`` call without a catalogue used to pay."""
+
+
 def load_catalog(extra: str | Path | None = None) -> Catalog:
-    """The catalogue to compute with; raises InputError naming the first problem if invalid."""
+    """The catalogue to compute with; raises InputError naming the first problem if invalid.
+
+    Without ``extra`` the shipped catalogue is parsed once per process (keyed by its text,
+    so an edited file is re-read); each call gets its own ``Catalog`` so a caller that
+    adds or removes entries does not change another's (the Indicator objects are shared:
+    nothing modifies them after checking).
+    """
+    if extra is None:
+        text = _shipped_text()
+        cached = _SHIPPED_CACHE.get(text)
+        if cached is None:
+            cached, problems = check_catalog(None)
+            if problems:
+                raise InputError(f"catalogue has {len(problems)} problem(s); first: {problems[0]} (run `cityvitals catalog check`)")
+            _SHIPPED_CACHE.clear()
+            _SHIPPED_CACHE[text] = cached
+        return Catalog(cached, settings=copy.deepcopy(cached.settings))
     cat, problems = check_catalog(extra)
     if problems:
         raise InputError(f"catalogue has {len(problems)} problem(s); first: {problems[0]} (run `cityvitals catalog check`)")

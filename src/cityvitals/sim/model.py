@@ -32,7 +32,8 @@ from cityvitals.sim.weather import Weather
 # AR(1) wander and white noise per kind, in canonical units (multiplicative for "log" kinds)
 NOISE = {
     "water_pressure": (0.004, 0.0015), "water_flow": (0.03, 0.01), "turbidity": (0.04, 0.02),
-    "residual_chlorine": (0.03, 0.01), "water_level": (0.0, 0.002), "rainfall": (0.0, 0.0),
+    "residual_chlorine": (0.03, 0.01), "water_level": (0.0, 0.002), "waterlogging_depth": (0.0, 0.002),
+    "rainfall": (0.0, 0.0),
     "pm25": (0.12, 0.04), "pm10": (0.12, 0.05), "o3": (0.08, 0.03), "no2": (0.12, 0.05), "so2": (0.12, 0.05),
     "co": (0.1, 0.04), "noise": (1.2, 1.0), "traffic_speed": (0.0, 1.5), "traffic_flow": (0.0, 0.04),
     "road_occupancy": (0.0, 1.2), "power_load": (0.012, 0.006), "equipment_temperature": (0.4, 0.15),
@@ -42,7 +43,8 @@ NOISE = {
 LOG_KINDS = {"pm25", "pm10", "o3", "no2", "so2", "co", "water_flow", "traffic_flow", "power_load", "crowd_density",
              "turbidity", "residual_chlorine"}
 DECIMALS = {
-    "water_pressure": 4, "water_flow": 1, "turbidity": 2, "residual_chlorine": 2, "water_level": 3, "rainfall": 1,
+    "water_pressure": 4, "water_flow": 1, "turbidity": 2, "residual_chlorine": 2, "water_level": 3,
+    "waterlogging_depth": 3, "rainfall": 1,
     "pm25": 0, "pm10": 0, "o3": 0, "no2": 0, "so2": 0, "co": 2, "noise": 1, "traffic_speed": 1, "traffic_flow": 0,
     "road_occupancy": 1, "power_load": 2, "equipment_temperature": 1, "temperature": 1, "humidity": 1,
     "wind_speed": 1, "gas_concentration": 1, "manhole_tilt": 1, "crowd_density": 2, "elevator_status": 0,
@@ -343,13 +345,19 @@ class Model:
         base = np.where(at_ps, 0.8 + 0.3 * self.per[idx], 0.3 + 0.4 * self.per[idx])
         return base[None, :] * (1 - 0.15 * water_demand(ctx["h"])[:, None])
 
-    def _k_water_level(self, ctx, idx):
-        T = ctx["T"]
-        types = self.ix.asset_type[idx]
-        v = np.zeros((T, len(idx)))
+    def _k_waterlogging_depth(self, ctx, idx):
+        """Standing water at ponding gauges (low spots, tunnels): the pond model's depth."""
+        v = np.zeros((ctx["T"], len(idx)))
         pond = self.sensor_pond[idx]
         m = pond >= 0
         v[:, m] = ctx["pond_depth"][:, pond[m]]
+        return v
+
+    def _k_water_level(self, ctx, idx):
+        """River stage and wet-well levels (ponding gauges report ``waterlogging_depth``)."""
+        T = ctx["T"]
+        types = self.ix.asset_type[idx]
+        v = self._k_waterlogging_depth(ctx, idx)  # a water_level sensor on a pond (a user's city): its depth
         cat = self.sensor_cat[idx]
         store = ctx["cat_store"][:, np.maximum(cat, 0)]
         well = types == "drainage_pumping_station"

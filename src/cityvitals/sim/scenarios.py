@@ -28,6 +28,7 @@ from cityvitals.sim.weather import RainCell, Weather
 # kind -> typical size of a normal swing, in the canonical unit (faults are scaled by it)
 SCALE = {
     "water_pressure": 0.03, "water_flow": 300.0, "turbidity": 0.3, "residual_chlorine": 0.15, "water_level": 0.3,
+    "waterlogging_depth": 0.3,
     "rainfall": 1.0, "pm25": 12.0, "pm10": 20.0, "o3": 25.0, "no2": 12.0, "so2": 4.0, "co": 0.3, "noise": 4.0,
     "traffic_speed": 8.0, "traffic_flow": 300.0, "road_occupancy": 8.0, "power_load": 3.0,
     "equipment_temperature": 6.0, "temperature": 1.5, "humidity": 6.0, "wind_speed": 1.2,
@@ -167,7 +168,8 @@ def rainstorm(ctx: Ctx, rng: np.random.Generator) -> None:
     ctx.plan.dps_capacity[ix.assets.index(failed)] = 0.25
     rain = ix.by_kind.get("rainfall", np.zeros(0, np.int64))
     wl = ix.by_kind.get("water_level", np.zeros(0, np.int64))
-    ponds = wl[np.isin(ix.asset_type[wl], ["low_spot", "tunnel"])]
+    wd = ix.by_kind.get("waterlogging_depth", np.zeros(0, np.int64))
+    ponds = wd[np.isin(ix.asset_type[wd], ["low_spot", "tunnel"])]
     rivers = wl[ix.asset_type[wl] == "river_gauge"]
     river_warn = np.array([ix.assets.props[ix.asset_of[j]].get("warning_level_m", 4.2) for j in rivers], dtype=float)
     flooded_roads = [d for j in ponds for d in ix.children(ix.assets.ids[ix.asset_of[j]], "floods")]
@@ -180,8 +182,8 @@ def rainstorm(ctx: Ctx, rng: np.random.Generator) -> None:
         sensors, [], params={"peak_mm_h": peak, "failed_pumping_station": failed},
         track=[Track("rainfall", "rain_1h >= 35 mm (Shanghai blue rainstorm signal)", ">=", 35.0, rain, "sum_1h"),
                Track("rainfall", "rain_1h >= 50 mm (yellow)", ">=", 50.0, rain, "sum_1h"),
-               Track("water_level", "ponding depth >= 0.15 m (GB 51222-2017)", ">=", 0.15, ponds),
-               Track("water_level", "ponding depth >= 0.30 m (impassable)", ">=", 0.30, ponds),
+               Track("waterlogging_depth", "ponding depth >= 0.15 m (GB 51222-2017)", ">=", 0.15, ponds),
+               Track("waterlogging_depth", "ponding depth >= 0.30 m (impassable)", ">=", 0.30, ponds),
                Track("water_level", "river level >= warning level", ">=", river_warn, rivers),
                Track("traffic_speed", "traffic_speed <= severe-congestion speed of the road class (GB/T 33171)", "<=", ts_thr, ts)],
     )

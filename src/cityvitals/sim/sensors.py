@@ -31,6 +31,13 @@ SHARES: dict[str, float] = {
 }
 GENERIC_SHARE = 0.01
 
+# kinds carved out of another kind's placement: (parent kind, asset types). The parent's
+# sensors on those assets report the carved kind instead, so the city (assets, sensor
+# ids, positions, random streams) is the same as before the split.
+CARVED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "waterlogging_depth": ("water_level", ("low_spot", "tunnel")),  # ponding depth vs river/wet-well stage
+}
+
 PREFIX = {
     "water_pressure": "WP", "water_flow": "WF", "turbidity": "TB", "residual_chlorine": "CL", "water_level": "WL",
     "rainfall": "RF", "pm25": "P25", "pm10": "P10", "o3": "O3", "no2": "NO2", "so2": "SO2", "co": "CO",
@@ -86,6 +93,8 @@ def kind_counts(n: int) -> dict[str, int]:
     kinds = load_kinds()
     out: dict[str, int] = {}
     for k in kinds:
+        if k in CARVED:  # counted in (and placed with) its parent kind
+            continue
         out[k] = max(3, int(round(n * SHARES.get(k, GENERIC_SHARE))))
     return out
 
@@ -189,8 +198,13 @@ def place_sensors(city, seed: int, n: int) -> Sensors:
         days = rng.integers(0, 365 * 8, cnt)
         inst.extend((np.datetime64("2015-01-01") + days.astype("timedelta64[D]")).astype(str).tolist())
         aid.extend(a_ids)
+    kind_arr = np.array(kind_col, dtype=object)
+    atypes = np.array([assets.types[assets.index(a)] if a else "" for a in aid], dtype=object)
+    for carved, (parent, types) in CARVED.items():
+        if carved in kinds:
+            kind_arr[(kind_arr == parent) & np.isin(atypes, types)] = carved
     return Sensors(
-        np.array(ids, dtype=object), np.array(kind_col, dtype=object), np.array(unit_col, dtype=object),
+        np.array(ids, dtype=object), kind_arr, np.array(unit_col, dtype=object),
         np.concatenate(xs), np.concatenate(ys), np.array(dept, dtype=object), np.array(inst, dtype=object),
         np.array(aid, dtype=object),
     )

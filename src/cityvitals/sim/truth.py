@@ -161,9 +161,9 @@ def _waterlogging(ev: Incident, ix: CityIndex, by_event, storm_doc: dict, at, ce
         root = failed if (cat and cat[0] in failed_cat) else spot
         n += 1
         sensors = sorted({j, *map(int, road_sensors)})
-        thr = [{"kind": "water_level", "threshold": p15.track.name, "first_crossing": at(p15.first[pos])}]
+        thr = [{"kind": "waterlogging_depth", "threshold": p15.track.name, "first_crossing": at(p15.first[pos])}]
         if p30 is not None and p30.first[pos] >= 0:
-            thr.append({"kind": "water_level", "threshold": p30.track.name, "first_crossing": at(p30.first[pos])})
+            thr.append({"kind": "waterlogging_depth", "threshold": p30.track.name, "first_crossing": at(p30.first[pos])})
         unit = ix.assets.unit_codes[ix.asset_of[j]]
         out.append({
             "id": f"{ev.id}-W{n:02d}", "type": "waterlogging", "category": "incident", "parent": ev.id,

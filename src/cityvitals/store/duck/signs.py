@@ -107,16 +107,18 @@ class SignRepo:
             where.append("ts < ?")
             params.append(end)
         w = " AND ".join(where)
+        # one scan, no temp table: the per-minute groups carry their own max(ts), max(ingested_at)
         with self.store.lock:
-            con = self.store.con
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _sign_new AS SELECT kind, unit_code, epoch_us(ts) t, ingested_at FROM readings WHERE {w}", params)
-            frame = _pl(con.sql(
-                "SELECT kind, unit_code, (t // 60000000) * 60000000 AS minute, count(*)::BIGINT AS n "
-                "FROM _sign_new GROUP BY ALL"
+            frame = _pl(self.store.con.sql(
+                "SELECT kind, unit_code, (epoch_us(ts) // 60000000) * 60000000 AS minute, count(*)::BIGINT AS n, "
+                f"max(epoch_us(ts)) AS _t, max(ingested_at) AS _ing FROM readings WHERE {w} GROUP BY ALL",
+                params=params,
             ).to_arrow_table())
-            mx_ing, mx_t, n = con.execute("SELECT max(ingested_at), max(t), count(*) FROM _sign_new").fetchall()[0]
-            con.execute("DROP TABLE _sign_new")
-        return frame, {"max_ingested_at": mx_ing, "max_ts_us": mx_t, "n": n}
+        if frame.is_empty():
+            info = {"max_ingested_at": None, "max_ts_us": None, "n": 0}
+        else:
+            info = {"max_ingested_at": frame["_ing"].max(), "max_ts_us": int(frame["_t"].max()), "n": int(frame["n"].sum())}
+        return frame.drop("_t", "_ing"), info
 
     def readings_for(self, kinds: list[str], units: pl.Series, start_us: int, end_us: int) -> pl.DataFrame:
         """Readings of ``kinds`` in ``units`` with start <= ts < end (µs since epoch)."""
@@ -208,9 +210,11 @@ class SignRepo:
         if indicators is not None:
             sql += " AND list_contains(?, indicator)"
             params.append(indicators)
-        with self.store.transaction() as con:
-            n = con.execute("SELECT count(*) " + sql, params).fetchall()[0][0]
-            con.execute("DELETE " + sql, params)
+        with self.store.lock:  # the lock is re-entrant: count and delete see the same rows
+            n = self.store.con.execute("SELECT count(*) " + sql, params).fetchall()[0][0]
+            if n:  # a fresh period has nothing to delete: no empty write transaction
+                with self.store.transaction() as con:
+                    con.execute("DELETE " + sql, params)
         return n
 
     def _select(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
