@@ -402,6 +402,32 @@ def test_reporters_route_requires_a_purpose_and_is_audited(desk, store):
     assert verify(store)["ok"]
 
 
+def test_cli_reporters_read_needs_who_and_why_and_is_audited(desk, store):
+    from typer.testing import CliRunner
+
+    from cityvitals.cli import app
+    from cityvitals.share.audit import entries, verify
+
+    cid = desk.report(category="SA01", lon=LON, lat=LAT, ref="R10", reporter={"name": "赵敏", "phone": "13900001111"},
+                      text="路灯坏了")["case_id"]
+    home = str(store.path.parent)
+    store.close()  # the CLI opens the store file itself
+    runner = CliRunner()
+    refused = runner.invoke(app, ["cases", "show", str(cid), "--reporters", "--home", home, "--json"])
+    assert refused.exit_code == 1 and "--purpose" in str(refused.exception or refused.output)
+    ok = runner.invoke(app, ["cases", "show", str(cid), "--reporters", "--by", "li", "--purpose", "call the reporter back",
+                             "--home", home, "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.output)["reporters"][0]["phone"] == "13900001111"
+    from cityvitals.store import open_store
+
+    with open_store(home) as again:
+        [e] = entries(again)
+        assert (e["actor"], e["action"], e["dataset"], e["purpose"], e["records"]) == (
+            "li", "read", "case_reporters", "call the reporter back", 1)
+        assert verify(again)["ok"]
+
+
 @pytest.mark.slow
 def test_incidents_and_simulated_reports_flow_into_cases(tmp_path):
     """A small simulated city with a water main burst: watch, diagnose, then one dispose step

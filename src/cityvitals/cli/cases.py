@@ -143,8 +143,12 @@ def list_(
 
 @app.command("show")
 def show(case_id: int, reporters: Annotated[bool, typer.Option(help="Include reporters' personal data.")] = False,
+         by: Annotated[Optional[str], typer.Option("--by", help="With --reporters: who reads (recorded).")] = None,
+         purpose: Annotated[Optional[str], typer.Option(help="With --reporters: why (recorded in the access log).")] = None,
          home: Home = None, store_url: Store = None, json: Json = False) -> None:
-    """One case with its event log (and, with --reporters, who reported it)."""
+    """One case with its event log (and, with --reporters, who reported it: a read that is logged)."""
+    if reporters and (not by or not purpose or len(purpose.strip()) < 3):
+        raise InputError("--reporters reads personal data: say who reads with --by and why with --purpose")
     with open_store_cli(home, store_url) as store:
         row = store.cases.get(case_id)
         if row is None:
@@ -153,7 +157,13 @@ def show(case_id: int, reporters: Annotated[bool, typer.Option(help="Include rep
         row["events"] = [_plain(e) for e in store.cases.events(case_id)]
         row["attachments"] = [_plain(a) for a in store.cases.attachments(case_id)]
         if reporters:
+            from cityvitals.share.audit import record
+
             row["reporters"] = [_plain(p) for p in store.cases.reporters(case_id)]
+            # Every read of personal data is accounted for, from the CLI as from the API.
+            record(store, actor=by, role="cli", action="read", dataset="case_reporters",
+                   fields=sorted({k for p in row["reporters"] for k in p if k != "id"}), purpose=purpose.strip(),
+                   records=len(row["reporters"]), detail={"case_id": case_id, "route": "cityvitals cases show"})
     if json:
         emit_json(row)
         return
