@@ -6,16 +6,12 @@ Screenshots go to tmp_path."""
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from datetime import UTC, datetime
 
-import httpx
 import pytest
-from test_dashboard_browser import ARGS, CHROMIUM, free_port
+from browser_kit import browser_page, requires_chromium, serve
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed (CI installs chromium)")
+pytestmark = requires_chromium
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 N_GRID = 40_625
@@ -25,7 +21,6 @@ MAP = "(() => { const el = document.getElementById('map'); return el._fullLayout
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    import uvicorn
 
     from cityvitals.api import create_app
     from cityvitals.bench.api import _add_sensors, build_big_city
@@ -36,38 +31,15 @@ def big(tmp_path_factory):
     _add_sensors(store, 50, NOW, seed=3)
     key = store.users.add("duty", "duty_officer")
     app = create_app(store, clock=lambda: NOW, poll_interval=0.5)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # bounded wait for readiness
-        try:
-            if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
-        pytest.fail("the server did not start within 20 s")
-    yield {"url": url, "key": key, "city": city}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as url:
+        yield {"url": url, "key": key, "city": city}
     store.close()
 
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 900})
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.errors = errors
+    with browser_page(1400, 900) as pg:
         yield pg
-        browser.close()
 
 
 def screen_point(page, code: str) -> dict:

@@ -4,69 +4,32 @@ up live. Screenshots go to tmp_path."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import threading
-import time
 from datetime import datetime, timezone
 
 import httpx
 import pytest
 from test_api_core import NOW, build_city
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from browser_kit import ARGS, CHROMIUM, browser_page, free_port, requires_chromium, serve  # noqa: F401
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed (CI installs chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = requires_chromium
 
 
 @pytest.fixture
 def server(store):
-    import uvicorn
-
     from cityvitals.api import create_app
 
     keys = build_city(store)
     clock = lambda: NOW  # noqa: E731 - the city's readings are around NOW
     app = create_app(store, clock=clock, poll_interval=0.5)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # bounded wait for readiness
-        try:
-            if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
-        pytest.fail("the server did not start within 20 s")
-    yield url, keys
-    srv.should_exit = True
-    t.join(timeout=10)
+    with serve(app) as url:
+        yield url, keys
 
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 800})
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.errors = errors
+    with browser_page(1280, 800) as pg:
         yield pg
-        browser.close()
 
 
 def map_codes(page) -> list[str]:

@@ -11,17 +11,13 @@ with a bound.
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from datetime import timedelta
 
-import httpx
 import pytest
 import shapely
-from test_dashboard_browser import ARGS, CHROMIUM, free_port
+from browser_kit import browser_page, requires_chromium, serve
 
-pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is not installed (CI installs chromium)")
+pytestmark = requires_chromium
 sim = pytest.importorskip("cityvitals.sim")
 
 HISTORY = timedelta(minutes=30)   # loaded before the page opens; the burst starts at 46 min (seed 5)
@@ -31,8 +27,6 @@ BURST_SEEN = timedelta(minutes=75)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """A 300-sensor, 2-district city with a water main burst in its first hour, served live."""
-    import uvicorn
-
     from cityvitals.api import create_app
     from cityvitals.runtime import LocalRunner, ReplaySource, SimClock
     from cityvitals.store import open_store
@@ -49,39 +43,16 @@ def demo(tmp_path_factory):
     runner.step()
     key = store.users.add("duty", "duty_officer")
     app = create_app(store, clock=clock, poll_interval=0.2)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # bounded wait for readiness
-        try:
-            if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
-        pytest.fail("the server did not start within 20 s")
-    yield {"url": url, "key": key, "store": store, "runner": runner, "clock": clock, "source": source,
-           "ctx": app.state.ctx}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as url:
+        yield {"url": url, "key": key, "store": store, "runner": runner, "clock": clock, "source": source,
+               "ctx": app.state.ctx}
     store.close()
 
 
 @pytest.fixture
 def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 900})
-        errors: list[str] = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.errors = errors
+    with browser_page(1400, 900) as pg:
         yield pg
-        browser.close()
 
 
 def wait_map(page, unit: str) -> None:
