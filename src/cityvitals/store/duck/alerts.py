@@ -144,7 +144,7 @@ class AlertRepo:
             f"INSERT INTO alerts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) RETURNING id",
             [row[c] for c in cols],
         )
-        return int(cur.fetchone()[0])
+        return int(cur.fetchall()[0][0])  # fetch all: DuckDB keeps a half-read result open
 
     def update(self, con, alert_id: int, changes: dict) -> None:
         if not changes:

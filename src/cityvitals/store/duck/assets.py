@@ -83,8 +83,8 @@ class AssetRepo:
 
     def status(self) -> dict:
         with self.store.lock:
-            n = self.store.con.execute("SELECT count(*) FROM assets").fetchone()[0]
-            e = self.store.con.execute("SELECT count(*) FROM asset_edges").fetchone()[0]
+            n = self.store.con.execute("SELECT count(*) FROM assets").fetchall()[0][0]
+            e = self.store.con.execute("SELECT count(*) FROM asset_edges").fetchall()[0][0]
         return {"assets": n, "asset_edges": e}
 
 

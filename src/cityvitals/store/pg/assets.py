@@ -25,22 +25,6 @@ class PgAssetRepo(AssetRepo):
             copy_arrow(con, edges, "asset_edges", ("src", "dst", "relation"))
         return {"assets": assets.num_rows, "edges": edges.num_rows}
 
-    def frame(self, type_: str | None = None) -> pl.DataFrame:
-        sql = "SELECT id, type, name, lon, lat, unit_code, props FROM assets"
-        params: list = []
-        if type_:
-            sql += " WHERE type = ?"
-            params.append(type_)
-        return self.store.frame(sql + " ORDER BY id", params)
-
-    def edges(self, relation: str | None = None) -> pl.DataFrame:
-        sql = "SELECT src, dst, relation FROM asset_edges"
-        params: list = []
-        if relation:
-            sql += " WHERE relation = ?"
-            params.append(relation)
-        return self.store.frame(sql + " ORDER BY src, dst", params)
-
     def sensor_asset_props(self, kinds: list[str], props: dict[str, str]) -> pl.DataFrame:
         """As the DuckDB repository, with PostgreSQL's jsonb (only JSON numbers count)."""
         cols = "".join(
