@@ -160,30 +160,32 @@ def run_bench(sensors: int = 100_000, alerts: int = 5_000, seed: int = 0, update
     res = {}
     cache: dict = {}  # what a live run keeps between updates: groups untouched by new alerts keep their ranking
 
-    def update(alerts: list[dict]) -> tuple[float, list]:
-        t = time.perf_counter()
+    def update(alerts: list[dict]) -> tuple[float, float, list]:
+        """Wall and CPU seconds of one update: the machine is shared, CPU time is the figure to trust."""
+        t, c = time.perf_counter(), time.process_time()
         sym = build_symptoms(alerts, [], graph)
         labels = link(sym, graph)
         diags = diagnose_symptoms(sym, graph, labels, cache=cache)
-        return time.perf_counter() - t, diags
+        return time.perf_counter() - t, time.process_time() - c, diags
 
     for u in range(updates):
         # the burst as seen after each of ``updates`` watch batches; the last is the full burst
         n = int(len(burst) * (u + 1) / updates)
-        dt, diags = update(burst[:n])
-        timings.append({"alerts": n, "seconds": dt, "incidents": len(diags)})
+        dt, cpu, diags = update(burst[:n])
+        timings.append({"alerts": n, "seconds": dt, "cpu_s": cpu, "incidents": len(diags)})
         res = {"incidents": len(diags), "largest": max((len(d.members) for d in diags), default=0)}
     # the issue's figure: everything but the last alert is known, then the last alert arrives
     update(burst[:-1])
-    last_s, _ = update(burst)
+    last_s, last_cpu, _ = update(burst)
     # ... and when the last alert joins the storm's own big group (the worst case for the cache)
     k = len(burst) - alerts // 10 - 1  # the last storm alert; noise alerts follow it
     update(burst[:k] + burst[k + 1:])
-    storm_s, _ = update(burst)
+    storm_s, storm_cpu, _ = update(burst)
     return {
         "sensors": sensors, "assets": len(a.ids), "edges": len(a.edges), "grid_units": grid_units,
         "alerts": len(burst), "city_s": t_city, "graph_build_s": t_graph,
-        "updates": timings, "last_update_s": last_s, "last_storm_alert_s": storm_s, **res,
+        "updates": timings, "last_update_s": last_s, "last_update_cpu_s": last_cpu,
+        "last_storm_alert_s": storm_s, "last_storm_alert_cpu_s": storm_cpu, **res,
         "goal_s": 1.0,
     }
 
@@ -203,6 +205,7 @@ def bench_diagnose(
     typer.echo(f"diagnose on a city of {res['sensors']:,} sensors, {res['assets']:,} assets ({res['grid_units']} grid units); "
                f"city {res['city_s']:.1f} s, graph {res['graph_build_s']:.1f} s")
     for u in res["updates"]:
-        typer.echo(f"  {u['alerts']:>6,} alerts -> {u['incidents']:>5} incidents in {u['seconds']:.3f} s")
-    typer.echo(f"last update {res['last_update_s']:.3f} s; when the last alert joins the storm's group "
-               f"{res['last_storm_alert_s']:.3f} s (goal < {res['goal_s']:.0f} s)")
+        typer.echo(f"  {u['alerts']:>6,} alerts -> {u['incidents']:>5} incidents in {u['seconds']:.3f} s ({u['cpu_s']:.3f} s CPU)")
+    typer.echo(f"last update {res['last_update_s']:.3f} s ({res['last_update_cpu_s']:.3f} s CPU); when the last alert "
+               f"joins the storm's group {res['last_storm_alert_s']:.3f} s ({res['last_storm_alert_cpu_s']:.3f} s CPU) "
+               f"(goal < {res['goal_s']:.0f} s)")

@@ -21,9 +21,8 @@ sensor (a candidate "sensor fault").
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
+import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -116,83 +115,93 @@ def symptom_keys(s: Symptoms, graph: AssetGraph) -> tuple[list[int], list[str], 
 
 
 def link(s: Symptoms, graph: AssetGraph, slack_s: float = SLACK_S) -> np.ndarray:
-    """Group label per symptom (health findings get their own labels, see :func:`attach_health`)."""
+    """Group label per symptom (health findings get their own labels, see :func:`attach_health`).
+
+    Why arrays throughout: a storm puts thousands of symptoms on tens of thousands of keys;
+    keys become integer codes, rows are sorted by (key, onset) once, and the per-key rules
+    (anchors chain, leaves join an anchor) run as segmented scans over the whole table.
+    """
     n = len(s)
     idx, keys, dist = symptom_keys(s, graph)
-    by_key: dict[str, list[int]] = defaultdict(list)
-    for r, k in enumerate(keys):
-        by_key[k].append(r)
-    ia = np.asarray(idx, dtype=np.int64)
-    da = np.asarray(dist, dtype=np.int64)
-    ea: list[np.ndarray] = []
-    eb: list[np.ndarray] = []
-    for key, rows in by_key.items():
-        if len(rows) < 2:
-            continue
-        r = np.asarray(rows)
-        sym, d = ia[r], da[r]
-        anch = sym[d == 0]
-        if not len(anch):
-            continue
-        order = np.argsort(s.t0[anch], kind="stable")
-        anch = anch[order]
-        at0, at1 = s.t0[anch], s.t1[anch]
-        # anchors chain while their activity (with slack) overlaps
-        run_end = np.maximum.accumulate(at1)
-        if len(anch) > 1:
-            chain = slack_s if key.startswith(("city:", "cell:")) else max(slack_s, CHAIN_SLACK_S)
-            ok = at0[1:] <= run_end[:-1] + chain
-            ea.append(anch[:-1][ok])
-            eb.append(anch[1:][ok])
-        leaves = sym[d == 1]
-        if len(leaves):
-            lt = s.t0[leaves]
-            # the latest anchor starting before the leaf (+slack), and the one active longest before it
-            j = np.searchsorted(at0, lt + slack_s, side="right") - 1
-            has = j >= 0
-            jj = np.maximum(j, 0)
-            arg_end = _prefix_argmax(at1)[jj]
-            ok = has & (at1[arg_end] + slack_s >= lt)
-            ea.append(leaves[ok])
-            eb.append(anch[arg_end[ok]])
-    a = np.concatenate(ea) if ea else np.zeros(0, dtype=np.int64)
-    b = np.concatenate(eb) if eb else np.zeros(0, dtype=np.int64)
+    a, b = _key_edges(s, np.asarray(idx, dtype=np.int64), keys, np.asarray(dist, dtype=np.int64), slack_s)
     labels = components(n, a, b)
     return attach_health(s, labels, slack_s)
 
 
-def _prefix_argmax(v: np.ndarray) -> np.ndarray:
-    """Index of the running maximum of ``v``."""
-    out = np.zeros(len(v), dtype=np.int64)
-    best = 0
-    for i in range(1, len(v)):
-        if v[i] > v[best]:
-            best = i
-        out[i] = best
-    return out
+def _key_edges(s: Symptoms, sym: np.ndarray, keys: list[str], dist: np.ndarray,
+               slack_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Link edges (symptom pairs) from the (symptom, key, distance) triples.
+
+    Per key: its anchors (distance 0) in onset order chain while each starts before the
+    activity of those before it (plus the key's chain slack) has ended; a leaf (distance 1)
+    joins the anchor active longest among those starting before it (+ slack), if that one
+    was still active within ``slack_s`` of the leaf's onset.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if not len(sym):
+        return empty, empty
+    key_id: dict[str, int] = {}  # codes in order of first use: a dict, as sorting strings costs more than all the rest
+    code = np.fromiter((key_id.setdefault(k, len(key_id)) for k in keys), dtype=np.int64, count=len(keys))
+    chain_of_key = np.array([slack_s if k.startswith(("city:", "cell:")) else max(slack_s, CHAIN_SLACK_S) for k in key_id])
+    t0, t1 = s.t0[sym], s.t1[sym]
+    base = float(np.nanmin(s.t0)) if len(s.t0) else 0.0
+    span = float(np.nanmax(s.t1) - base) + 4 * max(slack_s, CHAIN_SLACK_S) + 1.0
+    ea: list[np.ndarray] = []
+    eb: list[np.ndarray] = []
+    # ---- anchors: sorted by (key, onset); offsets keep a running maximum inside its key
+    am = dist == 0
+    ak, a_sym, a0, a1 = code[am], sym[am], t0[am], t1[am]
+    o = np.lexsort((a0, ak))
+    ak, a_sym, a0, a1 = ak[o], a_sym[o], a0[o], a1[o]
+    off = ak * span
+    end_run = np.maximum.accumulate(a1 - base + off)  # segmented: a later key starts above every earlier value
+    if len(ak) > 1:
+        same = ak[1:] == ak[:-1]
+        ok = same & (a0[1:] - base + off[1:] <= end_run[:-1] + chain_of_key[ak[1:]])
+        ea.append(a_sym[:-1][ok])
+        eb.append(a_sym[1:][ok])
+    # ---- leaves: the latest anchor of the key starting before the leaf (+ slack); the longest active up to it
+    lm = dist == 1
+    if lm.any() and len(ak):
+        lk, l_sym, l0 = code[lm], sym[lm], t0[lm]
+        keyed_start = a0 - base + off
+        j = np.searchsorted(keyed_start, l0 + slack_s - base + lk * span, side="right") - 1
+        first = np.searchsorted(ak, lk, side="left")  # the key's first anchor
+        has = j >= first
+        jj = np.maximum(j, 0)
+        # index of the running maximum of t1 inside the key: the last position equal to the running max
+        pos = np.arange(len(ak))
+        at_max = (a1 - base + off) >= end_run
+        arg_end = np.maximum.accumulate(np.where(at_max, pos, 0))[jj]
+        ok = has & (a1[arg_end] + slack_s >= l0)
+        ea.append(l_sym[ok])
+        eb.append(a_sym[arg_end[ok]])
+    return (np.concatenate(ea) if ea else empty), (np.concatenate(eb) if eb else empty)
 
 
 def attach_health(s: Symptoms, labels: np.ndarray, slack_s: float = SLACK_S) -> np.ndarray:
-    """Health findings join their sensor's group when they overlap it in time, else stay together per sensor."""
+    """Health findings join their sensor's group when they overlap it in time, else stay together per sensor.
+
+    A finding joins the group of the first (lowest index) non-health alert of its sensor that it
+    overlaps within ``slack_s``; findings that overlap none are grouped per sensor. One join on
+    the sensor, not a loop over findings.
+    """
     labels = labels.copy()
-    src = np.array(s.source, dtype=object)
-    nonh = ~s.health
-    by_sensor: dict[str, list[int]] = defaultdict(list)
-    for i in np.flatnonzero(nonh & (s.origin == "alert")):
-        by_sensor[src[i]].append(int(i))
-    first_health: dict[str, int] = {}
-    for i in np.flatnonzero(s.health):
-        best = None
-        for j in by_sensor.get(src[i], ()):
-            if s.t0[i] <= s.t1[j] + slack_s and s.t0[j] <= s.t1[i] + slack_s:
-                best = j
-                break
-        if best is not None:
-            labels[i] = labels[best]
-        elif src[i] in first_health:
-            labels[i] = labels[first_health[src[i]]]
-        else:
-            first_health[src[i]] = int(i)
-    # compact labels
+    h = np.flatnonzero(s.health)
+    if len(h):
+        src = np.asarray(s.source, dtype=object)
+        nh = np.flatnonzero(~s.health & (s.origin == "alert"))
+        hf = pl.DataFrame({"i": h, "src": src[h].tolist(), "t0": s.t0[h], "t1": s.t1[h]})
+        nf = pl.DataFrame({"j": nh, "src": src[nh].tolist(), "u0": s.t0[nh], "u1": s.t1[nh]})
+        best = (hf.join(nf, on="src", how="inner")
+                .filter((pl.col("t0") <= pl.col("u1") + slack_s) & (pl.col("u0") <= pl.col("t1") + slack_s))
+                .group_by("i").agg(pl.col("j").min()))
+        bi, bj = best["i"].to_numpy(), best["j"].to_numpy()
+        labels[bi] = labels[bj]
+        rest = hf.filter(~pl.col("i").is_in(bi.tolist()))
+        if rest.height:
+            root = rest.group_by("src").agg(pl.col("i").min().alias("root"))
+            rest = rest.join(root, on="src")
+            labels[rest["i"].to_numpy()] = labels[rest["root"].to_numpy()]
     _, compact = np.unique(labels, return_inverse=True)
     return compact

@@ -17,6 +17,7 @@ Scores are normalised into shares that sum to one.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections import Counter
@@ -98,17 +99,62 @@ def make_context(s: Symptoms) -> Context:
     return Context(aff, rain)
 
 
-def _concordance(c: str, hops: dict[str, dict[str, int]], site_t: dict[str, float]) -> float:
-    """Share of pairs of affected segments whose onset order follows their hop distance from ``c``."""
-    pts = [(h[c], site_t[s]) for s, h in hops.items() if c in h and s in site_t]
-    if len(pts) < 2:
+def _concordance(hops: np.ndarray, onset: np.ndarray) -> float:
+    """Share of pairs of affected segments whose onset order follows their hop distance from a candidate.
+
+    >>> _concordance(np.array([0, 1, 2]), np.array([10.0, 20.0, 30.0])), _concordance(np.array([1]), np.array([5.0]))
+    (1.0, 0.5)
+    """
+    if len(hops) < 2:
         return 0.5
-    hh = np.array([p[0] for p in pts], dtype=float)
-    tt = np.array([p[1] for p in pts], dtype=float)
+    hh = hops.astype(float)
     dh = np.sign(hh[:, None] - hh[None, :])
-    dt = np.sign(tt[:, None] - tt[None, :])
+    dt = np.sign(onset[:, None] - onset[None, :])
     m = dh != 0
     return float(((dh == dt) & m).sum() / m.sum()) if m.any() else 0.5
+
+
+def _accumulate(g: AssetGraph, site_w: dict[str, float], site_t: dict[str, float], road_hops: set[str]):
+    """Coverage (summed site weight), mean hop distance and earliest nearby onset of every node
+    that could explain a site, plus a lookup of (hops, onsets) of the sites a node reaches.
+
+    Why arrays: the storm's road group has thousands of sites each reaching dozens of
+    segments; a dict update per pair was most of an update's time.
+    """
+    sites = list(site_w)
+    if not sites:
+        return {}, {}, {}, lambda c: (np.zeros(0, np.int64), np.zeros(0))
+    parts = [g.reach(x, x in road_hops) for x in sites]
+    lens = np.fromiter((len(p[0]) for p in parts), dtype=np.int64, count=len(parts))
+    ids = np.concatenate([p[0] for p in parts])
+    hops = np.concatenate([p[1] for p in parts])
+    owner = np.repeat(np.arange(len(sites)), lens)
+    w = np.fromiter((site_w[x] for x in sites), dtype=float, count=len(sites))
+    t = np.fromiter((site_t.get(x, math.inf) for x in sites), dtype=float, count=len(sites))
+    order = np.argsort(ids, kind="stable")
+    ids, hops, owner = ids[order], hops[order], owner[order]
+    uniq, start = np.unique(ids, return_index=True)
+    cov = np.add.reduceat(w[owner], start)
+    cnt = np.diff(np.r_[start, len(ids)])
+    mean_h = np.add.reduceat(hops, start) / cnt
+    near = np.minimum.reduceat(np.where(hops <= 1, t[owner], math.inf), start)
+    names = [g.node_name(int(i)) for i in uniq]
+    cov_acc = dict(zip(names, cov.tolist()))
+    near_t = {n: v for n, v in zip(names, near.tolist()) if math.isfinite(v)}
+    dist_mean = dict(zip(names, mean_h.tolist()))
+    road_owner = np.fromiter((x in road_hops for x in sites), dtype=bool, count=len(sites))
+
+    def reach_of(c: str) -> tuple[np.ndarray, np.ndarray]:
+        """(hops from ``c``, onset) of the road sites whose walk reaches ``c``."""
+        cid = g._node_id.get(c)
+        if cid is None:
+            return np.zeros(0, np.int64), np.zeros(0)
+        lo, hi = np.searchsorted(ids, cid), np.searchsorted(ids, cid, side="right")
+        o = owner[lo:hi]
+        keep = road_owner[o]
+        return hops[lo:hi][keep], t[o[keep]]
+
+    return cov_acc, dist_mean, near_t, reach_of
 
 
 def _name(g: AssetGraph, a: str) -> str:
@@ -187,28 +233,13 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
         if not np.isnan(s.x[i]):
             site_xy.setdefault(f"@{s.ref[i]}", (s.x[i], s.y[i]))
     total_w = sum(site_w.values()) or 1.0
-    road_hops = {a: g.road_hops(a, 3) for a in site_w if road and g.type_of.get(a) == "road_segment"}
+    road_hops = {a for a in site_w if road and g.type_of.get(a) == "road_segment"}
     own_by: dict[str, list[int]] = {}
     for i in alerts:
         if s.asset[i]:
             own_by.setdefault(s.asset[i], []).append(i)
-    # coverage accumulated from the sites up (one pass), not candidate by site
-    cov_acc: dict[str, float] = {}
-    dist_acc: dict[str, list[int]] = {}
-    near_t: dict[str, float] = {}
-    road_sites: dict[str, list[str]] = {}
-    for site, w in site_w.items():
-        if road and site in road_hops:
-            reach = road_hops[site]
-            for b in reach:
-                road_sites.setdefault(b, []).append(site)
-        else:
-            reach = g.ancestors(site, 4)
-        for b, h in reach.items():
-            cov_acc[b] = cov_acc.get(b, 0.0) + w
-            dist_acc.setdefault(b, []).append(h)
-            if h <= 1:
-                near_t[b] = min(near_t.get(b, math.inf), site_t.get(site, math.inf))
+    # coverage accumulated from the sites up in one pass over arrays, not candidate by site
+    cov_acc, dist_mean, near_t, reach_of = _accumulate(g, site_w, site_t, road_hops)
     if not spatial and not road:
         for c in cand:  # a supplier of the candidate reacting to it counts half
             for b, h in g.ancestors(c, 2).items():
@@ -243,7 +274,6 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
             causes.append(Cause(c, "asset", score, ev, ctype, _name(g, c)))
             continue
         cov = min(1.0, cov_acc.get(c, 0.0) / total_w)
-        dists = dist_acc.get(c, [])
         if cov <= 0:
             continue
         if road:
@@ -257,9 +287,9 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
             t_c = near_t.get(c, t_max)
         timing = math.exp(-max(0.0, t_c - t_min) / 1800.0)
         score = prior * cov ** 2 * (0.3 + 0.7 * spec) * (0.6 + 0.4 * timing) * (0.6 + 0.4 * own_level)
-        if road and dists:
-            score *= 1.0 / (1.0 + 0.5 * float(np.mean(dists)))
-            tau = _concordance(c, {x: road_hops[x] for x in road_sites.get(c, ())}, site_t)
+        if road and c in dist_mean:
+            score *= 1.0 / (1.0 + 0.5 * dist_mean[c])
+            tau = _concordance(*reach_of(c))
             score *= 0.3 + 0.7 * tau  # queues spread outwards from the blockage
         if domain in ("weather", "air"):  # a plant failing under the rain: its own distress against the others'
             score = prior * (0.3 + 0.7 * own_level) * (0.5 + 0.5 * spec) * 0.8
@@ -347,9 +377,18 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
                      bool(s.open[m].any()), title)
 
 
-def _signature(members: list[int], s: Symptoms) -> frozenset:
-    """What a group's ranking depends on from its own symptoms: which, when, how strong, still open."""
-    return frozenset((s.ref[i], float(s.t0[i]), float(s.t1[i]), bool(s.open[i]), int(s.level[i])) for i in members)
+def _signature(members: list[int], s: Symptoms) -> bytes:
+    """What a group's ranking depends on from its own symptoms: which, when, how strong, still open.
+
+    A digest of the members' refs and arrays: the storm's group has thousands of members and
+    a set of tuples cost a fifth of an update.
+    """
+    m = np.asarray(members, dtype=np.int64)
+    h = hashlib.blake2b(digest_size=16)
+    h.update("\x1f".join(s.ref[i] for i in members).encode())
+    for arr in (s.t0[m], s.t1[m], s.open[m], s.level[m]):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.digest()
 
 
 def diagnose_symptoms(s: Symptoms, g: AssetGraph, labels: np.ndarray,
