@@ -287,3 +287,63 @@ def test_cache_reranks_only_touched_groups():
     assert gas2.causes is not gas1.causes and {s2.ref[i] for i in gas2.members} == {"A7", "A8"}
     fresh = diagnose_symptoms(s2, g, link(s2, g))
     assert [d.causes[0].cause for d in second] == [d.causes[0].cause for d in fresh]
+
+
+def drainage_network():
+    """Two storm-water stations, each draining a catchment with one monitored low spot; two rain gauges."""
+    assets = pl.DataFrame({
+        "id": ["DPS1", "DPS2", "CA1", "CA2", "LS1", "LS2", "WX1", "WX2"],
+        "type": ["drainage_pumping_station", "drainage_pumping_station", "catchment", "catchment", "low_spot", "low_spot",
+                 "weather_station", "weather_station"],
+        "name": [None] * 8,
+        "lon": [121.40, 121.50, 121.40, 121.50, 121.41, 121.51, 121.42, 121.52],
+        "lat": [31.20, 31.20, 31.20, 31.20, 31.21, 31.21, 31.22, 31.22],
+        "unit_code": ["C1", "C2", None, None, "C1", "C2", "C1", "C2"],
+    })
+    edges = pl.DataFrame({"src": ["DPS1", "DPS2", "CA1", "CA2"], "dst": ["CA1", "CA2", "LS1", "LS2"],
+                          "relation": ["drains", "drains", "contains", "contains"]})
+    sens = pl.DataFrame({
+        "id": ["WD1", "WD2", "RF1", "RF2"], "kind": ["waterlogging_depth", "waterlogging_depth", "rainfall", "rainfall"],
+        "lon": [121.41, 121.51, 121.42, 121.52], "lat": [31.21, 31.21, 31.22, 31.22], "unit_code": [None] * 4,
+        "meta": [json.dumps({"asset_id": a}) for a in ["LS1", "LS2", "WX1", "WX2"]],
+    })
+    return AssetGraph.build(assets, edges, sens)
+
+
+STORM = [alert(1, "RF1", "threshold", "warning", 0, dur=120), alert(2, "RF2", "threshold", "warning", 10, dur=110)]
+
+
+@pytest.mark.parametrize(("wd1_minutes", "joins", "first"), [(90, False, "LS1"), (200, True, "DPS1")])
+def test_ponding_that_outlasts_the_rain_points_at_its_station(wd1_minutes, joins, first):
+    g = drainage_network()
+    # LS1 ponds from 40 min; the rain alerts end at 120 min. LS2 recedes with the rain either way.
+    alerts = [*STORM, alert(3, "WD1", "threshold", "warning", 40, dur=wd1_minutes),
+              alert(4, "WD2", "threshold", "attention", 50, dur=60)]
+    s = build_symptoms(alerts, [], g)
+    labels = link(s, g)
+    assert bool(labels[2] == labels[0]) is joins  # the slow catchment's ponding is one story with the storm
+    assert labels[3] != labels[0]  # a catchment that drains stays its own puddle
+    diags = diagnose_symptoms(s, g, labels)
+    mine = next(d for d in diags if 2 in d.members)
+    assert mine.causes[0].cause == first
+    if joins:
+        top = mine.causes[0]
+        assert mine.type == "rainstorm" and top.kind == "asset"
+        assert "stayed 2 h 0 min after the rain eased" in top.evidence[0]
+        assert mine.causes[1].cause == "weather"
+
+
+def test_link_matches_the_key_rule_on_chains_and_leaves():
+    """Anchors on one key chain while active (+ slack); a leaf joins only an anchor active near its onset."""
+    g = AssetGraph.build(*network()[:2], network()[2])
+    alerts = [
+        alert(1, "WP1", "threshold", "warning", 0, dur=30),  # PZ1 anchor
+        alert(2, "WP2", "threshold", "warning", 100, dur=30),  # PZ1 anchor, chains (within the two-hour chain slack)
+        alert(3, "WP1", "threshold", "warning", 600, dur=30),  # PZ1 anchor, far later: a new episode
+        alert(4, "WF1", "shift", "warning", 20, dur=10),  # WM1, a leaf of PZ1's key (WM1 feeds PZ1): joins episode 1
+        alert(5, "WF2", "shift", "warning", 900, dur=10),  # WM2: nothing of PZ2 is active
+    ]
+    labels = link(build_symptoms(alerts, [], g), g)
+    assert labels[0] == labels[1] == labels[3]
+    assert labels[2] != labels[0]
+    assert len({labels[0], labels[2], labels[4]}) == 3

@@ -21,6 +21,8 @@ sensor (a candidate "sensor fault").
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import polars as pl
 from scipy.sparse import coo_matrix
@@ -28,11 +30,15 @@ from scipy.sparse.csgraph import connected_components
 
 from cityvitals.diagnose.domains import CITYWIDE_DOMAINS, GRAPH_DOMAINS, SPATIAL_DOMAINS
 from cityvitals.diagnose.graph import AssetGraph
-from cityvitals.diagnose.symptoms import Symptoms
+from cityvitals.diagnose.symptoms import WEAK_TYPES, Symptoms
 
 SLACK_S = 3600.0
 ROAD_LINK_HOPS = 2  # a jam skips segments (no sensor, or not slow enough): two hops still link
 CHAIN_SLACK_S = 7200.0  # alerts on one asset that come and go within two hours are one episode
+# ponding that outlasts the rain by this much is water the drainage is not taking away: a healthy
+# catchment's low spots recede within about half an hour of the hourly rain signal easing
+LINGER_S = 2700.0
+PONDING_KINDS = ("waterlogging_depth", "water_level")
 # what a citizen's "no water" / "no power" can point at, up the network
 REPORT_REACH = {"water": {"pressure_zone", "water_main"}, "power": {"power_area", "feeder", "substation"}}
 
@@ -125,7 +131,73 @@ def link(s: Symptoms, graph: AssetGraph, slack_s: float = SLACK_S) -> np.ndarray
     idx, keys, dist = symptom_keys(s, graph)
     a, b = _key_edges(s, np.asarray(idx, dtype=np.int64), keys, np.asarray(dist, dtype=np.int64), slack_s)
     labels = components(n, a, b)
+    pa, pb = _drainage_edges(s, graph, labels, slack_s)
+    if len(pa):
+        labels = components(n, np.concatenate([a, pa]), np.concatenate([b, pb]))
     return attach_health(s, labels, slack_s)
+
+
+def ponding_after_rain(s: Symptoms, graph: AssetGraph, rain_among: np.ndarray | None = None,
+                       slack_s: float = SLACK_S) -> list[tuple[int, int, float, str]]:
+    """(ponding alert, rain alert, seconds the ponding outlasted the rain, catchment) for every
+    ponding alert at a low spot that started while it rained (rain alerts from ``rain_among``,
+    default all).
+
+    "The rain" is the rain alerts overlapping the ponding's onset (within ``slack_s``); the
+    rain alert returned is the one that ended last. Why it matters: rain explains ponding
+    while it falls; ponding that stays long after it is water the catchment's drainage is
+    not pumping away, which points at the station that drains it, not at the weather.
+    """
+    strong = (s.origin == "alert") & ~s.health & np.fromiter((t not in WEAK_TYPES for t in s.type), bool, len(s))
+    kinds = np.asarray(s.kind, dtype=object)
+    rain_ok = strong & (kinds == "rainfall")
+    if rain_among is not None:
+        rain_ok &= np.isin(np.arange(len(s)), rain_among)
+    rain = np.flatnonzero(rain_ok)
+    pond = np.flatnonzero(strong & np.isin(kinds, PONDING_KINDS))
+    if not len(rain) or not len(pond):
+        return []
+    out = []
+    for p in pond.tolist():
+        asset = s.asset[p]
+        if not asset or graph.type_of.get(asset) != "low_spot":
+            continue
+        cats = [c for c in graph.parents.get(asset, ()) if graph.type_of.get(c) == "catchment"]
+        if not cats:
+            continue
+        ov = rain[(s.t0[rain] <= s.t0[p] + slack_s) & (s.t1[rain] + slack_s >= s.t0[p])]
+        if not len(ov):
+            continue
+        last = int(ov[np.argmax(s.t1[ov])])
+        out.append((p, last, float(s.t1[p] - s.t1[last]), cats[0]))
+    return out
+
+
+def _drainage_edges(s: Symptoms, graph: AssetGraph, labels: np.ndarray, slack_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Link the ponding of a catchment to the rain when some of it outlasts the rain by ``LINGER_S``.
+
+    Why: on their own keys a low spot's ponding and the city's rain never meet, so a failing
+    storm-water station looked like a few unrelated puddles beside plain weather. A
+    catchment whose ponding lingers is one story with the storm over it: its ponding groups
+    during the rain join the rain's group, where its station is ranked against the weather.
+    Only groups that are mostly about drainage join (``labels``: the groups so far): a
+    traffic jam on a flooded road stays a traffic incident.
+    """
+    rows = ponding_after_rain(s, graph, slack_s=slack_s)
+    slow: dict[str, int] = {}
+    for p, r, linger, cat in rows:
+        if linger >= LINGER_S:
+            slow.setdefault(cat, r)
+    rows = [(p, slow[cat]) for p, _, _, cat in rows if cat in slow]
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ponding_group = {int(labels[p]) for p, _ in rows}
+    mostly: dict[int, bool] = {}
+    for grp in ponding_group:
+        doms = Counter(s.domain[i] for i in np.flatnonzero((labels == grp) & ~s.health))
+        mostly[grp] = 2 * doms.get("drainage", 0) > sum(doms.values())
+    rows = [(p, r) for p, r in rows if mostly[int(labels[p])]]
+    return np.asarray([p for p, _ in rows], dtype=np.int64), np.asarray([r for _, r in rows], dtype=np.int64)
 
 
 def _key_edges(s: Symptoms, sym: np.ndarray, keys: list[str], dist: np.ndarray,

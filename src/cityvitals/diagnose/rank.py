@@ -33,13 +33,14 @@ from cityvitals.diagnose.domains import (
     WEATHER_TYPE,
 )
 from cityvitals.diagnose.graph import AssetGraph
-from cityvitals.diagnose.symptoms import Symptoms
+from cityvitals.diagnose.group import LINGER_S, PONDING_KINDS, ponding_after_rain
+from cityvitals.diagnose.symptoms import WEAK_TYPES, Symptoms
 
 SENSOR_FAULT = "sensor fault"
 WEATHER = "weather"
 UNKNOWN = "unknown"
-WEAK_TYPES = {"shift", "seasonal"}
 MAX_CANDIDATES = 40  # scored in detail; the rest are pruned by coverage and prior
+SLOW_DRAINAGE = 0.85  # a station whose catchment keeps ponding after the rain: strong, direct evidence
 
 
 @dataclass
@@ -157,6 +158,37 @@ def _accumulate(g: AssetGraph, site_w: dict[str, float], site_t: dict[str, float
     return cov_acc, dist_mean, near_t, reach_of
 
 
+def _minutes(sec: float) -> str:
+    """A duration as a duty officer reads it.
+
+    >>> _minutes(6360), _minutes(2700)
+    ('1 h 46 min', '45 min')
+    """
+    m = round(sec / 60)
+    return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min"
+
+
+def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, tuple[float, str, int, int]]:
+    """Storm-water stations whose catchment's ponding outlasted this group's rain by ``LINGER_S``:
+    station -> (longest linger in seconds, its low spot, ponding alerts that lingered, ponding alerts).
+
+    The ponding may sit in another group (a puddle on a jammed road is a traffic incident):
+    it is still evidence about the station the rain overwhelmed.
+    """
+    by_cat: dict[str, list[tuple[float, int]]] = {}
+    for p, _, linger, cat in ponding_after_rain(s, g, np.asarray(members)):
+        by_cat.setdefault(cat, []).append((linger, p))
+    out: dict[str, tuple[float, str, int, int]] = {}
+    for cat, rows in by_cat.items():
+        linger, p = max(rows)
+        if linger < LINGER_S:
+            continue
+        for st in g.parents.get(cat, ()):
+            if g.type_of.get(st) == "drainage_pumping_station":
+                out[st] = (linger, s.asset[p], sum(x >= LINGER_S for x, _ in rows), len(rows))
+    return out
+
+
 def _name(g: AssetGraph, a: str) -> str:
     n = g.name_of.get(a)
     return f"{n} ({a})" if n and n != a and a not in n else (n or a)
@@ -205,6 +237,7 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
     road = domain == "road"
     # ---- candidate assets
     cand: dict[str, None] = {}
+    slow = _slow_stations(members, s, g) if domain in ("weather", "drainage") else {}
     if domain in ("weather", "air"):
         for a in site_w:
             if g.type_of.get(a) == "drainage_pumping_station":
@@ -220,6 +253,7 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
         for a in site_w:
             for b in g.ancestors(a, 4):
                 cand[b] = None
+    cand.update(dict.fromkeys(slow))
     allowed = DOMAIN_ASSETS.get(domain, set())
     cand = {c: None for c in cand if g.type_of.get(c) in allowed}
     spatial = domain in SPATIAL_DOMAINS and domain not in ("road", "drainage")
@@ -272,6 +306,16 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
             if timing > 0.8 and len(site_xy) > 1:
                 ev.append("its readings rose first")
             causes.append(Cause(c, "asset", score, ev, ctype, _name(g, c)))
+            continue
+        if c in slow:  # its catchment holds water the rain no longer explains: it is not pumping it away
+            linger, spot, n_slow, n_pond = slow[c]
+            gauges = sorted(set(g.monitored_below(c, set(PONDING_KINDS), 4)))
+            wet = sum(ctx.affected_during(x, t_min, t_max) for x in gauges)
+            causes.append(Cause(c, "asset", prior * SLOW_DRAINAGE, [
+                (f"ponding at {_name(g, spot)} in its catchment stayed {_minutes(linger)} after the rain eased "
+                 f"(a draining catchment recedes within {_minutes(LINGER_S)})"),
+                f"{n_slow} of {n_pond} ponding alerts in its catchment outlasted the rain that way",
+                *([f"{wet} of {len(gauges)} level gauges it drains show symptoms"] if gauges else [])], ctype, _name(g, c)))
             continue
         cov = min(1.0, cov_acc.get(c, 0.0) / total_w)
         if cov <= 0:
@@ -404,6 +448,8 @@ def diagnose_symptoms(s: Symptoms, g: AssetGraph, labels: np.ndarray,
     """
     ctx = make_context(s)
     fresh: dict = {}
+    ponding = _signature(np.flatnonzero(np.isin(np.asarray(s.kind, dtype=object), PONDING_KINDS)).tolist(), s) \
+        if cache is not None else b""
     order = np.argsort(labels, kind="stable")
     bounds = np.r_[0, np.flatnonzero(np.diff(labels[order])) + 1, len(order)]
     out = []
@@ -417,6 +463,8 @@ def diagnose_symptoms(s: Symptoms, g: AssetGraph, labels: np.ndarray,
             out.append(rank_group(members, s, g, ctx, population))
             continue
         sig = _signature(members, s)
+        if ponding and any(s.kind[i] == "rainfall" for i in members):  # its station evidence is the city's ponding
+            sig += ponding
         hit = cache.get(sig)
         d = replace(hit, members=sorted(members)) if hit is not None else rank_group(members, s, g, ctx, population)
         fresh[sig] = d

@@ -29,6 +29,7 @@ from cityvitals.errors import InputError
 
 LEVELS = {"attention": 1, "warning": 2, "alarm": 3}
 REPORT_SPAN_S = 1800  # a report says "it is happening now": count it as 30 minutes of evidence
+WEAK_TYPES = {"shift", "seasonal"}  # pattern changes: no level crossed
 
 
 @dataclass

@@ -164,8 +164,9 @@ def rainstorm(ctx: Ctx, rng: np.random.Generator) -> None:
     ctx.weather.cells.append(RainCell(start * ctx.dt, end * ctx.dt, peak, x0, y0, speed * np.cos(ang), speed * np.sin(ang),
                                       float(rng.uniform(0.35, 0.55) * radius)))
     dps = [ix.assets.ids[i] for i in ix.of_type("drainage_pumping_station")]
-    watched = [d for d in dps if _observable_station(ix, d)]
-    failed = ctx.pick(rng, [d for d in watched if _storm_peak(ctx, ix, d, start, end) >= STATION_FAIL_MM_H] or watched or dps)
+    gauges = {d: _station_gauges(ix, d) for d in dps}
+    under = [d for d in dps if _storm_peak(ctx, ix, gauges[d], start, end) >= STATION_FAIL_MM_H]
+    failed = ctx.pick(rng, under or [d for d in dps if gauges[d]] or dps)
     ctx.plan.dps_capacity[ix.assets.index(failed)] = 0.25
     rain = ix.by_kind.get("rainfall", np.zeros(0, np.int64))
     wl = ix.by_kind.get("water_level", np.zeros(0, np.int64))
@@ -191,38 +192,33 @@ def rainstorm(ctx: Ctx, rng: np.random.Generator) -> None:
     ctx.plan.incidents.append(inc)
 
 
-# what a storm-water pumping station's failure moves: its wet well, its outflow, ponding in its
-# catchment, the river stage it discharges to
-STATION_KINDS = ("water_level", "waterlogging_depth", "water_flow")
+# what a storm-water pumping station's failure moves that a gauge can read: ponding in its
+# catchment and the river stage it discharges to
+STATION_KINDS = ("water_level", "waterlogging_depth")
+STATION_FAIL_MM_H = 35.0  # the storm must be heavy (blue signal) where the failure shows
 
 
-def _observable_station(ix: CityIndex, station: str) -> bool:
-    """Whether a sensor would feel ``station`` running short: one on it, on its catchment's low
-    spots or on the river gauge it discharges to.
+def _station_gauges(ix: CityIndex, station: str) -> list[str]:
+    """Low spots of ``station``'s catchment and river gauges below it that carry a level gauge.
 
-    Why the rainstorm fails only such a station: a failure that changes no reading is not a
-    diagnosis problem, it is an unmonitored asset, and ground truth naming it would score
-    the diagnoser against something no data shows.
+    Why the rainstorm fails only a station that has some: a failure no gauge reads is not a
+    diagnosis problem but an unmonitored asset, and ground truth naming it would score the
+    diagnoser against something no data shows.
     """
     cats = ix.children(station, "drains")
-    around = [station, *cats, *ix.children(station, "discharges_to"), *(s for c in cats for s in ix.children(c, "contains"))]
-    sensors = ix.sensors_on(around)
-    return bool(np.isin(ix.kind[sensors], STATION_KINDS).any()) if len(sensors) else False
+    around = [*ix.children(station, "discharges_to"), *(x for c in cats for x in ix.children(c, "contains"))]
+    return [x for x in around if np.isin(ix.kind[ix.sensors_on([x])], STATION_KINDS).any()]
 
 
-STATION_FAIL_MM_H = 35.0  # the storm must be heavy over a catchment for its station to be overwhelmed (blue signal)
-
-
-def _storm_peak(ctx: Ctx, ix: CityIndex, station: str, start: int, end: int) -> float:
-    """Peak rain (mm/h) during the storm over the station and its catchment's low spots.
+def _storm_peak(ctx: Ctx, ix: CityIndex, places: list[str], start: int, end: int) -> float:
+    """Peak rain (mm/h) of the storm window over ``places``.
 
     Why: a station fails under the load of the storm over it (flooded wet well, tripped
-    supply); one the storm misses keeps its wet well and ponds at rest, and its failure
-    would change no reading.
+    supply); where the storm stays light its catchment would not pond either way.
     """
-    cats = ix.children(station, "drains")
-    pts = [station, *cats, *(s for c in cats for s in ix.children(c, "contains"))]
-    k = np.array([ix.assets.index(p) for p in pts])
+    if not places:
+        return 0.0
+    k = np.array([ix.assets.index(p) for p in places])
     return float(ctx.weather.rain(np.arange(start, end), ix.assets.x[k], ix.assets.y[k]).max())
 
 
