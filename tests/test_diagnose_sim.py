@@ -30,12 +30,9 @@ def test_quality_bar_on_simulated_cities(figures):
     assert res["faults_detected"] >= 3 and res["faults_as_faults"] >= 0.9
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 5 open: since watch judges rain on a rolling hourly sum, both rainstorms are detected, but "
-    "the pumping station the simulator failed has no sensor on it or in its catchment, so its failure "
-    "changes no reading and diagnose ranks 'weather' first (top1 = top3 = 11/13 = 0.846). Fix the "
-    "scenario (fail an observable station) and rank a station whose catchment floods above weather; "
-    "strict: this test fails loudly once the bar is met, so remove the mark then."))
 def test_root_cause_ranking_bar_on_simulated_cities(figures):
+    """The rainstorms' failed pumping stations included: their catchments pond after the rain."""
     assert figures["top1"] >= 0.85
     assert figures["top3"] >= 0.95
+    storms = [p for p in figures["per_incident"] if p["alerts"] and p["root"].startswith("DPS")]
+    assert storms and all(p["rank"] == 1 for p in storms)

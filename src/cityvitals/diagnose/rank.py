@@ -40,7 +40,7 @@ SENSOR_FAULT = "sensor fault"
 WEATHER = "weather"
 UNKNOWN = "unknown"
 MAX_CANDIDATES = 40  # scored in detail; the rest are pruned by coverage and prior
-SLOW_DRAINAGE = 0.85  # a station whose catchment keeps ponding after the rain: strong, direct evidence
+SLOW_DRAINAGE = 0.95  # a station whose catchment keeps ponding after the rain: strong, direct evidence
 
 
 @dataclass
@@ -311,7 +311,8 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
             linger, spot, n_slow, n_pond = slow[c]
             gauges = sorted(set(g.monitored_below(c, set(PONDING_KINDS), 4)))
             wet = sum(ctx.affected_during(x, t_min, t_max) for x in gauges)
-            causes.append(Cause(c, "asset", prior * SLOW_DRAINAGE, [
+            longer = min(1.0, linger / (4 * LINGER_S))  # the longer the water stays, the surer
+            causes.append(Cause(c, "asset", prior * SLOW_DRAINAGE * (0.8 + 0.2 * longer), [
                 (f"ponding at {_name(g, spot)} in its catchment stayed {_minutes(linger)} after the rain eased "
                  f"(a draining catchment recedes within {_minutes(LINGER_S)})"),
                 f"{n_slow} of {n_pond} ponding alerts in its catchment outlasted the rain that way",
