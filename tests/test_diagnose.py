@@ -347,3 +347,22 @@ def test_link_matches_the_key_rule_on_chains_and_leaves():
     assert labels[0] == labels[1] == labels[3]
     assert labels[2] != labels[0]
     assert len({labels[0], labels[2], labels[4]}) == 3
+
+
+def test_a_queue_one_blockage_explains_is_not_the_weather():
+    """Rain at the same time, but the slowdown spreads out from one segment and every road below it is slow."""
+    segs = ["RD1", "RD2", "RD3", "RD4"]
+    assets = pl.DataFrame({"id": [*segs, "WX1"], "type": ["road_segment"] * 4 + ["weather_station"], "name": [None] * 5,
+                           "lon": [121.40, 121.401, 121.402, 121.403, 121.45], "lat": [31.2] * 5,
+                           "unit_code": ["C1"] * 5})
+    edges = pl.DataFrame({"src": ["RD1", "RD2", "RD3"], "dst": ["RD2", "RD3", "RD4"], "relation": ["connects"] * 3})
+    sens = pl.DataFrame({"id": ["TS1", "TS2", "TS3", "TS4", "RF1"], "kind": ["traffic_speed"] * 4 + ["rainfall"],
+                         "lon": [121.40, 121.401, 121.402, 121.403, 121.45], "lat": [31.2] * 5, "unit_code": [None] * 5,
+                         "meta": [json.dumps({"asset_id": a}) for a in [*segs, "WX1"]]})
+    g = AssetGraph.build(assets, edges, sens)
+    alerts = [alert(1, "RF1", "threshold", "warning", 0, dur=180),
+              *(alert(2 + k, f"TS{k + 1}", "threshold", "alarm" if k == 0 else "warning", 10 + 6 * k, dur=60) for k in range(4))]
+    s = build_symptoms(alerts, [], g)
+    jam = next(d for d in diagnose_symptoms(s, g, link(s, g)) if d.type == "traffic_congestion")
+    assert [c.cause for c in jam.causes[:2]] == ["RD1", "RD2"]  # where the queue started, then its neighbour
+    assert "weather" not in [c.cause for c in jam.causes[:3]]

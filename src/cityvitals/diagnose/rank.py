@@ -235,6 +235,7 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
 
     causes: list[Cause] = []
     road = domain == "road"
+    fit = 0.0  # road groups: how completely the best single segment explains the queue (coverage x specificity)
     # ---- candidate assets
     cand: dict[str, None] = {}
     slow = _slow_stations(members, s, g) if domain in ("weather", "drainage") else {}
@@ -327,6 +328,8 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
             below = sorted(set(g.monitored_below(c, kinds, 4))) if kinds else []
         hit = sum(ctx.affected_during(x, t_min, t_max) for x in below)
         spec = hit / len(below) if below else 0.5
+        if road:
+            fit = max(fit, cov * spec)
         t_c = min((s.t0[i] for i in own), default=math.inf)
         if not math.isfinite(t_c):
             t_c = near_t.get(c, t_max)
@@ -388,7 +391,11 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
         wx = max(wx, 0.03)
         causes.append(Cause(WEATHER, "weather", wx, [f"{len(alert_sensors)} {'/'.join(sorted(kinds)) or domain} sensors across the city"]))
     elif domain in ("drainage", "road") and ctx.raining(t_min, t_max):
-        causes.append(Cause(WEATHER, "weather", 0.25, ["rainfall alerts at the same time"]))
+        # rain slows every road a little at once; a queue that one blockage explains is not the weather
+        ev = ["rainfall alerts at the same time"]
+        if fit >= 0.5:
+            ev.append(f"but one blockage explains {fit:.0%} of the slowed roads, all that depend on it being slow")
+        causes.append(Cause(WEATHER, "weather", 0.25 * (1.0 - 0.9 * fit), ev))
     else:
         causes.append(Cause(WEATHER, "weather", 0.01, ["no weather signal at the time"]))
     causes.append(Cause(UNKNOWN, "unknown", 0.08, ["nothing else explains the pattern well"]))
