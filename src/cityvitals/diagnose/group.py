@@ -10,6 +10,10 @@ drop in its zone (zone -> main) to the main's own flow meter, but two zones fed 
 same pump station never link through the pump alone, so unrelated trouble in a big
 network stays apart. Components of the link graph are the groups.
 
+Ponding at a low spot and the rain never share a key; a catchment whose ponding outlasts the
+rain over the city by ``LINGER_S`` is the exception (its drainage is not keeping up): its ponding groups join the
+rain's group, see :func:`ponding_after_rain`.
+
 Sensor-health findings do not link by themselves: they join the group of their own
 sensor when that sensor is part of a wider pattern, otherwise they stay with that one
 sensor (a candidate "sensor fault").
@@ -226,7 +230,7 @@ def _key_edges(s: Symptoms, sym: np.ndarray, keys: list[str], dist: np.ndarray,
     o = np.lexsort((a0, ak))
     ak, a_sym, a0, a1 = ak[o], a_sym[o], a0[o], a1[o]
     off = ak * span
-    end_run = np.maximum.accumulate(a1 - base + off)  # segmented: a later key starts above every earlier value
+    end_run = np.fmax.accumulate(a1 - base + off)  # segmented: a later key starts above every earlier value; NaN skipped
     if len(ak) > 1:
         same = ak[1:] == ak[:-1]
         ok = same & (a0[1:] - base + off[1:] <= end_run[:-1] + chain_of_key[ak[1:]])

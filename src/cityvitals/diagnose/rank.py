@@ -12,6 +12,9 @@ A candidate asset is scored by how well it explains the pattern:
 
 "sensor fault" wins when one sensor alone is wrong while its peers are fine, "weather"
 for weather and air patterns that cover the city, "unknown" when nothing explains much.
+Under rain, a storm-water station whose catchment's ponding outlasts the rain by
+``LINGER_S`` outranks the weather (the water is not being pumped away), and a jam that one
+blockage explains leaves little to the weather (rain slows every road a little at once).
 Scores are normalised into shares that sum to one.
 """
 
