@@ -94,3 +94,13 @@ def test_home_from_environment(tmp_path, monkeypatch):
     result = runner.invoke(app, ["status", "--json"])
     assert result.exit_code == 0
     assert json.loads(result.output)["path"].startswith(str(tmp_path / "envhome"))
+
+
+def test_eval_scores_series_by_itself_and_diagnosis_as_a_sub_command(tmp_path):
+    """`eval` needs --data and --labels only when no sub-command names another evaluation."""
+    bare = runner.invoke(app, ["eval"])
+    assert bare.exit_code == 2 and "--data" in bare.output
+    half = runner.invoke(app, ["eval", "--data", str(tmp_path)])
+    assert half.exit_code == 2 and "--labels" in half.output
+    missing = runner.invoke(app, ["eval", "diagnose", "--home", str(tmp_path / "h"), "--truth", str(tmp_path / "none.json")])
+    assert missing.exit_code == 1 and "none.json" in str(missing.exception)

@@ -52,7 +52,12 @@ app.add_typer(signs.app, name="signs")
 app.command("health")(health.health)
 app.add_typer(watch.app, name="watch")
 app.add_typer(alerts.app, name="alerts")
-app.command("eval")(eval_cmd)
+# `eval` scores detectors on labelled series by itself and diagnosis with `eval diagnose`
+# (the same command as `diagnose eval`).
+eval_app = typer.Typer(invoke_without_command=True, help="Measure detection and diagnosis quality.")
+eval_app.callback()(eval_cmd)
+eval_app.command("diagnose")(incidents.eval_)
+app.add_typer(eval_app, name="eval")
 app.command("serve")(serve.serve)
 app.add_typer(users.app, name="users")
 app.add_typer(incidents.app, name="incidents")

@@ -10,13 +10,24 @@ from cityvitals.cli._common import Json, console, emit_json, progress
 
 
 def eval_cmd(
-    data: Annotated[str, typer.Option("--data", help="Folder of CSV files `timestamp,value` (NAB layout).")],
-    labels: Annotated[str, typer.Option("--labels", help="JSON: each file's relative path -> list of [start, end] windows.")],
+    ctx: typer.Context,
+    data: Annotated[str | None, typer.Option("--data", help="Folder of CSV files `timestamp,value` (NAB layout).")] = None,
+    labels: Annotated[str | None, typer.Option("--labels", help="JSON: each file's relative path -> list of [start, end] windows.")] = None,
     detector: Annotated[str, typer.Option("--detector", help="cityvitals, windowed_gaussian, shift, seasonal or null.")] = "cityvitals",
-    scores_out: Annotated[Optional[str], typer.Option("--scores-out", help="Write each file's scores as CSV timestamp,value,anomaly_score here.")] = None,
+    scores_out: Annotated[str | None, typer.Option("--scores-out", help="Write each file's scores as CSV timestamp,value,anomaly_score here.")] = None,
     json: Json = False,
 ) -> None:
-    """Score a detector on labelled series: NAB standard / reward-low-FP / reward-low-FN (0 = never fires, 100 = perfect)."""
+    """Score a detector on labelled series: NAB standard / reward-low-FP / reward-low-FN (0 = never fires, 100 = perfect).
+
+    `cityvitals eval diagnose` scores diagnosis on simulator ground truth instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if data is None or labels is None:
+        # Both are needed only when no sub-command is given, so click cannot require them itself.
+        missing = "--data" if data is None else "--labels"
+        raise typer.BadParameter("required unless a sub-command is given (e.g. `cityvitals eval diagnose`)",
+                                 ctx=ctx, param_hint=missing)
     from cityvitals.watch.eval.harness import evaluate
 
     with progress("scoring files", None, enabled=not json) as bar:
