@@ -1,6 +1,16 @@
 """Vital signs: indicator values and levels per (indicator, unit, window), the health index
 with its explanation, and the stage's state (how far it has read, its watermark).
 
+Layout: a whole-city recompute writes about thirty values per unit (1.2 million rows for
+Shanghai's 40,625 grid units), and writing the two key strings of each row was most of
+its cost. Values are therefore stored in ``sign_rows`` with integer-coded keys
+(``indicator_id`` SMALLINT, ``unit_id`` INTEGER) whose dictionaries are ``sign_indicators``
+and ``sign_units`` (ids assigned once, never changed or reused). ``sign_values`` is a view
+with the original columns (indicator, unit_code, window_start, window_end, value, level,
+schmitt, n, direct, computed_at), so every reader -- the repository's queries, watch,
+open data exports -- reads strings as before. A store written before this layout is
+upgraded when it is opened for writing (``upgrade``).
+
 Values are replaced by key (indicator, unit_code, window_start) with a delete + insert of
 the whole batch in one transaction, so recomputing a window is idempotent. There is no
 primary-key index for the same reason as ``readings``: bulk writes stay fast. The stage
@@ -13,6 +23,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import polars as pl
 
 VALUE_COLUMNS = ("indicator", "unit_code", "window_start", "window_end", "value", "level", "schmitt", "n", "direct")
@@ -39,15 +50,25 @@ def from_us(us: int) -> datetime:
 
 class SignRepo:
     DDL = (
-        """CREATE TABLE IF NOT EXISTS sign_values (
-            indicator VARCHAR NOT NULL,
-            unit_code VARCHAR NOT NULL,
+        "CREATE SEQUENCE IF NOT EXISTS sign_unit_seq",
+        "CREATE SEQUENCE IF NOT EXISTS sign_indicator_seq",
+        """CREATE TABLE IF NOT EXISTS sign_units (
+            id INTEGER PRIMARY KEY DEFAULT nextval('sign_unit_seq'),
+            unit_code VARCHAR NOT NULL UNIQUE
+        )""",
+        """CREATE TABLE IF NOT EXISTS sign_indicators (
+            id SMALLINT PRIMARY KEY DEFAULT nextval('sign_indicator_seq'),
+            indicator VARCHAR NOT NULL UNIQUE
+        )""",
+        """CREATE TABLE IF NOT EXISTS sign_rows (
+            indicator_id SMALLINT NOT NULL,  -- sign_indicators.id
+            unit_id INTEGER NOT NULL,        -- sign_units.id
             window_start TIMESTAMPTZ NOT NULL,
             window_end TIMESTAMPTZ NOT NULL,
             value DOUBLE,
             level TINYINT NOT NULL,       -- 0 normal, 1 attention, 2 warning, 3 alarm (after hysteresis + min duration)
             schmitt TINYINT NOT NULL,     -- level after hysteresis only: resumes the series in the next batch
-            n BIGINT,                     -- readings (direct units) or member units (rolled up)
+            n INTEGER,                    -- readings (direct units) or member units (rolled up)
             direct BOOLEAN NOT NULL,      -- computed from the unit's own readings (else rolled up)
             computed_at TIMESTAMPTZ DEFAULT current_timestamp
         )""",
@@ -75,8 +96,82 @@ class SignRepo:
         )""",
     )
 
+    VIEW = (
+        "CREATE VIEW IF NOT EXISTS sign_values AS SELECT i.indicator, u.unit_code, v.window_start, v.window_end, v.value, "
+        "v.level, v.schmitt, CAST(v.n AS BIGINT) AS n, v.direct, v.computed_at FROM sign_rows v "
+        "JOIN sign_indicators i ON i.id = v.indicator_id JOIN sign_units u ON u.id = v.unit_id"
+    )
+
+    _DICTS = {"indicator": ("sign_indicators", "indicator"), "unit_code": ("sign_units", "unit_code")}
+
     def __init__(self, store):
         self.store = store
+        self._luts: dict[str, np.ndarray] = {}  # Categorical physical id -> stored id (-1: not known yet)
+
+    def upgrade(self) -> None:
+        """Bring a store written with the one-table layout (``sign_values`` as a table with
+        string keys) to ``sign_rows`` + dictionaries, in one transaction; then make sure the
+        ``sign_values`` view exists. Runs after the DDL, each time the store is opened for
+        writing; on a current store it only checks the table type."""
+        with self.store.lock:
+            kind = self.store.con.execute(
+                "SELECT table_type FROM information_schema.tables WHERE table_name = 'sign_values' "
+                "AND table_schema = current_schema()").fetchall()
+            if kind and kind[0][0] == "BASE TABLE":
+                with self.store.transaction() as con:
+                    for table, col in self._DICTS.values():
+                        con.execute(f"INSERT INTO {table} ({col}) SELECT DISTINCT {col} FROM sign_values "
+                                    f"WHERE {col} NOT IN (SELECT {col} FROM {table}) ORDER BY {col}")
+                    con.execute(
+                        "INSERT INTO sign_rows (indicator_id, unit_id, window_start, window_end, value, level, schmitt, n, "
+                        "direct, computed_at) SELECT i.id, u.id, v.window_start, v.window_end, v.value, v.level, v.schmitt, "
+                        "v.n, v.direct, v.computed_at FROM sign_values v JOIN sign_indicators i ON i.indicator = v.indicator "
+                        "JOIN sign_units u ON u.unit_code = v.unit_code ORDER BY v.window_start")
+                    con.execute("DROP TABLE sign_values")
+            if not kind or kind[0][0] == "BASE TABLE":
+                self.store.con.execute(self.VIEW)
+
+    # -- integer keys ----------------------------------------------------------------
+    def _load_lut(self, what: str, top: int) -> np.ndarray:
+        table, col = self._DICTS[what]
+        with self.store.lock:
+            d = pl.from_arrow(self.store.con.sql(f"SELECT id, {col} AS code FROM {table}").to_arrow_table())
+        phys = d["code"].cast(pl.String).cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+        lut = np.full(max(top, int(phys.max()) if len(phys) else -1) + 1, -1, np.int64)
+        lut[phys] = d["id"].to_numpy()
+        return lut
+
+    def key_ids(self, what: str, codes: pl.Series) -> np.ndarray:
+        """The stored integer id of each value of ``codes`` (``what``: "indicator" or
+        "unit_code"), adding unseen values to the dictionary.
+
+        The lookup is a NumPy gather on Polars' Categorical physical ids (one global
+        dictionary per process), so mapping a million keys costs milliseconds; only
+        unseen codes go to the database. Ids are never reassigned, so the cache can only
+        be incomplete, never wrong.
+        """
+        if codes.dtype != pl.Categorical:
+            codes = codes.cast(pl.String).cast(pl.Categorical)
+        phys = codes.to_physical().to_numpy().astype(np.int64)
+        if len(phys) == 0:
+            return phys
+        lut = self._luts.get(what)
+        if lut is None or int(phys.max()) >= len(lut):
+            lut = self._luts[what] = self._load_lut(what, int(phys.max()))
+        ids = lut[phys]
+        if (ids < 0).any():
+            table, col = self._DICTS[what]
+            new = codes.filter(pl.Series(ids < 0)).unique().cast(pl.String).sort()
+            with self.store.transaction() as con:
+                con.register("_sign_new", pl.DataFrame({col: new}).to_arrow())
+                try:
+                    con.execute(f"INSERT INTO {table} ({col}) SELECT {col} FROM _sign_new "
+                                f"WHERE {col} NOT IN (SELECT {col} FROM {table}) ORDER BY {col} ON CONFLICT DO NOTHING")
+                finally:
+                    con.unregister("_sign_new")
+            lut = self._luts[what] = self._load_lut(what, int(phys.max()))
+            ids = lut[phys]
+        return ids
 
     # -- state -------------------------------------------------------------------
     def state(self) -> dict:
@@ -183,32 +278,33 @@ class SignRepo:
         if frame.is_empty():
             return 0
         t = frame.select(
-            "indicator", "unit_code",
+            pl.Series("indicator_id", self.key_ids("indicator", frame["indicator"]), pl.Int16),
+            pl.Series("unit_id", self.key_ids("unit_code", frame["unit_code"]), pl.Int32),
             pl.col("window_start").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
             pl.col("window_end").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
             pl.col("value").cast(pl.Float64), pl.col("level").cast(pl.Int8), pl.col("schmitt").cast(pl.Int8),
-            pl.col("n").cast(pl.Int64), pl.col("direct").cast(pl.Boolean),
+            pl.col("n").cast(pl.Int32), pl.col("direct").cast(pl.Boolean),
         ).to_arrow()
-        cols = ", ".join(VALUE_COLUMNS)
+        cols = "indicator_id, unit_id, window_start, window_end, value, level, schmitt, n, direct"
         lo, hi = int(frame["window_start"].min()), int(frame["window_start"].max())
         with self.store.transaction() as con:
             con.register("_sign_in", t)
             try:
                 if replace:  # the range bounds let DuckDB skip row groups outside the batch
                     con.execute(
-                        "DELETE FROM sign_values v USING _sign_in i WHERE v.window_start >= ? AND v.window_start <= ? "
-                        "AND v.indicator = i.indicator AND v.unit_code = i.unit_code AND v.window_start = i.window_start",
+                        "DELETE FROM sign_rows v USING _sign_in i WHERE v.window_start >= ? AND v.window_start <= ? "
+                        "AND v.indicator_id = i.indicator_id AND v.unit_id = i.unit_id AND v.window_start = i.window_start",
                         [from_us(lo), from_us(hi)],
                     )
-                con.execute(f"INSERT INTO sign_values ({cols}) SELECT {cols} FROM _sign_in")
+                con.execute(f"INSERT INTO sign_rows ({cols}) SELECT {cols} FROM _sign_in")
             finally:
                 con.unregister("_sign_in")
         return t.num_rows
 
     def delete_windows(self, start: datetime, end: datetime, indicators: list[str] | None = None) -> int:
-        sql, params = "FROM sign_values WHERE window_start >= ? AND window_start < ?", [start, end]
+        sql, params = "FROM sign_rows WHERE window_start >= ? AND window_start < ?", [start, end]
         if indicators is not None:
-            sql += " AND list_contains(?, indicator)"
+            sql += " AND indicator_id IN (SELECT id FROM sign_indicators WHERE list_contains(?, indicator))"
             params.append(indicators)
         with self.store.lock:  # the lock is re-entrant: count and delete see the same rows
             n = self.store.con.execute("SELECT count(*) " + sql, params).fetchall()[0][0]
@@ -346,6 +442,6 @@ class SignRepo:
 
     def status(self) -> dict:
         with self.store.lock:
-            n, ind = self.store.con.execute("SELECT count(*), count(DISTINCT indicator) FROM sign_values").fetchall()[0]
+            n, ind = self.store.con.execute("SELECT count(*), count(DISTINCT indicator_id) FROM sign_rows").fetchall()[0]
             h = self.store.con.execute("SELECT count(DISTINCT as_of) FROM sign_health").fetchall()[0][0]
         return {"sign_values": n, "sign_indicators": ind, "health_snapshots": h}
