@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -29,6 +30,8 @@ import polars as pl
 VALUE_COLUMNS = ("indicator", "unit_code", "window_start", "window_end", "value", "level", "schmitt", "n", "direct")
 US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MIN_US = int((datetime(1, 1, 2, tzinfo=timezone.utc) - EPOCH) / timedelta(microseconds=1))
+_MAX_US = int((datetime(9999, 1, 1, tzinfo=timezone.utc) - EPOCH) / timedelta(microseconds=1))
 
 
 KEY_COLUMNS = ("unit_code", "indicator", "ancestor", "kind")
@@ -102,7 +105,7 @@ class SignRepo:
         "JOIN sign_indicators i ON i.id = v.indicator_id JOIN sign_units u ON u.id = v.unit_id"
     )
 
-    _DICTS = {"indicator": ("sign_indicators", "indicator"), "unit_code": ("sign_units", "unit_code")}
+    _DICTS: ClassVar[dict[str, tuple[str, str]]] = {"indicator": ("sign_indicators", "indicator"), "unit_code": ("sign_units", "unit_code")}
 
     def __init__(self, store):
         self.store = store
@@ -249,18 +252,79 @@ class SignRepo:
                 con.unregister("_sign_units")
                 con.unregister("_sign_ranges")
 
+    def readings_between(self, spans: pl.DataFrame) -> pl.DataFrame:
+        """Readings (kind, sensor_id, ts µs, value, unit_code) of each kind in its [lo, hi)
+        µs range (``spans``: kind, lo, hi, sensors), in one scan: what a recompute reads.
+
+        Unit codes come back through the ``sign_units`` dictionary as integers and are
+        turned into Categorical by a gather, not by hashing a string per reading;
+        ``sensor_id`` is read only for kinds whose ``sensors`` flag is set (indicators
+        that combine per-sensor values), else null.
+        """
+        self.sync_units()
+        lo, hi = max(int(spans["lo"].min()), _MIN_US), min(int(spans["hi"].max()), _MAX_US)
+        utc = pl.Datetime("us", "UTC")
+        k = spans.select(pl.col("kind").cast(pl.String), pl.col("lo").clip(_MIN_US, _MAX_US).cast(utc).alias("lo"),
+                         pl.col("hi").clip(_MIN_US, _MAX_US).cast(utc).alias("hi"),
+                         pl.col("sensors").cast(pl.Boolean)).with_row_index("kid")
+        sql = ("SELECT k.kid, CASE WHEN k.sensors THEN r.sensor_id END AS sensor_id, epoch_us(r.ts) AS ts, r.value, "
+               "u.id AS unit_id FROM readings r JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
+               "LEFT JOIN sign_units u ON u.unit_code = r.unit_code WHERE r.unit_code IS NOT NULL AND r.ts >= ? AND r.ts < ?")
+        params = [from_us(lo), from_us(hi)]
+        r = self._select(sql, params, {"_sign_spans": k})
+        if r["unit_id"].null_count():  # readings located in units the units table lacks: give them ids, read again
+            with self.store.transaction() as con:
+                con.register("_sign_spans", k.to_arrow())
+                try:
+                    con.execute(
+                        "INSERT INTO sign_units (unit_code) SELECT DISTINCT r.unit_code FROM readings r "
+                        "JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
+                        "WHERE r.unit_code IS NOT NULL AND r.ts >= ? AND r.ts < ? "
+                        "AND r.unit_code NOT IN (SELECT unit_code FROM sign_units) ORDER BY 1 ON CONFLICT DO NOTHING", params)
+                finally:
+                    con.unregister("_sign_spans")
+            r = self._select(sql, params, {"_sign_spans": k})
+        unit = self.unit_codes_by_id().gather(r["unit_id"].cast(pl.Int64))
+        kind = k["kind"].cast(pl.Categorical).gather(r["kid"].cast(pl.Int64))
+        return r.select(kind.alias("kind"), "sensor_id", "ts", "value", unit.alias("unit_code"))
+
+    def sync_units(self) -> None:
+        """Give every unit of the ``units`` table its integer id (a no-op once they have one)."""
+        with self.store.lock:
+            n = self.store.con.execute("SELECT count(*) FROM units WHERE code NOT IN (SELECT unit_code FROM sign_units)").fetchall()[0][0]
+            if n:
+                with self.store.transaction() as con:
+                    con.execute("INSERT INTO sign_units (unit_code) SELECT code FROM units "
+                                "WHERE code NOT IN (SELECT unit_code FROM sign_units) ORDER BY code ON CONFLICT DO NOTHING")
+
+    def unit_codes_by_id(self) -> pl.Series:
+        """Unit codes (Categorical) indexed by their integer id (null where no id)."""
+        with self.store.lock:
+            d = pl.from_arrow(self.store.con.sql("SELECT id, unit_code FROM sign_units").to_arrow_table())
+        out = pl.Series("unit_code", [None] * (int(d["id"].max()) + 1 if d.height else 1), pl.String).cast(pl.Categorical)
+        if d.height:
+            out = out.scatter(d["id"].cast(pl.Int64), d["unit_code"].cast(pl.Categorical))
+        return out
+
     # -- units ---------------------------------------------------------------------
     def closure(self) -> pl.DataFrame:
-        """(unit_code, ancestor) for every unit and each of its ancestors."""
+        """(unit_code, ancestor) for every unit and each of its ancestors (up to 32 levels).
+
+        Built from (code, parent) pairs by repeated joins on Categorical codes: a few
+        milliseconds for a city's 40,000 units, where a recursive SQL query took 0.2 s.
+        """
         with self.store.lock:
-            return _pl(self.store.con.sql(
-                """WITH RECURSIVE c(unit_code, ancestor, d) AS (
-                       SELECT code, parent_code, 1 FROM units WHERE parent_code IS NOT NULL
-                       UNION ALL
-                       SELECT c.unit_code, u.parent_code, c.d + 1 FROM c JOIN units u ON u.code = c.ancestor
-                       WHERE u.parent_code IS NOT NULL AND c.d < 32)
-                   SELECT unit_code, ancestor FROM c"""
+            parent = _pl(self.store.con.sql(
+                "SELECT code AS unit_code, parent_code AS ancestor FROM units WHERE parent_code IS NOT NULL"
             ).to_arrow_table())
+        up = parent.rename({"unit_code": "ancestor", "ancestor": "_up"})
+        out, step = [parent], parent
+        for _ in range(31):
+            step = step.join(up, on="ancestor").select("unit_code", pl.col("_up").alias("ancestor"))
+            if step.is_empty():
+                break
+            out.append(step)
+        return pl.concat(out)
 
     def unit_attributes(self) -> pl.DataFrame:
         with self.store.lock:

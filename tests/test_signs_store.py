@@ -1,0 +1,79 @@
+"""The vital-signs store layout: integer-coded keys behind the ``sign_values`` view, and
+the upgrade of a DuckDB file written with the one-table layout."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import duckdb
+import polars as pl
+
+from cityvitals.store import open_store
+
+T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
+H = 3_600_000_000
+T0_US = int(T0.timestamp()) * 1_000_000
+
+
+def _frame(rows):
+    return pl.DataFrame(rows, schema={"indicator": pl.String, "unit_code": pl.String, "window_start": pl.Int64,
+                                      "window_end": pl.Int64, "value": pl.Float64, "level": pl.Int8, "schmitt": pl.Int8,
+                                      "n": pl.Int64, "direct": pl.Boolean}, orient="row")
+
+
+def test_values_are_stored_with_integer_keys_and_read_back_as_strings(tmp_path):
+    with open_store(tmp_path) as store:
+        rows = [("env.pm25", "U1", T0_US, T0_US + H, 80.0, 1, 1, 4, True), ("env.pm25", "U2", T0_US, T0_US + H, 20.0, 0, 0, 4, True),
+                ("env.aqi", "U1", T0_US, T0_US + H, 120.0, 2, 2, 1, True)]
+        assert store.signs.write_values(_frame(rows)) == 3
+        # replacing by key: the same (indicator, unit, window) again is one row, with the new value
+        store.signs.write_values(_frame([("env.pm25", "U1", T0_US, T0_US + H, 90.0, 1, 1, 5, True)]))
+        raw = store.frame("SELECT indicator_id, unit_id FROM sign_rows")
+        assert raw.schema["indicator_id"] == pl.Int16 and raw.schema["unit_id"] == pl.Int32 and raw.height == 3
+        assert store.frame("SELECT count(*) AS n FROM sign_units")["n"][0] == 2  # each code once
+        allv = store.signs.all_values()
+        assert allv.columns == ["indicator", "unit_code", "window_start", "window_end", "value", "level", "schmitt", "n", "direct"]
+        assert allv.select("indicator", "unit_code", "value").rows() == [
+            ("env.aqi", "U1", 120.0), ("env.pm25", "U1", 90.0), ("env.pm25", "U2", 20.0)]
+        assert allv.schema["n"] == pl.Int64 and allv.schema["unit_code"] == pl.String
+        v = store.signs.values("env.pm25", "U1")
+        assert v["value"].to_list() == [90.0] and v["window_start"][0] == T0
+        assert store.signs.status()["sign_values"] == 3 and store.signs.status()["sign_indicators"] == 2
+        assert store.signs.delete_windows(T0, datetime(2024, 6, 2, tzinfo=timezone.utc), ["env.aqi"]) == 1
+        assert store.signs.all_values()["indicator"].unique().to_list() == ["env.pm25"]
+
+
+def test_an_older_store_with_the_one_table_layout_is_upgraded_on_open(tmp_path):
+    with open_store(tmp_path):
+        pass
+    path = tmp_path / "cityvitals.duckdb"
+    con = duckdb.connect(str(path))  # rewind the file to the one-table layout, with two stored values
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("DROP VIEW sign_values")
+    con.execute("DROP TABLE sign_rows")
+    con.execute("DROP TABLE sign_units")
+    con.execute("DROP TABLE sign_indicators")
+    con.execute("""CREATE TABLE sign_values (indicator VARCHAR NOT NULL, unit_code VARCHAR NOT NULL,
+        window_start TIMESTAMPTZ NOT NULL, window_end TIMESTAMPTZ NOT NULL, value DOUBLE, level TINYINT NOT NULL,
+        schmitt TINYINT NOT NULL, n BIGINT, direct BOOLEAN NOT NULL, computed_at TIMESTAMPTZ DEFAULT current_timestamp)""")
+    con.execute("INSERT INTO sign_values VALUES ('env.pm25', 'U1', '2024-06-01 00:00:00+00', '2024-06-01 01:00:00+00', "
+                "80.0, 1, 1, 4, true, '2024-06-01 01:00:05+00'), ('env.aqi', 'U2', '2024-06-01 00:00:00+00', "
+                "'2024-06-01 01:00:00+00', 160.0, 2, 2, 1, false, '2024-06-01 01:00:05+00')")
+    con.close()
+    with open_store(tmp_path, read_only=True) as store:  # read-only: the old table still reads the same
+        assert store.signs.all_values().height == 2
+    with open_store(tmp_path) as store:
+        kind = store.frame("SELECT table_type FROM information_schema.tables WHERE table_name = 'sign_values'")
+        assert kind["table_type"].to_list() == ["VIEW"]
+        allv = store.signs.all_values()
+        assert allv.select("indicator", "unit_code", "value", "level", "n", "direct").rows() == [
+            ("env.aqi", "U2", 160.0, 2, 1, False), ("env.pm25", "U1", 80.0, 1, 4, True)]
+        # computed_at survives: watch reads "computed since" from it
+        ca = store.frame("SELECT computed_at FROM sign_values")["computed_at"].to_list()
+        assert all(c == datetime(2024, 6, 1, 1, 0, 5, tzinfo=timezone.utc) for c in ca)
+        # and the upgraded store takes new values with the existing dictionaries
+        store.signs.write_values(_frame([("env.pm25", "U2", T0_US, T0_US + H, 30.0, 0, 0, 3, True)]))
+        assert store.frame("SELECT count(*) AS n FROM sign_units")["n"][0] == 2
+        assert store.signs.all_values().height == 3
+    with open_store(tmp_path) as store:  # opening again changes nothing
+        assert store.signs.all_values().height == 3
