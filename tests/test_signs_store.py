@@ -49,10 +49,19 @@ def test_an_older_store_with_the_one_table_layout_is_upgraded_on_open(tmp_path):
     path = tmp_path / "cityvitals.duckdb"
     con = duckdb.connect(str(path))  # rewind the file to the one-table layout, with two stored values
     con.execute("SET TimeZone = 'UTC'")
-    con.execute("DROP VIEW sign_values")
-    con.execute("DROP TABLE sign_rows")
-    con.execute("DROP TABLE sign_units")
-    con.execute("DROP TABLE sign_indicators")
+    for view in ("sign_values", "sign_health", "sign_health_explain"):
+        con.execute(f"DROP VIEW {view}")
+    for table in ("sign_rows", "sign_health_rows", "sign_explain_rows", "sign_units", "sign_indicators", "sign_scopes"):
+        con.execute(f"DROP TABLE {table}")
+    con.execute("""CREATE TABLE sign_health (unit_code VARCHAR NOT NULL, as_of TIMESTAMPTZ NOT NULL, scope VARCHAR NOT NULL,
+        value DOUBLE NOT NULL, computed_at TIMESTAMPTZ DEFAULT current_timestamp)""")
+    con.execute("""CREATE TABLE sign_health_explain (unit_code VARCHAR NOT NULL, as_of TIMESTAMPTZ NOT NULL, scope VARCHAR NOT NULL,
+        indicator VARCHAR NOT NULL, category VARCHAR, level TINYINT, value DOUBLE, weight DOUBLE, points DOUBLE)""")
+    con.execute("INSERT INTO sign_health VALUES ('U2', '2024-06-01 01:00:00+00', 'environment', 70.0, '2024-06-01 01:00:05+00'), "
+                "('U2', '2024-06-01 01:00:00+00', 'overall', 85.0, '2024-06-01 01:00:05+00')")
+    con.execute("INSERT INTO sign_health_explain VALUES "
+                "('U2', '2024-06-01 01:00:00+00', 'environment', 'env.aqi', 'environment', 2, 160.0, 3.0, 30.0), "
+                "('U2', '2024-06-01 01:00:00+00', 'overall', 'env.aqi', 'environment', 2, 160.0, 3.0, 15.0)")
     con.execute("""CREATE TABLE sign_values (indicator VARCHAR NOT NULL, unit_code VARCHAR NOT NULL,
         window_start TIMESTAMPTZ NOT NULL, window_end TIMESTAMPTZ NOT NULL, value DOUBLE, level TINYINT NOT NULL,
         schmitt TINYINT NOT NULL, n BIGINT, direct BOOLEAN NOT NULL, computed_at TIMESTAMPTZ DEFAULT current_timestamp)""")
@@ -71,9 +80,40 @@ def test_an_older_store_with_the_one_table_layout_is_upgraded_on_open(tmp_path):
         # computed_at survives: watch reads "computed since" from it
         ca = store.frame("SELECT computed_at FROM sign_values")["computed_at"].to_list()
         assert all(c == datetime(2024, 6, 1, 1, 0, 5, tzinfo=timezone.utc) for c in ca)
+        assert store.frame("SELECT unit_code, scope, value FROM sign_health ORDER BY scope").rows() == [
+            ("U2", "environment", 70.0), ("U2", "overall", 85.0)]
+        assert store.frame("SELECT unit_code, scope, indicator, category, level, points FROM sign_health_explain ORDER BY scope").rows() == [
+            ("U2", "environment", "env.aqi", "environment", 2, 30.0), ("U2", "overall", "env.aqi", "environment", 2, 15.0)]
+        assert store.signs.status()["health_snapshots"] == 1
         # and the upgraded store takes new values with the existing dictionaries
         store.signs.write_values(_frame([("env.pm25", "U2", T0_US, T0_US + H, 30.0, 0, 0, 3, True)]))
         assert store.frame("SELECT count(*) AS n FROM sign_units")["n"][0] == 2
         assert store.signs.all_values().height == 3
     with open_store(tmp_path) as store:  # opening again changes nothing
         assert store.signs.all_values().height == 3
+
+
+def test_a_health_snapshot_reads_back_through_the_views(tmp_path):
+    from cityvitals.signs.catalog import load_catalog
+    from cityvitals.signs.engine import health_frames
+
+    cat = load_catalog()
+    with open_store(tmp_path) as store:
+        rows = [("env.aqi", "U1", T0_US, T0_US + H, 160.0, 2, 2, 1, True), ("env.o3_1h", "U1", T0_US, T0_US + H, 90.0, 0, 0, 1, True),
+                ("env.aqi", "U2", T0_US, T0_US + H, 40.0, 0, 0, 1, True)]
+        store.signs.write_values(_frame(rows))
+        at = datetime(2024, 6, 1, 1, tzinfo=timezone.utc)
+        idx, explain = health_frames(store, cat, at)
+        store.signs.write_health(at, idx, explain)
+        store.signs.write_health(at, idx, explain)  # the same snapshot again replaces, not doubles
+        got = store.frame("SELECT unit_code, scope, value FROM sign_health ORDER BY unit_code, scope")
+        assert got.rows() == idx.select(pl.col("unit_code").cast(pl.String), "scope", "value").sort("unit_code", "scope").rows()
+        assert got.filter(pl.col("scope") == "overall")["value"].to_list() == [55.0, 100.0]  # the health doctest's 55 for U1
+        ex = store.frame("SELECT unit_code, scope, indicator, category, level, value, weight, points FROM sign_health_explain "
+                         "ORDER BY unit_code, scope, indicator")
+        want = explain.with_columns(pl.col("unit_code").cast(pl.String)).sort("unit_code", "scope", "indicator")
+        assert ex.rows() == want.select(ex.columns).rows() and ex.height == 6
+        # latest() on the integer keys, per unit, as a frame of codes
+        lat = store.signs.latest(at, pl.DataFrame({"indicator": list(cat), "stale": [3 * H] * len(cat)}), ["U1"])
+        assert sorted(lat.select(pl.col("indicator").cast(pl.String), "value").rows()) == [("env.aqi", 160.0), ("env.o3_1h", 90.0)]
+        assert lat.columns == ["unit_code", "indicator", "value", "level", "window_start", "window_end"]

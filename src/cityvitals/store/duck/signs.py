@@ -46,6 +46,30 @@ def _pl(table) -> pl.DataFrame:
     return df.with_columns(pl.col(keys).cast(pl.Categorical)) if keys else df
 
 
+def _last_per_series(unit: np.ndarray, ind: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Row indices of the latest ``end`` of each (unit, ind) pair (one row per pair)."""
+    if len(unit) == 0:
+        return np.zeros(0, np.int64)
+    key = unit.astype(np.int64) * (int(ind.max()) + 1) + ind.astype(np.int64)
+    span = int(key.max()) + 1
+    if span <= 4 * len(key) + 4096:  # dense keys: a lookup table, no sort
+        present = np.zeros(span, bool)
+        present[key] = True
+        inv = (np.cumsum(present) - 1)[key]
+        m = int(present.sum())
+    else:
+        _, inv = np.unique(key, return_inverse=True)
+        inv = inv.reshape(-1)
+        m = int(inv.max()) + 1
+    top = np.full(m, np.iinfo(np.int64).min)
+    np.maximum.at(top, inv, end)
+    idx = np.flatnonzero(end == top[inv])
+    if len(idx) > m:  # equal ends within a series: keep the first
+        _, first = np.unique(inv[idx], return_index=True)
+        idx = idx[first]
+    return idx
+
+
 def from_us(us: int) -> datetime:
     """Microseconds since the epoch as an exact UTC datetime."""
     return EPOCH + timedelta(microseconds=int(us))
@@ -75,23 +99,28 @@ class SignRepo:
             direct BOOLEAN NOT NULL,      -- computed from the unit's own readings (else rolled up)
             computed_at TIMESTAMPTZ DEFAULT current_timestamp
         )""",
-        """CREATE TABLE IF NOT EXISTS sign_health (
-            unit_code VARCHAR NOT NULL,
+        "CREATE SEQUENCE IF NOT EXISTS sign_scope_seq",
+        """CREATE TABLE IF NOT EXISTS sign_scopes (
+            id SMALLINT PRIMARY KEY DEFAULT nextval('sign_scope_seq'),
+            scope VARCHAR NOT NULL UNIQUE  -- a category, or 'overall'
+        )""",
+        """CREATE TABLE IF NOT EXISTS sign_health_rows (
+            unit_id INTEGER NOT NULL,
             as_of TIMESTAMPTZ NOT NULL,
-            scope VARCHAR NOT NULL,       -- a category, or 'overall'
+            scope_id SMALLINT NOT NULL,
             value DOUBLE NOT NULL,
             computed_at TIMESTAMPTZ DEFAULT current_timestamp
         )""",
-        """CREATE TABLE IF NOT EXISTS sign_health_explain (
-            unit_code VARCHAR NOT NULL,
+        """CREATE TABLE IF NOT EXISTS sign_explain_rows (
+            unit_id INTEGER NOT NULL,
             as_of TIMESTAMPTZ NOT NULL,
-            scope VARCHAR NOT NULL,
-            indicator VARCHAR NOT NULL,
-            category VARCHAR,
+            indicator_id SMALLINT NOT NULL,
+            category_id SMALLINT,         -- sign_scopes.id: the row's category scope
             level TINYINT,
             value DOUBLE,
             weight DOUBLE,
-            points DOUBLE
+            points DOUBLE,                -- points of the category's 100
+            points_overall DOUBLE         -- the same indicator's points of the overall 100
         )""",
         """CREATE TABLE IF NOT EXISTS sign_state (
             key VARCHAR PRIMARY KEY,
@@ -99,40 +128,89 @@ class SignRepo:
         )""",
     )
 
-    VIEW = (
-        "CREATE VIEW IF NOT EXISTS sign_values AS SELECT i.indicator, u.unit_code, v.window_start, v.window_end, v.value, "
-        "v.level, v.schmitt, CAST(v.n AS BIGINT) AS n, v.direct, v.computed_at FROM sign_rows v "
-        "JOIN sign_indicators i ON i.id = v.indicator_id JOIN sign_units u ON u.id = v.unit_id"
-    )
+    VIEWS: ClassVar[dict[str, str]] = {
+        "sign_values": (
+            "SELECT i.indicator, u.unit_code, v.window_start, v.window_end, v.value, v.level, v.schmitt, "
+            "CAST(v.n AS BIGINT) AS n, v.direct, v.computed_at FROM sign_rows v "
+            "JOIN sign_indicators i ON i.id = v.indicator_id JOIN sign_units u ON u.id = v.unit_id"),
+        "sign_health": (
+            "SELECT u.unit_code, h.as_of, s.scope, h.value, h.computed_at FROM sign_health_rows h "
+            "JOIN sign_units u ON u.id = h.unit_id JOIN sign_scopes s ON s.id = h.scope_id"),
+        "sign_health_explain": (
+            "SELECT u.unit_code, e.as_of, c.scope AS scope, i.indicator, c.scope AS category, e.level, e.value, e.weight, "
+            "e.points FROM sign_explain_rows e JOIN sign_units u ON u.id = e.unit_id "
+            "JOIN sign_indicators i ON i.id = e.indicator_id JOIN sign_scopes c ON c.id = e.category_id "
+            "UNION ALL "
+            "SELECT u.unit_code, e.as_of, 'overall' AS scope, i.indicator, c.scope AS category, e.level, e.value, e.weight, "
+            "e.points_overall AS points FROM sign_explain_rows e JOIN sign_units u ON u.id = e.unit_id "
+            "JOIN sign_indicators i ON i.id = e.indicator_id JOIN sign_scopes c ON c.id = e.category_id "
+            "WHERE e.points_overall IS NOT NULL"),
+    }
+    """The original tables' columns over the integer-keyed ones: what every reader sees."""
 
-    _DICTS: ClassVar[dict[str, tuple[str, str]]] = {"indicator": ("sign_indicators", "indicator"), "unit_code": ("sign_units", "unit_code")}
+    _UPGRADE: ClassVar[dict[str, tuple[tuple[str, str, str], ...]]] = {
+        # old table -> (dictionary table, its column, SELECT of the codes to add) ..., then the row copy
+        "sign_values": (
+            ("sign_indicators", "indicator", "SELECT DISTINCT indicator FROM sign_values"),
+            ("sign_units", "unit_code", "SELECT DISTINCT unit_code FROM sign_values"),
+        ),
+        "sign_health": (
+            ("sign_units", "unit_code", "SELECT DISTINCT unit_code FROM sign_health"),
+            ("sign_scopes", "scope", "SELECT DISTINCT scope FROM sign_health"),
+        ),
+        "sign_health_explain": (
+            ("sign_units", "unit_code", "SELECT DISTINCT unit_code FROM sign_health_explain"),
+            ("sign_indicators", "indicator", "SELECT DISTINCT indicator FROM sign_health_explain"),
+            ("sign_scopes", "scope", "SELECT DISTINCT category FROM sign_health_explain WHERE category IS NOT NULL"),
+        ),
+    }
+    _COPY: ClassVar[dict[str, str]] = {
+        "sign_values": (
+            "INSERT INTO sign_rows (indicator_id, unit_id, window_start, window_end, value, level, schmitt, n, direct, computed_at) "
+            "SELECT i.id, u.id, v.window_start, v.window_end, v.value, v.level, v.schmitt, v.n, v.direct, v.computed_at "
+            "FROM sign_values v JOIN sign_indicators i ON i.indicator = v.indicator "
+            "JOIN sign_units u ON u.unit_code = v.unit_code ORDER BY v.window_start"),
+        "sign_health": (
+            "INSERT INTO sign_health_rows (unit_id, as_of, scope_id, value, computed_at) "
+            "SELECT u.id, h.as_of, s.id, h.value, h.computed_at FROM sign_health h "
+            "JOIN sign_units u ON u.unit_code = h.unit_code JOIN sign_scopes s ON s.scope = h.scope ORDER BY h.as_of"),
+        "sign_health_explain": (  # a category row and the overall row of the same indicator become one row
+            "INSERT INTO sign_explain_rows (unit_id, as_of, indicator_id, category_id, level, value, weight, points, points_overall) "
+            "SELECT u.id, c.as_of, i.id, s.id, c.level, c.value, c.weight, c.points, o.points FROM sign_health_explain c "
+            "LEFT JOIN sign_health_explain o ON o.scope = 'overall' AND o.unit_code = c.unit_code AND o.as_of = c.as_of "
+            "AND o.indicator = c.indicator JOIN sign_units u ON u.unit_code = c.unit_code "
+            "JOIN sign_indicators i ON i.indicator = c.indicator JOIN sign_scopes s ON s.scope = c.category "
+            "WHERE c.scope <> 'overall' ORDER BY c.as_of"),
+    }
+
+    _DICTS: ClassVar[dict[str, tuple[str, str]]] = {
+        "indicator": ("sign_indicators", "indicator"), "unit_code": ("sign_units", "unit_code"), "scope": ("sign_scopes", "scope"),
+    }
 
     def __init__(self, store):
         self.store = store
         self._luts: dict[str, np.ndarray] = {}  # Categorical physical id -> stored id (-1: not known yet)
+        self._rows: bool | None = None  # whether the integer-keyed tables exist (not in an old store opened read-only)
 
     def upgrade(self) -> None:
-        """Bring a store written with the one-table layout (``sign_values`` as a table with
-        string keys) to ``sign_rows`` + dictionaries, in one transaction; then make sure the
-        ``sign_values`` view exists. Runs after the DDL, each time the store is opened for
-        writing; on a current store it only checks the table type."""
+        """Bring a store written with string-keyed tables (``sign_values``, ``sign_health``,
+        ``sign_health_explain`` as tables) to the integer-keyed ones, one transaction per
+        table; then make sure the views exist. Runs after the DDL, each time the store is
+        opened for writing; on a current store it only looks up three table types."""
         with self.store.lock:
-            kind = self.store.con.execute(
-                "SELECT table_type FROM information_schema.tables WHERE table_name = 'sign_values' "
-                "AND table_schema = current_schema()").fetchall()
-            if kind and kind[0][0] == "BASE TABLE":
-                with self.store.transaction() as con:
-                    for table, col in self._DICTS.values():
-                        con.execute(f"INSERT INTO {table} ({col}) SELECT DISTINCT {col} FROM sign_values "
-                                    f"WHERE {col} NOT IN (SELECT {col} FROM {table}) ORDER BY {col}")
-                    con.execute(
-                        "INSERT INTO sign_rows (indicator_id, unit_id, window_start, window_end, value, level, schmitt, n, "
-                        "direct, computed_at) SELECT i.id, u.id, v.window_start, v.window_end, v.value, v.level, v.schmitt, "
-                        "v.n, v.direct, v.computed_at FROM sign_values v JOIN sign_indicators i ON i.indicator = v.indicator "
-                        "JOIN sign_units u ON u.unit_code = v.unit_code ORDER BY v.window_start")
-                    con.execute("DROP TABLE sign_values")
-            if not kind or kind[0][0] == "BASE TABLE":
-                self.store.con.execute(self.VIEW)
+            con = self.store.con
+            for name, sql in self.VIEWS.items():
+                kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ? "
+                                   "AND table_schema = current_schema()", [name]).fetchall()
+                if kind and kind[0][0] == "BASE TABLE":
+                    with self.store.transaction() as tx:
+                        for table, col, codes in self._UPGRADE[name]:
+                            tx.execute(f"INSERT INTO {table} ({col}) SELECT * FROM ({codes}) c({col}) "
+                                       f"WHERE {col} NOT IN (SELECT {col} FROM {table}) ORDER BY 1")
+                        tx.execute(self._COPY[name])
+                        tx.execute(f"DROP TABLE {name}")
+                if not kind or kind[0][0] == "BASE TABLE":
+                    con.execute(f"CREATE VIEW IF NOT EXISTS {name} AS {sql}")
 
     # -- integer keys ----------------------------------------------------------------
     def _load_lut(self, what: str, top: int) -> np.ndarray:
@@ -286,7 +364,8 @@ class SignRepo:
             r = self._select(sql, params, {"_sign_spans": k})
         unit = self.unit_codes_by_id().gather(r["unit_id"].cast(pl.Int64))
         kind = k["kind"].cast(pl.Categorical).gather(r["kid"].cast(pl.Int64))
-        return r.select(kind.alias("kind"), "sensor_id", "ts", "value", unit.alias("unit_code"))
+        # sensor ids Categorical too: grouping by sensor then needs no string hashing or sorting per indicator
+        return r.select(kind.alias("kind"), pl.col("sensor_id").cast(pl.Categorical), "ts", "value", unit.alias("unit_code"))
 
     def sync_units(self) -> None:
         """Give every unit of the ``units`` table its integer id (a no-op once they have one)."""
@@ -296,15 +375,6 @@ class SignRepo:
                 with self.store.transaction() as con:
                     con.execute("INSERT INTO sign_units (unit_code) SELECT code FROM units "
                                 "WHERE code NOT IN (SELECT unit_code FROM sign_units) ORDER BY code ON CONFLICT DO NOTHING")
-
-    def unit_codes_by_id(self) -> pl.Series:
-        """Unit codes (Categorical) indexed by their integer id (null where no id)."""
-        with self.store.lock:
-            d = pl.from_arrow(self.store.con.sql("SELECT id, unit_code FROM sign_units").to_arrow_table())
-        out = pl.Series("unit_code", [None] * (int(d["id"].max()) + 1 if d.height else 1), pl.String).cast(pl.Categorical)
-        if d.height:
-            out = out.scatter(d["id"].cast(pl.Int64), d["unit_code"].cast(pl.Categorical))
-        return out
 
     # -- units ---------------------------------------------------------------------
     def closure(self) -> pl.DataFrame:
@@ -448,9 +518,55 @@ class SignRepo:
         )
         return before, after
 
+    def _integer_layout(self) -> bool:
+        """Whether the integer-keyed tables exist (not in an older store opened read-only)."""
+        if self._rows is None:
+            with self.store.lock:
+                self._rows = bool(self.store.con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'sign_rows' "
+                    "AND table_schema = current_schema()").fetchall()[0][0])
+        return self._rows
+
     def latest(self, at: datetime, stale_us: pl.DataFrame, units: list[str] | None = None) -> pl.DataFrame:
         """Per (unit, indicator): the last value whose window ended at or before ``at``
-        and not longer ago than the indicator's staleness (stale_us: indicator, stale)."""
+        and not longer ago than the indicator's staleness (stale_us: indicator, stale).
+
+        The database only filters (a scan); the last row per series is picked with NumPy
+        on the integer keys and the keys become codes by a gather: a partitioned window
+        function over a million rows cost ten times the scan.
+        """
+        if not self._integer_layout():
+            return self._latest_by_view(at, stale_us, units)
+        sql = (
+            "SELECT v.unit_id, v.indicator_id, v.value, v.level, epoch_us(v.window_start) AS window_start, "
+            "epoch_us(v.window_end) AS window_end FROM sign_rows v "
+            "JOIN (SELECT i.id, s.stale FROM _st s JOIN sign_indicators i ON i.indicator = s.indicator) s ON v.indicator_id = s.id "
+            "WHERE v.window_end <= ? AND epoch_us(v.window_end) > epoch_us(?::TIMESTAMPTZ) - s.stale"
+        )
+        params: list = [at, at]
+        if units is not None:
+            sql += " AND v.unit_id IN (SELECT id FROM sign_units WHERE list_contains(?, unit_code))"
+            params.append([str(u) for u in units])
+        r = self._select(sql, params, {"_st": stale_us.select(pl.col("indicator").cast(pl.String), "stale")})
+        r = r[_last_per_series(r["unit_id"].to_numpy(), r["indicator_id"].to_numpy(), r["window_end"].to_numpy())]
+        unit = self.unit_codes_by_id().gather(r["unit_id"].cast(pl.Int64))
+        ind = self._codes_by_id("sign_indicators", "indicator").gather(r["indicator_id"].cast(pl.Int64))
+        return r.select(unit.alias("unit_code"), ind.alias("indicator"), "value", "level", "window_start", "window_end")
+
+    def _codes_by_id(self, table: str, col: str) -> pl.Series:
+        """A dictionary's codes (Categorical) indexed by their integer id (null where no id)."""
+        with self.store.lock:
+            d = pl.from_arrow(self.store.con.sql(f"SELECT id, {col} FROM {table}").to_arrow_table())
+        out = pl.Series(col, [None] * (int(d["id"].max()) + 1 if d.height else 1), pl.String).cast(pl.Categorical)
+        if d.height:
+            out = out.scatter(d["id"].cast(pl.Int64), d[col].cast(pl.Categorical))
+        return out
+
+    def unit_codes_by_id(self) -> pl.Series:
+        """Unit codes (Categorical) indexed by their integer id (null where no id)."""
+        return self._codes_by_id("sign_units", "unit_code")
+
+    def _latest_by_view(self, at: datetime, stale_us: pl.DataFrame, units: list[str] | None = None) -> pl.DataFrame:
         sql = (
             "SELECT v.unit_code, v.indicator, v.value, v.level, epoch_us(v.window_start) AS window_start, "
             "epoch_us(v.window_end) AS window_end FROM sign_values v JOIN _st s ON v.indicator = s.indicator "
@@ -489,20 +605,47 @@ class SignRepo:
 
     # -- health ----------------------------------------------------------------------
     def write_health(self, at: datetime, indices: pl.DataFrame, explain: pl.DataFrame) -> None:
-        units = indices["unit_code"].unique().to_list()
+        """Store the health snapshot at ``at`` of the units in ``indices``, replacing theirs.
+
+        ``explain`` holds each indicator's points twice, of its category and of the overall
+        index (scope 'overall'); they are stored as one row with both figures, integer keys.
+        """
+        h = pl.DataFrame({
+            "unit_id": pl.Series(self.key_ids("unit_code", indices["unit_code"]), dtype=pl.Int32),
+            "scope_id": pl.Series(self.key_ids("scope", indices["scope"]), dtype=pl.Int16),
+            "value": indices["value"].cast(pl.Float64),
+        })
+        overall = pl.col("scope") == "overall"
+        cat_rows, all_rows = explain.filter(~overall), explain.filter(overall)
+        key = ["unit_code", "indicator"]
+        if cat_rows.select(key).equals(all_rows.select(key)):  # health_index's order: the halves line up row by row
+            points_overall = all_rows["points"]
+        else:
+            points_overall = cat_rows.select(key).join(all_rows.select(*key, pl.col("points").alias("po")), on=key,
+                                                       how="left", maintain_order="left")["po"]
+        e = pl.DataFrame({
+            "unit_id": pl.Series(self.key_ids("unit_code", cat_rows["unit_code"]), dtype=pl.Int32),
+            "indicator_id": pl.Series(self.key_ids("indicator", cat_rows["indicator"]), dtype=pl.Int16),
+            "category_id": pl.Series(self.key_ids("scope", cat_rows["category"]), dtype=pl.Int16),
+            "level": cat_rows["level"].cast(pl.Int8), "value": cat_rows["value"].cast(pl.Float64),
+            "weight": cat_rows["weight"].cast(pl.Float64), "points": cat_rows["points"].cast(pl.Float64),
+            "points_overall": points_overall.cast(pl.Float64),
+        })
         with self.store.transaction() as con:
-            con.execute("DELETE FROM sign_health WHERE as_of = ? AND list_contains(?, unit_code)", [at, units])
-            con.execute("DELETE FROM sign_health_explain WHERE as_of = ? AND list_contains(?, unit_code)", [at, units])
-            con.register("_h", indices.select("unit_code", "scope", "value").to_arrow())
-            con.register("_e", explain.select("unit_code", "scope", "indicator", "category", "level", "value", "weight", "points").to_arrow())
+            con.register("_hu", h.select("unit_id").unique().to_arrow())
+            con.register("_h", h.to_arrow())
+            con.register("_e", e.to_arrow())
             try:
-                con.execute("INSERT INTO sign_health (unit_code, as_of, scope, value) SELECT unit_code, ?, scope, value FROM _h", [at])
+                con.execute("DELETE FROM sign_health_rows t USING _hu u WHERE t.as_of = ? AND t.unit_id = u.unit_id", [at])
+                con.execute("DELETE FROM sign_explain_rows t USING _hu u WHERE t.as_of = ? AND t.unit_id = u.unit_id", [at])
+                con.execute("INSERT INTO sign_health_rows (unit_id, as_of, scope_id, value) SELECT unit_id, ?, scope_id, value FROM _h", [at])
                 con.execute(
-                    "INSERT INTO sign_health_explain SELECT unit_code, ?, scope, indicator, category, level, value, weight, points FROM _e", [at]
-                )
+                    "INSERT INTO sign_explain_rows (unit_id, as_of, indicator_id, category_id, level, value, weight, points, "
+                    "points_overall) SELECT unit_id, ?, indicator_id, category_id, level, value, weight, points, points_overall FROM _e",
+                    [at])
             finally:
-                con.unregister("_h")
-                con.unregister("_e")
+                for name in ("_hu", "_h", "_e"):
+                    con.unregister(name)
 
     def status(self) -> dict:
         with self.store.lock:
