@@ -117,3 +117,27 @@ def test_a_health_snapshot_reads_back_through_the_views(tmp_path):
         lat = store.signs.latest(at, pl.DataFrame({"indicator": list(cat), "stale": [3 * H] * len(cat)}), ["U1"])
         assert sorted(lat.select(pl.col("indicator").cast(pl.String), "value").rows()) == [("env.aqi", 160.0), ("env.o3_1h", 90.0)]
         assert lat.columns == ["unit_code", "indicator", "value", "level", "window_start", "window_end"]
+
+
+def test_levels_of_one_window_per_series_equal_the_first_window_of_longer_series():
+    """The shortcut for series of one row (a one-window recompute) agrees with the
+    general forward fill: a series' first window is decided by its own value alone."""
+    import numpy as np
+
+    from cityvitals.signs.catalog import load_catalog
+    from cityvitals.signs.levels import assign_levels
+
+    cat = load_catalog()
+    rng = np.random.default_rng(7)
+    units = [f"U{i:03d}" for i in range(300)]
+    for iid in ("env.pm25", "fac.water_pressure_end", "wx.rain_1h", "sf.waterlogging_depth", "fac.tap_free_chlorine"):
+        ind = cat[iid]
+        bounds = [b.value for c in ind.thresholds.values() for b in c.bounds if b.param is None] or [1.0]
+        vals = rng.uniform(min(bounds) * 0.5 - 1, max(bounds) * 1.5 + 1, len(units))
+        one = pl.DataFrame({"unit_code": units, "window_start": [0] * len(units), "value": vals})
+        two = pl.concat([one, one.with_columns(pl.lit(1, pl.Int64).alias("window_start"), pl.Series("value", rng.permutation(vals)))])
+        for mw in (1, ind.min_windows, 3):
+            fast = assign_levels(one, ind.thresholds, hysteresis=ind.hysteresis, min_windows=mw)
+            general = assign_levels(two, ind.thresholds, hysteresis=ind.hysteresis, min_windows=mw).filter(pl.col("window_start") == 0)
+            assert fast.select("unit_code", "schmitt", "level").rows() == general.select("unit_code", "schmitt", "level").rows(), (iid, mw)
+            assert fast["schmitt"].max() > 0  # the values do cross a threshold

@@ -132,20 +132,32 @@ def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *
     lookback = _us(CONTEXT_LOOKBACK)
     lo = int(frame["window_start"].min())
     ids = frame["indicator"].unique().cast(pl.String).to_list()
+    direct = None if not rolled else False
+    if not repo.any_values_since(lo - lookback, ids, direct):  # nothing stored to resume from or to re-level
+        out = []
+        for (iid,), part in frame.select(cols).partition_by("indicator", as_dict=True).items():
+            ind = cat.get(str(iid))
+            if ind is None:
+                continue
+            share = rolled and ind.rollup == "share_at_level"
+            conds = ind.rollup_thresholds if share else ind.thresholds
+            res = assign_levels(_param_columns(part, ind, cat, units), conds, hysteresis=0.0 if share else ind.hysteresis,
+                                min_windows=ind.min_windows)
+            out.append(res.select(VALUE_COLS))
+        allv = pl.concat(out, how="vertical_relaxed") if out else frame.clear()
+        return allv, allv.clear()
     rows = frame.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"),
                                            pl.lit(False).alias("_after"))
-    direct = None if not rolled else False
-    if repo.any_values_since(lo - lookback, ids, direct):  # else nothing stored to resume from or to re-level
-        m = pl.DataFrame({"indicator": list(cat), "m": [max(1, i.min_windows - 1) for i in cat.values()]}).cast({"indicator": CATEGORICAL})
-        series = frame.group_by("indicator", "unit_code").agg(pl.col("window_start").min().alias("since")).join(m, on="indicator")
-        before, after = repo.series_context(series, lookback)
-        after = after.join(frame.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"], how="anti")
-        rows = pl.concat([
-            rows,
-            after.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"), pl.lit(True).alias("_after")),
-            before.select(cols).with_columns(pl.lit(True).alias("ctx"), before["schmitt"].cast(pl.Int8).alias("ctx_schmitt"),
-                                             pl.lit(False).alias("_after")),
-        ], how="vertical_relaxed")
+    m = pl.DataFrame({"indicator": list(cat), "m": [max(1, i.min_windows - 1) for i in cat.values()]}).cast({"indicator": CATEGORICAL})
+    series = frame.group_by("indicator", "unit_code").agg(pl.col("window_start").min().alias("since")).join(m, on="indicator")
+    before, after = repo.series_context(series, lookback)
+    after = after.join(frame.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"], how="anti")
+    rows = pl.concat([
+        rows,
+        after.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"), pl.lit(True).alias("_after")),
+        before.select(cols).with_columns(pl.lit(True).alias("ctx"), before["schmitt"].cast(pl.Int8).alias("ctx_schmitt"),
+                                         pl.lit(False).alias("_after")),
+    ], how="vertical_relaxed")
     out = []
     for (iid,), part in rows.partition_by("indicator", as_dict=True).items():
         ind = cat.get(str(iid))

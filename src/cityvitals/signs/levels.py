@@ -131,8 +131,6 @@ def assign_levels(
         series = series[order]
     else:
         f = frame
-    if "ctx" not in f.columns:
-        f = f.with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"))
     v = pl.col("value")
     ks = [k for k, name in enumerate(LEVELS) if k and name in conds]
     if not ks or n == 0:
@@ -144,8 +142,21 @@ def assign_levels(
             *[released(conds[LEVELS[k]], v, hysteresis).fill_null(False).alias(f"off{k}") for k in ks],
         )
         flags = {c: flags[c].to_numpy() for c in flags.columns}
-    ctx = f["ctx"].fill_null(False).to_numpy()
-    cs = f["ctx_schmitt"].fill_null(0).cast(pl.Int8).to_numpy()
+    if "ctx" in f.columns:
+        ctx = f["ctx"].fill_null(False).to_numpy()
+        cs = f["ctx_schmitt"].fill_null(0).cast(pl.Int8).to_numpy()
+    else:  # no context rows from earlier batches
+        ctx = np.zeros(n, bool)
+        cs = np.zeros(n, np.int8)
+    if not ctx.any() and (n < 2 or (series[1:] != series[:-1]).all()):  # one window per series, nothing to resume
+        schmitt = np.zeros(n, np.int8)
+        level = np.zeros(n, np.int8)
+        for k in ks:  # a single row's trigger is on exactly when it meets the condition
+            on = flags[f"on{k}"].astype(np.int8) * k
+            schmitt = np.maximum(schmitt, on)
+            if min_windows <= 1:
+                level = np.maximum(level, on)
+        return f.with_columns(pl.Series("schmitt", schmitt, pl.Int8), pl.Series("level", level, pl.Int8))
     start = _segment_starts(series)
     rows = np.arange(n)
     schmitt = np.zeros(n, np.int8)
