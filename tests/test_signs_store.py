@@ -69,8 +69,12 @@ def test_an_older_store_with_the_one_table_layout_is_upgraded_on_open(tmp_path):
                 "80.0, 1, 1, 4, true, '2024-06-01 01:00:05+00'), ('env.aqi', 'U2', '2024-06-01 00:00:00+00', "
                 "'2024-06-01 01:00:00+00', 160.0, 2, 2, 1, false, '2024-06-01 01:00:05+00')")
     con.close()
-    with open_store(tmp_path, read_only=True) as store:  # read-only: the old table still reads the same
+    with open_store(tmp_path, read_only=True) as store:  # read-only: the old tables still read the same
         assert store.signs.all_values().height == 2
+        assert store.signs.status() == {"sign_values": 2, "sign_indicators": 2, "health_snapshots": 1}
+        lat = store.signs.latest(datetime(2024, 6, 1, 2, tzinfo=timezone.utc),
+                                 pl.DataFrame({"indicator": ["env.pm25", "env.aqi"], "stale": [3 * H, 3 * H]}))
+        assert sorted(lat["value"].to_list()) == [80.0, 160.0]
     with open_store(tmp_path) as store:
         kind = store.frame("SELECT table_type FROM information_schema.tables WHERE table_name = 'sign_values'")
         assert kind["table_type"].to_list() == ["VIEW"]

@@ -106,8 +106,7 @@ def _core_city(readings, units, closure, cat) -> int:
                 continue
             x = pl.concat(parts)
             ws = int(bucket_expr(pl.lit(t0), ind, off).alias("w").pipe(lambda e: pl.select(e))["w"][0])  # the window holding t0
-            only = pl.DataFrame({"unit_code": x["unit_code"].unique(), "window_start": ws})
-            v = window_values(x, ind, utc_offset_hours=cat.utc_offset_hours, only=only)
+            v = window_values(x, ind, utc_offset_hours=cat.utc_offset_hours, between=(ws, ws + 1))  # as a recompute does
         else:
             ins = {d: fresh[d] for d in ind.inputs() if d in fresh}
             if not ins:

@@ -250,7 +250,10 @@ def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: f
         return _empty(unit_dtype)
     unit, units = factorize(readings["unit_code"])
     if ind.sensor_combine:
-        sensor, sensors = factorize(readings["sensor_id"])
+        sid = readings["sensor_id"]
+        if sid.dtype == pl.String:  # sensors only group readings: encounter order will do, no string sort
+            sid = sid.cast(pl.Categorical)
+        sensor, sensors = factorize(sid)
         series_of, series_keys = group_ids(unit * len(sensors) + sensor)
         series_unit = series_keys // len(sensors)
     else:

@@ -649,6 +649,7 @@ class SignRepo:
 
     def status(self) -> dict:
         with self.store.lock:
-            n, ind = self.store.con.execute("SELECT count(*), count(DISTINCT indicator_id) FROM sign_rows").fetchall()[0]
+            table, col = ("sign_rows", "indicator_id") if self._integer_layout() else ("sign_values", "indicator")
+            n, ind = self.store.con.execute(f"SELECT count(*), count(DISTINCT {col}) FROM {table}").fetchall()[0]
             h = self.store.con.execute("SELECT count(DISTINCT as_of) FROM sign_health").fetchall()[0][0]
         return {"sign_values": n, "sign_indicators": ind, "health_snapshots": h}
