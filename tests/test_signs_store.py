@@ -145,3 +145,21 @@ def test_levels_of_one_window_per_series_equal_the_first_window_of_longer_series
             general = assign_levels(two, ind.thresholds, hysteresis=ind.hysteresis, min_windows=mw).filter(pl.col("window_start") == 0)
             assert fast.select("unit_code", "schmitt", "level").rows() == general.select("unit_code", "schmitt", "level").rows(), (iid, mw)
             assert fast["schmitt"].max() > 0  # the values do cross a threshold
+
+
+def test_integer_keys_stay_right_when_polars_renumbers_its_categories(tmp_path):
+    """Polars reuses Categorical physical ids once no Categorical data is alive; the
+    repository's code -> id table must not be fooled by that."""
+    import gc
+
+    with open_store(tmp_path) as store:
+        store.signs.write_values(_frame([("env.pm25", u, T0_US, T0_US + H, float(i), 0, 0, 1, True)
+                                         for i, u in enumerate(["A", "B", "C"])]))
+        gc.collect()
+        # the same codes in another order: other physical ids if Polars renumbered
+        rows = [("env.pm25", u, T0_US + H, T0_US + 2 * H, float(10 + i), 0, 0, 1, True) for i, u in enumerate(["C", "A", "B"])]
+        store.signs.write_values(_frame(rows))
+        got = store.signs.all_values().filter(pl.col("window_start") == datetime(2024, 6, 1, 1, tzinfo=timezone.utc))
+        assert dict(got.select("unit_code", "value").rows()) == {"C": 10.0, "A": 11.0, "B": 12.0}
+        first = store.signs.all_values().filter(pl.col("window_start") == T0)
+        assert dict(first.select("unit_code", "value").rows()) == {"A": 0.0, "B": 1.0, "C": 2.0}

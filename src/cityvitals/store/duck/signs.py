@@ -190,6 +190,7 @@ class SignRepo:
     def __init__(self, store):
         self.store = store
         self._luts: dict[str, np.ndarray] = {}  # Categorical physical id -> stored id (-1: not known yet)
+        self._alive: dict[str, pl.Series] = {}  # the codes each table was built from (see _load_lut)
         self._rows: bool | None = None  # whether the integer-keyed tables exist (not in an old store opened read-only)
 
     def upgrade(self) -> None:
@@ -217,7 +218,11 @@ class SignRepo:
         table, col = self._DICTS[what]
         with self.store.lock:
             d = pl.from_arrow(self.store.con.sql(f"SELECT id, {col} AS code FROM {table}").to_arrow_table())
-        phys = d["code"].cast(pl.String).cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+        codes = d["code"].cast(pl.String).cast(pl.Categorical)
+        # Polars renumbers its global categories once no Categorical data is alive; holding
+        # the dictionary's codes keeps their physical ids (and so this table) valid
+        self._alive[what] = codes
+        phys = codes.to_physical().to_numpy().astype(np.int64)
         lut = np.full(max(top, int(phys.max()) if len(phys) else -1) + 1, -1, np.int64)
         lut[phys] = d["id"].to_numpy()
         return lut
