@@ -3,14 +3,14 @@ the upgrade of a DuckDB file written with the one-table layout."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import polars as pl
 
 from cityvitals.store import open_store
 
-T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 6, 1, tzinfo=UTC)
 H = 3_600_000_000
 T0_US = int(T0.timestamp()) * 1_000_000
 
@@ -39,7 +39,7 @@ def test_values_are_stored_with_integer_keys_and_read_back_as_strings(tmp_path):
         v = store.signs.values("env.pm25", "U1")
         assert v["value"].to_list() == [90.0] and v["window_start"][0] == T0
         assert store.signs.status()["sign_values"] == 3 and store.signs.status()["sign_indicators"] == 2
-        assert store.signs.delete_windows(T0, datetime(2024, 6, 2, tzinfo=timezone.utc), ["env.aqi"]) == 1
+        assert store.signs.delete_windows(T0, datetime(2024, 6, 2, tzinfo=UTC), ["env.aqi"]) == 1
         assert store.signs.all_values()["indicator"].unique().to_list() == ["env.pm25"]
 
 
@@ -72,7 +72,7 @@ def test_an_older_store_with_the_one_table_layout_is_upgraded_on_open(tmp_path):
     with open_store(tmp_path, read_only=True) as store:  # read-only: the old tables still read the same
         assert store.signs.all_values().height == 2
         assert store.signs.status() == {"sign_values": 2, "sign_indicators": 2, "health_snapshots": 1}
-        lat = store.signs.latest(datetime(2024, 6, 1, 2, tzinfo=timezone.utc),
+        lat = store.signs.latest(datetime(2024, 6, 1, 2, tzinfo=UTC),
                                  pl.DataFrame({"indicator": ["env.pm25", "env.aqi"], "stale": [3 * H, 3 * H]}))
         assert sorted(lat["value"].to_list()) == [80.0, 160.0]
     with open_store(tmp_path) as store:
@@ -83,7 +83,7 @@ def test_an_older_store_with_the_one_table_layout_is_upgraded_on_open(tmp_path):
             ("env.aqi", "U2", 160.0, 2, 1, False), ("env.pm25", "U1", 80.0, 1, 4, True)]
         # computed_at survives: watch reads "computed since" from it
         ca = store.frame("SELECT computed_at FROM sign_values")["computed_at"].to_list()
-        assert all(c == datetime(2024, 6, 1, 1, 0, 5, tzinfo=timezone.utc) for c in ca)
+        assert all(c == datetime(2024, 6, 1, 1, 0, 5, tzinfo=UTC) for c in ca)
         assert store.frame("SELECT unit_code, scope, value FROM sign_health ORDER BY scope").rows() == [
             ("U2", "environment", 70.0), ("U2", "overall", 85.0)]
         assert store.frame("SELECT unit_code, scope, indicator, category, level, points FROM sign_health_explain ORDER BY scope").rows() == [
@@ -106,7 +106,7 @@ def test_a_health_snapshot_reads_back_through_the_views(tmp_path):
         rows = [("env.aqi", "U1", T0_US, T0_US + H, 160.0, 2, 2, 1, True), ("env.o3_1h", "U1", T0_US, T0_US + H, 90.0, 0, 0, 1, True),
                 ("env.aqi", "U2", T0_US, T0_US + H, 40.0, 0, 0, 1, True)]
         store.signs.write_values(_frame(rows))
-        at = datetime(2024, 6, 1, 1, tzinfo=timezone.utc)
+        at = datetime(2024, 6, 1, 1, tzinfo=UTC)
         idx, explain = health_frames(store, cat, at)
         store.signs.write_health(at, idx, explain)
         store.signs.write_health(at, idx, explain)  # the same snapshot again replaces, not doubles
@@ -159,7 +159,7 @@ def test_integer_keys_stay_right_when_polars_renumbers_its_categories(tmp_path):
         # the same codes in another order: other physical ids if Polars renumbered
         rows = [("env.pm25", u, T0_US + H, T0_US + 2 * H, float(10 + i), 0, 0, 1, True) for i, u in enumerate(["C", "A", "B"])]
         store.signs.write_values(_frame(rows))
-        got = store.signs.all_values().filter(pl.col("window_start") == datetime(2024, 6, 1, 1, tzinfo=timezone.utc))
+        got = store.signs.all_values().filter(pl.col("window_start") == datetime(2024, 6, 1, 1, tzinfo=UTC))
         assert dict(got.select("unit_code", "value").rows()) == {"C": 10.0, "A": 11.0, "B": 12.0}
         first = store.signs.all_values().filter(pl.col("window_start") == T0)
         assert dict(first.select("unit_code", "value").rows()) == {"A": 0.0, "B": 1.0, "C": 2.0}

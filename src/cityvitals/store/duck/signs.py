@@ -30,8 +30,8 @@ import polars as pl
 VALUE_COLUMNS = ("indicator", "unit_code", "window_start", "window_end", "value", "level", "schmitt", "n", "direct")
 US = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_MIN_US = int((datetime(1, 1, 2, tzinfo=timezone.utc) - EPOCH) / timedelta(microseconds=1))
-_MAX_US = int((datetime(9999, 1, 1, tzinfo=timezone.utc) - EPOCH) / timedelta(microseconds=1))
+_MIN_US = int((datetime(1, 1, 2, tzinfo=EPOCH.tzinfo) - EPOCH) / timedelta(microseconds=1))
+_MAX_US = int((datetime(9999, 1, 1, tzinfo=EPOCH.tzinfo) - EPOCH) / timedelta(microseconds=1))
 
 
 KEY_COLUMNS = ("unit_code", "indicator", "ancestor", "kind")
