@@ -5,11 +5,12 @@ Layout: a whole-city recompute writes about thirty values per unit (1.2 million 
 Shanghai's 40,625 grid units), and writing the two key strings of each row was most of
 its cost. Values are therefore stored in ``sign_rows`` with integer-coded keys
 (``indicator_id`` SMALLINT, ``unit_id`` INTEGER) whose dictionaries are ``sign_indicators``
-and ``sign_units`` (ids assigned once, never changed or reused). ``sign_values`` is a view
-with the original columns (indicator, unit_code, window_start, window_end, value, level,
-schmitt, n, direct, computed_at), so every reader -- the repository's queries, watch,
-open data exports -- reads strings as before. A store written before this layout is
-upgraded when it is opened for writing (``upgrade``).
+and ``sign_units`` (ids assigned once, never changed or reused); health snapshots likewise
+in ``sign_health_rows`` and ``sign_explain_rows`` (one row per unit and indicator with its
+category and overall points; scopes numbered in ``sign_scopes``). ``sign_values``,
+``sign_health`` and ``sign_health_explain`` are views with the original columns, so every
+reader -- the repository's queries, watch, open data exports -- reads strings as before. A
+store written before this layout is upgraded when it is opened for writing (``upgrade``).
 
 Values are replaced by key (indicator, unit_code, window_start) with a delete + insert of
 the whole batch in one transaction, so recomputing a window is idempotent. There is no
