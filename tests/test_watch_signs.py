@@ -15,12 +15,10 @@ T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
 def _put(store, rows):
     df = pl.DataFrame(rows, schema=["indicator", "unit_code", "window_start", "window_end", "value", "level"], orient="row")
-    df = df.with_columns(pl.lit(0, pl.Int8).alias("schmitt"), pl.lit(10, pl.Int64).alias("n"), pl.lit(True).alias("direct"))
-    with store.transaction() as con:
-        con.register("_in", df.to_arrow())
-        con.execute("""INSERT INTO sign_values (indicator, unit_code, window_start, window_end, value, level, schmitt, n, direct)
-                       SELECT indicator, unit_code, window_start, window_end, value, level::TINYINT, schmitt, n, direct FROM _in""")
-        con.unregister("_in")
+    us = pl.Datetime("us", "UTC")
+    df = df.with_columns(pl.col("window_start", "window_end").cast(us).cast(pl.Int64), pl.col("level").cast(pl.Int8),
+                         pl.lit(0, pl.Int8).alias("schmitt"), pl.lit(10, pl.Int64).alias("n"), pl.lit(True).alias("direct"))
+    store.signs.write_values(df)
 
 
 def test_catalogue_gives_levels_per_kind():

@@ -42,6 +42,9 @@ def factorize(s: pl.Series) -> tuple[np.ndarray, pl.Series]:
     n = len(s)
     if n == 0:
         return np.zeros(0, np.int64), s.clear()
+    if s.dtype.is_integer() and not s.null_count():  # hash the distinct values, then a binary search per row (no full sort)
+        uniq = s.unique().sort()
+        return np.searchsorted(uniq.to_numpy(), s.to_numpy()).astype(np.int64), uniq
     if s.dtype.is_integer() or s.dtype.is_float() or s.dtype == pl.Boolean:
         uniq, inv = np.unique(s.to_numpy(), return_inverse=True)
         return inv.astype(np.int64).reshape(-1), pl.Series(s.name, uniq, dtype=s.dtype)

@@ -132,20 +132,32 @@ def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *
     lookback = _us(CONTEXT_LOOKBACK)
     lo = int(frame["window_start"].min())
     ids = frame["indicator"].unique().cast(pl.String).to_list()
+    direct = None if not rolled else False
+    if not repo.any_values_since(lo - lookback, ids, direct):  # nothing stored to resume from or to re-level
+        out = []
+        for (iid,), part in frame.select(cols).partition_by("indicator", as_dict=True).items():
+            ind = cat.get(str(iid))
+            if ind is None:
+                continue
+            share = rolled and ind.rollup == "share_at_level"
+            conds = ind.rollup_thresholds if share else ind.thresholds
+            res = assign_levels(_param_columns(part, ind, cat, units), conds, hysteresis=0.0 if share else ind.hysteresis,
+                                min_windows=ind.min_windows)
+            out.append(res.select(VALUE_COLS))
+        allv = pl.concat(out, how="vertical_relaxed") if out else frame.clear()
+        return allv, allv.clear()
     rows = frame.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"),
                                            pl.lit(False).alias("_after"))
-    direct = None if not rolled else False
-    if repo.any_values_since(lo - lookback, ids, direct):  # else nothing stored to resume from or to re-level
-        m = pl.DataFrame({"indicator": list(cat), "m": [max(1, i.min_windows - 1) for i in cat.values()]}).cast({"indicator": CATEGORICAL})
-        series = frame.group_by("indicator", "unit_code").agg(pl.col("window_start").min().alias("since")).join(m, on="indicator")
-        before, after = repo.series_context(series, lookback)
-        after = after.join(frame.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"], how="anti")
-        rows = pl.concat([
-            rows,
-            after.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"), pl.lit(True).alias("_after")),
-            before.select(cols).with_columns(pl.lit(True).alias("ctx"), before["schmitt"].cast(pl.Int8).alias("ctx_schmitt"),
-                                             pl.lit(False).alias("_after")),
-        ], how="vertical_relaxed")
+    m = pl.DataFrame({"indicator": list(cat), "m": [max(1, i.min_windows - 1) for i in cat.values()]}).cast({"indicator": CATEGORICAL})
+    series = frame.group_by("indicator", "unit_code").agg(pl.col("window_start").min().alias("since")).join(m, on="indicator")
+    before, after = repo.series_context(series, lookback)
+    after = after.join(frame.select("indicator", "unit_code", "window_start"), on=["indicator", "unit_code", "window_start"], how="anti")
+    rows = pl.concat([
+        rows,
+        after.select(cols).with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"), pl.lit(True).alias("_after")),
+        before.select(cols).with_columns(pl.lit(True).alias("ctx"), before["schmitt"].cast(pl.Int8).alias("ctx_schmitt"),
+                                         pl.lit(False).alias("_after")),
+    ], how="vertical_relaxed")
     out = []
     for (iid,), part in rows.partition_by("indicator", as_dict=True).items():
         ind = cat.get(str(iid))
@@ -167,20 +179,29 @@ def _write(repo, pair: tuple[pl.DataFrame, pl.DataFrame], replace: bool) -> int:
     return repo.write_values(fresh, replace=replace) + repo.write_values(after, replace=True)
 
 
-def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame], report: SignsReport, *, replace: bool = True) -> pl.DataFrame:
+def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, report: SignsReport, *, replace: bool = True,
+             readings: pl.DataFrame | None = None, between: tuple[int, int] | None = None) -> pl.DataFrame:
     """Compute, level and store every touched window; returns the keys written.
 
     ``replace=False``: the touched windows were deleted first (recompute), so values are
-    inserted without looking for stored rows with the same key.
+    inserted without looking for stored rows with the same key. A recompute passes the
+    ``readings`` it read and ``between`` (lo, hi µs) instead of ``touched``: every
+    window starting in [lo, hi) that has readings is computed.
     """
     repo = store.signs
     off = cat.utc_offset_hours
     units = repo.unit_attributes()
     fresh: dict[str, pl.DataFrame] = {}
+    if touched is None:
+        touched = {}
     sensor_inds = [i for i in cat.computable() if i.input_kind == "sensor" and touched.get(i.id) is not None
                    and not touched[i.id].is_empty()]
     by_kind: dict[str, pl.DataFrame] = {}
-    if sensor_inds:  # one scan of the readings for every indicator: each kind over the widest range that needs it
+    read_hi: dict[str, int] = {}
+    if readings is not None:
+        by_kind = {str(k): part for (k,), part in readings.partition_by("kind", as_dict=True, include_key=False).items()}
+        read_hi = dict(_read_spans(cat, between).select("kind", "hi").iter_rows())
+    elif sensor_inds:  # one scan of the readings for every indicator: each kind over the widest range that needs it
         spans = pl.DataFrame([
             (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size))
             for i in sensor_inds for k in i.kinds
@@ -191,18 +212,25 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame], report: Sign
         by_kind = {str(k): part for (k,), part in r.partition_by("kind", as_dict=True, include_key=False).items()}
     for ind in cat.computable():
         if ind.input_kind == "sensor":
-            t = touched.get(ind.id)
-            if t is None or t.is_empty():
-                continue
-            lo = int(t["window_start"].min())
-            hi = int(t["window_start"].max()) + _us(ind.window.size)
             parts = [by_kind[k] for k in ind.kinds if k in by_kind]
-            if not parts:
-                continue
-            r = parts[0] if len(parts) == 1 else pl.concat(parts)
-            ts = pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64)
-            r = r.filter((ts >= lo) & (ts < hi))  # the kind may have been read for a wider range
-            v = window_values(r, ind, utc_offset_hours=off, only=t)
+            if between is not None:
+                if not parts:
+                    continue
+                r = parts[0] if len(parts) == 1 else pl.concat(parts)
+                hi = between[1] + _us(ind.window.size)
+                if any(read_hi[k] > hi for k in ind.kinds if k in read_hi):  # the kind was read for a longer indicator
+                    r = r.filter(pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64) < hi)
+                v = window_values(r, ind, utc_offset_hours=off, between=between)
+            else:
+                t = touched.get(ind.id)
+                if t is None or t.is_empty() or not parts:
+                    continue
+                lo = int(t["window_start"].min())
+                hi = int(t["window_start"].max()) + _us(ind.window.size)
+                r = parts[0] if len(parts) == 1 else pl.concat(parts)
+                ts = pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64)
+                r = r.filter((ts >= lo) & (ts < hi))  # the kind may have been read for a wider range
+                v = window_values(r, ind, utc_offset_hours=off, only=t)
         else:
             deps = ind.inputs()
             parts = [fresh[d].select(KEYS) for d in deps if d in fresh]
@@ -237,9 +265,12 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame], report: Sign
         return direct.select("indicator", "unit_code")
     # the roll-up needs every direct unit of each (indicator, window): read only the pairs
     # where the store holds more direct rows than this batch computed
-    pairs = direct.group_by("indicator", "window_start").agg(pl.len().cast(pl.Int64).alias("fresh"))
-    counts = repo.direct_counts(pairs)
-    wider = pairs.join(counts, on=["indicator", "window_start"], how="left").filter(pl.col("stored") > pl.col("fresh"))
+    if between is not None:  # a recompute computed every direct unit of each of its windows
+        wider = pl.DataFrame(schema={"indicator": CATEGORICAL, "window_start": pl.Int64})
+    else:
+        pairs = direct.group_by("indicator", "window_start").agg(pl.len().cast(pl.Int64).alias("fresh"))
+        counts = repo.direct_counts(pairs)
+        wider = pairs.join(counts, on=["indicator", "window_start"], how="left").filter(pl.col("stored") > pl.col("fresh"))
     mine = direct_l[0].select("indicator", "unit_code", "window_start", "window_end", "value", "level")
     rules = pl.DataFrame({
         "indicator": list(cat), "rule": [i.rollup for i in cat.values()], "rule_level": [i.rollup_level for i in cat.values()],
@@ -322,6 +353,26 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
     return report
 
 
+_MIN_US = -(2**62)
+_MAX_US = 2**62
+
+
+def _read_spans(cat: Catalog, between: tuple[int, int]) -> pl.DataFrame:
+    """Per sensor kind: the readings a recompute of windows starting in [lo, hi) needs,
+    [lo, hi + the longest window fed by the kind), and whether sensor ids are needed."""
+    spans: dict[str, list] = {}
+    for ind in cat.computable():
+        if ind.input_kind != "sensor":
+            continue
+        hi = min(between[1] + _us(ind.window.size), _MAX_US)
+        for k in ind.kinds:
+            cur = spans.setdefault(k, [between[0], hi, False])
+            cur[1] = max(cur[1], hi)
+            cur[2] = cur[2] or ind.sensor_combine is not None
+    return pl.DataFrame([(k, lo, hi, sens) for k, (lo, hi, sens) in sorted(spans.items())], orient="row",
+                        schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64, "sensors": pl.Boolean})
+
+
 def recompute(store, start: datetime | None = None, end: datetime | None = None, *, catalog: Catalog | None = None) -> SignsReport:
     """Rebuild exactly every window starting in [start, end) (open bounds = everything),
     from every stored reading including late ones, and the levels after it."""
@@ -331,18 +382,13 @@ def recompute(store, start: datetime | None = None, end: datetime | None = None,
     report = SignsReport("recompute", no_source=cat.no_source())
     if start is not None and end is not None and start >= end:
         raise InputError(f"--from {start.isoformat()} must be before --to {end.isoformat()}")
-    s_us = _to_us(start) if start is not None else None
-    e_us = _to_us(end) if end is not None else None
-    max_size = max((i.window.size for i in cat.computable()), default=timedelta(0))
-    minutes, info = repo.reading_minutes(start=start, end=end + max_size if end is not None else None)
-    report.readings = int(info["n"] or 0)
+    between = (_to_us(start) if start is not None else _MIN_US, _to_us(end) if end is not None else _MAX_US)
+    spans = _read_spans(cat, between)
+    readings = repo.readings_between(spans) if not spans.is_empty() else None
+    report.readings = readings.height if readings is not None else 0
     repo.delete_windows(start or datetime(1, 1, 2, tzinfo=timezone.utc), end or datetime(9999, 1, 1, tzinfo=timezone.utc))
-    off = int(cat.utc_offset_hours * 3600 * US)
-    touched = {}
-    for ind in cat.computable():
-        if ind.input_kind == "sensor":
-            touched[ind.id], _ = _touched(minutes, ind, off, start=s_us, end=e_us)
-    _compute(store, cat, touched, report, replace=False)
+    if report.readings:
+        _compute(store, cat, None, report, replace=False, readings=readings, between=between)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -55,6 +55,49 @@ def released(cond: Condition, v: pl.Expr, h: float) -> pl.Expr:
     return ~condition(cond, shifted)
 
 
+def _np_flags(f: pl.DataFrame, conds: dict[str, Condition], ks: list[int], h: float) -> dict[str, np.ndarray] | None:
+    """The on/off flags of each threshold as NumPy comparisons: the same as ``condition``
+    and ``released`` when the value and parameter columns hold no null or NaN (else None:
+    the caller uses the Polars expressions)."""
+    if any(conds[LEVELS[k]].op == "in" for k in ks):
+        return None
+    cols = {"value"} | {f"p_{b.param}" for k in ks for b in conds[LEVELS[k]].bounds if b.param is not None}
+    arr = {}
+    for c in cols:
+        s = f[c]
+        if s.null_count():
+            return None
+        a = s.cast(pl.Float64).to_numpy()
+        if np.isnan(a).any():
+            return None
+        arr[c] = a
+    v = arr["value"]
+
+    def bound(b: Bound, shift: float = 0.0):
+        return (b.value if b.param is None else arr[f"p_{b.param}"] + b.value) + shift
+
+    def test(cond: Condition, x: np.ndarray) -> np.ndarray:
+        op = cond.op
+        if op == "outside":
+            return (x < bound(cond.bounds[0])) | (x > bound(cond.bounds[1]))
+        if op == "in":
+            return np.isin(x, np.array(cond.members, dtype=float))
+        b = bound(cond.bounds[0])
+        return {"gte": x >= b, "gt": x > b, "lte": x <= b, "lt": x < b}[op]
+
+    out = {}
+    for k in ks:
+        cond = conds[LEVELS[k]]
+        out[f"on{k}"] = test(cond, v)
+        if h <= 0 or cond.op == "in":
+            out[f"off{k}"] = ~out[f"on{k}"]
+        elif cond.op == "outside":
+            out[f"off{k}"] = ~((v < bound(cond.bounds[0], h)) | (v > bound(cond.bounds[1], -h)))
+        else:
+            out[f"off{k}"] = ~test(cond, v + h if cond.op in ("gte", "gt") else v - h)
+    return out
+
+
 def _segment_starts(series: np.ndarray) -> np.ndarray:
     """For rows sorted by series: the row index where each row's series begins."""
     n = len(series)
@@ -76,33 +119,50 @@ def assign_levels(
     sorted rows with the series boundaries as indices, so no per-series grouping.
     """
     n = frame.height
-    series, _ = factorize(frame[SERIES])
+    key = frame[SERIES]
+    # any integer per series will do (only equality and order within a series matter):
+    # a Categorical's physical ids cost nothing
+    series = key.to_physical().to_numpy().astype(np.int64) if key.dtype == pl.Categorical else factorize(key)[0]
     ws = frame["window_start"].to_numpy()
-    order = np.lexsort((ws, series))
-    if n and not (np.diff(order) > 0).all():
+    ds = np.diff(series)
+    if n and not ((ds > 0) | ((ds == 0) & (np.diff(ws) > 0))).all():  # not yet in (series, window) order
+        order = np.lexsort((ws, series))
         f = frame[order]
         series = series[order]
     else:
         f = frame
-    if "ctx" not in f.columns:
-        f = f.with_columns(pl.lit(False).alias("ctx"), pl.lit(None, pl.Int8).alias("ctx_schmitt"))
     v = pl.col("value")
     ks = [k for k, name in enumerate(LEVELS) if k and name in conds]
     if not ks or n == 0:
         return f.with_columns(pl.lit(0, pl.Int8).alias("schmitt"), pl.lit(0, pl.Int8).alias("level"))
-    flags = f.select(
-        pl.col("ctx").fill_null(False).alias("ctx"), pl.col("ctx_schmitt").fill_null(0).cast(pl.Int8).alias("cs"),
-        *[condition(conds[LEVELS[k]], v).fill_null(False).alias(f"on{k}") for k in ks],
-        *[released(conds[LEVELS[k]], v, hysteresis).fill_null(False).alias(f"off{k}") for k in ks],
-    )
-    ctx = flags["ctx"].to_numpy()
-    cs = flags["cs"].to_numpy()
+    flags = _np_flags(f, conds, ks, hysteresis)
+    if flags is None:  # nulls or NaN: Polars' null and NaN semantics decide
+        flags = f.select(
+            *[condition(conds[LEVELS[k]], v).fill_null(False).alias(f"on{k}") for k in ks],
+            *[released(conds[LEVELS[k]], v, hysteresis).fill_null(False).alias(f"off{k}") for k in ks],
+        )
+        flags = {c: flags[c].to_numpy() for c in flags.columns}
+    if "ctx" in f.columns:
+        ctx = f["ctx"].fill_null(False).to_numpy()
+        cs = f["ctx_schmitt"].fill_null(0).cast(pl.Int8).to_numpy()
+    else:  # no context rows from earlier batches
+        ctx = np.zeros(n, bool)
+        cs = np.zeros(n, np.int8)
+    if not ctx.any() and (n < 2 or (series[1:] != series[:-1]).all()):  # one window per series, nothing to resume
+        schmitt = np.zeros(n, np.int8)
+        level = np.zeros(n, np.int8)
+        for k in ks:  # a single row's trigger is on exactly when it meets the condition
+            on = flags[f"on{k}"].astype(np.int8) * k
+            schmitt = np.maximum(schmitt, on)
+            if min_windows <= 1:
+                level = np.maximum(level, on)
+        return f.with_columns(pl.Series("schmitt", schmitt, pl.Int8), pl.Series("level", level, pl.Int8))
     start = _segment_starts(series)
     rows = np.arange(n)
     schmitt = np.zeros(n, np.int8)
     level = np.zeros(n, np.int8)
     for k in ks:
-        on, off = flags[f"on{k}"].to_numpy(), flags[f"off{k}"].to_numpy()
+        on, off = flags[f"on{k}"], flags[f"off{k}"]
         raw = np.where(ctx, (cs >= k).astype(np.int8), np.where(on, 1, np.where(off, 0, -1))).astype(np.int8)
         last = np.maximum.accumulate(np.where(raw >= 0, rows, -1))  # last decided row so far
         st = np.where(last >= start, raw[np.maximum(last, 0)], 0).astype(np.int8)

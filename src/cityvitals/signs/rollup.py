@@ -56,33 +56,110 @@ def _tree(cu: np.ndarray, ca: np.ndarray, nu: int) -> tuple[np.ndarray, np.ndarr
     return parent, depth
 
 
-def _finish(rule: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
+_NEEDS = {
+    "max": ("c", "mx", "we"), "min": ("c", "mn", "we"), "mean": ("c", "s", "we"), "sum": ("c", "s", "we"),
+    "mean_population": ("c", "s", "sp", "tp", "we"), "mean_area": ("c", "s", "sa", "ta", "we"),
+    "share_at_level": ("c", "hit", "we"),
+}
+"""The partials each rule reads: rows are rolled up per rule, so a max pays for three reductions, not ten."""
+
+
+def _finish(rule: str, p: dict[str, np.ndarray]) -> np.ndarray:
     """The rolled-up value of each group from its partials, by the indicator's rule."""
     c = np.maximum(p["c"], 1)
-    mean = p["s"] / c
     with np.errstate(divide="ignore", invalid="ignore"):
-        by = [p["mx"], p["mn"], mean, p["s"], np.where(p["tp"] > 0, p["sp"] / p["tp"], mean),
-              np.where(p["ta"] > 0, p["sa"] / p["ta"], mean), 100.0 * p["hit"] / c]
-    return np.choose(rule, by)
-
-
-_SUMS = ("c", "s", "sp", "tp", "sa", "ta", "hit")
+        if rule == "max":
+            return p["mx"]
+        if rule == "min":
+            return p["mn"]
+        if rule == "sum":
+            return p["s"]
+        if rule == "share_at_level":
+            return 100.0 * p["hit"] / c
+        mean = p["s"] / c
+        if rule == "mean_population":
+            return np.where(p["tp"] > 0, p["sp"] / p["tp"], mean)
+        if rule == "mean_area":
+            return np.where(p["ta"] > 0, p["sa"] / p["ta"], mean)
+        return mean
 
 
 def _reduce(inv: np.ndarray, m: int, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {k: reduce_sum(inv, p[k], m) for k in _SUMS}
-    out["mx"] = reduce_max(inv, p["mx"], m)
-    out["mn"] = reduce_min(inv, p["mn"], m)
+    out = {k: reduce_sum(inv, a, m) for k, a in p.items() if k in _SUMS}
+    if "mx" in p:
+        out["mx"] = reduce_max(inv, p["mx"], m)
+    if "mn" in p:
+        out["mn"] = reduce_min(inv, p["mn"], m)
     out["we"] = np.full(m, np.iinfo(np.int64).min)
     np.maximum.at(out["we"], inv, p["we"])
     return out
 
 
+_SUMS = ("c", "s", "sp", "tp", "sa", "ta", "hit")
+
+
+def _own(name: str, idx: np.ndarray, v: np.ndarray, lu: np.ndarray, pop: np.ndarray, area: np.ndarray,
+         hit: np.ndarray, we: np.ndarray) -> np.ndarray:
+    """A leaf row's own partial ``name`` for the rows ``idx``."""
+    if name == "c":
+        return np.ones(len(idx))
+    if name in ("s", "mx", "mn"):
+        return v[idx]
+    if name == "sp":
+        return v[idx] * pop[lu[idx]]
+    if name == "tp":
+        return pop[lu[idx]]
+    if name == "sa":
+        return v[idx] * area[lu[idx]]
+    if name == "ta":
+        return area[lu[idx]]
+    if name == "hit":
+        return hit[idx]
+    return we[idx]
+
+
+def _up(g: np.ndarray, lu: np.ndarray, own: dict[str, np.ndarray], cu: np.ndarray, ca: np.ndarray, nu: int,
+        tree: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Group keys (group * nu + ancestor) and their reduced partials."""
+    if tree is None:  # every member under every ancestor (closure rows as CSR per unit)
+        order = np.argsort(cu, kind="stable")
+        anc = ca[order]
+        ptr = np.concatenate(([0], np.cumsum(np.bincount(cu, minlength=nu))))
+        cnt = ptr[lu + 1] - ptr[lu]
+        rep = np.repeat(np.arange(len(lu)), cnt)
+        within = np.arange(len(rep)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        inv, keys = group_ids(g[rep] * nu + anc[np.repeat(ptr[lu], cnt) + within])
+        return keys, _reduce(inv, len(keys), {k: a[rep] for k, a in own.items()})
+    parent, depth = tree
+    pend_g, pend_u, pend = g, lu, own
+    parts = []
+    for d in range(int(depth[lu].max()) if len(lu) else 0, 0, -1):
+        at = depth[pend_u] == d
+        up = np.where(at, parent[pend_u], -1)
+        go = up >= 0
+        if go.all():  # the usual first step: every row moves up, no copies
+            inv, keys = group_ids(pend_g * nu + up)
+            red = _reduce(inv, len(keys), pend)
+        else:
+            idx = np.flatnonzero(go)
+            inv, keys = group_ids(pend_g[idx] * nu + up[idx])
+            red = _reduce(inv, len(keys), {k: a[idx] for k, a in pend.items()})
+        parts.append((keys, red))
+        rest = np.flatnonzero(~at)
+        pend_g = np.concatenate([pend_g[rest], keys // nu])
+        pend_u = np.concatenate([pend_u[rest], keys % nu])
+        pend = {k: np.concatenate([pend[k][rest], red[k]]) for k in pend}
+    if not parts:
+        return np.zeros(0, np.int64), {k: np.zeros(0, a.dtype) for k, a in own.items()}
+    return np.concatenate([k for k, _ in parts]), {k: np.concatenate([r[k] for _, r in parts]) for k in parts[0][1]}
+
+
 def rollup(leaf: pl.DataFrame, closure: pl.DataFrame, units: pl.DataFrame, rules: pl.DataFrame) -> pl.DataFrame:
     """Ancestor values: indicator, unit_code (the ancestor), window_start, window_end, value, n (members).
 
-    On a tree (the usual case) the partials (count, sums, weighted sums, max, min, units
-    at level) of each unit's members are pushed to its parent one depth at a time, with
+    Rows are rolled up per rule, each with only the partials it reads (count, sums,
+    weighted sums, max, min, units at level). On a tree (the usual case) the partials
+    of each unit's members are pushed to its parent one depth at a time, with
     NumPy reductions on dense keys: the big step is the deepest level, the others are
     small. Partials add up exactly, so this equals grouping every member under every
     ancestor, which is what happens when the closure is not a tree's.
@@ -107,45 +184,25 @@ def rollup(leaf: pl.DataFrame, closure: pl.DataFrame, units: pl.DataFrame, rules
     nw = len(wss)
     v = leaf["value"].cast(pl.Float64).to_numpy()
     lvl = leaf["level"].cast(pl.Int64).fill_null(0).to_numpy() if "level" in leaf.columns else np.zeros(leaf.height, np.int64)
-    own = {
-        "c": np.ones(leaf.height), "s": v, "sp": v * pop[lu], "tp": pop[lu], "sa": v * area[lu], "ta": area[lu],
-        "hit": (lvl >= level_of[ind_code]).astype(float), "mx": v, "mn": v, "we": leaf["window_end"].to_numpy(),
-    }
+    hit = (lvl >= level_of[ind_code]).astype(float)
+    we = leaf["window_end"].to_numpy()
     g = ind_code * nw + ws_code  # (indicator, window) group of each row
     tree = _tree(cu, ca, nu)
-    if tree is None:  # every member under every ancestor (closure rows as CSR per unit)
-        order = np.argsort(cu, kind="stable")
-        anc = ca[order]
-        ptr = np.concatenate(([0], np.cumsum(np.bincount(cu, minlength=nu))))
-        cnt = ptr[lu + 1] - ptr[lu]
-        rep = np.repeat(np.arange(leaf.height), cnt)
-        within = np.arange(len(rep)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        inv, keys = group_ids(g[rep] * nu + anc[np.repeat(ptr[lu], cnt) + within])
-        parts = [(keys, _reduce(inv, len(keys), {k: a[rep] for k, a in own.items()}))]
-    else:
-        parent, depth = tree
-        pend_g, pend_u, pend = g, lu, own
-        parts = []
-        for d in range(int(depth[lu].max()) if len(lu) else 0, 0, -1):
-            at = depth[pend_u] == d
-            up = np.where(at, parent[pend_u], -1)
-            go = up >= 0
-            if go.all():  # the usual first step: every row moves up, no copies
-                inv, keys = group_ids(pend_g * nu + up)
-                red = _reduce(inv, len(keys), pend)
-            else:
-                idx = np.flatnonzero(go)
-                inv, keys = group_ids(pend_g[idx] * nu + up[idx])
-                red = _reduce(inv, len(keys), {k: a[idx] for k, a in pend.items()})
-            parts.append((keys, red))
-            rest = np.flatnonzero(~at)
-            pend_g = np.concatenate([pend_g[rest], keys // nu])
-            pend_u = np.concatenate([pend_u[rest], keys % nu])
-            pend = {k: np.concatenate([pend[k][rest], red[k]]) for k in pend}
-    keys = np.concatenate([k for k, _ in parts])
-    p = {k: np.concatenate([r[k] for _, r in parts]) for k in parts[0][1]}
+    row_rule = rule_of[ind_code]
+    key_parts, value_parts, p_parts = [], [], []
+    present = np.unique(rule_of)  # every indicator in rule_of has rows
+    for r in present:
+        idx = np.flatnonzero(row_rule == r) if len(present) > 1 else np.arange(leaf.height)
+        rule = RULES[int(r)]
+        own = {k: _own(k, idx, v, lu, pop, area, hit, we) for k in _NEEDS[rule]}
+        keys_r, p_r = _up(g[idx], lu[idx], own, cu, ca, nu, tree)
+        key_parts.append(keys_r)
+        value_parts.append(_finish(rule, p_r))
+        p_parts.append((p_r["we"], p_r["c"]))
+    keys = np.concatenate(key_parts)
+    value = np.concatenate(value_parts)
+    p = {"we": np.concatenate([w for w, _ in p_parts]), "c": np.concatenate([c for _, c in p_parts])}
     gi = keys // nu
-    value = _finish(rule_of[gi // nw], p)
     return pl.DataFrame({
         "indicator": inds.gather(gi // nw), "unit_code": names.gather(keys % nu),
         "window_start": wss.gather(gi % nw).cast(pl.Int64), "window_end": p["we"], "value": value,

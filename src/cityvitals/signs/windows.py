@@ -206,15 +206,26 @@ def _only_range(only: pl.DataFrame | None, b0: int, slide: int, off: int, k: int
     return lo, hi
 
 
+def _between_range(between: tuple[int, int] | None, b0: int, slide: int, off: int, k: int) -> tuple[int, int] | None:
+    """Window indices whose start lies in [lo, hi) µs."""
+    if between is None:
+        return None
+    lo, hi = between
+    first = -(-(lo + off) // slide)  # the first slide boundary at or after lo
+    last = -(-(hi + off) // slide) - 1  # the last one before hi
+    return first - b0 + k - 1, last - b0 + k - 1
+
+
 def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: float = 0.0,
-                  only: pl.DataFrame | None = None) -> pl.DataFrame:
+                  only: pl.DataFrame | None = None, between: tuple[int, int] | None = None) -> pl.DataFrame:
     """Aggregate readings (sensor_id, ts, value, unit_code) into windows of ``ind``.
 
     Returns unit_code (same dtype as the input's), window_start, window_end (µs since
     epoch), value, n (readings), sorted by unit and window. Windows with fewer than
     ``min_count`` readings produce no value. ``only`` (unit_code, window_start) restricts
     the result to those windows, which is how a batch that touches a few sliding windows
-    avoids computing every window its readings fall in.
+    avoids computing every window its readings fall in. ``between`` (lo, hi µs) keeps
+    only the windows starting in [lo, hi): a recompute of a period.
     """
     unit_dtype = readings.schema.get("unit_code", pl.String)
     if readings.is_empty():
@@ -239,7 +250,10 @@ def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: f
         return _empty(unit_dtype)
     unit, units = factorize(readings["unit_code"])
     if ind.sensor_combine:
-        sensor, sensors = factorize(readings["sensor_id"])
+        sid = readings["sensor_id"]
+        if sid.dtype == pl.String:  # sensors only group readings: encounter order will do, no string sort
+            sid = sid.cast(pl.Categorical)
+        sensor, sensors = factorize(sid)
         series_of, series_keys = group_ids(unit * len(sensors) + sensor)
         series_unit = series_keys // len(sensors)
     else:
@@ -255,6 +269,9 @@ def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: f
     part = _partials(inv, len(cells), need, x, v, t)
     width = nb + k - 1
     rng = _only_range(only, b0, slide, off, k)
+    span = _between_range(between, b0, slide, off, k)
+    if span is not None:
+        rng = span if rng is None else (max(rng[0], span[0]), min(rng[1], span[1]))
     wlo, whi = (0, width - 1) if rng is None else (max(0, rng[0]), min(width - 1, rng[1]))
     if whi < wlo:
         return _empty(unit_dtype)

@@ -66,6 +66,8 @@ class DuckDBStore:
             if not read_only:
                 for ddl in repo.DDL:
                     self.con.execute(ddl)
+                if hasattr(repo, "upgrade"):  # a repository whose layout changed brings an older file forward
+                    repo.upgrade()
             setattr(self, name, repo)
 
     @contextmanager
