@@ -17,8 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from cityvitals.ingest import Ingestor
-from cityvitals.ingest import fast
+from cityvitals.ingest import Ingestor, fast
 from cityvitals.ingest.lines import LineBatch, iter_line_batches
 from cityvitals.ingest.validate import DECODE_JSON, RAW_JSON
 from cityvitals.store import open_store

@@ -19,12 +19,18 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cityvitals.ingest.lines import LineBatch, Reject
+from cityvitals.ingest.validate import (
+    DECODE_JSON,
+    DEDUPE_SQL,
+    RAW_JSON,
+    decode_columns,
+    validate_sql,
+)
+from cityvitals.registry.kinds import load_kinds
+
 if TYPE_CHECKING:
     from cityvitals.ingest import fast
-
-from cityvitals.ingest.lines import LineBatch, Reject
-from cityvitals.ingest.validate import DECODE_JSON, DEDUPE_SQL, RAW_JSON, decode_columns, validate_sql
-from cityvitals.registry.kinds import load_kinds
 
 Clock = Callable[[], datetime]
 
@@ -57,7 +63,7 @@ class IngestReport:
             if n:
                 self.quarantined[reason] = self.quarantined.get(reason, 0) + int(n)
 
-    def merge(self, other: "IngestReport") -> None:
+    def merge(self, other: IngestReport) -> None:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.records += other.records
@@ -330,7 +336,7 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _write_valid(self, batch: Batch, valid: "_Valid", lines: pa.StringArray, registry: fast.Registry,
+    def _write_valid(self, batch: Batch, valid: _Valid, lines: pa.StringArray, registry: fast.Registry,
                      report: IngestReport) -> None:
         """Dedupe the valid records against each other and the store, insert the accepted,
         quarantine the refused: one transaction."""
@@ -353,14 +359,16 @@ class Ingestor:
             report.accepted = len(take)
             report.duplicates = int(np.count_nonzero(outcome == 1))
             if len(take):
-                codes = pa.array(valid.code[take], pa.int64())
+                codes = valid.code[take]
+                quality = valid.quality
+                quality = pa.nulls(len(take), pa.string()) if quality.null_count == len(quality) else quality.take(pa.array(take))
                 con.register("_accepted", pa.table({
-                    "sensor_id": pc.take(registry.ids, codes),
+                    "sensor_id": registry.strings(registry.ids, codes),
                     "ts": pa.array(valid.ts[take], pa.timestamp("us", tz="UTC")),
                     "value": pa.array(valid.value[take], pa.float64()),
-                    "quality": valid.quality.take(pa.array(take, pa.int64())),
-                    "kind": pc.take(registry.kinds, codes),
-                    "unit_code": pc.take(registry.unit_codes, codes),
+                    "quality": quality,
+                    "kind": registry.strings(registry.kinds, codes),
+                    "unit_code": registry.strings(registry.unit_codes, codes),
                 }))
                 try:
                     con.execute("INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at) "
@@ -514,8 +522,8 @@ class _Valid:
     quality: pa.Array
 
     @classmethod
-    def combine(cls, got: "fast.FastResult", numbers: np.ndarray, rest: np.ndarray, slow: pa.Table,
-                registry: fast.Registry) -> "_Valid":
+    def combine(cls, got: fast.FastResult, numbers: np.ndarray, rest: np.ndarray, slow: pa.Table,
+                registry: fast.Registry) -> _Valid:
         if slow.num_rows == 0:
             return cls(numbers[got.rows], got.rows, got.sensor, got.ts_us, got.value, got.quality)
         slow_seq = _ints(slow.column("seq"))
@@ -551,8 +559,9 @@ def _instant(us: int) -> datetime:
 
 
 def _ints(col) -> np.ndarray:
-    return np.asarray(col.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+    """A writable copy: the compiled dedupe is specialised on writable arrays."""
+    return np.array(col.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
 
 
 def _floats(col) -> np.ndarray:
-    return np.asarray(col.combine_chunks().cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    return np.array(col.combine_chunks().cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
