@@ -77,7 +77,7 @@ class Registry:
         ids = sensor_ids.cast(pa.string())
         if len(ids) == 0:
             return np.zeros(0, np.int64)
-        validity, offsets, data = ids.buffers()
+        _, offsets, data = ids.buffers()
         off = np.frombuffer(offsets, np.int32)[ids.offset: ids.offset + len(ids) + 1].astype(np.int64)
         raw = _readonly(np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8))
         codes = _codes(raw, off, *self.table)
