@@ -1,22 +1,24 @@
-"""The fast path: prove that a canonical NDJSON reading is valid without SQL, in NumPy.
+"""The fast path: prove that a canonical NDJSON reading is valid without SQL.
 
 Almost every line a sensor gateway sends has one shape -- ``{"sensor_id":"S1","ts":
 "2026-05-01T08:00:00+08:00","value":0.31}``, optionally followed by ``"unit"`` and/or
-``"quality"`` string fields, with no whitespace or escapes. For such lines the work of
-the general validator (a JSON parser per line, regular expressions, a string join) is
-mostly spent re-deriving what the shape already tells. This module checks the shape
-for a whole batch at once with array operations over the raw bytes (quote positions,
-fixed literals, fixed-width timestamps, a number grammar automaton), parses the three
-fields, and applies every rule that can make a record *valid*.
+``"quality"`` string fields. For such lines the general validator's work (a JSON parser
+per line, regular expressions, a join on sensor-id strings, a group-by for duplicates)
+mostly re-derives what the shape already tells. ``accept`` walks the raw bytes of a whole
+batch once in compiled code (Numba, cached on disk after the first compile): it checks
+the shape, looks the sensor up in a hash table of the registry, converts the fixed-form
+timestamp exactly, parses the number, and applies every rule that can make a record
+*valid*. ``dedupe`` then finds duplicates and conflicts on integer sensor codes.
 
-It only ever *accepts*: a line it cannot prove valid -- another key order, whitespace,
-an escape, a fractional second, an exponent, an unknown sensor, a foreign unit, a value
-out of range, a timestamp in the future, anything odd -- is handed to the general SQL
-validator (``validate.py``) unchanged, which decides its fate and writes its message.
-Acceptance here is a strict subset of acceptance there, with the same values: the
-timestamp arithmetic is exact, the number is parsed by Arrow (correctly rounded, as
-DuckDB's cast), and the canonical value is ``v * factor + offset`` in the same order.
-``tests/test_ingest_fast.py`` checks the equivalence against the SQL path.
+It only ever *accepts*: a line it cannot prove valid -- another key order, an escape, a
+fractional second, an exponent, an unknown sensor, a foreign unit, a value out of range,
+a timestamp in the future, anything odd -- is handed to the SQL rules (``validate.py``)
+unchanged, which decide its fate and write its message. Acceptance here is a strict
+subset of acceptance there, with the same values: the timestamp arithmetic is exact; a
+number of at most 15 significant digits and 22 decimals is ``mantissa / 10**decimals``,
+the correctly rounded double (the one DuckDB's cast gives); the canonical value is
+``v * factor + offset`` in the same order. ``tests/test_ingest_fast.py`` checks the
+equivalence against the SQL path, line by line and store by store.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from numba import njit
 PREFIX = b'{"sensor_id":"'
 TS_KEY = b'","ts":"'
 VALUE_KEY = b'","value":'
-TAIL_KEYS = (b"unit", b"quality")
 MAX_SENSOR = 64
 MAX_TAIL = 64
 
