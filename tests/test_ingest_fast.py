@@ -90,6 +90,12 @@ EDGE_LINES = [
     _canon(ts="2026-05-01T00:00:00Z"),
     _canon(ts="2026-05-01T00:00:00z"),
     _canon(ts="2026-05-01T00:00:00.5Z"),
+    _canon(ts="2026-05-01T00:00:00.123+08:00"),
+    _canon(ts="2026-05-01T00:00:01.123456Z"),
+    _canon(ts="2026-05-01T00:00:02.1234567Z"),
+    _canon(ts="2026-05-01T00:00:03.Z"),
+    _canon(ts="2026-05-01T00:00:04.12a4Z"),
+    _canon(ts="2026-05-01T00:00:05.000Z"),
     _canon(ts="2026-05-01 00:00:00Z"),
     _canon(ts="2026-05-01T00:00:00+14:00"),
     _canon(ts="2026-05-01T00:00:00-15:30"),
@@ -190,12 +196,13 @@ def test_canonical_lines_take_the_fast_path(tmp_path):
         ing = Ingestor(store)
         batch = _batch([_canon(), _canon(ts="2026-05-01T00:01:00Z", tail=b',"unit":"MPa","quality":"ok"'),
                         json.dumps({"sensor_id": "T1", "ts": T0, "value": 20.5}).encode(), _canon(value="1e-1"),
-                        _canon(sid="NOPE")])
+                        _canon(sid="NOPE"), _canon(sid="T1", ts="2026-05-01T00:00:00.25Z", value="1")])
         got = fast.accept(batch.lines, ing.fast_registry(), 1_800_000_000_000_000, 300_000_000)
-        assert got.rows.tolist() == [0, 1, 2] and got.rest.tolist() == [3, 4]
-        assert got.ts_us.tolist() == [1_777_593_600_000_000, 1_777_593_660_000_000, 1_777_593_600_000_000]
-        assert got.value.tolist() == [0.31, 0.31, 20.5]
-        assert got.quality.to_pylist() == [None, "ok", None]
+        assert got.rows.tolist() == [0, 1, 2, 5] and got.rest.tolist() == [3, 4]
+        assert got.ts_us.tolist() == [1_777_593_600_000_000, 1_777_593_660_000_000, 1_777_593_600_000_000,
+                                      1_777_593_600_250_000]
+        assert got.value.tolist() == [0.31, 0.31, 20.5, 1.0]
+        assert got.quality.to_pylist() == [None, "ok", None, None]
     finally:
         store.close()
 

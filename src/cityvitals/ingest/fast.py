@@ -7,11 +7,11 @@ per line, regular expressions, a join on sensor-id strings, a group-by for dupli
 mostly re-derives what the shape already tells. ``accept`` walks the raw bytes of a whole
 batch once in compiled code (Numba, cached on disk after the first compile): it checks
 the shape, looks the sensor up in a hash table of the registry, converts the fixed-form
-timestamp exactly, parses the number, and applies every rule that can make a record
+timestamp (fractions of a second to the microsecond) exactly, parses the number, and applies every rule that can make a record
 *valid*. ``dedupe`` then finds duplicates and conflicts on integer sensor codes.
 
 It only ever *accepts*: a line it cannot prove valid -- another key order, an escape, a
-fractional second, an exponent, an unknown sensor, a foreign unit, a value out of range,
+sub-microsecond fraction, an exponent, an unknown sensor, a foreign unit, a value out of range,
 a timestamp in the future, anything odd -- is handed to the SQL rules (``validate.py``)
 unchanged, which decide its fate and write its message. Acceptance here is a strict
 subset of acceptance there, with the same values: the timestamp arithmetic is exact; a
@@ -229,8 +229,9 @@ def _two(buf, i) -> int:
 
 @njit(cache=True, nogil=True)
 def _ts(buf, i, n, days_before) -> tuple:
-    """(ok, UTC microseconds) of ``YYYY-MM-DDTHH:MM:SS`` then ``Z`` or ``±HH:MM`` at buf[i:i+n]."""
-    if n != 20 and n != 25:
+    """(ok, UTC microseconds) of ``YYYY-MM-DDTHH:MM:SS``, an optional fraction of 1-6 digits,
+    then ``Z`` or ``±HH:MM``, at buf[i:i+n]."""
+    if n < 20:
         return False, 0
     hi, lo = _two(buf, i), _two(buf, i + 2)
     month, day = _two(buf, i + 5), _two(buf, i + 8)
@@ -244,20 +245,38 @@ def _ts(buf, i, n, days_before) -> tuple:
         return False, 0
     if day < 1 or day > days_before[year - 1900, month] - days_before[year - 1900, month - 1]:
         return False, 0
+    frac = 0
+    at = i + 19
+    if buf[at] == 46:  # '.': microseconds, scaled from 1-6 digits (more: the SQL rules decide)
+        at += 1
+        digits = 0
+        while at < i + n and 48 <= buf[at] <= 57:
+            if digits == 6:
+                return False, 0
+            frac = frac * 10 + (buf[at] - 48)
+            digits += 1
+            at += 1
+        if digits == 0:
+            return False, 0
+        for _ in range(6 - digits):
+            frac *= 10
     shift = 0
-    z = buf[i + 19]
-    if n == 20:
+    z = buf[at]
+    rest = i + n - at
+    if rest == 1:
         if z != 90:  # 'Z'
             return False, 0
-    else:
-        oh, om = _two(buf, i + 20), _two(buf, i + 23)
-        if (z != 43 and z != 45) or oh < 0 or om < 0 or oh > 14 or om > 59 or buf[i + 22] != 58:
+    elif rest == 6:
+        oh, om = _two(buf, at + 1), _two(buf, at + 4)
+        if (z != 43 and z != 45) or oh < 0 or om < 0 or oh > 14 or om > 59 or buf[at + 3] != 58:
             return False, 0
         shift = oh * 3600 + om * 60
         if z == 45:
             shift = -shift
+    else:
+        return False, 0
     secs = days_before[year - 1900, month - 1] * 86400 + (day - 1) * 86400 + hour * 3600 + minute * 60 + sec - shift
-    return True, secs * 1_000_000
+    return True, secs * 1_000_000 + frac
 
 
 @njit(cache=True, nogil=True)
@@ -340,7 +359,7 @@ def _scan(buf, starts, ends, pow10, days_before, prefix, ts_key, value_key, unit
         i = _expect(buf, e, end, ts_key)
         if i < 0:
             continue
-        e = _string_end(buf, i, end, 25)
+        e = _string_end(buf, i, end, 32)
         if e < 0:
             continue
         good, t = _ts(buf, i, e - i, days_before)
