@@ -239,6 +239,17 @@ def test_duplicates_and_conflicts_across_both_paths_and_the_store(tmp_path, cloc
     assert sorted(q["reason"] for q in quarantine) == ["conflict"] * 4
 
 
+def test_a_backfill_over_a_crowded_time_range_finds_its_stored_keys(tmp_path, clock, monkeypatch):
+    # Many stored rows in the batch's range take the semi-join branch: same outcome.
+    monkeypatch.setattr("cityvitals.ingest.pipeline.STORED_FETCH_ROWS", 0)
+    first = [_canon(sid="T1", ts=f"2026-05-01T00:{m:02d}:00Z", value="20") for m in range(40)]
+    second = [_canon(sid="T1", ts="2026-05-01T00:05:00Z", value="20"),  # duplicate
+              _canon(sid="T1", ts="2026-05-01T00:06:00Z", value="21"),  # conflict
+              _canon(sid="T1", ts="2026-05-01T00:45:00Z", value="22")]  # new
+    readings, quarantine = _compare(tmp_path, clock, first, second)
+    assert len(readings) == 41 and [q["reason"] for q in quarantine] == ["conflict"]
+
+
 def test_random_mutations_of_canonical_lines_agree(tmp_path, clock):
     rng = random.Random(20261127)
     alphabet = b'{}[]":,.-+0123456789eEZT tsuvaluenitq\\\t'

@@ -39,6 +39,8 @@ FAST_MIN_LINES = 20_000
 """Batches of JSON lines at least this long take the fast path (``fast.py``). Smaller ones
 (HTTP posts, MQTT batches) stay on the SQL rules alone: there the compiled scanner's
 one-time load per process (about a second) would cost more than it saves."""
+STORED_FETCH_ROWS = 1_000_000
+"""Up to this many stored rows in a batch's time range are fetched whole for the dedupe."""
 NOT_REPLAYABLE = ("too_large", "bad_encoding")
 """Reasons whose raw record was cut or escaped when kept; replaying them cannot succeed."""
 
@@ -342,11 +344,7 @@ class Ingestor:
         quarantine the refused: one transaction."""
         with self.store.transaction() as con:
             if len(valid.seq):
-                lo, hi = int(valid.ts.min()), int(valid.ts.max())
-                stored = con.sql(
-                    "SELECT sensor_id, epoch_us(ts) AS ts, value FROM readings WHERE ts BETWEEN $lo AND $hi",
-                    params={"lo": _instant(lo), "hi": _instant(hi)},
-                ).to_arrow_table()
+                stored = self._stored_keys(con, valid, registry)
                 s_code = registry.code(stored.column("sensor_id").combine_chunks()) if stored.num_rows else np.zeros(0, np.int64)
                 outcome, other = _fast().dedupe(
                     valid.code, valid.ts, valid.value, np.argsort(valid.seq, kind="stable"), s_code,
@@ -377,7 +375,6 @@ class Ingestor:
                 finally:
                     con.unregister("_accepted")
             conflict = np.flatnonzero(outcome == 2)
-            idx = pa.array(conflict, pa.int64())
             con.register("_conf", pa.table({
                 "seq": pa.array(valid.seq[conflict], pa.int64()),
                 "sensor_id": pc.take(registry.ids, pa.array(valid.code[conflict], pa.int64())),
@@ -390,13 +387,33 @@ class Ingestor:
                 con.execute(FAST_BAD_SQL)
             finally:
                 con.unregister("_conf")
-            del idx
             rows = con.sql(QUARANTINE_ROWS_SQL.format(location_kind=batch.location_kind),
                            params={"source": batch.source}).to_arrow_table()
             if batch.rejects:
                 rows = pa.concat_tables([rows, batch.reject_rows()])
             self._quarantine(con, batch, rows)
             report.add_quarantined(_count(rows))
+
+    @staticmethod
+    def _stored_keys(con, valid: _Valid, registry: fast.Registry) -> pa.Table:
+        """Stored (sensor_id, ts, value) that may share a key with the batch. Usually the
+        stored rows of the batch's time range are few (live data) and come back whole for
+        the compiled dedupe; when the range holds many (a backfill over a long span), DuckDB
+        first keeps only the rows whose key is in the batch, so memory stays bounded."""
+        params = {"lo": _instant(int(valid.ts.min())), "hi": _instant(int(valid.ts.max()))}
+        in_range = con.execute("SELECT count(*) FROM readings WHERE ts BETWEEN $lo AND $hi", params).fetchall()[0][0]
+        if in_range <= max(STORED_FETCH_ROWS, 2 * len(valid.seq)):
+            return con.sql("SELECT sensor_id, epoch_us(ts) AS ts, value FROM readings WHERE ts BETWEEN $lo AND $hi",
+                           params=params).to_arrow_table()
+        con.register("_keys", pa.table({"sensor_id": registry.strings(registry.ids, valid.code),
+                                        "ts": pa.array(valid.ts, pa.timestamp("us", tz="UTC"))}))
+        try:
+            return con.sql(
+                """SELECT r.sensor_id, epoch_us(r.ts) AS ts, r.value FROM readings r
+                   SEMI JOIN _keys k ON r.sensor_id = k.sensor_id AND r.ts = k.ts
+                   WHERE r.ts BETWEEN $lo AND $hi""", params=params).to_arrow_table()
+        finally:
+            con.unregister("_keys")
 
     @staticmethod
     def _quarantine(con, batch: Batch, rows: pa.Table) -> None:
