@@ -38,6 +38,8 @@ class LineBatch:
     line_numbers: np.ndarray
     rejects: list[Reject] = field(default_factory=list)
     nbytes: int = 0
+    line_count: int = 0
+    """Lines the batch's bytes span (kept, blank and rejected): where the next batch starts."""
 
 
 def _show(raw: bytes) -> str:
@@ -64,6 +66,7 @@ def _valid_ranges(arr: pa.StringArray, lo: int, hi: int, out: list[tuple[int, in
 def _split(part: bytes, first_line: int, max_record: int) -> LineBatch:
     data = np.frombuffer(part, dtype=np.uint8)
     newlines = np.flatnonzero(data == 10)
+    spanned = len(newlines)  # the newline bytes: a last line without one ends the input
     if len(part) and (len(newlines) == 0 or newlines[-1] != len(part) - 1):
         newlines = np.append(newlines, len(part))  # last line without a newline (truncated file)
     starts = np.empty(len(newlines), dtype=np.int64)
@@ -95,7 +98,7 @@ def _split(part: bytes, first_line: int, max_record: int) -> LineBatch:
     # whitespace.
     n = len(starts)
     if n == 0:
-        return LineBatch(pa.array([], pa.string()), numbers, rejects, len(part))
+        return LineBatch(pa.array([], pa.string()), numbers, rejects, len(part), spanned)
     contiguous = np.array_equal(starts[1:], ends[:-1] + 1)
     if contiguous:
         offsets = np.empty(n + 1, dtype=np.int32)  # a chunk is far below 2 GiB
@@ -113,7 +116,7 @@ def _split(part: bytes, first_line: int, max_record: int) -> LineBatch:
                                   _show(part[starts[i]:ends[i]])))
         arr = pa.concat_arrays([arr.slice(a, b - a) for a, b in runs]) if runs else pa.array([], pa.string())
         numbers = np.concatenate([numbers[a:b] for a, b in runs]) if runs else numbers[:0]
-    return LineBatch(arr, numbers, rejects, len(part))
+    return LineBatch(arr, numbers, rejects, len(part), spanned)
 
 
 def iter_line_batches(
@@ -159,7 +162,7 @@ def iter_line_batches(
             continue
         part, pending = buf[: cut + 1], buf[cut + 1:]
         batch = _split(part, line, max_record)
-        line += part.count(b"\n")
+        line += batch.line_count
         yield batch
     if skipping is not None:
         skipping.message = f"record of {skipped_bytes:,} bytes exceeds the limit of {max_record:,} bytes (file ends inside it)"

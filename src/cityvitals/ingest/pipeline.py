@@ -11,18 +11,36 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cityvitals.ingest.lines import LineBatch, Reject
-from cityvitals.ingest.validate import DECODE_JSON, DEDUPE_SQL, RAW_JSON, decode_columns, validate_sql
+from cityvitals.ingest.validate import (
+    DECODE_JSON,
+    DEDUPE_SQL,
+    RAW_JSON,
+    decode_columns,
+    validate_sql,
+)
 from cityvitals.registry.kinds import load_kinds
+
+if TYPE_CHECKING:
+    from cityvitals.ingest import fast
 
 Clock = Callable[[], datetime]
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+FAST_MIN_LINES = 20_000
+"""Batches of JSON lines at least this long take the fast path (``fast.py``). Smaller ones
+(HTTP posts, MQTT batches) stay on the SQL rules alone: there the compiled scanner's
+one-time load per process (about a second) would cost more than it saves."""
+STORED_FETCH_ROWS = 1_000_000
+"""Up to this many stored rows in a batch's time range are fetched whole for the dedupe."""
 NOT_REPLAYABLE = ("too_large", "bad_encoding")
 """Reasons whose raw record was cut or escaped when kept; replaying them cannot succeed."""
 
@@ -47,7 +65,7 @@ class IngestReport:
             if n:
                 self.quarantined[reason] = self.quarantined.get(reason, 0) + int(n)
 
-    def merge(self, other: "IngestReport") -> None:
+    def merge(self, other: IngestReport) -> None:
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.records += other.records
@@ -90,6 +108,22 @@ SELECT coalesce(o.source, $source) AS source,
 FROM _bad b LEFT JOIN _origins o USING (seq) ORDER BY b.seq
 """
 """The quarantine rows of ``_bad``; ``_origins`` (seq, source, location) overrides per record."""
+
+FAST_BAD_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _bad AS
+SELECT v.seq, r.raw, v.reason, v.message FROM _val v JOIN ({RAW_JSON}) r USING (seq) WHERE v.reason IS NOT NULL
+UNION ALL
+SELECT seq, raw, 'conflict',
+       format('sensor {{}} already has value {{}} at {{}}; this record says {{}}', sensor_id, other_v,
+              strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), value)
+FROM _conf
+"""
+"""``_bad`` for the fast path: the SQL-judged refusals plus the conflicts found by ``fast.dedupe``
+(``_conf``: seq, sensor_id, ts, value, other_v, raw), with the same sentences as ``BAD_SQL``."""
+
+_NO_CONFLICTS = pa.table({"seq": pa.array([], pa.int64()), "sensor_id": pa.array([], pa.string()),
+                          "ts": pa.array([], pa.timestamp("us", tz="UTC")), "value": pa.array([], pa.float64()),
+                          "other_v": pa.array([], pa.float64()), "raw": pa.array([], pa.string())})
 
 _NO_ORIGINS = pa.table({"seq": pa.array([], pa.int64()), "source": pa.array([], pa.string()),
                         "location": pa.array([], pa.string())})
@@ -168,6 +202,9 @@ class Ingestor:
             con.unregister("_kind_conv_src")
             con.unregister("_kind_range_src")
         self._sensors_version = None
+        self._registry: fast.Registry | None = None
+        self._registry_version: Any = object()
+        self.fast_min_lines = FAST_MIN_LINES
 
     def _refresh_sensors(self) -> None:
         """Rebuild the per-sensor lookup when the registry changed since the last batch."""
@@ -190,6 +227,17 @@ class Ingestor:
             )
         self._sensors_version = version
 
+    def fast_registry(self) -> fast.Registry:
+        """The registry as arrays for the fast path, rebuilt when the registry changed."""
+        self._refresh_sensors()
+        with self.lock:
+            if self._registry is None or self._registry_version != self._sensors_version:
+                self._registry = _fast().Registry.from_table(self.con.sql(
+                    'SELECT id, kind, unit, unit_code, factor, "offset", min_value, max_value FROM _sensor_ready'
+                ).to_arrow_table())
+                self._registry_version = self._sensors_version
+            return self._registry
+
     # -- entry points -------------------------------------------------------------
     def ingest_lines(self, batch: LineBatch, *, source: str, location_kind: str = "line",
                      origins: dict[int, tuple[str, str]] | None = None) -> IngestReport:
@@ -199,9 +247,12 @@ class Ingestor:
         come from different places (MQTT topics); such a batch's quarantine rows are
         written once per (source, location) even when the source delivers them again.
         """
-        raw = pa.table({"seq": pa.array(batch.line_numbers, pa.int64()), "raw": batch.lines})
-        report = self._run(raw, DECODE_JSON, RAW_JSON, batch.rejects, source=source, location_kind=location_kind,
-                           origins=origins)
+        if self.private or len(batch.lines) < self.fast_min_lines:
+            raw = pa.table({"seq": pa.array(batch.line_numbers, pa.int64()), "raw": batch.lines})
+            report = self._run(raw, DECODE_JSON, RAW_JSON, batch.rejects, source=source, location_kind=location_kind,
+                               origins=origins)
+        else:
+            report = self._run_lines(batch, source=source, location_kind=location_kind, origins=origins)
         report.bytes = batch.nbytes
         return report
 
@@ -255,6 +306,130 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
+    def _run_lines(self, lines: LineBatch, *, source: str, location_kind: str,
+                   origins: dict[int, tuple[str, str]] | None) -> IngestReport:
+        """JSON lines on the DuckDB store: the fast path proves the canonical records valid
+        (``fast.accept``), the SQL rules judge the rest, and the store keeps sensors as
+        integer codes through dedupe until the insert joins the strings back."""
+        started = time.perf_counter()
+        now = self.clock()
+        report = IngestReport(records=len(lines.lines) + len(lines.rejects))
+        fast = _fast()
+        now_us = _micros(now)
+        with self.lock:
+            registry = self.fast_registry()
+            got = fast.accept(lines.lines, registry, now_us, self.future_tolerance_s * 1_000_000)
+            numbers = np.asarray(lines.line_numbers, np.int64)
+            rest = got.rest
+            con = self.con
+            con.register("_batch_raw", pa.table({"seq": pa.array(numbers[rest], pa.int64()),
+                                                 "raw": lines.lines.take(pa.array(rest, pa.int64()))}))
+            con.register("_origins", _origins_table(origins) if origins else _NO_ORIGINS)
+            try:
+                con.execute(validate_sql(DECODE_JSON), {"now": now, "tolerance": self.future_tolerance_s})
+                slow = con.sql("SELECT seq, sensor_id, epoch_us(ts) AS ts, value, quality FROM _val "
+                               "WHERE reason IS NULL").to_arrow_table()
+                valid = _Valid.combine(got, numbers, rest, slow, registry)
+                batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False, bool(origins))
+                self._write_valid(batch, valid, lines.lines, registry, report)
+            finally:
+                con.unregister("_batch_raw")
+                con.unregister("_origins")
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _write_valid(self, batch: Batch, valid: _Valid, lines: pa.StringArray, registry: fast.Registry,
+                     report: IngestReport) -> None:
+        """Dedupe the valid records against each other and the store, insert the accepted,
+        quarantine the refused: one transaction."""
+        with self.store.transaction() as con:
+            if len(valid.seq):
+                stored = self._stored_keys(con, valid, registry)
+                s_code = registry.code(stored.column("sensor_id").combine_chunks()) if stored.num_rows else np.zeros(0, np.int64)
+                outcome, other = _fast().dedupe(
+                    valid.code, valid.ts, valid.value, np.argsort(valid.seq, kind="stable"), s_code,
+                    _ints(stored.column("ts")), _floats(stored.column("value")))
+            else:
+                outcome, other = np.zeros(0, np.int8), np.zeros(0)
+            take = np.flatnonzero(outcome == 0)
+            if len(take) and np.any(np.diff(valid.ts[take]) < 0):
+                take = take[np.argsort(valid.ts[take], kind="stable")]  # time order keeps zone maps tight
+            report.accepted = len(take)
+            report.duplicates = int(np.count_nonzero(outcome == 1))
+            if len(take):
+                codes = valid.code[take]
+                quality = valid.quality
+                quality = pa.nulls(len(take), pa.string()) if quality.null_count == len(quality) else quality.take(pa.array(take))
+                con.register("_accepted", pa.table({
+                    "sensor_id": registry.strings(registry.ids, codes),
+                    "ts": pa.array(valid.ts[take], pa.timestamp("us", tz="UTC")),
+                    "value": pa.array(valid.value[take], pa.float64()),
+                    "quality": quality,
+                    "kind": registry.strings(registry.kinds, codes),
+                    "unit_code": registry.strings(registry.unit_codes, codes),
+                }))
+                try:
+                    con.execute("INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at) "
+                                "SELECT sensor_id, ts, value, quality, kind, unit_code, $now FROM _accepted",
+                                {"now": batch.now})
+                finally:
+                    con.unregister("_accepted")
+            conflict = np.flatnonzero(outcome == 2)
+            con.register("_conf", pa.table({
+                "seq": pa.array(valid.seq[conflict], pa.int64()),
+                "sensor_id": pc.take(registry.ids, pa.array(valid.code[conflict], pa.int64())),
+                "ts": pa.array(valid.ts[conflict], pa.timestamp("us", tz="UTC")),
+                "value": pa.array(valid.value[conflict], pa.float64()),
+                "other_v": pa.array(other[conflict], pa.float64()),
+                "raw": pc.utf8_rtrim(lines.take(pa.array(valid.pos[conflict], pa.int64())), characters="\r\n"),
+            }) if len(conflict) else _NO_CONFLICTS)
+            try:
+                con.execute(FAST_BAD_SQL)
+            finally:
+                con.unregister("_conf")
+            rows = con.sql(QUARANTINE_ROWS_SQL.format(location_kind=batch.location_kind),
+                           params={"source": batch.source}).to_arrow_table()
+            if batch.rejects:
+                rows = pa.concat_tables([rows, batch.reject_rows()])
+            self._quarantine(con, batch, rows)
+            report.add_quarantined(_count(rows))
+
+    @staticmethod
+    def _stored_keys(con, valid: _Valid, registry: fast.Registry) -> pa.Table:
+        """Stored (sensor_id, ts, value) that may share a key with the batch. Usually the
+        stored rows of the batch's time range are few (live data) and come back whole for
+        the compiled dedupe; when the range holds many (a backfill over a long span), DuckDB
+        first keeps only the rows whose key is in the batch, so memory stays bounded."""
+        params = {"lo": _instant(int(valid.ts.min())), "hi": _instant(int(valid.ts.max()))}
+        in_range = con.execute("SELECT count(*) FROM readings WHERE ts BETWEEN $lo AND $hi", params).fetchall()[0][0]
+        if in_range <= max(STORED_FETCH_ROWS, 2 * len(valid.seq)):
+            return con.sql("SELECT sensor_id, epoch_us(ts) AS ts, value FROM readings WHERE ts BETWEEN $lo AND $hi",
+                           params=params).to_arrow_table()
+        con.register("_keys", pa.table({"sensor_id": registry.strings(registry.ids, valid.code),
+                                        "ts": pa.array(valid.ts, pa.timestamp("us", tz="UTC"))}))
+        try:
+            return con.sql(
+                """SELECT r.sensor_id, epoch_us(r.ts) AS ts, r.value FROM readings r
+                   SEMI JOIN _keys k ON r.sensor_id = k.sensor_id AND r.ts = k.ts
+                   WHERE r.ts BETWEEN $lo AND $hi""", params=params).to_arrow_table()
+        finally:
+            con.unregister("_keys")
+
+    @staticmethod
+    def _quarantine(con, batch: Batch, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        con.register("_q_rows", rows)
+        try:
+            con.execute(
+                f"""INSERT INTO quarantine (received_at, source, location, reason, message, raw, raw_truncated)
+                    SELECT $now, source, location, reason, message, raw, raw_truncated FROM _q_rows q
+                    {ONCE_FILTER if batch.once else ''}""",
+                {"now": batch.now},
+            )
+        finally:
+            con.unregister("_q_rows")
+
     def _write_duckdb(self, batch: Batch, report: IngestReport) -> None:
         """Persist on the DuckDB store: dedupe against stored rows and write, in one transaction."""
         with self.store.transaction() as con:
@@ -281,16 +456,7 @@ class Ingestor:
             rows = batch.bad_rows()
             if batch.rejects:
                 rows = pa.concat_tables([rows, batch.reject_rows()])
-            con.register("_q_rows", rows)
-            try:
-                con.execute(
-                    f"""INSERT INTO quarantine (received_at, source, location, reason, message, raw, raw_truncated)
-                        SELECT $now, source, location, reason, message, raw, raw_truncated FROM _q_rows q
-                        {ONCE_FILTER if batch.once else ''}""",
-                    {"now": batch.now},
-                )
-            finally:
-                con.unregister("_q_rows")
+            self._quarantine(con, batch, rows)
             report.add_quarantined(_count(rows))
 
     def _finish_replay(self, con, now: datetime) -> None:
@@ -358,3 +524,61 @@ def _origins_table(origins: dict[int, tuple[str, str]]) -> pa.Table:
 
 def _count(rows: pa.Table) -> dict[str, int]:
     return dict(Counter(rows.column("reason").to_pylist())) if rows.num_rows else {}
+
+
+@dataclass
+class _Valid:
+    """The valid records of a batch, whichever path proved them: arrival number, position
+    in the batch, sensor code, UTC microseconds, canonical value, quality."""
+
+    seq: np.ndarray
+    pos: np.ndarray
+    code: np.ndarray
+    ts: np.ndarray
+    value: np.ndarray
+    quality: pa.Array
+
+    @classmethod
+    def combine(cls, got: fast.FastResult, numbers: np.ndarray, rest: np.ndarray, slow: pa.Table,
+                registry: fast.Registry) -> _Valid:
+        if slow.num_rows == 0:
+            return cls(numbers[got.rows], got.rows, got.sensor, got.ts_us, got.value, got.quality)
+        slow_seq = _ints(slow.column("seq"))
+        rest_seq = numbers[rest]
+        order = np.argsort(rest_seq, kind="stable")
+        slow_pos = rest[order[np.searchsorted(rest_seq[order], slow_seq)]]
+        return cls(
+            np.concatenate([numbers[got.rows], slow_seq]),
+            np.concatenate([got.rows, slow_pos]),
+            np.concatenate([got.sensor, registry.code(slow.column("sensor_id").combine_chunks())]),
+            np.concatenate([got.ts_us, _ints(slow.column("ts"))]),
+            np.concatenate([got.value, _floats(slow.column("value"))]),
+            pa.concat_arrays([got.quality, slow.column("quality").combine_chunks().cast(pa.string())]),
+        )
+
+
+def _fast():
+    """The fast path's module, imported on first use: it loads compiled code (Numba)."""
+    from cityvitals.ingest import fast
+
+    return fast
+
+
+def _micros(t: datetime) -> int:
+    """Exact UTC microseconds of an instant (a naive one is taken as UTC, as the store does)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def _instant(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def _ints(col) -> np.ndarray:
+    """A writable copy: the compiled dedupe is specialised on writable arrays."""
+    return np.array(col.combine_chunks().cast(pa.int64()).to_numpy(zero_copy_only=False), np.int64)
+
+
+def _floats(col) -> np.ndarray:
+    return np.array(col.combine_chunks().cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
