@@ -124,6 +124,11 @@ class PgCon:
             return self.conn.execute(qmarks(sql, named=True), {k: _param(v) for k, v in params.items()})
         return self.conn.execute(qmarks(sql), [_param(p) for p in (params or [])])
 
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """One statement for many parameter rows, pipelined (DuckDB's ``executemany``)."""
+        with self.conn.cursor() as cur:
+            cur.executemany(qmarks(sql), [[_param(p) for p in r] for r in rows])
+
     def raw(self, sql: str, params: Sequence[Any] | dict | None = None):
         """psycopg's own ``%s`` dialect, for SQL written for PostgreSQL only."""
         return self.conn.execute(sql, params)
