@@ -494,9 +494,9 @@ def test_cases_whole_workflow_through_dispose(store):
     assert all(desk.replay(k) == desk.state(k) for k in ids)
     assert len(store.cases.list(state="closed")) == 5
     assert {r["ref"] for r in store.cases.list(state="open")} == {"S", "new", "other"}
-    assert [r["ref"] for r in store.cases.list(state="open", region="D1", category="SA01")] == ["new"]
-    stats = {r["group"]: r for r in case_stats(store, by="region")}
-    assert (stats["D1"]["cases"], stats["D1"]["closed"], stats["D1"]["reworked"]) == (7, 5, 1)
+    assert "new" in {r["ref"] for r in store.cases.list(state="open", region="D1")}
+    [every] = case_stats(store, by="all")
+    assert (every["cases"], every["closed"], every["reworked"], every["returns"]) == (8, 5, 1, 1)
     deps = {r["group"]: r for r in case_stats(store, by="department")}
     assert deps["greening"]["returns"] == 1
     # photos: the file in the data directory, the row in the store

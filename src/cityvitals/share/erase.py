@@ -123,7 +123,7 @@ def _reclaim(store, tables: set[str]) -> None:
     rewrites it). PostgreSQL keeps old row versions in the table's pages until they are
     reclaimed; VACUUM FULL rewrites each touched table into new files. (The WAL archive
     and backups still hold the old values until they rotate out: that is the operator's
-    retention policy, named in docs/server.md.)"""
+    retention policy, see docs/architecture.md.)"""
     with store.lock:
         if store.backend == "postgresql":
             for t in sorted(tables):
