@@ -19,6 +19,7 @@ from cityvitals.ingest import Ingestor, ingest_frame, ingest_records, replay
 from cityvitals.ingest.lines import LineBatch, Reject
 from cityvitals.store import open_store
 from cityvitals.watch.alerts import AlertManager, AlertPolicy, Observation
+from cityvitals.watch.runner import Threshold
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 SENSORS = pl.DataFrame({
@@ -682,3 +683,54 @@ def test_migration_files_gaps_and_duplicate_numbers(tmp_path):
     (tmp_path / "0003_twin.sql").write_text("SELECT 3")
     with pytest.raises(RuntimeError, match="share number 3"):
         migrate.migrations(tmp_path)
+
+
+# -- the stages that follow the store in a server ---------------------------------------------
+def test_live_stages_raise_alerts_and_indicators_after_each_commit(reg, request):
+    """Readings stored by the ingest wake the watch, which raises the threshold alert with its
+    detectors' state kept in memory; signs follow; closing checkpoints the watch's state."""
+    from cityvitals.live import LiveStages
+    from cityvitals.watch.runner import STATE_NAME
+
+    store = reg
+    if store.backend == "postgresql":
+        from cityvitals.store.pg import PostgresStore
+
+        opened = []
+        url = store.url
+
+        def open_():
+            opened.append(PostgresStore(url))
+            return opened[-1]
+    else:
+        opened = []
+
+        def open_():
+            return store
+    clock = lambda: NOW  # noqa: E731
+    live = LiveStages(open_, thresholds={"pm25": Threshold((300.0, 500.0, 700.0), "higher", 0)}, use_catalog=False,
+                      clock=clock, checkpoint_seconds=3600).start()
+    try:
+        ingest_now = [NOW - timedelta(seconds=10)]   # each batch ingested a little later (the watch's watermark)
+        ing = Ingestor(store, clock=lambda: ingest_now[0])
+        base = NOW - timedelta(minutes=30)
+        recs = [{"sensor_id": "A1", "ts": (base + timedelta(minutes=m)).isoformat(), "value": 40.0} for m in range(20)]
+        assert ing.ingest_records(recs).accepted == 20
+        live.notify()
+        assert live.wait_caught_up(60) and store.alerts.list(state="open", type_="threshold") == []
+        spike = [{"sensor_id": "A1", "ts": (base + timedelta(minutes=m)).isoformat(), "value": 800.0}
+                 for m in range(20, 25)]
+        ingest_now[0] = NOW
+        assert ing.ingest_records(spike).accepted == 5
+        live.notify()
+        assert live.wait_caught_up(60)
+        [alert] = store.alerts.list(state="open", type_="threshold")
+        assert (alert["source"], alert["level"]) == ("A1", "alarm") and live.errors == []
+        assert store.alerts.get_watch_state(STATE_NAME) == (None, None)   # in memory until due or closed
+    finally:
+        live.close()
+    wm, blob = store.alerts.get_watch_state(STATE_NAME)
+    assert wm is not None and blob
+    assert live.watch_runs and live.errors == []
+    for s in opened:
+        s.close()
