@@ -31,13 +31,16 @@ class LiveStages:
     """Watch and signs following the store; ``start()``, ``notify()`` after each commit, ``close()``."""
 
     def __init__(self, open_store: Callable[[], Any], *, thresholds: Mapping[str, Threshold] | None = None,
-                 use_catalog: bool = True, signs: bool = True, signs_every: float = 0.5,
+                 use_catalog: bool = True, signs: bool = True, signs_every: float = 5.0,
                  checkpoint_seconds: float = 10.0, retry_seconds: float = 2.0,
                  on_watch: Callable[[dict, Any, float], None] | None = None,
                  clock: Callable[[], datetime] = utcnow):
         """``open_store`` gives each stage its store (called once per stage); ``on_watch``
         (result, store, monotonic time the run ended) is called after every run that saw
-        readings (the bench times alerts with it)."""
+        readings (the bench times alerts with it). ``signs_every``: seconds between signs
+        runs; a run re-reads every reading of the windows new readings touched, so running
+        it after every batch would read the current hour again and again (the indicators
+        lag by up to this much; alerts do not wait for it)."""
         self.watch_store = open_store()
         self.signs_store = open_store() if signs else None
         self.thresholds = thresholds
