@@ -80,7 +80,7 @@ def serve(
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            while not stop.is_set() and source._worker.is_alive():  # type: ignore[union-attr]
+            while not stop.is_set() and source.alive():  # type: ignore[union-attr]
                 stop.wait(0.5)
             if source.error:  # type: ignore[union-attr]
                 raise source.error  # type: ignore[union-attr]
