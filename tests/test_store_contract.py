@@ -734,3 +734,38 @@ def test_live_stages_raise_alerts_and_indicators_after_each_commit(reg, request)
     assert live.watch_runs and live.errors == []
     for s in opened:
         s.close()
+
+
+def test_alerts_auto_resolve_reopen_and_flap_in_one_batch(store):
+    """Clear long enough resolves; a new breach soon after reopens the same alert (also when
+    the resolve happened earlier in the same batch); the third reopening marks it flapping;
+    a breach long after raises a new alert."""
+    t = datetime(2026, 3, 2, 8, tzinfo=timezone.utc)
+    mgr = AlertManager(store, AlertPolicy(resolve_after=timedelta(minutes=10), reopen_within=timedelta(minutes=30),
+                                          flap_threshold=3), clock=lambda: t)
+    m = timedelta(minutes=1)
+    obs = [Observation("S1", "threshold", 2, t), Observation("S2", "threshold", 1, t)]
+    for k in range(3):   # clear for 10 minutes, then breach again: resolve and reopen, in one batch each time
+        base = t + (k * 20 + 1) * m
+        obs += [Observation("S1", "threshold", 0, base), Observation("S1", "threshold", 0, base + 10 * m),
+                Observation("S1", "threshold", 2, base + 12 * m)]
+    assert mgr.observe(obs) == {"raised": 2, "repeated": 0, "reopened": 3, "level_changed": 0, "resolved": 3}
+    [s1] = store.alerts.list(source="S1")
+    assert (s1["state"], s1["reopened"], s1["flapping"], s1["occurrences"]) == ("active", 3, True, 4)
+    later = t + 3 * 60 * m
+    assert mgr.observe([Observation("S2", "threshold", 0, later), Observation("S2", "threshold", 0, later + 10 * m)]
+                       )["resolved"] == 1
+    # resolved in an earlier batch, breached within the window: reopened (the last resolved is read)
+    assert mgr.observe([Observation("S2", "threshold", 1, later + 20 * m)])["reopened"] == 1
+    assert mgr.observe([Observation("S2", "threshold", 0, later + 21 * m),
+                        Observation("S2", "threshold", 0, later + 31 * m)])["resolved"] == 1
+    # long after: a new alert
+    assert mgr.observe([Observation("S2", "threshold", 1, later + 300 * m)])["raised"] == 1
+    assert len(store.alerts.list(source="S2")) == 2 and store.alerts.count() == 3
+    # open at the batch's start, with an old resolved alert too: resolved and breached again in
+    # the batch, the one just resolved reopens (not the old one, not a new alert)
+    end = later + 300 * m
+    assert mgr.observe([Observation("S2", "threshold", 0, end + m), Observation("S2", "threshold", 0, end + 11 * m),
+                        Observation("S2", "threshold", 2, end + 12 * m)]) == {
+        "raised": 0, "repeated": 0, "reopened": 1, "level_changed": 0, "resolved": 1}
+    assert [a["state"] for a in store.alerts.list(source="S2")].count("active") == 1 and store.alerts.count() == 3

@@ -19,6 +19,14 @@ from cityvitals.store.duck.alerts import ALERT_COLUMNS, EVENT_COLUMNS, AlertRepo
 class PgAlertRepo(AlertRepo):
     DDL = ()
 
+    def __init__(self, store):
+        super().__init__(store)
+        # last resolved alert per (source, type) of the keys the last ``open_for`` asked
+        # about (None: none resolved): the alert manager asks for it once per new alert,
+        # and an alert storm of thousands paid one round trip each
+        self._resolved: dict[tuple[str, str], dict | None] = {}
+        self._key_of: dict[int, tuple[str, str]] = {}
+
     def _rows(self, sql: str, params: list) -> list[dict]:
         with self.store.lock:
             self.store.flush()
@@ -31,6 +39,8 @@ class PgAlertRepo(AlertRepo):
     def update(self, con, alert_id: int, changes: dict) -> None:
         if not changes:
             return
+        if changes.get("state") == "resolved":  # it becomes the key's last resolved alert: ask again
+            self._resolved.pop(self._key_of.get(int(alert_id)), None)
         bad = set(changes) - set(ALERT_COLUMNS)
         if bad:
             raise ValueError(f"unknown alert columns: {sorted(bad)}")
@@ -49,15 +59,36 @@ class PgAlertRepo(AlertRepo):
         )
 
     def open_for(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """Open alerts of these keys; also reads, in the same round trip's worth of work, the
+        last resolved alert of each key that has no open one (see ``last_resolved``)."""
+        self._resolved, self._key_of = {}, {}
         if not pairs:
             return {}
+        srcs, types = [p[0] for p in pairs], [p[1] for p in pairs]
         rows = self._rows(
             f"""SELECT {', '.join('a.' + c for c in ALERT_COLUMNS)} FROM alerts a
                 JOIN unnest(?::text[], ?::text[]) AS k(source, type) USING (source, type)
                 WHERE a.state IN ('active', 'acknowledged')""",
-            [[p[0] for p in pairs], [p[1] for p in pairs]],
+            [srcs, types],
         )
-        return {(r["source"], r["type"]): r for r in rows}
+        out = {(r["source"], r["type"]): r for r in rows}
+        last = self._rows(
+            f"""SELECT DISTINCT ON (a.source, a.type) {', '.join('a.' + c for c in ALERT_COLUMNS)} FROM alerts a
+                JOIN unnest(?::text[], ?::text[]) AS k(source, type) USING (source, type)
+                WHERE a.state = 'resolved' ORDER BY a.source, a.type, a.resolved_at DESC""",
+            [srcs, types],
+        )
+        self._resolved = dict.fromkeys(pairs)
+        self._resolved.update({(r["source"], r["type"]): r for r in last})
+        self._key_of = {int(r["id"]): (r["source"], r["type"]) for r in (*rows, *last)}
+        return out
+
+    def last_resolved(self, source: str, type_: str) -> dict | None:
+        key = (source, type_)
+        if key in self._resolved:
+            row = self._resolved.pop(key)  # served once: after this the caller changes the key's alerts
+            return dict(row) if row is not None else None
+        return super().last_resolved(source, type_)
 
     def put_watch_state(self, con, name: str, watermark: datetime | None, blob: bytes | None, now: datetime) -> None:
         con.execute(
