@@ -18,11 +18,37 @@ def shared() -> Path:
     return SHARED
 
 
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
 @pytest.fixture
-def store(tmp_path):
+def pg_schema():
+    """A fresh PostgreSQL schema of its own (dropped afterwards); yields the store URL selecting it."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    schema = "cv_t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def store(request, tmp_path):
+    """The embedded DuckDB store; ``CITYVITALS_TEST_BACKEND=postgresql`` runs the same tests on a
+    fresh PostgreSQL schema instead (the contract suite runs both in every run regardless)."""
+    import os
+
     from cityvitals.store import open_store
 
-    s = open_store(tmp_path / "home")
+    if os.environ.get("CITYVITALS_TEST_BACKEND") == "postgresql":
+        s = open_store(tmp_path / "home", url=request.getfixturevalue("pg_schema"), migrate=True)
+    else:
+        s = open_store(tmp_path / "home")
     yield s
     s.close()
 

@@ -65,7 +65,9 @@ def _running(source: MqttSource) -> MqttSource:
     source._client = FakeClient()
     source.stats_.connected = True
     source._worker = threading.Thread(target=source._work, daemon=True)
+    source._committer = threading.Thread(target=source._commit, daemon=True)
     source._worker.start()
+    source._committer.start()
     return source
 
 
@@ -128,12 +130,13 @@ def test_back_pressure_bounds_memory_and_lag_is_reported():
     assert slow.entered.wait(WAIT)
     _wait(lambda: src._queue.full(), "the queue to fill")
     now[0] = 107.5
-    # the store is stuck: the network thread is blocked, memory holds at most one batch plus the queue
+    # the store is stuck: the network thread is blocked; memory holds the queue plus at most three
+    # batches (one being stored, one decoded and waiting, one the decoder holds)
     assert net.is_alive()
-    assert delivered[0] <= cfg.max_pending + cfg.batch_messages + 1
+    assert delivered[0] <= cfg.max_pending + 3 * cfg.batch_messages + 1
     st = src.stats()
     assert st["lag_messages"] == cfg.max_pending and st["lag_seconds"] == 7.5
-    assert st["acked"] == 0 and st["received"] <= cfg.max_pending + cfg.batch_messages + 1
+    assert st["acked"] == 0 and st["received"] <= cfg.max_pending + 3 * cfg.batch_messages + 1
     metrics = src.metrics()
     assert "cityvitals_mqtt_lag_messages 50.0" in metrics and "cityvitals_mqtt_lag_seconds 7.5" in metrics
     slow.release.set()
@@ -217,6 +220,8 @@ def test_ingest_status_probes_and_metrics_over_http(tmp_path):
             assert c.get("/readyz").status_code == 503  # not connected, no worker
             src.stats_.connected = True
             src._worker = SimpleNamespace(is_alive=lambda: True)
+            assert c.get("/readyz").status_code == 503  # the storing thread is not running
+            src._committer = SimpleNamespace(is_alive=lambda: True)
             assert c.get("/readyz").status_code == 200
             src._on_message(None, None, Paho("cityvitals/readings/temperature/S9", b"{oops", 1))
             now[0] = 12.0

@@ -8,7 +8,7 @@ what only server mode has: migrations, partitions made ahead, retention and roll
 
 from __future__ import annotations
 
-import uuid
+import json
 from datetime import datetime, timedelta, timezone
 
 import polars as pl
@@ -19,8 +19,8 @@ from cityvitals.ingest import Ingestor, ingest_frame, ingest_records, replay
 from cityvitals.ingest.lines import LineBatch, Reject
 from cityvitals.store import open_store
 from cityvitals.watch.alerts import AlertManager, AlertPolicy, Observation
+from cityvitals.watch.runner import Threshold
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 SENSORS = pl.DataFrame({
     "id": ["P1", "P2", "T1", "A1"],
@@ -34,20 +34,6 @@ UNITS = pl.DataFrame({
     "parent_code": [None, "c", "d1", "d1"], "population": [100.0, 60.0, 30.0, 30.0],
     "geometry_wkb": [b"\x01\x02", None, b"\x00", None],
 })
-
-
-@pytest.fixture
-def pg_schema():
-    """A fresh PostgreSQL schema; yields the store URL that selects it."""
-    psycopg = pytest.importorskip("psycopg")
-    schema = "cv_t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])
@@ -423,3 +409,363 @@ def _rounded(x):
     if isinstance(x, (list, tuple)):
         return [_rounded(v) for v in x]
     return x
+
+
+# -- cases: the whole disposal workflow ------------------------------------------------
+def _desk(s):
+    from test_dispose import Clock, build_units
+
+    from cityvitals.dispose import CaseDesk
+
+    build_units(s)
+    clock = Clock(datetime(2026, 5, 6, 1, 0, tzinfo=timezone.utc))   # Wednesday 09:00 Shanghai
+    desk = CaseDesk(s, clock=clock)
+    desk.sync_departments()
+    return desk, clock
+
+
+def test_cases_whole_workflow_through_dispose(store):
+    """One case's whole life (verify, return, extension, rework, escalation, close), duplicates,
+    bulk actions with crews, statistics, photos and the personal-data split, on both backends."""
+    from test_dispose import DISP, INSP, LAT, LON, OPR, SH, SUP, dept
+
+    from cityvitals.dispose import TransitionError, case_stats
+
+    desk, c = _desk(store)
+    res = desk.report(category="SA01", lon=LON + 0.01, lat=LAT + 0.01, text="我是王伟，电话13812345678，垃圾堆了三天",
+                      reporter={"name": "王伟", "phone": "13812345678"}, ref="R1", source="public")
+    cid = res["case_id"]
+    row = store.cases.get(cid)
+    assert (row["unit_code"], row["region_code"], row["state"]) == ("G1", "D1", "reported")
+    assert "13812345678" not in row["description"] and "王伟" not in row["description"]
+    with pytest.raises(TransitionError, match="must be verified on site"):
+        desk.act(cid, "file", SUP)
+    steps = [((9, 10), "request_verify", OPR, {}), ((9, 40), "verify", INSP, {}), ((10, 0), "file", SUP, {}),
+             ((10, 0), "dispatch", DISP, {"department": "greening"}), ((10, 30), "return", dept("greening"), {}),
+             ((11, 0), "dispatch", DISP, {}), ((11, 30), "accept", dept("sanitation"), {}),
+             ((14, 0), "request_extension", dept("sanitation"), {}), ((15, 0), "grant_extension", SUP, {"hours": 2}),
+             ((17, 0), "handle", dept("sanitation"), {}), ((17, 10), "forward", DISP, {}),
+             ((17, 30), "rework", INSP, {}), ((17, 40), "dispatch", DISP, {"department": "sanitation"})]
+    for (hh, mm), action, actor, data in steps:
+        c.set(2026, 5, 6, hh, mm)
+        s = desk.act(cid, action, actor, **data)
+    assert s.due_at == datetime(2026, 5, 7, 13, 40, tzinfo=SH) and (s.returns, s.reworks, s.extensions) == (1, 1, 1)
+    assert desk.escalate_overdue(datetime(2026, 5, 7, 13, 39, tzinfo=SH)) == []
+    assert desk.escalate_overdue(datetime(2026, 5, 7, 14, 0, tzinfo=SH)) == [{"case_id": cid, "level": 1}]
+    for (d, hh, mm), action, actor in (((7, 18, 0), "accept", dept("sanitation")),
+                                       ((8, 10, 0), "handle", dept("sanitation")),
+                                       ((8, 10, 30), "forward", DISP), ((8, 11, 0), "close", INSP)):
+        c.set(2026, 5, d, hh, mm)
+        s = desk.act(cid, action, actor)
+    assert (s.state, s.escalation, s.on_time) == ("closed", 1, False)
+    evs = store.cases.events(cid)
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)) and evs[-1]["action"] == "close"
+    assert desk.replay(cid) == desk.state(cid)
+    assert [n["ref"] for n in store.cases.notices(cid)] == ["R1"]
+    assert store.cases.by_ref("R1")["id"] == cid and store.cases.refs_known(["R1", "nope"]) == {"R1"}
+    assert [r["phone"] for r in store.cases.reporters(cid)] == ["13812345678"]
+    # duplicates in one batch and against the store; bulk dispatch by distance and workload
+    c.set(2026, 5, 6, 9, 0)
+    t0 = desk.clock()
+    first = desk.report(category="SA01", lon=LON, lat=LAT, ref="S", reported_at=t0,
+                        reporter={"name": "张三", "phone": "13900000001"})
+    batch = desk.report_many([
+        {"category": "SA01", "lon": LON + 0.0003, "lat": LAT, "ref": "near", "reported_at": t0 + timedelta(minutes=5),
+         "reporter": {"name": "李四"}},
+        {"category": "SA01", "lon": LON + 0.02, "lat": LAT + 0.01, "ref": "new", "reported_at": t0 + timedelta(minutes=6)},
+        {"category": "MU01", "lon": LON, "lat": LAT, "ref": "other", "reported_at": t0 + timedelta(minutes=7)}])
+    got = {r["ref"]: r for r in batch}
+    assert got["near"]["attached"] and got["near"]["case_id"] == first["case_id"]
+    assert not got["new"]["attached"] and not got["other"]["attached"]
+    assert store.cases.get(first["case_id"])["reports"] == 2
+    assert store.cases.case_ids_for_refs(["near", "S"]) == {"near": first["case_id"], "S": first["case_id"]}
+    desk.add_crew("near", "sanitation", lon=LON, lat=LAT)
+    desk.add_crew("far", "sanitation", lon=LON + 0.05, lat=LAT)
+    desk.add_crew("near", "sanitation", lon=LON, lat=LAT)          # re-adding replaces, never duplicates
+    ids = [r["case_id"] for r in desk.report_many(
+        [{"category": "SA01", "lon": LON, "lat": LAT, "source": "inspector", "actor": "lin", "role": "inspector"}
+         for _ in range(4)], check_duplicates=False)]
+    desk.act_many([{"case_id": k, "action": "file", "actor": SUP} for k in ids])
+    crews = [s.crew for s in desk.act_many([{"case_id": k, "action": "dispatch", "actor": DISP} for k in ids])]
+    assert crews == ["near", "near", "near", "far"]
+    assert {r["id"]: r["workload"] for r in store.cases.crews("sanitation")} == {"far": 1, "near": 3}
+    for action, actor in (("accept", dept("sanitation")), ("handle", dept("sanitation")), ("forward", DISP),
+                          ("close", INSP)):
+        desk.act_many([{"case_id": k, "action": action, "actor": actor} for k in ids])
+    assert all(desk.replay(k) == desk.state(k) for k in ids)
+    assert len(store.cases.list(state="closed")) == 5
+    assert {r["ref"] for r in store.cases.list(state="open")} == {"S", "new", "other"}
+    assert "new" in {r["ref"] for r in store.cases.list(state="open", region="D1")}
+    [every] = case_stats(store, by="all")
+    assert (every["cases"], every["closed"], every["reworked"], every["returns"]) == (8, 5, 1, 1)
+    deps = {r["group"]: r for r in case_stats(store, by="department")}
+    assert deps["greening"]["returns"] == 1
+    # photos: the file in the data directory, the row in the store
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+    photo = desk.attach_photo(cid, png, stage="feedback", by="crew")
+    assert (desk.data_dir / photo["path"]).read_bytes() == png and len(store.cases.attachments(cid)) == 1
+    assert store.status()["cases_total"] == 8 and store.cases.get_watermark("nothing") is None
+
+
+def test_cases_incidents_and_open311_routes_are_served(store):
+    """The API mounts cases, incidents and Open311 on both backends, and they read the same."""
+    from fastapi.testclient import TestClient
+    from test_dispose import LAT, LON
+
+    from cityvitals.api import create_app
+    from cityvitals.api.app import routers_for
+
+    desk, _ = _desk(store)
+    cid = desk.report(category="SA01", lon=LON, lat=LAT, ref="R9", reporter={"name": "王伟", "phone": "13812345678"},
+                      text="垃圾")["case_id"]
+    key = store.users.add("root", "admin")
+    app = create_app(store, clock=desk.clock, poll_interval=None, dashboard=False)
+    with TestClient(app) as client:
+        h = {"Authorization": f"Bearer {key}"}
+        r = client.get("/api/v1/cases", headers=h)
+        assert r.status_code == 200 and [i["id"] for i in r.json()["items"]] == [cid]
+        one = client.get(f"/api/v1/cases/{cid}", headers=h).json()
+        assert one["state"] == "reported" and "13812345678" not in json.dumps(one)
+        r = client.get(f"/api/v1/cases/{cid}/reporters", headers=h, params={"purpose": "call back"})
+        assert r.status_code == 200 and r.json()["reporters"][0]["phone"] == "13812345678"
+        req = client.get("/open311/v2/requests.json").json()
+        assert len(req) == 1 and req[0]["requested_datetime"].endswith("Z") and "13812345678" not in json.dumps(req)
+        assert client.get("/api/v1/incidents?state=all", headers=h).json()["items"] == []
+    from cityvitals.share.audit import entries
+
+    assert [e["dataset"] for e in entries(store)] == ["case_reporters"]
+    assert len(routers_for(app.state.ctx)) >= 10
+
+
+# -- incidents ---------------------------------------------------------------------------
+def test_incidents_diagnose_lifecycle(store):
+    """Diagnose opens, keeps (same ids on a re-run) and closes incidents the same on both backends."""
+    from test_diagnose import ALERTS, REPORTS, T0, network
+
+    from cityvitals.diagnose.run import diagnose_store
+
+    assets, edges, sens = network()
+    store.assets.replace(assets.with_columns(pl.lit(None, pl.Binary).alias("geometry_wkb"), pl.lit("{}").alias("props")),
+                         edges)
+    store.sensors.upsert(sens.with_columns(pl.lit("u").alias("unit")))
+    with store.transaction() as con:
+        for a in ALERTS:
+            store.alerts.insert(con, {k: v for k, v in a.items() if k != "id"})
+    rp = store.home / "reports.ndjson"
+    rp.write_text("\n".join(json.dumps(r) for r in REPORTS) + "\n")
+    now = T0 + timedelta(hours=8)
+    res = diagnose_store(store, reports=rp, clock=lambda: now)
+    assert res["opened"] == 3 and res["incidents"] == 3
+    again = diagnose_store(store, reports=rp, clock=lambda: now)
+    assert again["opened"] == 0 and again["unchanged"] == 3
+    [open_] = store.incidents.list(state="open")
+    assert open_["top_cause"] == "WM1" and isinstance(open_["units"], list)
+    inc = store.incidents.get(open_["id"])
+    assert inc["causes"][0]["evidence"] and inc["history"][0]["event"] == "opened"
+    assert {m["ref"] for m in inc["members"]} >= {"A2", "R1"}
+    members, opened = store.incidents.current_members()
+    assert opened == {open_["id"]} and len(members) == 3
+    assert len(store.incidents.for_eval()) == 3
+    with store.transaction() as con:
+        con.execute("UPDATE alerts SET state = 'resolved', resolved_at = last_at")
+    res = diagnose_store(store, reports=rp, clock=lambda: now)
+    assert res["closed"] == 1 and store.incidents.list(state="open") == []
+    assert [h["event"] for h in store.incidents.get(open_["id"])["history"]][-1] == "closed"
+    assert store.status()["incidents_total"] == 3
+
+
+# -- data sharing --------------------------------------------------------------------------
+def test_share_budget_keys_exports_and_access_chain(store):
+    from cityvitals.errors import InputError
+    from cityvitals.share import audit
+    from cityvitals.share.views import keyring_for
+
+    store.share.set_budget("reports_by_unit", 1.0)
+    store.share.set_budget("reports_by_unit", 1.2)                         # replaced, not added
+    assert store.share.spend("reports_by_unit", 0.6, actor="t", query="count")["remaining"] == 0.6
+    assert store.share.spend("reports_by_unit", 0.6, actor="t", query="count")["remaining"] == 0.0
+    with pytest.raises(InputError, match="exceed its privacy budget"):
+        store.share.spend("reports_by_unit", 0.1, actor="t", query="count")
+    with pytest.raises(InputError, match="no privacy budget"):
+        store.share.spend("nothing", 0.1, actor="t", query="count")
+    assert store.share.budget("reports_by_unit")["releases"] == 2
+    store.share.save_release("reports_by_unit", {"a": 1}, 0.6, now=NOW)
+    store.share.save_release("reports_by_unit", {"a": 2}, 0.6, now=NOW)
+    assert store.share.release("reports_by_unit")["body"] == {"a": 2}
+    # keys: rotating retires the old one; pseudonyms under every key stay derivable
+    ring = keyring_for(store)
+    k1 = ring.rotate(now=NOW)
+    p1 = ring.pseudonym("13900001111")
+    k2 = ring.rotate(now=NOW + timedelta(hours=1))
+    keys = {k["key_id"]: k for k in store.share.keys()}
+    assert {k1, k2} <= set(keys) and [k for k, v in keys.items() if v["retired_at"] is None] == [k2]
+    assert p1 in ring.all_pseudonyms("13900001111") and ring.pseudonym("13900001111") != p1
+    for i in range(2):
+        store.share.register_export(path="/tmp/x.csv", dataset="reports", fmt="csv", audience="research", rows=3 + i,
+                                    sha256="ab", key_id=k2, actor="li", now=NOW)
+    assert [e["rows"] for e in store.share.exports()] == [4]
+    # the access log: chained, anchored outside the table, tampering found
+    for i in range(4):
+        audit.record(store, actor=f"u{i}", action="read", dataset="reports", fields=["reporter_mobile"],
+                     purpose=f"case {i}", records=1, now=NOW + timedelta(minutes=i))
+    assert audit.verify(store)["ok"] and [e["seq"] for e in audit.entries(store)] == [4, 3, 2, 1]
+    with store.transaction() as con:
+        con.execute("UPDATE share_access_log SET purpose = 'curiosity' WHERE seq = 2")
+    assert audit.verify(store)["problem"] == "row 2 was edited (hash mismatch)"
+    with store.transaction() as con:
+        con.execute("UPDATE share_access_log SET purpose = 'case 1' WHERE seq = 2")
+        con.execute("DELETE FROM share_access_log WHERE seq = 4")
+    assert "deleted" in audit.verify(store)["problem"]
+    assert store.status()["share_access_log"] == 3
+
+
+def test_share_erase_a_person_from_cases(store):
+    """Erasure finds a reporter's rows through the cases dataset and leaves no trace in any text column."""
+    from test_dispose import LAT, LON
+
+    from cityvitals.share import audit
+    from cityvitals.share.erase import erase_person
+
+    desk, _ = _desk(store)
+    gone = {"name": "欧阳娜娜", "phone": "13916668888"}
+    kept = {"name": "李雷", "phone": "18621235555"}
+    a = desk.report(category="SA01", lon=LON, lat=LAT, ref="E1", reporter=gone,
+                    text=f"我是{gone['name']}，电话{gone['phone']}，路灯坏了")["case_id"]
+    b = desk.report(category="MU01", lon=LON + 0.02, lat=LAT, ref="E2", reporter=kept,
+                    text=f"我是{kept['name']}，电话{kept['phone']}，井盖丢了")["case_id"]
+    rep = erase_person(store, [gone["phone"]], actor="dpo", purpose="erasure request 7", now=NOW)
+    where = {p["where"] for p in rep["places"]}
+    assert "table case_reporters" in where and rep["records"].get("cases") == 1
+    with store.lock:
+        cols = store.frame("SELECT table_name, column_name FROM information_schema.columns "
+                           "WHERE table_schema = current_schema() AND data_type IN ('VARCHAR', 'text')")
+    texts = []
+    for t, c in cols.iter_rows():
+        if t.startswith("readings_"):
+            continue
+        texts += [v for v in store.frame(f'SELECT "{c}" AS v FROM "{t}" WHERE "{c}" IS NOT NULL')["v"].to_list()]
+    assert not [x for x in texts if gone["phone"] in x or gone["name"] in x]
+    assert any(kept["phone"] in x for x in texts)
+    assert [r["name"] for r in store.cases.reporters(b)] == [kept["name"]] and store.cases.reporters(a) == []
+    assert store.cases.get(a)["state"] == "reported"                    # the problem stays, the person goes
+    assert audit.verify(store)["ok"] and audit.entries(store, limit=1)[0]["action"] == "erase"
+
+
+def test_migrations_with_a_gap_are_applied_and_a_late_lower_number_is_found(pg_schema, tmp_path, monkeypatch):
+    """Numbers reserved for other branches leave gaps; a migration that lands later with a lower
+    number than one already applied still counts as pending, and the store refuses to open until
+    it is applied."""
+    import psycopg
+
+    from cityvitals.store.duck import StoreError
+    from cityvitals.store.pg import migrate
+
+    without = [m for m in migrate.migrations() if m.version != 5]     # 0005 is reserved for another branch
+    monkeypatch.setattr(migrate, "migrations", lambda: without)
+    open_store(tmp_path, url=pg_schema, migrate=True).close()
+    late = migrate.Migration(5, "late", "CREATE TABLE late_table (x INTEGER)")
+    monkeypatch.setattr(migrate, "migrations", lambda: sorted(without + [late], key=lambda m: m.version))
+    with pytest.raises(StoreError, match="migrations 5 not applied"):
+        open_store(tmp_path, url=pg_schema)
+    with psycopg.connect(pg_schema, autocommit=True) as conn:
+        assert migrate.pending(conn) == [5] and migrate.upgrade(conn) == [5] and migrate.pending(conn) == []
+        assert migrate.upgrade(conn) == [] and conn.execute("SELECT count(*) FROM late_table").fetchall() == [(0,)]
+    open_store(tmp_path, url=pg_schema).close()
+
+
+def test_migration_files_gaps_and_duplicate_numbers(tmp_path):
+    from cityvitals.store.pg import migrate
+
+    (tmp_path / "0001_a.sql").write_text("SELECT 1")
+    (tmp_path / "0003_c.sql").write_text("SELECT 3")
+    (tmp_path / "README").write_text("not a migration")
+    assert [(m.version, m.name) for m in migrate.migrations(tmp_path)] == [(1, "a"), (3, "c")]
+    (tmp_path / "0003_twin.sql").write_text("SELECT 3")
+    with pytest.raises(RuntimeError, match="share number 3"):
+        migrate.migrations(tmp_path)
+
+
+# -- the stages that follow the store in a server ---------------------------------------------
+def test_live_stages_raise_alerts_and_indicators_after_each_commit(reg, request):
+    """Readings stored by the ingest wake the watch, which raises the threshold alert with its
+    detectors' state kept in memory; signs follow; closing checkpoints the watch's state."""
+    from cityvitals.live import LiveStages
+    from cityvitals.watch.runner import STATE_NAME
+
+    store = reg
+    if store.backend == "postgresql":
+        from cityvitals.store.pg import PostgresStore
+
+        opened = []
+        url = store.url
+
+        def open_():
+            opened.append(PostgresStore(url))
+            return opened[-1]
+    else:
+        opened = []
+
+        def open_():
+            return store
+    clock = lambda: NOW  # noqa: E731
+    live = LiveStages(open_, thresholds={"pm25": Threshold((300.0, 500.0, 700.0), "higher", 0)}, use_catalog=False,
+                      clock=clock, checkpoint_seconds=3600).start()
+    try:
+        ingest_now = [NOW - timedelta(seconds=10)]   # each batch ingested a little later (the watch's watermark)
+        ing = Ingestor(store, clock=lambda: ingest_now[0])
+        base = NOW - timedelta(minutes=30)
+        recs = [{"sensor_id": "A1", "ts": (base + timedelta(minutes=m)).isoformat(), "value": 40.0} for m in range(20)]
+        assert ing.ingest_records(recs).accepted == 20
+        live.notify()
+        assert live.wait_caught_up(60) and store.alerts.list(state="open", type_="threshold") == []
+        spike = [{"sensor_id": "A1", "ts": (base + timedelta(minutes=m)).isoformat(), "value": 800.0}
+                 for m in range(20, 25)]
+        ingest_now[0] = NOW
+        assert ing.ingest_records(spike).accepted == 5
+        live.notify()
+        assert live.wait_caught_up(60)
+        [alert] = store.alerts.list(state="open", type_="threshold")
+        assert (alert["source"], alert["level"]) == ("A1", "alarm") and live.errors == []
+        assert store.alerts.get_watch_state(STATE_NAME) == (None, None)   # in memory until due or closed
+    finally:
+        live.close()
+    wm, blob = store.alerts.get_watch_state(STATE_NAME)
+    assert wm is not None and blob
+    assert live.watch_runs and live.errors == []
+    for s in opened:
+        s.close()
+
+
+def test_alerts_auto_resolve_reopen_and_flap_in_one_batch(store):
+    """Clear long enough resolves; a new breach soon after reopens the same alert (also when
+    the resolve happened earlier in the same batch); the third reopening marks it flapping;
+    a breach long after raises a new alert."""
+    t = datetime(2026, 3, 2, 8, tzinfo=timezone.utc)
+    mgr = AlertManager(store, AlertPolicy(resolve_after=timedelta(minutes=10), reopen_within=timedelta(minutes=30),
+                                          flap_threshold=3), clock=lambda: t)
+    m = timedelta(minutes=1)
+    obs = [Observation("S1", "threshold", 2, t), Observation("S2", "threshold", 1, t)]
+    for k in range(3):   # clear for 10 minutes, then breach again: resolve and reopen, in one batch each time
+        base = t + (k * 20 + 1) * m
+        obs += [Observation("S1", "threshold", 0, base), Observation("S1", "threshold", 0, base + 10 * m),
+                Observation("S1", "threshold", 2, base + 12 * m)]
+    assert mgr.observe(obs) == {"raised": 2, "repeated": 0, "reopened": 3, "level_changed": 0, "resolved": 3}
+    [s1] = store.alerts.list(source="S1")
+    assert (s1["state"], s1["reopened"], s1["flapping"], s1["occurrences"]) == ("active", 3, True, 4)
+    later = t + 3 * 60 * m
+    assert mgr.observe([Observation("S2", "threshold", 0, later), Observation("S2", "threshold", 0, later + 10 * m)]
+                       )["resolved"] == 1
+    # resolved in an earlier batch, breached within the window: reopened (the last resolved is read)
+    assert mgr.observe([Observation("S2", "threshold", 1, later + 20 * m)])["reopened"] == 1
+    assert mgr.observe([Observation("S2", "threshold", 0, later + 21 * m),
+                        Observation("S2", "threshold", 0, later + 31 * m)])["resolved"] == 1
+    # long after: a new alert
+    assert mgr.observe([Observation("S2", "threshold", 1, later + 300 * m)])["raised"] == 1
+    assert len(store.alerts.list(source="S2")) == 2 and store.alerts.count() == 3
+    # open at the batch's start, with an old resolved alert too: resolved and breached again in
+    # the batch, the one just resolved reopens (not the old one, not a new alert)
+    end = later + 300 * m
+    assert mgr.observe([Observation("S2", "threshold", 0, end + m), Observation("S2", "threshold", 0, end + 11 * m),
+                        Observation("S2", "threshold", 2, end + 12 * m)]) == {
+        "raised": 0, "repeated": 0, "reopened": 1, "level_changed": 0, "resolved": 1}
+    assert [a["state"] for a in store.alerts.list(source="S2")].count("active") == 1 and store.alerts.count() == 3

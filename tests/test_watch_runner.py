@@ -113,3 +113,65 @@ def test_stale_sensor_alert_and_cli(tmp_path):
     (tmp_path / "bad.yaml").write_text("water_pressure: {levels: [a], direction: up}\n")
     out = r.invoke(app, ["watch", "run", "--home", str(tmp_path), "--thresholds", str(tmp_path / "bad.yaml")])
     assert out.exit_code != 0
+
+
+def test_neighbours_kdtree_equals_all_pairs():
+    """The k-d tree's answer is the all-pairs answer (equirectangular, same kind, within max_km)."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    df = pl.DataFrame({"id": [f"S{i}" for i in range(n)], "kind": rng.choice(["a", "b"], n).tolist(),
+                       "lon": 121.2 + rng.random(n) * 0.4, "lat": 31.0 + rng.random(n) * 0.4})
+    got = nearest_neighbours(df, k=5, max_km=3.0)
+    want: dict[str, list[str]] = {}
+    for (kind,), grp in df.group_by(["kind"]):
+        ids = grp["id"].to_list()
+        lon, lat = np.radians(grp["lon"].to_numpy()), np.radians(grp["lat"].to_numpy())
+        dx = (lon[:, None] - lon[None, :]) * np.cos((lat[:, None] + lat[None, :]) / 2)
+        d = 6371.0 * np.hypot(dx, lat[:, None] - lat[None, :])
+        np.fill_diagonal(d, np.inf)
+        for i, row in enumerate(np.argsort(d, axis=1, kind="stable")[:, :5]):
+            keep = [ids[j] for j in row if d[i, j] <= 3.0]
+            if keep:
+                want[ids[i]] = keep
+    assert got == want and len(got) > n * 0.9
+
+
+def test_session_keeps_state_in_memory_and_checkpoints(tmp_path):
+    """A session gives the same alerts as runs that checkpoint every time, writes its
+    checkpoint only when due (or on close), and a restart resumes from that checkpoint."""
+    from cityvitals.watch.runner import STATE_NAME, WatchSession
+
+    th = {"water_pressure": Threshold((0.30, 0.25, 0.20), "lower")}
+    mono = [0.0]
+    stores = {}
+    for name in ("plain", "session"):
+        s = stores[name] = open_store(tmp_path / name)
+        _sensors(s)
+        _insert(s, range(0, 60), _normal)
+    session = WatchSession(checkpoint_seconds=30, clock=lambda: mono[0])
+    now = T0 + timedelta(minutes=60)
+    for name, s in stores.items():
+        watch_readings(s, thresholds=th, clock=lambda: now, session=session if name == "session" else None)
+    assert stores["session"].alerts.get_watch_state(STATE_NAME) == (None, None)   # not due yet
+    for k, (lo, hi) in enumerate(((60, 70), (70, 90))):
+        for s in stores.values():
+            _insert(s, range(lo, hi), lambda i, m, rng: 0.18 + rng.normal(0, 0.002), seed=k)
+        now = T0 + timedelta(minutes=hi)
+        mono[0] += 20
+        for name, s in stores.items():
+            res = watch_readings(s, thresholds=th, clock=lambda: now, session=session if name == "session" else None)
+            assert res["points"] == 5 * (hi - lo)
+    alarms = {n: sorted((a["source"], a["level"]) for a in s.alerts.list(state="open")) for n, s in stores.items()}
+    assert alarms["plain"] == alarms["session"] and len(alarms["plain"]) == 5
+    wm, blob = stores["session"].alerts.get_watch_state(STATE_NAME)
+    assert wm == T0 + timedelta(minutes=89, seconds=5) and blob         # due at 40 s: the third run wrote it
+    _insert(stores["session"], range(90, 95), _normal, seed=9)
+    mono[0] += 10                                                        # 10 s after the checkpoint: not due
+    watch_readings(stores["session"], thresholds=th, clock=lambda: now, session=session)
+    assert stores["session"].alerts.get_watch_state(STATE_NAME)[0] == T0 + timedelta(minutes=89, seconds=5)
+    session.checkpoint(stores["session"])                                # what close() does
+    assert stores["session"].alerts.get_watch_state(STATE_NAME)[0] == T0 + timedelta(minutes=94, seconds=5)
+    # a new process resumes from the checkpoint: nothing new to watch
+    assert watch_readings(stores["session"], thresholds=th, clock=lambda: now, session=WatchSession())["points"] == 0
+    for s in stores.values():
+        s.close()

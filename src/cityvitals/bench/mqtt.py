@@ -240,13 +240,13 @@ class _PrivateBroker:
             (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
         self.proc = None
 
-    def __enter__(self) -> str | None:
+    def __enter__(self) -> tuple[str | None, int | None]:
         import socket
         import subprocess
         import tempfile
 
         if not self.binary:
-            return None
+            return None, None
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -260,13 +260,13 @@ class _PrivateBroker:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return f"mqtt://127.0.0.1:{port}"
+                    return f"mqtt://127.0.0.1:{port}", self.proc.pid
             except OSError:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.05)
         self.__exit__()
-        return None
+        return None, None
 
     def __exit__(self, *exc) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -305,88 +305,76 @@ def _schema(pg: str) -> _Schema:
     return _Schema(pg)
 
 
+def _proc_cpu(pids) -> float:
+    """CPU seconds (user + system) used so far by processes ``pids`` on this machine (0 for
+    any that cannot be read): the PostgreSQL backends serving our connections, the broker."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{int(pid)}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def _self_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _backend_pid(store) -> int:
+    return int(store.pg.execute("SELECT pg_backend_pid()").fetchall()[0][0])
+
+
 class _Stages:
-    """The stages that follow the store in the server process: watch (alerts) and signs
-    (indicators), each in its own thread on its own connection, looping until stopped."""
+    """The stages that follow the store in the server process (``cityvitals.live.LiveStages``,
+    what ``serve --mqtt --follow`` runs), plus the time each planted alert was first seen."""
 
     def __init__(self, url: str, thresholds: dict):
+        from cityvitals.live import LiveStages
         from cityvitals.store.pg import PostgresStore
 
-        self.watch_store = PostgresStore(url)
-        self.signs_store = PostgresStore(url)
-        self.thresholds = thresholds
-        self.stop = threading.Event()
-        self.idle = threading.Event()  # the watch's last run found nothing new
         self.alert_seen: dict[str, float] = {}  # sensor -> when its threshold alert was committed
-        self.watch_runs: list[float] = []
-        self.signs_runs: list[float] = []
-        self.signs_values = 0
-        self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._watch, daemon=True, name="bench-watch"),
-                         threading.Thread(target=self._signs, daemon=True, name="bench-signs")]
+        self.live = LiveStages(lambda: PostgresStore(url), thresholds=thresholds, use_catalog=False,
+                               on_watch=self._seen)
+        self.pids = [_backend_pid(self.live.watch_store), _backend_pid(self.live.signs_store)]
+
+    def _seen(self, res: dict, store, done: float) -> None:
+        if not res["alerts"]:
+            return
+        rows = store.frame("SELECT DISTINCT source FROM alerts WHERE type = 'threshold'")
+        for src in rows["source"].to_list() if rows.height else []:
+            self.alert_seen.setdefault(src, done)
 
     def start(self) -> "_Stages":
-        for t in self._threads:
-            t.start()
+        self.live.start()
         return self
 
-    def _watch(self) -> None:
-        from cityvitals.watch.runner import watch_readings
-
-        s = self.watch_store
-        try:
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                res = watch_readings(s, thresholds=self.thresholds, use_catalog=False)
-                done = time.monotonic()
-                if res["points"]:
-                    self.idle.clear()
-                    self.watch_runs.append(done - t0)
-                    rows = s.frame("SELECT DISTINCT source FROM alerts WHERE type = 'threshold'")
-                    for src in rows["source"].to_list() if rows.height else []:
-                        self.alert_seen.setdefault(src, done)
-                else:
-                    self.idle.set()
-                    self.stop.wait(0.02)
-        except Exception as exc:  # reported in the result, the bench goes on
-            self.errors.append(f"watch: {exc!r}")
-
-    def _signs(self) -> None:
-        from cityvitals.signs import compute_signs
-
-        s = self.signs_store
-        try:
-            while not self.stop.is_set():
-                t0 = time.monotonic()
-                rep = compute_signs(s)
-                if rep.readings:
-                    self.signs_runs.append(time.monotonic() - t0)
-                    self.signs_values += rep.values
-                self.stop.wait(0.5)
-        except Exception as exc:
-            self.errors.append(f"signs: {exc!r}")
+    def notify(self, *_) -> None:
+        self.live.notify()
 
     def wait_caught_up(self, limit_s: float) -> bool:
-        """Wait (bounded) until the watch has read everything stored so far."""
-        self.idle.clear()
-        return self.idle.wait(limit_s)
+        return self.live.wait_caught_up(limit_s)
 
     def close(self) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(60)
+        self.live.close()
 
     def alert_types(self) -> dict:
-        rows = self.watch_store.frame("SELECT type, count(*) AS n FROM alerts GROUP BY type ORDER BY type")
+        rows = self.live.watch_store.frame("SELECT type, count(*) AS n FROM alerts GROUP BY type ORDER BY type")
         return dict(zip(rows["type"].to_list(), rows["n"].to_list())) if rows.height else {}
 
     def close_stores(self) -> None:
-        self.watch_store.close()
-        self.signs_store.close()
+        self.live.watch_store.close()
+        self.live.signs_store.close()
 
 
 def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int, str], rate_msgs: float,
-              per_message: int, stages: _Stages, limit_s: float, tag: str) -> dict:
+              per_message: int, stages: _Stages, limit_s: float, tag: str, broker_pids: list[int]) -> dict:
     """Publish ``msgs`` to a running MqttSource on ``url``; per message, when it was stored."""
     from cityvitals.ingest.mqtt import MqttConfig, MqttSource, drop_session, ensure_session
     from cityvitals.store.pg import PostgresStore
@@ -411,8 +399,10 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
                      session_expiry=300)  # a bench killed midway leaves no lasting session behind
     ensure_session(cfg)
     store = PostgresStore(url)
-    source = MqttSource(store, cfg, on_stored=on_stored)
+    source = MqttSource(store, cfg, on_stored=on_stored, on_batch=stages.notify)
     host, port = cfg.host_port
+    pids = [_backend_pid(store), *stages.pids]
+    cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids))
     try:
         source.start()
         start, join = _publish(host, port, msgs, rate_msgs, limit_s)
@@ -424,6 +414,7 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not set(planted.values()) <= set(stages.alert_seen):
                 time.sleep(0.02)
+        cpu = (_self_cpu() - cpu0[0], _proc_cpu(pids) - cpu0[1], _proc_cpu(broker_pids) - cpu0[2])
     finally:
         source.stop()
         store.close()
@@ -443,6 +434,10 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         "alerts_planted": len(planted), "alerts_seen": len(alert_lat),
         "alert_p50_s": _pct(alert_lat, 50), "alert_p99_s": _pct(alert_lat, 99),
         "batch_p50_s": stats["batch_seconds_p50"], "batch_p99_s": stats["batch_seconds_p99"],
+        # CPU seconds spent from start to the last alert: this process (ingest, watch, signs;
+        # not the publisher), the PostgreSQL backends of its connections, the broker
+        "cpu_s": {"server_process": round(cpu[0], 2), "postgresql": round(cpu[1], 2), "broker": round(cpu[2], 2)},
+        "cpu_ms_per_1000_readings": round(1000 * (cpu[0] + cpu[1]) / max(1, int(ok.sum()) * per_message) * 1000, 1),
     }
 
 
@@ -452,16 +447,18 @@ def run(*, rate: int = 20_000, seconds: float = 10.0, sensors: int = 20_000, per
     """The whole bench. ``broker`` None: a private Mosquitto on a free loopback port (queues
     without limit, see ``_PrivateBroker``), else that URL (loopback only)."""
     if broker is None:
-        with _PrivateBroker() as url:
+        with _PrivateBroker() as (url, pid):
             if url is None:
                 return _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg,
-                            "mqtt://127.0.0.1:1883", seed, limit_s, "system (no mosquitto binary found)")
+                            "mqtt://127.0.0.1:1883", seed, limit_s, "system (no mosquitto binary found)", [])
             return _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, url, seed, limit_s,
-                        "private mosquitto, max_queued_messages 0")
-    return _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, broker, seed, limit_s, "given")
+                        "private mosquitto, max_queued_messages 0", [pid])
+    return _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, broker, seed, limit_s, "given",
+                [])
 
 
-def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, broker, seed, limit_s, broker_kind) -> dict:
+def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, broker, seed, limit_s, broker_kind,
+         broker_pids) -> dict:
     from cityvitals.bench._machine import machine
     from cityvitals.ingest.mqtt import MqttConfig
     from cityvitals.store.pg import PostgresStore
@@ -495,7 +492,7 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
         stages = _Stages(url, thresholds).start()
         try:
             out["saturation"] = _pipeline(url, broker, f"cvbench/{run_id}/live/sat", sat_msgs, {}, 0, per_message,
-                                          stages, limit_s, "sat")
+                                          stages, limit_s, "sat", broker_pids)
             # the stages catch up first (the watch's first run configures every series)
             out["saturation"]["stages_caught_up"] = stages.wait_caught_up(limit_s)
             base = max(datetime.now(timezone.utc) + timedelta(seconds=2), sat_end + timedelta(seconds=period))
@@ -503,14 +500,16 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
                                           sensors=sensors, per_message=per_message, seed=seed + 1, spikes=spikes,
                                           period=period, base=base)
             out["fixed_load"] = _pipeline(url, broker, f"cvbench/{run_id}/live/load", load_msgs, planted,
-                                          rate / per_message, per_message, stages, limit_s, "load")
+                                          rate / per_message, per_message, stages, limit_s, "load", broker_pids)
         finally:
             stages.close()
+        live = stages.live
         out["stages"] = {
-            "watch_runs": len(stages.watch_runs), "watch_run_p50_s": _pct(stages.watch_runs, 50),
-            "watch_run_p99_s": _pct(stages.watch_runs, 99), "signs_runs": len(stages.signs_runs),
-            "signs_run_p50_s": _pct(stages.signs_runs, 50), "signs_values": stages.signs_values,
-            "alerts_by_type": stages.alert_types(), "errors": stages.errors,
+            "watch_runs": len(live.watch_runs), "watch_run_p50_s": _pct(live.watch_runs, 50),
+            "watch_run_p99_s": _pct(live.watch_runs, 99), "signs_runs": len(live.signs_runs),
+            "signs_run_p50_s": _pct(live.signs_runs, 50), "signs_values": live.signs_values,
+            "watch_cpu_s": round(live.watch_cpu, 2), "signs_cpu_s": round(live.signs_cpu, 2),
+            "alerts_by_type": stages.alert_types(), "errors": live.errors,
         }
         stages.close_stores()
     ceiling = out["broker_ceiling"]["readings_per_s"]
@@ -561,7 +560,12 @@ def bench_mqtt(
         f"{fl['readings_stored']:,} stored:\n"
         f"    publish→stored p50 {fl['stored_p50_s']} s, p99 {fl['stored_p99_s']} s\n"
         f"    publish→alert  p50 {fl['alert_p50_s']} s, p99 {fl['alert_p99_s']} s ({fl['alerts_seen']}/{fl['alerts_planted']} alerts)\n"
-        f"  watch runs {st['watch_runs']} (p50 {st['watch_run_p50_s']} s), signs runs {st['signs_runs']} "
+        f"  CPU, saturation: server process {sat['cpu_s']['server_process']} s, PostgreSQL {sat['cpu_s']['postgresql']} s, "
+        f"broker {sat['cpu_s']['broker']} s ({sat['cpu_ms_per_1000_readings']} ms per 1,000 readings, server + PostgreSQL)\n"
+        f"  CPU, fixed load: server process {fl['cpu_s']['server_process']} s, PostgreSQL {fl['cpu_s']['postgresql']} s, "
+        f"broker {fl['cpu_s']['broker']} s ({fl['cpu_ms_per_1000_readings']} ms per 1,000 readings)\n"
+        f"  watch runs {st['watch_runs']} (p50 {st['watch_run_p50_s']} s, {st['watch_cpu_s']} CPU s), "
+        f"signs runs {st['signs_runs']} ({st['signs_cpu_s']} CPU s) "
         f"(p50 {st['signs_run_p50_s']} s, {st['signs_values']:,} values)"
         + f"\n  alerts by type: {st['alerts_by_type']}; every message stored: {res['goals']['nothing_lost']}"
         + (f"\n  stage errors: {st['errors']}" if st["errors"] else "")

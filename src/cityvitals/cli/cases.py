@@ -73,7 +73,7 @@ def import_reports_cmd(
     from cityvitals.dispose import import_reports
 
     with open_store_cli(home, store_url) as store:
-        p = path or Path(store.path).parent / "sim" / "reports.ndjson"
+        p = path or Path(store.home) / "sim" / "reports.ndjson"
         res = import_reports(_desk(store), p)
     if json:
         emit_json(res)

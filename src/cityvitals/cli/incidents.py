@@ -141,7 +141,7 @@ def eval_(
             res = sim_eval(range(1, seeds + 1), progress=bar.advance)
     else:
         with open_store_cli(home, store_url) as store:
-            path = Path(truth) if truth else Path(store.path).parent / "sim" / "truth.json"
+            path = Path(truth) if truth else Path(store.home) / "sim" / "truth.json"
             if not path.exists():
                 raise InputError(f"--truth {path}: no such file")
             try:

@@ -10,6 +10,8 @@ acknowledged after the batch holding it is committed. The broker keeps at most
 ``--mqtt-max-pending`` messages in flight to us; what is beyond waits at the broker, so
 size its queue for the backlog to ride out (Mosquitto: ``max_queued_messages``, 1000 per
 client by default, beyond which it drops QoS 1 messages for a slow subscriber).
+``--follow`` runs the watch (alerts) and signs (indicators) in the same process, woken by
+each stored batch (``cityvitals.live.LiveStages``): publish to alert in one process.
 Status with the lag: ``GET /api/v1/ingest/status``; probes ``/livez``, ``/readyz``;
 Prometheus text at ``/metrics`` (see ``cityvitals.api.routers.ingest_status``).
 """
@@ -41,6 +43,9 @@ def serve(
                                                   "memory; the broker holds the rest.")] = 2000,
     mqtt_stats: Annotated[Optional[str], typer.Option("--mqtt-stats", help="Write ingest counters and lag as JSON "
                                                       "to this file after every batch.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="Run the watch (alerts) and signs (indicators) in this "
+                                         "process on new readings as soon as each batch is stored, the watch's "
+                                         "state kept in memory (checkpointed every 10 s and on exit).")] = False,
     no_http: Annotated[bool, typer.Option("--no-http", help="Ingest from --mqtt only; serve no API.")] = False,
     home: Home = None,
     store_url: Store = None,
@@ -51,8 +56,14 @@ def serve(
     if no_http and not mqtt:
         raise InputError("--no-http needs --mqtt (there would be nothing to serve)")
     store = open_store_cli(home, store_url)
-    source = None
+    source = stages = None
     try:
+        if follow:
+            from cityvitals.live import LiveStages
+
+            # PostgreSQL: each stage on its own connection; DuckDB: one process, one connection
+            stages = LiveStages(lambda: open_store_cli(home, store_url) if store.backend == "postgresql" else store)
+            stages.start()
         if mqtt:
             from cityvitals.ingest.mqtt import MqttConfig, MqttSource
 
@@ -60,7 +71,8 @@ def serve(
                              max_pending=max(mqtt_max_pending, mqtt_batch))
             cfg.host_port  # noqa: B018  (validates the URL)
             try:
-                source = MqttSource(store, cfg, stats_path=mqtt_stats).start()
+                source = MqttSource(store, cfg, stats_path=mqtt_stats,
+                                    on_batch=stages.notify if stages is not None else None).start()
             except OSError as exc:
                 raise InputError(f"--mqtt {mqtt}: cannot connect to the broker: {exc}") from exc
             err_console.print(f"mqtt: {mqtt} topics {cfg.subscription} (client {mqtt_client_id})")
@@ -68,7 +80,7 @@ def serve(
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            while not stop.is_set() and source._worker.is_alive():  # type: ignore[union-attr]
+            while not stop.is_set() and source.alive():  # type: ignore[union-attr]
                 stop.wait(0.5)
             if source.error:  # type: ignore[union-attr]
                 raise source.error  # type: ignore[union-attr]
@@ -87,4 +99,8 @@ def serve(
     finally:
         if source is not None:
             source.stop()
+        if stages is not None:
+            stages.close()
+            for s in {id(x): x for x in (stages.watch_store, stages.signs_store) if x is not store}.values():
+                s.close()
         store.close()

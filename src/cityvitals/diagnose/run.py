@@ -51,7 +51,7 @@ def load_inputs(store, *, reports: str | Path | None = None, since: datetime | N
     if since is not None:
         alerts = [a for a in alerts if a["state"] != "resolved" or (a["resolved_at"] or a["last_at"]) >= since]
     if reports is None:
-        default = Path(store.path).parent / "sim" / "reports.ndjson"
+        default = Path(store.home) / "sim" / "reports.ndjson"
         reports = default if default.exists() else None
     recs = read_reports(reports)
     if since is not None:

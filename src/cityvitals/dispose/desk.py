@@ -138,7 +138,7 @@ class CaseDesk:
         self.clock = clock
         self.codes = codes or CodeTable.load()
         self.ownership = ownership or Ownership.load(codes=self.codes)
-        self.data_dir = Path(data_dir) if data_dir else Path(store.path).parent
+        self.data_dir = Path(data_dir) if data_dir else Path(store.home)
         self._units: dict[str, tuple[str | None, str]] | None = None
         self._regions: dict[str | None, str | None] = {}
         self._locator = None

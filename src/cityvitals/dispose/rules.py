@@ -63,7 +63,8 @@ class Source:
 
 
 def _cols(store, table: str) -> set[str]:
-    rows = store.cases._rows("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table])
+    rows = store.cases._rows("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                             "AND table_schema = current_schema()", [table])
     return {r["column_name"] for r in rows}
 
 

@@ -78,7 +78,7 @@ def run_step(store, clock: Callable[[], datetime], *, reports: str | Path | None
     if not store.cases.departments():
         desk.sync_departments()
     out: dict = {"auto_open": auto_open(desk, rules=rules)}
-    path = Path(reports) if reports else Path(store.path).parent / "sim" / "reports.ndjson"
+    path = Path(reports) if reports else Path(store.home) / "sim" / "reports.ndjson"
     if path.exists():
         out["reports"] = import_due_reports(desk, path, until=clock())
     if escalate:

@@ -22,14 +22,21 @@ a batch could never hold more than 20 messages. The session is persistent (clean
 off, session expiry ``session_expiry`` seconds, by default never).
 
 Back-pressure: at most ``max_pending`` messages are unacknowledged at once, whether they
-wait in memory or sit in the batch being stored, so memory is bounded by ``max_pending``
-payloads. When the store falls behind, the broker's in-flight window stays full and it
+wait in memory or sit in a batch being decoded or stored, so memory is bounded by
+``max_pending`` payloads (plus three batches, should a broker ignore the receive maximum). When the store falls behind, the broker's in-flight window stays full and it
 stops sending (it queues for us; note Mosquitto's ``max_queued_messages``, 1000 by
 default, beyond which it drops QoS 1 messages for a slow client: a deployment sets it to
 0 or to the backlog it must ride out). Should a broker ignore the receive maximum, the
 network thread blocks on the full queue and stops reading the socket: nothing buffers
 without limit. ``stats()`` reports the lag (messages waiting, age of the oldest) and the
 batch latency (last, p50 and p99 of recent batches).
+
+Two threads share the work: one gathers a batch (``batch_messages`` or ``batch_seconds``,
+whichever comes first) and decodes it, the other validates, stores and acknowledges. At
+most one decoded batch waits between them, so the next batch is decoded while the store
+commits the last (decoding is pure Python; the store's work is mostly in DuckDB and
+PostgreSQL, which release the interpreter). Acknowledgements still follow commits, in
+order, so the guarantees above do not change.
 """
 
 from __future__ import annotations
@@ -171,9 +178,11 @@ class MqttSource:
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=self.config.max_pending)
         self._stop = threading.Event()
         self._generation = 0
-        self._worker: threading.Thread | None = None
+        self._worker: threading.Thread | None = None  # gathers and decodes batches
+        self._committer: threading.Thread | None = None  # stores them and acknowledges
+        self._decoded: queue.Queue[tuple] = queue.Queue(maxsize=1)
         self._client = None
-        self._oldest_in_batch: float | None = None
+        self._inflight: deque[float] = deque()  # arrival of the first message of each batch past the queue
         self.stats_ = MqttStats()
         self.error: BaseException | None = None
 
@@ -221,30 +230,34 @@ class MqttSource:
                        properties=connect_properties(self.config))
         self._client = client
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        self._committer = threading.Thread(target=self._commit, name="mqtt-store", daemon=True)
         self._worker.start()
+        self._committer.start()
         client.loop_start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._worker:
-            self._worker.join(timeout)
+        for t in (self._worker, self._committer):
+            if t:
+                t.join(timeout)
         if self._client:
             self._client.disconnect()
             self._client.loop_stop()
 
     def alive(self) -> bool:
-        """The ingest worker runs (readiness)."""
-        return bool(self._worker and self._worker.is_alive()) and self.error is None
+        """Both ingest threads run (readiness)."""
+        threads = (self._worker, self._committer)
+        return all(t is not None and t.is_alive() for t in threads) and self.error is None
 
     def wait(self) -> None:
-        """Block until stopped (or the worker died: the error is re-raised)."""
-        while not self._stop.is_set() and self._worker and self._worker.is_alive():
-            self._worker.join(0.5)
+        """Block until stopped (or a worker died: the error is re-raised)."""
+        while not self._stop.is_set() and self.alive():
+            self._stop.wait(0.5)
         if self.error:
             raise self.error
 
-    # -- the worker: batch, store, acknowledge --------------------------------------------------
+    # -- the workers: batch and decode | store and acknowledge ------------------------------
     def _work(self) -> None:
         cfg = self.config
         try:
@@ -254,7 +267,6 @@ class MqttSource:
                 except queue.Empty:
                     continue
                 msgs = [first]
-                self._oldest_in_batch = first.received
                 deadline = time.monotonic() + cfg.batch_seconds
                 while len(msgs) < cfg.batch_messages:
                     left = deadline - time.monotonic()
@@ -264,15 +276,40 @@ class MqttSource:
                         msgs.append(self._queue.get(timeout=left))
                     except queue.Empty:
                         break
-                self._store(msgs)
-                self._oldest_in_batch = None
+                started = time.perf_counter()
+                item = (msgs, *decode_messages(msgs, self.config), started)
+                self._inflight.append(first.received)
+                while not self._stop.is_set():  # one decoded batch waits at most
+                    try:
+                        self._decoded.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
         except BaseException as exc:  # the server notices and exits non-zero; nothing was acked
             self.error = exc
             self._stop.set()
 
-    def _store(self, msgs: list[_Msg]) -> None:
-        started = time.perf_counter()
-        batch, origins = decode_messages(msgs, self.config)
+    def _commit(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    msgs, batch, origins, started = self._decoded.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                self._store(msgs, batch, origins, started)
+                if self._inflight:
+                    self._inflight.popleft()
+        except BaseException as exc:
+            self.error = exc
+            self._stop.set()
+
+    def _store(self, msgs: list[_Msg], batch: LineBatch | None = None, origins: dict | None = None,
+               started: float | None = None) -> None:
+        """Validate and store one batch, then acknowledge its messages (decoded here unless given)."""
+        if started is None:
+            started = time.perf_counter()
+        if batch is None:
+            batch, origins = decode_messages(msgs, self.config)
         report = self.ingestor.ingest_lines(batch, source="mqtt", location_kind="message", origins=origins)
         # durable now: acknowledge, in arrival order, only what came on this connection
         gen = self._generation
@@ -297,7 +334,10 @@ class MqttSource:
 
     def stats(self) -> dict:
         """Counters and lag: messages waiting in memory and the age of the oldest one."""
-        oldest = self._oldest_in_batch
+        try:
+            oldest = self._inflight[0]
+        except IndexError:
+            oldest = None
         try:
             head = self._queue.queue[0].received if self._queue.qsize() else None
         except IndexError:

@@ -30,7 +30,7 @@ HEAD_FILE = "audit.head"
 
 
 def _head_path(store) -> Path:
-    d = Path(store.path).parent / "share"
+    d = Path(store.home) / "share"
     d.mkdir(parents=True, exist_ok=True)
     return d / HEAD_FILE
 

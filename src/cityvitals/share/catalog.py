@@ -107,7 +107,8 @@ class Dataset:
 # ---- sources ------------------------------------------------------------------------------
 def _has_table(store, name: str) -> bool:
     with store.lock:
-        return bool(store.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+        return bool(store.con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
+                                      "AND table_schema = current_schema()",
                                       [name]).fetchall()[0][0])
 
 
@@ -131,7 +132,7 @@ REPORT_SCHEMA = {
 
 
 def reports_file(store) -> Path:
-    return Path(store.path).parent / "sim" / "reports.ndjson"
+    return Path(store.home) / "sim" / "reports.ndjson"
 
 
 def read_reports(path: Path) -> pl.DataFrame:

@@ -101,11 +101,35 @@ def resolve(store, identifiers: list[str]) -> tuple[Identity, dict[str, int]]:
 
 
 def _text_columns(store) -> list[tuple[str, str]]:
+    if store.backend == "postgresql":
+        # the store's own schema; a partitioned table once (its partitions are reached through it)
+        sql = """SELECT c.table_name, c.column_name FROM information_schema.columns c
+                 JOIN pg_class k ON k.relname = c.table_name AND k.relnamespace = current_schema()::regnamespace
+                 WHERE c.table_schema = current_schema() AND c.data_type IN ('text', 'character varying')
+                   AND k.relkind IN ('r', 'p') AND NOT k.relispartition
+                 ORDER BY c.table_name, c.column_name"""
+    else:
+        sql = ("SELECT table_name, column_name FROM information_schema.columns "
+               "WHERE data_type = 'VARCHAR' AND table_schema = 'main' ORDER BY table_name, column_name")
     with store.lock:
-        rows = store.con.execute(
-            "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE data_type = 'VARCHAR' AND table_schema = 'main' ORDER BY table_name, column_name").fetchall()
+        rows = store.con.execute(sql).fetchall()
     return [(t, c) for t, c in rows if t not in _SKIP_TABLES]
+
+
+def _reclaim(store, tables: set[str]) -> None:
+    """Make the erased values unreachable in the store's files, not just invisible to queries.
+
+    DuckDB: a CHECKPOINT writes the changes into the file (``compact_store_file`` then
+    rewrites it). PostgreSQL keeps old row versions in the table's pages until they are
+    reclaimed; VACUUM FULL rewrites each touched table into new files. (The WAL archive
+    and backups still hold the old values until they rotate out: that is the operator's
+    retention policy, see docs/architecture.md.)"""
+    with store.lock:
+        if store.backend == "postgresql":
+            for t in sorted(tables):
+                store.con.execute(f'VACUUM FULL "{t}"')
+        else:
+            store.con.execute("CHECKPOINT")
 
 
 def _is_person_col(col: str) -> bool:
@@ -214,8 +238,7 @@ def erase_store(store, ident: Identity) -> list[dict]:
                         con.execute(f'UPDATE "{table}" SET "{c}" = replace("{c}", ?, ?) WHERE contains("{c}", ?)',
                                     [s, ERASED, s])
                         out.append({"where": f"table {table}.{c}", "rows": int(n), "action": "overwrote identifier"})
-    with store.lock:
-        store.con.execute("CHECKPOINT")
+    _reclaim(store, {p["where"].removeprefix("table ").split(".")[0] for p in out})
     return out
 
 

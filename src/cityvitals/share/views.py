@@ -42,7 +42,7 @@ class View:
 
 
 def home_of(store) -> Path:
-    return Path(store.path).parent
+    return Path(store.home)
 
 
 def keyring_for(store) -> KeyRing:

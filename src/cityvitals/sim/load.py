@@ -82,7 +82,7 @@ def load_folder(store, folder: str | Path, *, progress: Callable[[str, int, int]
             progress("readings", i + 1, len(files))
     totals["quarantined"] = dict(sorted(totals["quarantined"].items()))
     out["readings"] = totals
-    home = Path(store.path).parent / "sim"
+    home = Path(store.home) / "sim"
     home.mkdir(parents=True, exist_ok=True)
     kept = []
     for name in ("reports.ndjson", "truth.json", "city.json"):

@@ -60,7 +60,7 @@ def open_store(home: str | os.PathLike[str] | None = None, *, url: str | None = 
     if chosen.startswith(("postgresql://", "postgres://")):
         from cityvitals.store.pg import PostgresStore
 
-        return PostgresStore(chosen, migrate_schema=migrate, read_only=read_only)
+        return PostgresStore(chosen, migrate_schema=migrate, read_only=read_only, home=home)
     if chosen.startswith("duckdb:"):
         return DuckDBStore(Path(chosen.removeprefix("duckdb:").removeprefix("//")), read_only=read_only)
     raise InputError(f"store {chosen!r}: use postgresql://user@host:port/db, duckdb (the default) or duckdb:PATH")

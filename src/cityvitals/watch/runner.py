@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
@@ -111,26 +112,86 @@ _DETS = {
 }
 
 
+class WatchSession:
+    """The watch's state kept in memory between runs by a long-running process (``serve``).
+
+    A run on its own loads the detectors' checkpoint from the store and writes it back
+    (about 14 MB for 20,000 sensors: most of a run's cost when runs follow every ingest
+    batch). A session keeps the state and the watermark in memory and checkpoints them
+    every ``checkpoint_seconds`` and at ``close()``. A crash then loses at most that much
+    of the watch's progress, not data: the next run restarts from the last checkpoint and
+    watches those readings again (the same computation from the same state; alerts already
+    open are observed again, not doubled). The process holding a session must be the only
+    one watching this store while it runs.
+    """
+
+    def __init__(self, checkpoint_seconds: float = 10.0, clock: Callable[[], float] | None = None):
+        self.checkpoint_seconds = checkpoint_seconds
+        self._mono = clock or time.monotonic
+        self.state: WatchState | None = None
+        self.watermark: datetime | None = None
+        self._dirty = False
+        self._saved_at = self._mono()
+
+    def load(self, store) -> tuple[datetime | None, WatchState]:
+        if self.state is None:
+            watermark, blob = store.alerts.get_watch_state(STATE_NAME)
+            self.state = WatchState.from_bytes(blob) if blob else WatchState()
+            self.watermark = watermark
+        return self.watermark, self.state
+
+    def advance(self, store, watermark, now: datetime) -> None:
+        self.watermark = watermark
+        self._dirty = True
+        if self._mono() - self._saved_at >= self.checkpoint_seconds:
+            self.checkpoint(store, now)
+
+    def checkpoint(self, store, now: datetime | None = None) -> None:
+        """Write the state and watermark to the store (one transaction) if they changed."""
+        if not self._dirty or self.state is None:
+            return
+        with store.transaction() as con:
+            store.alerts.put_watch_state(con, STATE_NAME, self.watermark, self.state.to_bytes(), now or utcnow())
+        self._dirty = False
+        self._saved_at = self._mono()
+
+
 def nearest_neighbours(sensors: pl.DataFrame, k: int = 5, max_km: float = 3.0) -> dict[str, list[str]]:
-    """Up to ``k`` nearest sensors of the same kind within ``max_km`` (equirectangular distance)."""
+    """Up to ``k`` nearest sensors of the same kind within ``max_km`` (equirectangular distance).
+
+    A k-d tree on a local projection (longitudes scaled by the cosine of the group's mean
+    latitude) proposes candidates, and the equirectangular distance of each pair (the
+    cosine of the pair's own mid-latitude) ranks them: the same answer as comparing every
+    pair, in O(n log n) rather than O(n²) (20,000 sensors: a fraction of a second instead
+    of seconds on the watch's first run). Over a city the projection is off by well under
+    1% (0.3% across a 30 km box at 31°N), so the exact k nearest are among three times ``k``
+    candidates (checked against the all-pairs answer on 20,000 random sensors in the tests).
+    """
+    from scipy.spatial import cKDTree
+
     out: dict[str, list[str]] = {}
     for (kind,), grp in sensors.drop_nulls(["lon", "lat"]).group_by(["kind"]):
         ids = grp["id"].to_list()
-        if len(ids) < 2:
+        n = len(ids)
+        if n < 2:
             continue
-        lon = np.radians(grp["lon"].to_numpy())
-        lat = np.radians(grp["lat"].to_numpy())
-        for lo in range(0, len(ids), 512):  # chunks keep the distance matrix small
-            sl = slice(lo, lo + 512)
-            dx = (lon[sl, None] - lon[None, :]) * np.cos((lat[sl, None] + lat[None, :]) / 2)
-            d = 6371.0 * np.hypot(dx, lat[sl, None] - lat[None, :])
-            d[np.arange(d.shape[0]), np.arange(lo, lo + d.shape[0])] = np.inf
-            kk = min(k, len(ids) - 1)
-            near = np.argpartition(d, kk - 1, axis=1)[:, :kk]
-            for i, row in enumerate(near):
-                keep = [ids[j] for j in row[np.argsort(d[i, row])] if d[i, j] <= max_km]
-                if keep:
-                    out[ids[lo + i]] = keep
+        lon = np.radians(grp["lon"].to_numpy().astype(np.float64))
+        lat = np.radians(grp["lat"].to_numpy().astype(np.float64))
+        kk = min(k, n - 1)
+        cands = min(n, 3 * kk + 1)  # the point itself comes back first
+        tree = cKDTree(np.column_stack([lon * np.cos(lat.mean()), lat]))
+        _, near = tree.query(np.column_stack([lon * np.cos(lat.mean()), lat]), k=cands)
+        near = near.reshape(n, -1)
+        dx = (lon[:, None] - lon[near]) * np.cos((lat[:, None] + lat[near]) / 2)
+        d = 6371.0 * np.hypot(dx, lat[:, None] - lat[near])
+        d[near == np.arange(n)[:, None]] = np.inf
+        order = np.argsort(d, axis=1, kind="stable")[:, :kk]
+        for i in range(n):
+            row = near[i, order[i]]
+            dist = d[i, order[i]]
+            keep = [ids[j] for j, dj in zip(row, dist) if dj <= max_km]
+            if keep:
+                out[ids[i]] = keep
     return out
 
 
@@ -186,9 +247,12 @@ def watch_readings(
     store, *, thresholds: Mapping[str, Threshold] | None = None, neighbours: Mapping[str, Sequence[str]] | None = None,
     policy: AlertPolicy | None = None, clock: Callable[[], datetime] = utcnow, window_seconds: int = 300,
     step_seconds: int = 60, warmup: int = 0, use_catalog: bool = True, anomaly_alerts: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, session: WatchSession | None = None,
 ) -> dict:
     """Watch readings ingested since the last run; returns counts of points, series and alert changes.
+
+    ``session``: keep the detectors' state in memory between runs (see ``WatchSession``)
+    instead of loading and checkpointing it on every run.
 
     ``thresholds`` override the catalogue's levels per kind and the asset-derived levels of
     that kind (``use_catalog=False``: only them, no catalogue and no asset levels); readings
@@ -203,8 +267,11 @@ def watch_readings(
 
         thresholds = {**catalog_thresholds(), **(thresholds or {})}
     thresholds = thresholds or {}
-    watermark, blob = store.alerts.get_watch_state(STATE_NAME)
-    st = WatchState.from_bytes(blob) if blob else WatchState()
+    if session is not None:
+        watermark, st = session.load(store)
+    else:
+        watermark, blob = store.alerts.get_watch_state(STATE_NAME)
+        st = WatchState.from_bytes(blob) if blob else WatchState()
     df = pl.from_arrow(store.readings.since(watermark))  # backend-neutral
     result = {"points": df.height, "series": 0, "alerts": {}}
     if df.height == 0:
@@ -287,6 +354,9 @@ def watch_readings(
     result["alerts"] = totals
     result["escalated"] = escalated
     result["series"] = int(np.count_nonzero(np.bincount(s_all)))
+    if session is not None:
+        session.advance(store, df["ingested_at"].max(), now)
+        return result
     with store.transaction() as con:
         store.alerts.put_watch_state(con, STATE_NAME, df["ingested_at"].max(), st.to_bytes(), now)
     return result

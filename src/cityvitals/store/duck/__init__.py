@@ -52,6 +52,7 @@ class DuckDBStore:
 
     def __init__(self, path: Path | str, *, read_only: bool = False, threads: int | None = None):
         self.path = Path(path)
+        self.home = self.path.parent  # the data directory: files the stages keep beside the store
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:  # another process holds the file

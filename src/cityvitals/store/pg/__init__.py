@@ -20,12 +20,15 @@ The DuckDB names the portable SQL leans on (``list_contains``, ``epoch_us``,
 DuckDB's ``sql``/``register``/``unregister``, so code outside ``store/`` that queries
 ``store.con`` with portable SQL runs on both backends.
 
-Not ported yet: the repositories of the later stages (incidents, cases, sharing); they
-raise ``StoreError`` naming the backend when used.
+Every repository of the DuckDB store exists here too (incidents, cases and sharing since
+migration 0006). Files the stages keep beside the store (pseudonym keys, the access log's
+anchor, case photos, simulator output) live in the data directory ``home``, as with the
+embedded backend.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from typing import Iterator
@@ -38,9 +41,12 @@ from cityvitals.store.pg import migrate
 from cityvitals.store.pg._sql import PgCon, _param, qmarks, to_arrow
 from cityvitals.store.pg.alerts import PgAlertRepo
 from cityvitals.store.pg.assets import PgAssetRepo
+from cityvitals.store.pg.cases import PgCaseRepo
+from cityvitals.store.pg.incidents import PgIncidentRepo
 from cityvitals.store.pg.quarantine import PgQuarantineRepo
 from cityvitals.store.pg.readings import PgReadingRepo
 from cityvitals.store.pg.sensors import PgSensorRepo
+from cityvitals.store.pg.share import PgShareRepo
 from cityvitals.store.pg.signs import PgSignRepo
 from cityvitals.store.pg.units import PgUnitRepo
 from cityvitals.store.pg.users import PgUserRepo
@@ -54,10 +60,10 @@ _REPOS: tuple[tuple[str, type], ...] = (
     ("signs", PgSignRepo),
     ("users", PgUserRepo),
     ("assets", PgAssetRepo),
+    ("incidents", PgIncidentRepo),
+    ("cases", PgCaseRepo),
+    ("share", PgShareRepo),
 )
-
-NOT_PORTED = ("incidents", "cases", "share")
-"""Repositories the DuckDB store has (or will have) that this backend does not serve yet."""
 
 
 def _store_error():
@@ -66,22 +72,13 @@ def _store_error():
     return StoreError
 
 
-def _not_ported(name: str) -> Exception:
-    StoreError = _store_error()
-
-    class NotPortedError(StoreError, AttributeError):
-        """A repository this backend does not have: an AttributeError too, so code that
-        asks ``hasattr(store, "cases")`` (the API's routers, the change feed) leaves the
-        feature out instead of failing."""
-
-    return NotPortedError(f"store.{name} is not available on the PostgreSQL backend yet; use the DuckDB store")
-
-
 class PostgresStore:
     backend = "postgresql"
 
-    def __init__(self, url: str, *, migrate_schema: bool = False, read_only: bool = False):
+    def __init__(self, url: str, *, migrate_schema: bool = False, read_only: bool = False,
+                 home: str | os.PathLike[str] | None = None):
         self.url = url
+        self._home = home
         self.read_only = read_only
         try:
             self.pg = psycopg.connect(url, autocommit=True)
@@ -93,21 +90,26 @@ class PostgresStore:
         self._pending: list[tuple[str, list]] = []
         if migrate_schema:
             migrate.upgrade(self.pg)
-        version, head = migrate.current(self.pg), migrate.head()
-        if version < head:
+        missing = migrate.pending(self.pg)
+        if missing:
+            version, head = migrate.current(self.pg), migrate.head()
             self.pg.close()
             raise _store_error()(
-                f"the PostgreSQL schema is at version {version}, the code needs {head}: run `cityvitals db upgrade`"
+                f"the PostgreSQL schema is at version {version}, the code needs {head} "
+                f"(migrations {', '.join(map(str, missing))} not applied): run `cityvitals db upgrade`"
             )
         if read_only:
             self.pg.execute("SET default_transaction_read_only = on")
         for name, repo_cls in _REPOS:
             setattr(self, name, repo_cls(self))
 
-    def __getattr__(self, name: str):
-        if name in NOT_PORTED:
-            raise _not_ported(name)
-        raise AttributeError(name)
+    @property
+    def home(self):
+        """The data directory (``--home``) for the files the stages keep beside the store;
+        resolved (and created) on first use, so a store that never writes a file makes none."""
+        from cityvitals.home import resolve_home
+
+        return resolve_home(self._home)
 
     # -- the store protocol (as DuckDBStore) ------------------------------------------
     @contextmanager
@@ -173,7 +175,6 @@ class PostgresStore:
             repo = getattr(self, name)
             if hasattr(repo, "status"):
                 out.update(repo.status())
-        out["not_ported"] = list(NOT_PORTED)
         return out
 
     # -- ingest --------------------------------------------------------------------------
@@ -196,4 +197,4 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-__all__ = ["PostgresStore", "NOT_PORTED", "redact"]
+__all__ = ["PostgresStore", "redact"]

@@ -124,6 +124,11 @@ class PgCon:
             return self.conn.execute(qmarks(sql, named=True), {k: _param(v) for k, v in params.items()})
         return self.conn.execute(qmarks(sql), [_param(p) for p in (params or [])])
 
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """One statement for many parameter rows, pipelined (DuckDB's ``executemany``)."""
+        with self.conn.cursor() as cur:
+            cur.executemany(qmarks(sql), [[_param(p) for p in r] for r in rows])
+
     def raw(self, sql: str, params: Sequence[Any] | dict | None = None):
         """psycopg's own ``%s`` dialect, for SQL written for PostgreSQL only."""
         return self.conn.execute(sql, params)
@@ -162,6 +167,25 @@ def to_arrow(cur) -> pa.Table:
         arrays.append(pa.array(vals, typ))
         names.append(d.name)
     return pa.table(arrays, names=names) if names else pa.table({})
+
+
+def copy_out_arrow(con, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
+    """A query's result through ``COPY ... TO STDOUT`` in CSV, parsed by pyarrow: for large
+    reads on hot paths, where building a Python tuple per row (``to_arrow``) costs more than
+    the query. ``schema`` names and types the columns in order (text, integers, floats,
+    booleans; send times as ``epoch_us(...)`` and cast). Parameters are bound client-side.
+    NULL and the empty string stay apart (PostgreSQL quotes empty strings in CSV)."""
+    with con.conn.cursor() as cur:
+        with cur.copy(f"COPY ({qmarks(sql)}) TO STDOUT (FORMAT csv)", [_param(p) for p in params]) as cp:
+            data = b"".join(bytes(chunk) for chunk in cp)
+    if not data:
+        return schema.empty_table()
+    return pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(column_names=schema.names),
+        convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in schema}, strings_can_be_null=True,
+                                             quoted_strings_can_be_null=False, null_values=[""]),
+    ).select(schema.names)
 
 
 def copy_arrow(con, table: pa.Table, target: str, columns: Iterable[str]) -> int:

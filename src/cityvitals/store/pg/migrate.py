@@ -4,6 +4,11 @@
 its row in ``schema_migrations``, under an advisory lock so two processes upgrading at
 once apply each file exactly once. A store whose schema is behind the code refuses to
 open (``cityvitals db upgrade`` brings it forward): the schema never changes silently.
+
+Numbers may have gaps (a number reserved for a change on another branch): "behind" means
+a shipped migration is missing from ``schema_migrations``, not that the highest applied
+number is lower than the code's, so a file that lands later with a lower number than one
+already applied is still found and applied.
 """
 
 from __future__ import annotations
@@ -21,14 +26,18 @@ class Migration:
     sql: str
 
 
-def migrations() -> list[Migration]:
-    """Every migration shipped with the package, in order."""
+def migrations(folder=None) -> list[Migration]:
+    """Every migration shipped with the package (or in ``folder``), in order."""
     out = []
-    for entry in resources.files("cityvitals.store.pg").joinpath("migrations").iterdir():
+    source = folder if folder is not None else resources.files("cityvitals.store.pg").joinpath("migrations")
+    for entry in source.iterdir():
         if entry.name.endswith(".sql"):
             number, _, rest = entry.name.partition("_")
             out.append(Migration(int(number), rest[:-4], entry.read_text(encoding="utf-8")))
     out.sort(key=lambda m: m.version)
+    for a, b in zip(out, out[1:]):
+        if a.version == b.version:
+            raise RuntimeError(f"two schema migrations share number {a.version}: {a.name!r} and {b.name!r}")
     return out
 
 
@@ -42,6 +51,19 @@ def current(conn) -> int:
     if not exists:
         return 0
     return conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0][0]
+
+
+def applied(conn) -> set[int]:
+    """The migration numbers recorded in the connected schema."""
+    if current(conn) == 0:
+        return set()
+    return {r[0] for r in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def pending(conn) -> list[int]:
+    """Shipped migrations not applied yet, gaps included (what ``upgrade`` would run)."""
+    done = applied(conn)
+    return [m.version for m in migrations() if m.version not in done]
 
 
 def upgrade(conn, target: int | None = None) -> list[int]:

@@ -25,9 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cityvitals.store.duck.readings import ReadingRepo
-from cityvitals.store.pg._sql import copy_arrow, to_arrow
+from cityvitals.store.pg._sql import copy_arrow, copy_out_arrow, to_arrow
 
 _PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
+_SINCE = pa.schema([("sensor_id", pa.string()), ("t", pa.int64()), ("value", pa.float64()),
+                    ("ingested_at", pa.int64())])
 STAGE_COLUMNS = ("seq", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "first")
 
 
@@ -74,12 +76,18 @@ class PgReadingRepo(ReadingRepo):
         return self.store.frame(sql + " ORDER BY sensor_id, ts", params)
 
     def since(self, ingested_after: datetime | None):
-        """As the DuckDB repository: readings ingested after a watermark (index on ingested_at)."""
-        return self.store.arrow(
-            "SELECT sensor_id, extract(epoch FROM ts)::BIGINT AS t, value, ingested_at FROM readings "
-            "WHERE ingested_at > ? ORDER BY ts, sensor_id",
-            [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)],
-        )
+        """As the DuckDB repository: readings ingested after a watermark (index on ingested_at).
+
+        Read through COPY (``copy_out_arrow``): the watch runs this after every ingest batch
+        in server mode, and a Python tuple per row cost more than the query itself."""
+        with self.store.lock:
+            self.store.flush()
+            t = copy_out_arrow(
+                self.store.con,
+                "SELECT sensor_id, extract(epoch FROM ts)::BIGINT AS t, value, epoch_us(ingested_at) AS ingested_at "
+                "FROM readings WHERE ingested_at > ? ORDER BY ts, sensor_id",
+                [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)], _SINCE)
+        return t.set_column(3, "ingested_at", t.column("ingested_at").cast(pa.timestamp("us", tz="UTC")))
 
     # -- partitions ---------------------------------------------------------------
     def partitions(self) -> list[dict]:
