@@ -58,8 +58,27 @@ def city_map(
             raise ApiError(404, "the store has no units yet", field="unit")
     check_unit(ctx, p, unit)
     at = utc(at, "at")
+    # The answer depends on the view and the caller's area scope only (not on who else asks):
+    # that is the cache key, so a scoped user never gets an answer made for another scope.
+    key = ("map", unit, at, depth, format, p.area_code)
+    entry = ctx.states.get(key, ctx.data_version(), lambda: map_state(ctx, idx, unit, at, depth, format, p.area_code))
+    return encoded_response(request, entry)
+
+
+def encoded_response(request: Request, entry) -> Response:
+    """The pre-encoded body, or its pre-gzipped copy when the client takes gzip (the gzip
+    middleware leaves a response that already has a Content-Encoding alone)."""
+    headers = {"Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        return Response(entry.gzipped, media_type="application/json", headers=headers)
+    return Response(entry.body, media_type="application/json", headers=headers)
+
+
+def map_state(ctx, idx, unit: str, at: datetime | None, depth: int | None, format: str, area: str | None):
+    """The map view as JSON content (compact) or bytes (GeoJSON): layer, path, state per unit."""
     layer, highlight = layer_for(idx, unit, depth)
-    layer = [c for c in layer if idx.within(c, p.area_code)]
+    layer = [c for c in layer if idx.within(c, area)]
     if len(layer) > ctx.limits.max_map_units:
         raise ApiError(422, f"{len(layer):,} units in this layer; at most {ctx.limits.max_map_units:,}", field="depth")
     now = at or ctx.clock()
@@ -74,9 +93,9 @@ def city_map(
                       "health_level": h.get("level"), "readings_1h": counts.get(c, 0), "open_alerts": alerts.get(c, 0),
                       "has_children": bool(idx.children.get(c))})
     path = [{"code": c, "name": idx.info[c]["name"], "level": idx.info[c]["level"]} for c in idx.ancestors(unit)]
-    if p.area_code is not None:  # breadcrumbs start at the caller's area
+    if area is not None:  # breadcrumbs start at the caller's area
         codes = [x["code"] for x in path]
-        path = path[codes.index(p.area_code):] if p.area_code in codes else path
+        path = path[codes.index(area):] if area in codes else path
     meta = {
         "unit": path[-1], "path": path, "highlight": highlight, "at": now,
         "health_at": state.health_at(ctx, at), "colour_by": "health" if health else "readings_1h",
@@ -85,7 +104,6 @@ def city_map(
     if format == "compact":
         meta["compact"] = {"codes": layer, "props": {k: [p[k] for p in props] for k in PROPS if k != "code"},
                            "geometry": ctx.geometry(layer)}
-        return Response(orjson.dumps(meta, default=str, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        return meta
     head = orjson.dumps(meta, default=str)
-    body = head[:-1] + b',"geojson":' + feature_collection(ctx.store, props) + b"}"
-    return Response(body, media_type="application/json")
+    return head[:-1] + b',"geojson":' + feature_collection(ctx.store, props) + b"}"

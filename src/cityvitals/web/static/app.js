@@ -147,9 +147,14 @@ function hoverText(p) {
 }
 
 // Above this many units plotly's choroplethmap takes seconds per thousand polygons (20 s for a
-// 40,625-cell city): draw big layers as one GeoJSON source + fill layer on the MapLibre map that
-// plotly's map subplot owns, coloured by a style expression, so the GPU tiles them in one pass.
+// 40,625-cell city). Big layers are drawn on a Canvas 2D overlay over the MapLibre map plotly's
+// map subplot owns (MapLibre keeps the background, tiles and camera): one Path2D per colour in
+// the layer's own projected coordinates, built once, then every redraw (pan, zoom) is one
+// transform and a fill per colour. A MapLibre GeoJSON fill layer was 3-4 s to first paint in
+// software WebGL, nearly all of it the worker cutting the source into tiles; the overlay needs
+// no tiling. `?layer=geojson` keeps that MapLibre layer, as the baseline `cityvitals bench api` measures.
 const BIG_LAYER = 3000;
+const BIG_MODE = new URLSearchParams(location.search).get("layer") === "geojson" ? "geojson" : "canvas";
 const BIG_SRC = "cv-units", BIG_FILL = "cv-units-fill", BIG_EDGE = "cv-units-edge", BIG_LINE = "cv-units-highlight";
 
 async function drawMap(view) {
@@ -181,7 +186,7 @@ async function drawMap(view) {
         z, colorscale, showscale: !discrete, text: props.map(hoverText), hoverinfo: "text", marker: { opacity: 0.8, line: { width: lines, color: "#243447" } },
         colorbar: { title: { text: "读数/小时<br>readings/h" } } }, zrange)];
     }
-    el.dataset.renderer = big ? "maplibre" : "map";
+    el.dataset.renderer = big ? (BIG_MODE === "canvas" ? "canvas" : "maplibre") : "map";
   } else {  // no WebGL (old PCs, locked-down browsers): the same polygons as SVG paths
     traces = [];
     const text = props.length > 5000 ? props.map((p) => `${p.name || p.code} (${p.code})`) : props.map(hoverText);
@@ -203,10 +208,11 @@ async function drawMap(view) {
   const m = el._fullLayout && el._fullLayout.map && el._fullLayout.map._subplot ? el._fullLayout.map._subplot.map : null;
   if (m) {
     const tr1 = performance.now();
-    if (big) await drawBigLayer(m, view, by, zrange.zmax);
-    else clearBigLayer(m);
-    S.drawTiming = { prep_ms: tr0 - tp0, react_ms: tr1 - tr0, layer_ms: performance.now() - tr1 };  // parts of plot_ms
-  }
+    if (big && BIG_MODE === "canvas") { clearBigLayer(m); await drawOverlayLayer(m, view, by, zrange.zmax); }
+    else if (big) { clearOverlay(); await drawBigLayer(m, view, by, zrange.zmax); }
+    else { clearOverlay(); clearBigLayer(m); }
+    S.drawTiming = Object.assign({ prep_ms: tr0 - tp0, react_ms: tr1 - tr0, layer_ms: performance.now() - tr1 }, S.overlayTiming || {});  // parts of plot_ms
+  } else clearOverlay();
   el.dataset.drawn = String(fc.features.length);
   if (!el._cvClick) {
     el.on("plotly_click", (ev) => {
@@ -299,12 +305,204 @@ function clearBigLayer(m) {
   $("map-tip").hidden = true;
 }
 
-// Units the map has drawn on screen (distinct codes MapLibre reports), for tests and the benchmark.
+// Units the map has drawn on screen, for tests and the benchmark: cells of the overlay whose
+// polygon lies (partly) in the view at the last redraw, or distinct codes MapLibre reports.
 function renderedUnits() {
+  if (S.overlay) return S.overlay.visible;
   const el = $("map");
   const m = el._fullLayout && el._fullLayout.map && el._fullLayout.map._subplot ? el._fullLayout.map._subplot.map : null;
   if (!m || !m.getLayer(BIG_FILL)) return null;
   return new Set(m.queryRenderedFeatures({ layers: [BIG_FILL] }).map((f) => f.properties.code)).size;
+}
+
+// ---------------------------------------------------------------- the canvas overlay for big layers
+const OV_EXTENT = 1e5;  // the layer spans this many overlay units: Path2D keeps floats, so ~1 mm steps
+const OV_GRID = 128;    // hit-test buckets per side
+const mercator = (lon, lat) => [(lon + 180) / 360, 0.5 - Math.log(Math.tan(Math.PI / 4 + (lat * Math.PI) / 360)) / (2 * Math.PI)];
+const unmercator = (x, y) => [x * 360 - 180, (360 / Math.PI) * Math.atan(Math.exp(Math.PI * (1 - 2 * y))) - 90];
+const nextPaint = () => new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 0)));
+
+function hexRGB(h) { return [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)); }
+
+// The cell's colour: the level's colour, or one of 32 steps from pale to dark blue by readings.
+function cellColour(p, by, zmax) {
+  if (by === "health") return p.health_level == null ? NO_DATA : LEVELS[p.health_level].colour;
+  const t = Math.round(Math.min(1, Math.max(0, (p.readings_1h || 0) / Math.max(zmax, 1e-6))) * 31) / 31;
+  const [a, b] = [hexRGB("#f1f5fb"), hexRGB("#14508c")];
+  return "rgb(" + a.map((v, i) => Math.round(v + (b[i] - v) * t)).join(",") + ")";
+}
+
+// Projected rings, colour paths, bounding boxes and a bucket grid for hit tests, built once per layer.
+function buildOverlay(view, by, zmax) {
+  const feats = view.geojson.features, n = feats.length;
+  const [lon0, lat0, lon1, lat1] = bbox(view.geojson);
+  const [mx0, my1] = mercator(lon0, lat0), [mx1, my0] = mercator(lon1, lat1);
+  const k = OV_EXTENT / Math.max(mx1 - mx0, my1 - my0, 1e-12);
+  const colours = [], paths = [], rings = new Array(n), box = new Float64Array(4 * n), code = new Array(n);
+  let highlight = null, cellSize = 0;
+  for (let i = 0; i < n; i++) {
+    const f = feats[i], p = f.properties, col = cellColour(p, by, zmax);
+    let ci = colours.indexOf(col);
+    if (ci < 0) { ci = colours.length; colours.push(col); paths.push(new Path2D()); }
+    const path = paths[ci], own = p.code === view.highlight ? new Path2D() : null;
+    const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
+    let bx0 = Infinity, by0 = Infinity, bx1 = -Infinity, by1 = -Infinity;
+    const rs = [];
+    for (const poly of polys) {
+      for (const ring of poly) {
+        const m = ring.length - 1, r = new Float64Array(2 * m);  // GeoJSON repeats the first point last
+        for (let j = 0; j < m; j++) {
+          const [x, y] = mercator(ring[j][0], ring[j][1]);
+          const lx = (x - mx0) * k, ly = (y - my0) * k;
+          r[2 * j] = lx; r[2 * j + 1] = ly;
+          if (lx < bx0) bx0 = lx; if (lx > bx1) bx1 = lx; if (ly < by0) by0 = ly; if (ly > by1) by1 = ly;
+        }
+        for (const pp of own ? [path, own] : [path]) {
+          pp.moveTo(r[0], r[1]);
+          for (let j = 1; j < m; j++) pp.lineTo(r[2 * j], r[2 * j + 1]);
+          pp.closePath();
+        }
+        rs.push(r);
+      }
+    }
+    rings[i] = rs; code[i] = p.code;
+    box[4 * i] = bx0; box[4 * i + 1] = by0; box[4 * i + 2] = bx1; box[4 * i + 3] = by1;
+    cellSize = Math.max(cellSize, Math.min(bx1 - bx0, by1 - by0));
+    if (own) highlight = own;
+  }
+  // a cell goes into every bucket its box touches; a hit test then looks at one bucket's cells
+  const step = OV_EXTENT / OV_GRID, grid = new Array(OV_GRID * OV_GRID);
+  const cl = (v) => Math.max(0, Math.min(OV_GRID - 1, Math.floor(v / step)));
+  for (let i = 0; i < n; i++) {
+    if (!rings[i].length) continue;
+    for (let gx = cl(box[4 * i]); gx <= cl(box[4 * i + 2]); gx++)
+      for (let gy = cl(box[4 * i + 1]); gy <= cl(box[4 * i + 3]); gy++) (grid[gy * OV_GRID + gx] ||= []).push(i);
+  }
+  const ll = (lx, ly) => unmercator(mx0 + lx / k, my0 + ly / k);
+  return { colours, paths, rings, box, code, highlight, grid, step, cellSize, n,
+           anchors: [ll(0, 0), ll(OV_EXTENT, 0), ll(0, OV_EXTENT)], visible: 0, last: "" };
+}
+
+// Overlay units -> CSS pixels of the map canvas, from where MapLibre puts three anchor points.
+function overlayTransform(o, m) {
+  const [p0, p1, p2] = o.anchors.map((a) => m.project(a));
+  return { a: (p1.x - p0.x) / OV_EXTENT, b: (p1.y - p0.y) / OV_EXTENT, c: (p2.x - p0.x) / OV_EXTENT, d: (p2.y - p0.y) / OV_EXTENT, e: p0.x, f: p0.y };
+}
+
+function drawOverlay(o, force) {
+  const m = o.m, mc = m.getCanvas(), cv = o.canvas, dpr = window.devicePixelRatio || 1;
+  const w = mc.clientWidth, h = mc.clientHeight, t = overlayTransform(o, m);
+  const sig = [w, h, dpr, t.a, t.b, t.c, t.d, t.e, t.f].join(",");
+  if (!force && sig === o.last) return;
+  o.last = sig;
+  if (cv.width !== Math.round(w * dpr) || cv.height !== Math.round(h * dpr)) {
+    cv.width = Math.round(w * dpr); cv.height = Math.round(h * dpr); cv.style.width = w + "px"; cv.style.height = h + "px";
+  }
+  const g = cv.getContext("2d");
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.clearRect(0, 0, cv.width, cv.height);
+  g.setTransform(dpr * t.a, dpr * t.b, dpr * t.c, dpr * t.d, dpr * t.e, dpr * t.f);
+  o.colours.forEach((c, i) => { g.fillStyle = c; g.fill(o.paths[i]); });
+  const px = Math.hypot(t.a, t.b);  // CSS pixels per overlay unit
+  g.strokeStyle = "#243447";
+  if (o.cellSize * px > 10) {  // cell borders once cells are big enough on screen to tell apart
+    g.lineWidth = 0.5 / px;
+    o.paths.forEach((p) => g.stroke(p));
+  }
+  if (o.highlight) { g.lineWidth = 4 / px; g.stroke(o.highlight); }
+  // cells on screen: boxes that meet the view (the view's corners taken back to overlay units)
+  const corners = [[0, 0], [w, 0], [0, h], [w, h]].map(([x, y]) => toOverlay(t, x, y));
+  const vx0 = Math.min(...corners.map((c) => c[0])), vx1 = Math.max(...corners.map((c) => c[0]));
+  const vy0 = Math.min(...corners.map((c) => c[1])), vy1 = Math.max(...corners.map((c) => c[1]));
+  let visible = 0;
+  for (let i = 0; i < o.n; i++) {
+    const b = 4 * i;
+    if (o.rings[i].length && o.box[b] <= vx1 && o.box[b + 2] >= vx0 && o.box[b + 1] <= vy1 && o.box[b + 3] >= vy0) visible++;
+  }
+  o.visible = visible;
+}
+
+function toOverlay(t, x, y) {
+  const det = t.a * t.d - t.b * t.c, dx = x - t.e, dy = y - t.f;
+  return [(t.d * dx - t.c * dy) / det, (t.a * dy - t.b * dx) / det];
+}
+
+// The cell under a map point (CSS pixels), or -1: bucket lookup, box test, then even-odd ray casting.
+function overlayHit(o, point) {
+  const [x, y] = toOverlay(overlayTransform(o, o.m), point.x, point.y);
+  const gx = Math.floor(x / o.step), gy = Math.floor(y / o.step);
+  if (gx < 0 || gy < 0 || gx >= OV_GRID || gy >= OV_GRID) return -1;
+  for (const i of o.grid[gy * OV_GRID + gx] || []) {
+    const b = 4 * i;
+    if (x < o.box[b] || x > o.box[b + 2] || y < o.box[b + 1] || y > o.box[b + 3]) continue;
+    let inside = false;
+    for (const r of o.rings[i]) {
+      for (let j = 0, m = r.length / 2, k = m - 1; j < m; k = j++) {
+        const xj = r[2 * j], yj = r[2 * j + 1], xk = r[2 * k], yk = r[2 * k + 1];
+        if ((yj > y) !== (yk > y) && x < ((xk - xj) * (y - yj)) / (yk - yj) + xj) inside = !inside;
+      }
+    }
+    if (inside) return i;
+  }
+  return -1;
+}
+
+// Draw a big layer on the overlay; resolves once the frame with it is painted (and MapLibre idle,
+// at most 30 s, so a stuck map never blocks the page).
+async function drawOverlayLayer(m, view, by, zmax) {
+  const tb0 = performance.now();
+  clearOverlay();
+  const o = buildOverlay(view, by, zmax);
+  o.m = m;
+  o.canvas = document.createElement("canvas");
+  o.canvas.className = "cv-overlay";
+  m.getCanvasContainer().appendChild(o.canvas);
+  // the affine overlay transform holds for a flat map: no rotating or tilting while it is shown
+  m.dragRotate.disable(); m.touchZoomRotate.disableRotation(); m.keyboard.disableRotation();
+  if (m.getBearing() || m.getPitch()) m.jumpTo({ bearing: 0, pitch: 0 });
+  const tip = $("map-tip");
+  o.handlers = {
+    render: () => drawOverlay(o),
+    resize: () => drawOverlay(o, true),
+    mousemove: (e) => {
+      const i = overlayHit(o, e.point);
+      if (i < 0) { m.getCanvas().style.cursor = ""; tip.hidden = true; return; }
+      m.getCanvas().style.cursor = "pointer";
+      tip.innerHTML = hoverText(view.geojson.features[i].properties);
+      tip.style.left = e.point.x + 12 + "px"; tip.style.top = e.point.y + 12 + "px";
+      tip.hidden = false;
+    },
+    mouseout: () => { m.getCanvas().style.cursor = ""; tip.hidden = true; },
+    click: (e) => {
+      const i = overlayHit(o, e.point);
+      tip.hidden = true;
+      if (i >= 0) unitClicked(o.code[i]);
+    },
+  };
+  for (const [type, fn] of Object.entries(o.handlers)) m.on(type, fn);
+  S.overlay = o;
+  const tb1 = performance.now();
+  drawOverlay(o, true);
+  const tb2 = performance.now();
+  await new Promise((ok) => {
+    const timer = setTimeout(ok, 30000);
+    const done = () => { clearTimeout(timer); m.off("idle", done); ok(); };
+    m.on("idle", done);
+    m.triggerRepaint();
+  });
+  await nextPaint();
+  S.overlayTiming = { build_ms: tb1 - tb0, draw_ms: tb2 - tb1 };
+}
+
+function clearOverlay() {
+  const o = S.overlay;
+  S.overlayTiming = null;
+  if (!o) return;
+  for (const [type, fn] of Object.entries(o.handlers)) o.m.off(type, fn);
+  o.canvas.remove();
+  o.m.getCanvas().style.cursor = "";
+  $("map-tip").hidden = true;
+  S.overlay = null;
 }
 
 function colourAt(scale, t) {
