@@ -345,9 +345,9 @@ def run_bench(*, clients: int = 50, requests: int = 500, dense_requests: int = 1
             rng = np.random.default_rng(seed)
             details = [f"/api/v1/units/{grid[i]}" for i in rng.choice(len(grid), 200, replace=False)]
             if baseline:
-                with _serving(create_app(store, clock=lambda: now, poll_interval=0.1, state_ttl_s=0)) as url:
+                with _serving(create_app(store, clock=lambda: now, poll_interval=2.0, state_ttl_s=0)) as url:
                     out["latency_no_cache"] = _latencies(url, key, dense, details, clients, requests, dense_requests)
-            app = create_app(store, clock=lambda: now, poll_interval=0.1)
+            app = create_app(store, clock=lambda: now, poll_interval=2.0)
             with _serving(app) as url:
                 h = {"X-API-Key": key}
                 with httpx.Client(base_url=url, headers=h, timeout=120) as c:

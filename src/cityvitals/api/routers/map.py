@@ -19,6 +19,7 @@ from cityvitals.api import state
 from cityvitals.api.auth import Principal, check_unit, reader
 from cityvitals.api.errors import ApiError
 from cityvitals.api.geo import feature_collection
+from cityvitals.api.responses import encoded_response
 from cityvitals.api.routers._common import ctx_of, utc
 
 router = APIRouter(tags=["map"])
@@ -63,16 +64,6 @@ def city_map(
     key = ("map", unit, at, depth, format, p.area_code)
     entry = ctx.states.get(key, ctx.data_version(), lambda: map_state(ctx, idx, unit, at, depth, format, p.area_code))
     return encoded_response(request, entry)
-
-
-def encoded_response(request: Request, entry) -> Response:
-    """The pre-encoded body, or its pre-gzipped copy when the client takes gzip (the gzip
-    middleware leaves a response that already has a Content-Encoding alone)."""
-    headers = {"Vary": "Accept-Encoding"}
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        headers["Content-Encoding"] = "gzip"
-        return Response(entry.gzipped, media_type="application/json", headers=headers)
-    return Response(entry.body, media_type="application/json", headers=headers)
 
 
 def map_state(ctx, idx, unit: str, at: datetime | None, depth: int | None, format: str, area: str | None):
