@@ -123,6 +123,9 @@ def test_all_grid_cells_drawn_as_one_layer_and_a_click_drills_down(big, page, tm
     # the cell among its community's cells, drawn by plotly again; the big layer is gone
     assert page.get_attribute("#map", "data-renderer") == "map"
     assert page.evaluate("() => S.view.highlight") == code
+    # the unit panel counts the cell's own readings, not its neighbours' too
+    page.wait_for_function("(n) => document.getElementById('readings-1h')"
+                           " && Number(document.getElementById('readings-1h').textContent) === n", arg=n, timeout=15000)
     assert code in page.evaluate("() => S.view.geojson.features.map(f => f.properties.code)")
     assert page.evaluate("() => document.querySelectorAll('#map canvas.cv-overlay').length") == 0
     page.screenshot(path=str(tmp_path / "drilled.png"))

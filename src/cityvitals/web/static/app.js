@@ -524,7 +524,9 @@ function drawLegend(view, zmax) {
 async function loadDetail(code) {
   const u = S.view.path[S.view.path.length - 1];
   const props = S.view.geojson.features.map((f) => f.properties);
-  const total = props.reduce((a, p) => a + p.readings_1h, 0);
+  // a grid cell is shown among its siblings: its own count, not the layer's sum
+  const own = S.view.highlight === code ? props.find((p) => p.code === code) : null;
+  const total = own ? own.readings_1h : props.reduce((a, p) => a + p.readings_1h, 0);
   let html = `<div><b>${esc(u.name)}</b> <small>${esc(u.code)} · ${esc(u.level)}</small></div>`;
   let health = null;
   if (S.me.features.signs) {
