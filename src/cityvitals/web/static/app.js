@@ -127,10 +127,14 @@ function drawCrumbs(path) {
   });
 }
 
-function bbox(fc) {
+function bbox(fc) {  // plain loops: a recursive walk over 40,625 cells took a tenth of a second
   let x0 = 180, y0 = 90, x1 = -180, y1 = -90;
-  const walk = (c) => { if (typeof c[0] === "number") { x0 = Math.min(x0, c[0]); x1 = Math.max(x1, c[0]); y0 = Math.min(y0, c[1]); y1 = Math.max(y1, c[1]); } else c.forEach(walk); };
-  fc.features.forEach((f) => walk(f.geometry.coordinates));
+  for (const f of fc.features) {
+    const g = f.geometry, polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
+    for (const poly of polys) for (const ring of poly) for (const c of ring) {
+      if (c[0] < x0) x0 = c[0]; if (c[0] > x1) x1 = c[0]; if (c[1] < y0) y0 = c[1]; if (c[1] > y1) y1 = c[1];
+    }
+  }
   return [x0, y0, x1, y1];
 }
 
@@ -316,71 +320,90 @@ function renderedUnits() {
 }
 
 // ---------------------------------------------------------------- the canvas overlay for big layers
-const OV_EXTENT = 1e5;  // the layer spans this many overlay units: Path2D keeps floats, so ~1 mm steps
+const OV_EXTENT = 1e6;  // the layer spans this many overlay units (integers in the path: ~0.05 m steps)
 const OV_GRID = 128;    // hit-test buckets per side
-const mercator = (lon, lat) => [(lon + 180) / 360, 0.5 - Math.log(Math.tan(Math.PI / 4 + (lat * Math.PI) / 360)) / (2 * Math.PI)];
 const unmercator = (x, y) => [x * 360 - 180, (360 / Math.PI) * Math.atan(Math.exp(Math.PI * (1 - 2 * y))) - 90];
 const nextPaint = () => new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 0)));
 
-function hexRGB(h) { return [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16)); }
+// Readings per hour: 32 steps from pale to dark blue (cells are batched by colour, so few colours).
+const READINGS_PALETTE = Array.from({ length: 32 }, (_, i) => {
+  const a = [0xf1, 0xf5, 0xfb], b = [0x14, 0x50, 0x8c], t = i / 31;
+  return "rgb(" + a.map((v, k) => Math.round(v + (b[k] - v) * t)).join(",") + ")";
+});
+const HEALTH_PALETTE = [NO_DATA, ...LEVELS.map((l) => l.colour)];
 
-// The cell's colour: the level's colour, or one of 32 steps from pale to dark blue by readings.
-function cellColour(p, by, zmax) {
-  if (by === "health") return p.health_level == null ? NO_DATA : LEVELS[p.health_level].colour;
-  const t = Math.round(Math.min(1, Math.max(0, (p.readings_1h || 0) / Math.max(zmax, 1e-6))) * 31) / 31;
-  const [a, b] = [hexRGB("#f1f5fb"), hexRGB("#14508c")];
-  return "rgb(" + a.map((v, i) => Math.round(v + (b[i] - v) * t)).join(",") + ")";
+function colourIndex(p, by, zmax) {
+  if (by === "health") return p.health_level == null ? 0 : p.health_level + 1;
+  return Math.round(Math.min(1, Math.max(0, (p.readings_1h || 0) / Math.max(zmax, 1e-6))) * 31);
 }
 
-// Projected rings, colour paths, bounding boxes and a bucket grid for hit tests, built once per layer.
+// The cell's colour on the overlay: its level's colour, or its step of readings.
+function cellColour(p, by, zmax) {
+  return (by === "health" ? HEALTH_PALETTE : READINGS_PALETTE)[colourIndex(p, by, zmax)];
+}
+
+// Projected rings, one path per colour, bounding boxes and a bucket grid for hit tests, built
+// once per layer. Each colour's path is made from one SVG path string: Chromium's Path2D grows
+// in quadratic time when built with moveTo/lineTo calls (45 s for 40,625 cells), a string is parsed
+// in linear time.
 function buildOverlay(view, by, zmax) {
   const feats = view.geojson.features, n = feats.length;
-  const [lon0, lat0, lon1, lat1] = bbox(view.geojson);
-  const [mx0, my1] = mercator(lon0, lat0), [mx1, my0] = mercator(lon1, lat1);
-  const k = OV_EXTENT / Math.max(mx1 - mx0, my1 - my0, 1e-12);
-  const colours = [], paths = [], rings = new Array(n), box = new Float64Array(4 * n), code = new Array(n);
-  let highlight = null, cellSize = 0;
+  // pass 1: web-mercator x, y of every ring point into flat arrays (no per-point allocations:
+  // the garbage collector was most of the time), ring and cell offsets, the layer's bounds
+  const mx = [], my = [], ringStart = [0], cellRing = new Int32Array(n + 1), own = [];
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  const R = Math.PI / 180;
   for (let i = 0; i < n; i++) {
-    const f = feats[i], p = f.properties, col = cellColour(p, by, zmax);
-    let ci = colours.indexOf(col);
-    if (ci < 0) { ci = colours.length; colours.push(col); paths.push(new Path2D()); }
-    const path = paths[ci], own = p.code === view.highlight ? new Path2D() : null;
-    const polys = f.geometry.type === "Polygon" ? [f.geometry.coordinates] : f.geometry.coordinates;
-    let bx0 = Infinity, by0 = Infinity, bx1 = -Infinity, by1 = -Infinity;
-    const rs = [];
+    const g = feats[i].geometry, polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
     for (const poly of polys) {
       for (const ring of poly) {
-        const m = ring.length - 1, r = new Float64Array(2 * m);  // GeoJSON repeats the first point last
-        for (let j = 0; j < m; j++) {
-          const [x, y] = mercator(ring[j][0], ring[j][1]);
-          const lx = (x - mx0) * k, ly = (y - my0) * k;
-          r[2 * j] = lx; r[2 * j + 1] = ly;
-          if (lx < bx0) bx0 = lx; if (lx > bx1) bx1 = lx; if (ly < by0) by0 = ly; if (ly > by1) by1 = ly;
+        for (let j = 0, m = ring.length - 1; j < m; j++) {  // GeoJSON repeats the first point last
+          const x = (ring[j][0] + 180) / 360, y = 0.5 - Math.log(Math.tan(Math.PI / 4 + ring[j][1] * R / 2)) / (2 * Math.PI);
+          mx.push(x); my.push(y);
+          if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
         }
-        for (const pp of own ? [path, own] : [path]) {
-          pp.moveTo(r[0], r[1]);
-          for (let j = 1; j < m; j++) pp.lineTo(r[2 * j], r[2 * j + 1]);
-          pp.closePath();
-        }
-        rs.push(r);
+        ringStart.push(mx.length);
       }
     }
-    rings[i] = rs; code[i] = p.code;
-    box[4 * i] = bx0; box[4 * i + 1] = by0; box[4 * i + 2] = bx1; box[4 * i + 3] = by1;
-    cellSize = Math.max(cellSize, Math.min(bx1 - bx0, by1 - by0));
-    if (own) highlight = own;
+    cellRing[i + 1] = ringStart.length - 1;
   }
+  // pass 2: overlay units, one SVG path string per colour, boxes
+  const k = OV_EXTENT / Math.max(x1 - x0, y1 - y0, 1e-12), xy = new Float64Array(2 * mx.length);
+  const palette = by === "health" ? HEALTH_PALETTE : READINGS_PALETTE, svg = palette.map(() => []);
+  const box = new Float64Array(4 * n), code = new Array(n);
+  let cellSize = 0;
+  for (let i = 0; i < n; i++) {
+    const p = feats[i].properties, parts = svg[colourIndex(p, by, zmax)];
+    let bx0 = Infinity, by0 = Infinity, bx1 = -Infinity, by1 = -Infinity;
+    for (let r = cellRing[i]; r < cellRing[i + 1]; r++) {
+      let d = "M";
+      for (let j = ringStart[r]; j < ringStart[r + 1]; j++) {
+        const lx = (mx[j] - x0) * k, ly = (my[j] - y0) * k;
+        xy[2 * j] = lx; xy[2 * j + 1] = ly;
+        if (lx < bx0) bx0 = lx; if (lx > bx1) bx1 = lx; if (ly < by0) by0 = ly; if (ly > by1) by1 = ly;
+        d += (j > ringStart[r] ? "L" : "") + Math.round(lx) + " " + Math.round(ly);
+      }
+      d += "Z";
+      parts.push(d);
+      if (p.code === view.highlight) own.push(d);
+    }
+    code[i] = p.code;
+    box[4 * i] = bx0; box[4 * i + 1] = by0; box[4 * i + 2] = bx1; box[4 * i + 3] = by1;
+    if (cellRing[i + 1] > cellRing[i]) cellSize = Math.max(cellSize, Math.min(bx1 - bx0, by1 - by0));
+  }
+  const used = palette.map((_, ci) => ci).filter((ci) => svg[ci].length);
+  const colours = used.map((ci) => palette[ci]), paths = used.map((ci) => new Path2D(svg[ci].join("")));
   // a cell goes into every bucket its box touches; a hit test then looks at one bucket's cells
   const step = OV_EXTENT / OV_GRID, grid = new Array(OV_GRID * OV_GRID);
   const cl = (v) => Math.max(0, Math.min(OV_GRID - 1, Math.floor(v / step)));
   for (let i = 0; i < n; i++) {
-    if (!rings[i].length) continue;
+    if (cellRing[i + 1] === cellRing[i]) continue;
     for (let gx = cl(box[4 * i]); gx <= cl(box[4 * i + 2]); gx++)
       for (let gy = cl(box[4 * i + 1]); gy <= cl(box[4 * i + 3]); gy++) (grid[gy * OV_GRID + gx] ||= []).push(i);
   }
-  const ll = (lx, ly) => unmercator(mx0 + lx / k, my0 + ly / k);
-  return { colours, paths, rings, box, code, highlight, grid, step, cellSize, n,
-           anchors: [ll(0, 0), ll(OV_EXTENT, 0), ll(0, OV_EXTENT)], visible: 0, last: "" };
+  const ll = (lx, ly) => unmercator(x0 + lx / k, y0 + ly / k);
+  return { colours, paths, xy, ringStart, cellRing, box, code, highlight: own.length ? new Path2D(own.join("")) : null, grid, step,
+           cellSize, n, anchors: [ll(0, 0), ll(OV_EXTENT, 0), ll(0, OV_EXTENT)], visible: 0, last: "" };
 }
 
 // Overlay units -> CSS pixels of the map canvas, from where MapLibre puts three anchor points.
@@ -417,7 +440,7 @@ function drawOverlay(o, force) {
   let visible = 0;
   for (let i = 0; i < o.n; i++) {
     const b = 4 * i;
-    if (o.rings[i].length && o.box[b] <= vx1 && o.box[b + 2] >= vx0 && o.box[b + 1] <= vy1 && o.box[b + 3] >= vy0) visible++;
+    if (o.cellRing[i + 1] > o.cellRing[i] && o.box[b] <= vx1 && o.box[b + 2] >= vx0 && o.box[b + 1] <= vy1 && o.box[b + 3] >= vy0) visible++;
   }
   o.visible = visible;
 }
@@ -436,10 +459,11 @@ function overlayHit(o, point) {
     const b = 4 * i;
     if (x < o.box[b] || x > o.box[b + 2] || y < o.box[b + 1] || y > o.box[b + 3]) continue;
     let inside = false;
-    for (const r of o.rings[i]) {
-      for (let j = 0, m = r.length / 2, k = m - 1; j < m; k = j++) {
-        const xj = r[2 * j], yj = r[2 * j + 1], xk = r[2 * k], yk = r[2 * k + 1];
-        if ((yj > y) !== (yk > y) && x < ((xk - xj) * (y - yj)) / (yk - yj) + xj) inside = !inside;
+    for (let r = o.cellRing[i]; r < o.cellRing[i + 1]; r++) {
+      const s0 = o.ringStart[r], s1 = o.ringStart[r + 1], xy = o.xy;
+      for (let j = s0, q = s1 - 1; j < s1; q = j++) {
+        const xj = xy[2 * j], yj = xy[2 * j + 1], xq = xy[2 * q], yq = xy[2 * q + 1];
+        if ((yj > y) !== (yq > y) && x < ((xq - xj) * (y - yj)) / (yq - yj) + xj) inside = !inside;
       }
     }
     if (inside) return i;
