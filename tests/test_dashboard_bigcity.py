@@ -86,7 +86,7 @@ def test_all_grid_cells_drawn_as_one_layer_and_a_click_drills_down(big, page, tm
     assert page.evaluate("() => document.querySelectorAll('#map canvas.cv-overlay').length") == 1
     layers = page.evaluate("() => " + MAP + ".getStyle().layers.map(l => l.id)")
     assert not any(lid.startswith("cv-units") for lid in layers)
-    assert page.evaluate("() => document.getElementById('map')._fullData.map(t => [t.type, t.lon.length])") == [["scattermap", 0]]
+    assert page.evaluate("() => document.getElementById('map')._fullData.map(t => [t.type, t.locations.length])") == [["choroplethmap", 0]]
     assert f"{N_GRID} 个单元 units (grid)" in page.inner_text("#map-note")
     assert "readings/h" in page.inner_text("#legend")  # the city has readings but no vital signs yet
     page.screenshot(path=str(tmp_path / "all-grid.png"))

@@ -182,8 +182,9 @@ async function drawMap(view) {
     const w = el.clientWidth || 800, h = el.clientHeight || 600, k = 1 / Math.cos(((y0 + y1) / 2) * Math.PI / 180);
     const zoom = Math.min(Math.log2((360 * w) / (512 * Math.max(x1 - x0, 1e-5))), Math.log2((360 * h) / (512 * Math.max((y1 - y0) * k, 1e-5))));
     layout.map = { style: mapStyle(), center: { lon: (x0 + x1) / 2, lat: (y0 + y1) / 2 }, zoom: zoom - 0.35 };
-    if (big) {  // an empty trace makes plotly create (or keep) the map subplot; the units go on it directly
-      traces = [{ type: "scattermap", lon: [], lat: [], hoverinfo: "skip", showlegend: false }];
+    if (big) {  // an empty trace keeps plotly's map subplot (of the same type as a small layer's: a cheaper update)
+      traces = [{ type: "choroplethmap", geojson: { type: "FeatureCollection", features: [] }, locations: [], z: [],
+        showscale: false, hoverinfo: "skip" }];
     } else {
       const lines = props.map((p) => (p.code === view.highlight ? 4 : 1));
       traces = [Object.assign({ type: "choroplethmap", geojson: fc, featureidkey: "properties.code", locations: props.map((p) => p.code),
