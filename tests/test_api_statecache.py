@@ -148,3 +148,12 @@ def test_an_entry_only_too_old_is_refreshed_by_one_thread_while_others_get_it():
     assert cache.get("k", 1, lambda: {"v": 4}).body == b'{"v":2}'
     # a version change is never answered with old bytes, even while a refresh runs
     assert cache.get("k", 2, lambda: {"v": 5}).body == b'{"v":5}'
+
+
+def test_the_oldest_entries_go_beyond_the_size_bounds():
+    cache = StateCache(ttl_s=60, max_entries=3, max_bytes=10_000)
+    for i in range(5):
+        cache.get(("at", i), 1, lambda i=i: {"i": i})
+    assert list(cache._entries) == [("at", 2), ("at", 3), ("at", 4)]
+    cache.get(("big",), 1, lambda: {"x": "a" * 10_000})  # over the byte budget with the others: they go
+    assert list(cache._entries) == [("big",)] and cache.nbytes() > 10_000  # the newest stays, even alone too big

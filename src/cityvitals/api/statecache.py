@@ -69,9 +69,13 @@ def encode(content: Any) -> bytes:
 
 
 class StateCache:
-    def __init__(self, *, ttl_s: float = 2.0, max_entries: int = 64, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(self, *, ttl_s: float = 2.0, max_entries: int = 64, max_bytes: int = 128 * 2**20,
+                 monotonic: Callable[[], float] = time.monotonic):
+        """``max_entries``/``max_bytes``: the oldest entries go first beyond either (a whole-city
+        grid layer is about 5 MB, and each look-back moment is an entry of its own)."""
         self.ttl_s = ttl_s
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.monotonic = monotonic
         self._entries: dict[Hashable, Entry] = {}
         self._locks: dict[Hashable, threading.Lock] = {}
@@ -114,14 +118,18 @@ class StateCache:
             e = Entry(encode(make()), version, self.monotonic())
             with self._lock:
                 self._entries.pop(key, None)
-                while len(self._entries) >= self.max_entries:  # oldest inserted first
-                    old = next(iter(self._entries))
+                self._entries[key] = e
+                while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self.nbytes() > self.max_bytes):
+                    old = next(iter(self._entries))  # oldest inserted first
                     self._entries.pop(old)
                     self._locks.pop(old, None)
-                self._entries[key] = e
             return e
         finally:
             lk.release()
+
+    def nbytes(self) -> int:
+        """Bytes held: bodies and the gzipped copies made so far."""
+        return sum(len(e.body) + len(e._gz or b"") for e in list(self._entries.values()))
 
     def clear(self) -> None:
         with self._lock:
