@@ -320,8 +320,8 @@ def _latencies(url: str, key: str, dense: str, details: list[str], clients: int,
 
 
 def run_bench(*, clients: int = 50, requests: int = 500, dense_requests: int = 100, sensors: int = 2000,
-              stream_events: int = 30, render: bool = True, baseline: bool = True, seed: int = 7,
-              n_grid: int = BEIJING_GRID_UNITS) -> dict:
+              stream_events: int = 30, render: bool = True, baseline: bool = True, latency: bool = True,
+              seed: int = 7, n_grid: int = BEIJING_GRID_UNITS) -> dict:
     """``baseline``: also measure the API with its state cache off (every request computes its
     map state, as before the cache) in the same run, on the same store."""
     import gzip
@@ -350,7 +350,7 @@ def run_bench(*, clients: int = 50, requests: int = 500, dense_requests: int = 1
             grid = store.frame("SELECT code FROM units WHERE level = 'grid' ORDER BY code")["code"].to_list()
             rng = np.random.default_rng(seed)
             details = [f"/api/v1/units/{grid[i]}" for i in rng.choice(len(grid), 200, replace=False)]
-            if baseline:
+            if baseline and latency:
                 with _serving(create_app(store, clock=lambda: now, poll_interval=2.0, state_ttl_s=0)) as url:
                     out["latency_no_cache"] = _latencies(url, key, dense, details, clients, requests, dense_requests)
             app = create_app(store, clock=lambda: now, poll_interval=2.0)
@@ -366,10 +366,11 @@ def run_bench(*, clients: int = 50, requests: int = 500, dense_requests: int = 1
                         "compact_gzip_bytes": len(gzip.compress(first.content, 5)),
                         "geojson_bytes": len(geo), "geojson_gzip_bytes": len(gzip.compress(geo, 5)),
                         "city_level_bytes": len(c.get("/api/v1/map?format=compact", headers={"Accept-Encoding": "identity"}).content)}
-                out["latency"] = _latencies(url, key, dense, details, clients, requests, dense_requests)
-                out["latency"]["cache"] = {"hits": app.state.ctx.states.hits, "misses": app.state.ctx.states.misses,
-                                           "stale_served": app.state.ctx.states.stale_served}
-                out["stream_delay"] = _stream_delay(url, key, ids[0], now, stream_events)
+                if latency:
+                    out["latency"] = _latencies(url, key, dense, details, clients, requests, dense_requests)
+                    out["latency"]["cache"] = {"hits": app.state.ctx.states.hits, "misses": app.state.ctx.states.misses,
+                                               "stale_served": app.state.ctx.states.stale_served}
+                    out["stream_delay"] = _stream_delay(url, key, ids[0], now, stream_events)
                 chromium = shutil.which("chromium") or "/usr/bin/chromium"
                 if render and Path(chromium).exists():
                     out["render"] = _render(url, key, chromium)
@@ -386,6 +387,8 @@ def bench_api(
     grid: Annotated[int, typer.Option(min=100, help="Grid cells in the city (Beijing: 40,625).")] = BEIJING_GRID_UNITS,
     render: Annotated[bool, typer.Option(help="Also time the map in headless Chromium (if installed).")] = True,
     baseline: Annotated[bool, typer.Option(help="Also measure the API with its state cache off, in the same run.")] = True,
+    latency: Annotated[bool, typer.Option(help="Measure API latency and the event stream (--no-latency: payload "
+                                                "and render only, for a quick look at the map).")] = True,
     json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object for scripts.")] = False,
 ) -> None:
     """API latency (p50/p99) under concurrent clients, event-stream delay, map payload and render time."""
@@ -395,7 +398,7 @@ def bench_api(
 
     with console.status(f"building a {grid:,}-cell city and measuring the API…"):
         r = run_bench(clients=clients, requests=requests, dense_requests=dense_requests, sensors=sensors,
-                      render=render, baseline=baseline, n_grid=grid)
+                      render=render, baseline=baseline, latency=latency, n_grid=grid)
     if json:
         emit_json(r)
         return
@@ -407,8 +410,9 @@ def bench_api(
                 continue
             t.add_row(f"{label}: {name}", f"p50 {v['p50_ms']} ms · p99 {v['p99_ms']} ms · {v['requests_per_s']} req/s · "
                                           f"{v['n']} requests, {v['errors']} errors · CPU {v['cpu_s']} s · load {v['load_avg']}")
-    s = r["stream_delay"]
-    t.add_row("reading → SSE event", f"p50 {s.get('p50_ms')} ms · p99 {s.get('p99_ms')} ms ({s['n']} readings)")
+    if "stream_delay" in r:
+        s = r["stream_delay"]
+        t.add_row("reading → SSE event", f"p50 {s.get('p50_ms')} ms · p99 {s.get('p99_ms')} ms ({s['n']} readings)")
     p = r["payload"]
     t.add_row("all-grid map payload", f"compact {p['compact_bytes']:,} B (gzip {p['compact_gzip_bytes']:,}) · GeoJSON "
                                       f"{p['geojson_bytes']:,} B (gzip {p['geojson_gzip_bytes']:,})")
