@@ -1,8 +1,9 @@
 """The dashboard on a city the size of Beijing's grid (40,625 unit grid cells), in Debian's
-Chromium: 'All grid cells' draws every cell as one MapLibre layer (not 40,625 plotly
-polygons), the map reports the cells it has drawn, hovering names a cell, and clicking a
-cell drills down to it. Content assertions only; the timing is in ``cityvitals bench api``.
-Screenshots go to tmp_path."""
+Chromium: 'All grid cells' draws every cell on the canvas overlay over the MapLibre map (not
+40,625 plotly polygons, not a MapLibre GeoJSON layer), coloured by its value, the map reports
+the cells it has drawn, hovering names a cell, clicking a cell drills down to it, and the
+overlay follows the map when it zooms. Content assertions only; the timing is in
+``cityvitals bench api``. Screenshots go to tmp_path."""
 
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ def screen_point(page, code: str) -> dict:
     )
 
 
+def overlay_pixel(page, pt: dict) -> list[int]:
+    """The overlay canvas's colour (RGB) at a page point."""
+    return page.evaluate(
+        """(p) => { const cv = document.querySelector('#map canvas.cv-overlay'), r = cv.getBoundingClientRect();
+            const k = cv.width / r.width, x = Math.round((p.x - r.left) * k), y = Math.round((p.y - r.top) * k);
+            return Array.from(cv.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3)); }""",
+        pt,
+    )
+
+
 @pytest.mark.slow  # a 40,625-cell city built and drawn in software GL: about 50 s on a busy 2-core machine
 def test_all_grid_cells_drawn_as_one_layer_and_a_click_drills_down(big, page, tmp_path):
     page.goto(f"{big['url']}/#key={big['key']}")
@@ -67,14 +78,15 @@ def test_all_grid_cells_drawn_as_one_layer_and_a_click_drills_down(big, page, tm
 
     page.click("#all-grid")
     page.wait_for_function(f"() => document.getElementById('map').dataset.drawn === '{N_GRID}'", timeout=90000)
-    assert page.get_attribute("#map", "data-renderer") == "maplibre"
+    assert page.get_attribute("#map", "data-renderer") == "canvas"
     assert page.get_attribute("#map", "data-layer-level") == "grid"
-    # every cell is on screen, as features MapLibre rendered (distinct codes across its tiles)
+    # every cell is in view and drawn on the overlay
     assert page.evaluate("() => renderedUnits()") == N_GRID
-    # and as one source + fill layer, not a plotly trace per polygon
+    # the overlay, not a plotly trace per polygon nor a MapLibre layer
+    assert page.evaluate("() => document.querySelectorAll('#map canvas.cv-overlay').length") == 1
     layers = page.evaluate("() => " + MAP + ".getStyle().layers.map(l => l.id)")
-    assert "cv-units-fill" in layers
-    assert page.evaluate("() => document.getElementById('map')._fullData.map(t => [t.type, t.lon.length])") == [["scattermap", 0]]
+    assert not any(lid.startswith("cv-units") for lid in layers)
+    assert page.evaluate("() => document.getElementById('map')._fullData.map(t => [t.type, t.locations.length])") == [["choroplethmap", 0]]
     assert f"{N_GRID} 个单元 units (grid)" in page.inner_text("#map-note")
     assert "readings/h" in page.inner_text("#legend")  # the city has readings but no vital signs yet
     page.screenshot(path=str(tmp_path / "all-grid.png"))
@@ -83,10 +95,25 @@ def test_all_grid_cells_drawn_as_one_layer_and_a_click_drills_down(big, page, tm
     code, n = page.evaluate("() => { const p = S.view.geojson.features.find(f => f.properties.readings_1h > 0).properties;"
                             " return [p.code, p.readings_1h]; }")
     pt = screen_point(page, code)
+    # the pixel there has the cell's colour (pale for no readings, dark blue for the most)
+    rgb = overlay_pixel(page, pt)
+    empty = screen_point(page, page.evaluate("() => S.view.geojson.features.find(f => f.properties.readings_1h === 0).properties.code"))
+    assert sum(rgb) < sum(overlay_pixel(page, empty)) - 60, (rgb, overlay_pixel(page, empty))
     page.mouse.move(pt["x"], pt["y"])
     page.wait_for_function("(code) => !document.getElementById('map-tip').hidden"
                            " && document.getElementById('map-tip').textContent.includes(code)", arg=code, timeout=15000)
     assert f"Readings/h {n}" in page.inner_text("#map-tip")
+
+    # zoom in on the cell: the overlay is drawn again with the map's new transform, fewer cells in view
+    page.evaluate("(p) => { const m = " + MAP + "; const c = m.getCanvas().getBoundingClientRect();"
+                  " m.jumpTo({center: m.unproject([p.x - c.left, p.y - c.top]), zoom: m.getZoom() + 3}); }", pt)
+    page.wait_for_function(f"() => renderedUnits() < {N_GRID // 10}", timeout=15000)
+    pt = screen_point(page, code)
+    want = page.evaluate("(code) => { const p = S.view.geojson.features.find(f => f.properties.code === code).properties;"
+                         " return cellColour(p, S.view.colour_by, Math.max(...S.view.geojson.features.map(f => f.properties.readings_1h), 1)); }",
+                         code)
+    assert overlay_pixel(page, pt) == [int(v) for v in want[4:-1].split(",")]  # "rgb(r,g,b)"
+    page.screenshot(path=str(tmp_path / "all-grid-zoomed.png"))
 
     page.mouse.click(pt["x"], pt["y"])
     page.wait_for_function("(code) => document.getElementById('map').dataset.unit === code", arg=code, timeout=30000)
@@ -96,7 +123,10 @@ def test_all_grid_cells_drawn_as_one_layer_and_a_click_drills_down(big, page, tm
     # the cell among its community's cells, drawn by plotly again; the big layer is gone
     assert page.get_attribute("#map", "data-renderer") == "map"
     assert page.evaluate("() => S.view.highlight") == code
+    # the unit panel counts the cell's own readings, not its neighbours' too
+    page.wait_for_function("(n) => document.getElementById('readings-1h')"
+                           " && Number(document.getElementById('readings-1h').textContent) === n", arg=n, timeout=15000)
     assert code in page.evaluate("() => S.view.geojson.features.map(f => f.properties.code)")
-    assert page.evaluate("() => " + MAP + ".getLayer('cv-units-fill') === undefined")
+    assert page.evaluate("() => document.querySelectorAll('#map canvas.cv-overlay').length") == 0
     page.screenshot(path=str(tmp_path / "drilled.png"))
     assert page.errors == []

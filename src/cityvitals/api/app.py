@@ -24,6 +24,7 @@ from cityvitals.api.events import EventHub
 from cityvitals.api.middleware import AuditWrites, BodyLimit
 from cityvitals.api.responses import FastJSON
 from cityvitals.api.routers import account, map as map_router, public, quarantine, readings, sensors, stream, units
+from cityvitals.api.statecache import StateCache
 
 PREFIX = "/api/v1"
 
@@ -60,6 +61,7 @@ def create_app(
     poll_interval: float | None = 2.0,
     dashboard: bool = True,
     tiles: str | None = None,
+    state_ttl_s: float = 2.0,
 ) -> FastAPI:
     """The API (under /api/v1) and the dashboard (at /) over ``store``.
 
@@ -69,9 +71,12 @@ def create_app(
     ``tiles``: a raster tile URL template (``https://.../{z}/{x}/{y}.png``) drawn under the
     dashboard's map; default ``$CITYVITALS_TILES``, and none (a blank background) when unset,
     because operations centres often have no internet.
+    ``state_ttl_s``: how long a computed map state may be served while the data version is
+    unchanged (see :mod:`cityvitals.api.statecache`); 0 computes every request.
     """
     ctx = Context(store, clock=clock or utcnow, limits=limits or Limits(), catalog=catalog, hub=hub or EventHub(),
-                  tiles=check_tiles(tiles if tiles is not None else os.environ.get("CITYVITALS_TILES") or None))
+                  tiles=check_tiles(tiles if tiles is not None else os.environ.get("CITYVITALS_TILES") or None),
+                  states=StateCache(ttl_s=state_ttl_s))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):

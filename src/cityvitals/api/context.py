@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from cityvitals.api.events import ChangeWatcher, EventHub
+from cityvitals.api.statecache import StateCache
 from cityvitals.api.unitindex import UnitIndex
 
 
@@ -35,12 +36,21 @@ class Context:
     units: UnitIndex = None  # type: ignore[assignment]
     watcher: ChangeWatcher = None  # type: ignore[assignment]
     tiles: str | None = None           # a raster tile URL template for the dashboard's map, or None (blank)
+    states: StateCache = field(default_factory=StateCache)  # map states, encoded once per view and data version
     _geo_cache: dict = field(default_factory=dict, repr=False)
     _geo_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.units = self.units or UnitIndex(self.store)
         self.watcher = self.watcher or ChangeWatcher(self.store, self.hub)
+
+    def data_version(self) -> tuple:
+        """Moves whenever what the map shows may have changed: the unit tree, or anything the
+        change watcher published (readings, alerts, health, incidents, cases). A write made
+        outside the API shows up at the watcher's next look; until then the cache's short
+        time-to-live bounds how old a served map can be."""
+        self.units.refresh()
+        return (self.units.fingerprint, self.hub.last_id)
 
     @property
     def has_signs(self) -> bool:

@@ -12,6 +12,7 @@ simulator run is needed to measure the map.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Annotated
 
@@ -218,56 +219,118 @@ def _stream_delay(url: str, key: str, sensor: str, now, n: int) -> dict:
 def _render(url: str, key: str, chromium: str, *, timeout_s: float = 120.0) -> dict:
     """Open the dashboard in headless Chromium and time 'All grid cells': request to painted map.
 
-    ``arrival_ms`` is the part after the response is in hand: decode, layout and MapLibre's
-    tiles drawn (the page waits for the map's ``idle`` event). Every wait is bounded by
-    ``timeout_s`` so a map that never settles fails the benchmark instead of hanging it.
+    Both ways of drawing a big layer are timed in the same run: ``geojson`` (the baseline: a
+    MapLibre GeoJSON fill layer, ``?layer=geojson``) and ``canvas`` (the dashboard's default: a
+    Canvas 2D overlay). ``arrival_ms`` is the part after the response is in hand: decode,
+    layout and the map painted (GeoJSON: until MapLibre is idle, its tiles drawn; canvas: until
+    the frame with the overlay drawn, then ``idle_after_ms`` more until MapLibre is idle).
+    Every wait is bounded by ``timeout_s`` so a map that never settles fails the benchmark
+    instead of hanging it.
     """
     from playwright.sync_api import sync_playwright
 
     args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
     ms = int(timeout_s * 1000)
+    out: dict = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=args)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{url}/#key={key}")
-        page.wait_for_function("() => typeof S !== 'undefined' && S.view && document.getElementById('map').dataset.renderMs",
-                               timeout=ms)
-        out = {}
-        for attempt in ("first", "again"):
-            page.evaluate("() => { document.getElementById('map').dataset.renderMs = ''; }")
-            t0 = time.perf_counter()
-            page.click("#all-grid")
-            page.wait_for_function("() => document.getElementById('map').dataset.renderMs && S.view.n_units > 40000",
+        for mode in ("geojson", "canvas"):
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{url}/?layer={mode}#key={key}")
+            page.wait_for_function("() => typeof S !== 'undefined' && S.view && document.getElementById('map').dataset.renderMs",
                                    timeout=ms)
-            # the page waits for MapLibre's idle itself on big layers; the plotly path (small
-            # layers, or an older page) is waited for here, bounded by the same timeout
-            page.evaluate("""(ms) => new Promise((ok) => { const el = document.getElementById('map');
-                if (el.dataset.renderer !== 'map') return ok(); const m = el._fullLayout.map._subplot.map;
-                setTimeout(ok, ms);
-                if (m.loaded() && !m.isMoving()) { m.once('idle', ok); m.triggerRepaint(); } else m.once('idle', ok); })""", ms)
-            out[attempt] = {"wall_ms": round((time.perf_counter() - t0) * 1000),
-                            **{k: round(v) for k, v in page.evaluate("() => S.timing").items()},
-                            "renderer": page.get_attribute("#map", "data-renderer")}
-        out["features"] = page.evaluate("() => S.view.geojson.features.length")
-        out["rendered_units"] = page.evaluate("() => typeof renderedUnits === 'function' ? renderedUnits() : null")
+            res: dict = {}
+            for attempt in ("first", "again"):
+                page.evaluate("() => { document.getElementById('map').dataset.renderMs = ''; }")
+                load0 = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                page.click("#all-grid")
+                page.wait_for_function("() => document.getElementById('map').dataset.renderMs && S.view.n_units > 40000",
+                                       timeout=ms)
+                wall = round((time.perf_counter() - t0) * 1000)
+                # the overlay resolves at the painted frame; MapLibre settling its own sources after
+                # it is waited for here (bounded) and reported as idle_after_ms
+                page.wait_for_function("() => S.mapIdle !== false", timeout=ms)
+                res[attempt] = {"wall_ms": wall, "load_avg": round(load0, 1),
+                                **{k: round(v) for k, v in page.evaluate("() => S.timing").items()},
+                                "idle_after_ms": page.evaluate("() => S.overlayTiming ? Math.round(S.overlayTiming.idle_after_ms) : null"),
+                                "renderer": page.get_attribute("#map", "data-renderer")}
+            res["features"] = page.evaluate("() => S.view.geojson.features.length")
+            res["rendered_units"] = page.evaluate("() => renderedUnits()")
+            out[mode] = res
+            page.close()
         browser.close()
     return out
 
 
-def run_bench(*, clients: int = 50, requests: int = 500, dense_requests: int = 100, sensors: int = 2000,
-              stream_events: int = 30, render: bool = True, seed: int = 7, n_grid: int = BEIJING_GRID_UNITS) -> dict:
+def _serving(app):
+    """Run ``app`` with uvicorn on a free loopback port in a thread; a context manager yielding its URL."""
+    import contextlib
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    @contextlib.contextmanager
+    def cm():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        th = threading.Thread(target=server.run, daemon=True)
+        th.start()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # bounded wait for readiness
+            try:
+                if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("the benchmark server did not start within 20 s")
+        try:
+            yield url
+        finally:
+            server.should_exit = True
+            th.join(10)
+
+    return cm()
+
+
+def _latencies(url: str, key: str, dense: str, details: list[str], clients: int, requests: int,
+               dense_requests: int) -> dict:
+    """p50/p99 per endpoint, with the process's CPU seconds (server and clients share it) and the load."""
     import asyncio
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    out = {}
+    for name, paths, n in (("map_city", ["/api/v1/map?format=compact"], requests), ("map_all_grid_cells", [dense], dense_requests),
+                           ("unit_detail", details, requests)):
+        c0, load0 = cpu(), os.getloadavg()[0]
+        out[name] = asyncio.run(_latency(url, key, paths, clients, n)) | {
+            "cpu_s": round(cpu() - c0, 2), "load_avg": round(load0, 1)}
+    return out
+
+
+def run_bench(*, clients: int = 50, requests: int = 500, dense_requests: int = 100, sensors: int = 2000,
+              stream_events: int = 30, render: bool = True, baseline: bool = True, latency: bool = True,
+              seed: int = 7, n_grid: int = BEIJING_GRID_UNITS) -> dict:
+    """``baseline``: also measure the API with its state cache off (every request computes its
+    map state, as before the cache) in the same run, on the same store."""
     import gzip
     import shutil
-    import socket
     import tempfile
-    import threading
     from datetime import datetime, timezone
     from pathlib import Path
 
     import httpx
-    import uvicorn
 
     from cityvitals.api import create_app
     from cityvitals.bench._machine import machine
@@ -277,53 +340,41 @@ def run_bench(*, clients: int = 50, requests: int = 500, dense_requests: int = 1
     out: dict = {"machine": machine(), "clients": clients}
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(Path(tmp) / "home")
-        t0 = time.perf_counter()
-        out["city"] = build_big_city(store, n_grid=n_grid)
-        ids = _add_sensors(store, sensors, now, seed)
-        out["build_s"] = round(time.perf_counter() - t0, 1)
-        key = store.users.add("bench", "admin")
-        app = create_app(store, clock=lambda: now, poll_interval=0.1)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        th = threading.Thread(target=server.run, daemon=True)
-        th.start()
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(400):
-            try:
-                if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
         try:
-            h = {"X-API-Key": key}
+            t0 = time.perf_counter()
+            out["city"] = build_big_city(store, n_grid=n_grid)
+            ids = _add_sensors(store, sensors, now, seed)
+            out["build_s"] = round(time.perf_counter() - t0, 1)
+            key = store.users.add("bench", "admin")
             dense = "/api/v1/map?depth=4&format=compact"
-            with httpx.Client(base_url=url, headers=h, timeout=120) as c:
-                t0 = time.perf_counter()
-                first = c.get(dense, headers={"Accept-Encoding": "identity"})
-                out["dense_first_request_s"] = round(time.perf_counter() - t0, 2)
-                geo = c.get("/api/v1/map?depth=4", headers={"Accept-Encoding": "identity"}).content
-                out["payload"] = {
-                    "units": first.json()["n_units"], "compact_bytes": len(first.content),
-                    "compact_gzip_bytes": len(gzip.compress(first.content, 5)),
-                    "geojson_bytes": len(geo), "geojson_gzip_bytes": len(gzip.compress(geo, 5)),
-                    "city_level_bytes": len(c.get("/api/v1/map?format=compact", headers={"Accept-Encoding": "identity"}).content)}
             grid = store.frame("SELECT code FROM units WHERE level = 'grid' ORDER BY code")["code"].to_list()
             rng = np.random.default_rng(seed)
             details = [f"/api/v1/units/{grid[i]}" for i in rng.choice(len(grid), 200, replace=False)]
-            out["latency"] = {
-                "map_city": asyncio.run(_latency(url, key, ["/api/v1/map?format=compact"], clients, requests)),
-                "map_all_grid_cells": asyncio.run(_latency(url, key, [dense], clients, dense_requests)),
-                "unit_detail": asyncio.run(_latency(url, key, details, clients, requests)),
-            }
-            out["stream_delay"] = _stream_delay(url, key, ids[0], now, stream_events)
-            chromium = shutil.which("chromium") or "/usr/bin/chromium"
-            if render and Path(chromium).exists():
-                out["render"] = _render(url, key, chromium)
+            if baseline and latency:
+                with _serving(create_app(store, clock=lambda: now, poll_interval=2.0, state_ttl_s=0)) as url:
+                    out["latency_no_cache"] = _latencies(url, key, dense, details, clients, requests, dense_requests)
+            app = create_app(store, clock=lambda: now, poll_interval=2.0)
+            with _serving(app) as url:
+                h = {"X-API-Key": key}
+                with httpx.Client(base_url=url, headers=h, timeout=120) as c:
+                    t0 = time.perf_counter()
+                    first = c.get(dense, headers={"Accept-Encoding": "identity"})
+                    out["dense_first_request_s"] = round(time.perf_counter() - t0, 2)
+                    geo = c.get("/api/v1/map?depth=4", headers={"Accept-Encoding": "identity"}).content
+                    out["payload"] = {
+                        "units": first.json()["n_units"], "compact_bytes": len(first.content),
+                        "compact_gzip_bytes": len(gzip.compress(first.content, 5)),
+                        "geojson_bytes": len(geo), "geojson_gzip_bytes": len(gzip.compress(geo, 5)),
+                        "city_level_bytes": len(c.get("/api/v1/map?format=compact", headers={"Accept-Encoding": "identity"}).content)}
+                if latency:
+                    out["latency"] = _latencies(url, key, dense, details, clients, requests, dense_requests)
+                    out["latency"]["cache"] = {"hits": app.state.ctx.states.hits, "misses": app.state.ctx.states.misses,
+                                               "stale_served": app.state.ctx.states.stale_served}
+                    out["stream_delay"] = _stream_delay(url, key, ids[0], now, stream_events)
+                chromium = shutil.which("chromium") or "/usr/bin/chromium"
+                if render and Path(chromium).exists():
+                    out["render"] = _render(url, key, chromium)
         finally:
-            server.should_exit = True
-            th.join(10)
             store.close()
     return out
 
@@ -335,6 +386,9 @@ def bench_api(
     sensors: Annotated[int, typer.Option(min=10, help="Sensors with an hour of readings.")] = 2000,
     grid: Annotated[int, typer.Option(min=100, help="Grid cells in the city (Beijing: 40,625).")] = BEIJING_GRID_UNITS,
     render: Annotated[bool, typer.Option(help="Also time the map in headless Chromium (if installed).")] = True,
+    baseline: Annotated[bool, typer.Option(help="Also measure the API with its state cache off, in the same run.")] = True,
+    latency: Annotated[bool, typer.Option(help="Measure API latency and the event stream (--no-latency: payload "
+                                                "and render only, for a quick look at the map).")] = True,
     json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object for scripts.")] = False,
 ) -> None:
     """API latency (p50/p99) under concurrent clients, event-stream delay, map payload and render time."""
@@ -344,27 +398,32 @@ def bench_api(
 
     with console.status(f"building a {grid:,}-cell city and measuring the API…"):
         r = run_bench(clients=clients, requests=requests, dense_requests=dense_requests, sensors=sensors,
-                      render=render, n_grid=grid)
+                      render=render, baseline=baseline, latency=latency, n_grid=grid)
     if json:
         emit_json(r)
         return
     t = Table("measure", "value", title=f"bench api ({r['clients']} concurrent clients, {r['city']['grid']:,} grid cells)")
-    for name, v in r["latency"].items():
-        t.add_row(f"latency {name}", f"p50 {v['p50_ms']} ms · p99 {v['p99_ms']} ms · {v['requests_per_s']} req/s · "
-                                     f"{v['n']} requests, {v['errors']} errors")
-    s = r["stream_delay"]
-    t.add_row("reading → SSE event", f"p50 {s.get('p50_ms')} ms · p99 {s.get('p99_ms')} ms ({s['n']} readings)")
+    for label, part in (("no state cache (baseline)", "latency_no_cache"), ("state cache", "latency")):
+        for name, v in r.get(part, {}).items():
+            if name == "cache":
+                t.add_row(f"{label}: hits / misses / stale served", f"{v['hits']} / {v['misses']} / {v['stale_served']}")
+                continue
+            t.add_row(f"{label}: {name}", f"p50 {v['p50_ms']} ms · p99 {v['p99_ms']} ms · {v['requests_per_s']} req/s · "
+                                          f"{v['n']} requests, {v['errors']} errors · CPU {v['cpu_s']} s · load {v['load_avg']}")
+    if "stream_delay" in r:
+        s = r["stream_delay"]
+        t.add_row("reading → SSE event", f"p50 {s.get('p50_ms')} ms · p99 {s.get('p99_ms')} ms ({s['n']} readings)")
     p = r["payload"]
     t.add_row("all-grid map payload", f"compact {p['compact_bytes']:,} B (gzip {p['compact_gzip_bytes']:,}) · GeoJSON "
                                       f"{p['geojson_bytes']:,} B (gzip {p['geojson_gzip_bytes']:,})")
     t.add_row("city-level map payload", f"{p['city_level_bytes']:,} B")
     t.add_row("all-grid map, first request (cold geometry cache)", f"{r['dense_first_request_s']} s")
-    if "render" in r:
+    for mode, res in r.get("render", {}).items():
         for k in ("first", "again"):
-            v = r["render"][k]
-            t.add_row(f"Chromium render, {k}", f"{v['wall_ms']} ms click → painted (fetch {v['fetch_ms']}, decode "
-                                               f"{v['decode_ms']}, plot {v['plot_ms']} ms; data → painted "
-                                               f"{v.get('arrival_ms', '—')} ms; {v['renderer']})")
-        t.add_row("units drawn on screen (MapLibre)", f"{r['render'].get('rendered_units')} of {r['render']['features']:,}")
+            v = res[k]
+            t.add_row(f"Chromium render ({mode}), {k}",
+                      f"{v['wall_ms']} ms click → painted (fetch {v['fetch_ms']}, decode {v['decode_ms']}, plot {v['plot_ms']} ms; "
+                      f"data → painted {v['arrival_ms']} ms; {v['renderer']}; load {v['load_avg']})")
+        t.add_row(f"units drawn on screen ({mode})", f"{res.get('rendered_units')} of {res['features']:,}")
     t.add_row("machine", f"{r['machine']['cpu']} · {r['machine']['cores']} cores")
     console.print(t)

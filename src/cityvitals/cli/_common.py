@@ -41,8 +41,35 @@ def open_store_cli(home: str | None, store_url: str | None = None, read_only: bo
         return open_store(home, url=store_url, read_only=read_only)
     except StoreError as exc:
         from cityvitals.errors import InputError
+        from cityvitals.home import running_server
 
+        server = running_server(home)
+        if server is not None:
+            raise InputError(held_by_server(server)) from exc
         raise InputError(str(exc)) from exc
+
+
+# What the API offers for commands that write, named in the "held by the server" error.
+_API_WAY = {
+    "ingest": "POST {url}/api/v1/readings (a JSON array of readings)",
+    "alerts ack": "POST {url}/api/v1/alerts/ID/ack",
+    "alerts resolve": "POST {url}/api/v1/alerts/ID/resolve",
+    "cases": "POST {url}/api/v1/cases/ID/ACTION (or Open311: POST {url}/open311/v2/requests.json)",
+}
+
+
+def held_by_server(server: dict) -> str:
+    """One line: which server holds the store, and how to do this command's work through it."""
+    words = []
+    for arg in sys.argv[1:]:  # the command as typed, up to its first option
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    command = " ".join(words)
+    way = next((w for k, w in _API_WAY.items() if command == k or command.startswith(k + " ")),
+               "use its API ({url}/api/v1/docs)")
+    return (f"the store is held by the running server (cityvitals serve, pid {server['pid']}, {server['url']}) "
+            f"and DuckDB lets one process open it: stop the server, or {way.format(url=server['url'])} with an API key")
 
 
 @contextmanager

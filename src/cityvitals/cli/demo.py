@@ -67,7 +67,7 @@ def demo(
     json: Json = False,
 ) -> None:
     """Run the simulated city live with the API and dashboard (or --once: load, print, exit)."""
-    from cityvitals.home import resolve_home
+    from cityvitals.home import announce_server, resolve_home, withdraw_server
     from cityvitals.runtime import SimClock
 
     home_dir = resolve_home(home)
@@ -81,8 +81,10 @@ def demo(
             return
         clock = SimClock(resume, speed=speed, end=source.end)
         runner.clock = clock
+        announce_server(home_dir, f"http://{host}:{port}")  # other commands cannot open the file now
         _serve_live(store, runner, clock, host=host, port=port, source=source, tiles=tiles)
     finally:
+        withdraw_server(home_dir)
         store.close()
 
 

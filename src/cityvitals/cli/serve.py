@@ -52,6 +52,7 @@ def serve(
 ) -> None:
     """Serve the API (/api/v1) and the live dashboard (/) until interrupted; with --mqtt, ingest live."""
     from cityvitals.errors import InputError
+    from cityvitals.home import announce_server, withdraw_server
 
     if no_http and not mqtt:
         raise InputError("--no-http needs --mqtt (there would be nothing to serve)")
@@ -95,6 +96,8 @@ def serve(
         if source is not None:
             app.state.mqtt = source
         err_console.print(f"dashboard: http://{host}:{port}/   API: http://{host}:{port}/api/v1/docs")
+        if store.backend == "duckdb":  # other commands cannot open the file now: tell them who has it
+            announce_server(home, f"http://{host}:{port}")
         uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     finally:
         if source is not None:
@@ -103,4 +106,6 @@ def serve(
             stages.close()
             for s in {id(x): x for x in (stages.watch_store, stages.signs_store) if x is not store}.values():
                 s.close()
+        if store.backend == "duckdb":
+            withdraw_server(home)
         store.close()

@@ -19,6 +19,7 @@ from cityvitals.api import state
 from cityvitals.api.auth import Principal, check_unit, reader
 from cityvitals.api.errors import ApiError
 from cityvitals.api.geo import feature_collection
+from cityvitals.api.responses import encoded_response
 from cityvitals.api.routers._common import ctx_of, utc
 
 router = APIRouter(tags=["map"])
@@ -58,8 +59,17 @@ def city_map(
             raise ApiError(404, "the store has no units yet", field="unit")
     check_unit(ctx, p, unit)
     at = utc(at, "at")
+    # The answer depends on the view and the caller's area scope only (not on who else asks):
+    # that is the cache key, so a scoped user never gets an answer made for another scope.
+    key = ("map", unit, at, depth, format, p.area_code)
+    entry = ctx.states.get(key, ctx.data_version(), lambda: map_state(ctx, idx, unit, at, depth, format, p.area_code))
+    return encoded_response(request, entry)
+
+
+def map_state(ctx, idx, unit: str, at: datetime | None, depth: int | None, format: str, area: str | None):
+    """The map view as JSON content (compact) or bytes (GeoJSON): layer, path, state per unit."""
     layer, highlight = layer_for(idx, unit, depth)
-    layer = [c for c in layer if idx.within(c, p.area_code)]
+    layer = [c for c in layer if idx.within(c, area)]
     if len(layer) > ctx.limits.max_map_units:
         raise ApiError(422, f"{len(layer):,} units in this layer; at most {ctx.limits.max_map_units:,}", field="depth")
     now = at or ctx.clock()
@@ -74,9 +84,9 @@ def city_map(
                       "health_level": h.get("level"), "readings_1h": counts.get(c, 0), "open_alerts": alerts.get(c, 0),
                       "has_children": bool(idx.children.get(c))})
     path = [{"code": c, "name": idx.info[c]["name"], "level": idx.info[c]["level"]} for c in idx.ancestors(unit)]
-    if p.area_code is not None:  # breadcrumbs start at the caller's area
+    if area is not None:  # breadcrumbs start at the caller's area
         codes = [x["code"] for x in path]
-        path = path[codes.index(p.area_code):] if p.area_code in codes else path
+        path = path[codes.index(area):] if area in codes else path
     meta = {
         "unit": path[-1], "path": path, "highlight": highlight, "at": now,
         "health_at": state.health_at(ctx, at), "colour_by": "health" if health else "readings_1h",
@@ -85,7 +95,6 @@ def city_map(
     if format == "compact":
         meta["compact"] = {"codes": layer, "props": {k: [p[k] for p in props] for k in PROPS if k != "code"},
                            "geometry": ctx.geometry(layer)}
-        return Response(orjson.dumps(meta, default=str, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        return meta
     head = orjson.dumps(meta, default=str)
-    body = head[:-1] + b',"geojson":' + feature_collection(ctx.store, props) + b"}"
-    return Response(body, media_type="application/json")
+    return head[:-1] + b',"geojson":' + feature_collection(ctx.store, props) + b"}"

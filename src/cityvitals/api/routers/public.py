@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from cityvitals.api import state
+from cityvitals.api.responses import encoded_response
 from cityvitals.api.routers._common import ctx_of
 
 router = APIRouter(prefix="/public", tags=["public"])
 
 
-@router.get("/health", summary="The city's health at a glance (no key needed)")
-def public_health(request: Request) -> dict:
+@router.get("/health", summary="The city's health at a glance (no key needed)", response_class=Response)
+def public_health(request: Request) -> Response:
+    """Anyone may ask, as often as they like: the answer is computed once per data version
+    (and at most every few seconds) and served pre-encoded, like the map."""
     ctx = ctx_of(request)
+    return encoded_response(request, ctx.states.get(("public",), ctx.data_version(), lambda: summary(ctx)))
+
+
+def summary(ctx) -> dict:
     roots = ctx.units.roots()
     if not roots:
         return {"unit": None, "health": None, "status": "no units yet"}

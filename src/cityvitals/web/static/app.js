@@ -127,10 +127,14 @@ function drawCrumbs(path) {
   });
 }
 
-function bbox(fc) {
+function bbox(fc) {  // plain loops: a recursive walk over 40,625 cells took a tenth of a second
   let x0 = 180, y0 = 90, x1 = -180, y1 = -90;
-  const walk = (c) => { if (typeof c[0] === "number") { x0 = Math.min(x0, c[0]); x1 = Math.max(x1, c[0]); y0 = Math.min(y0, c[1]); y1 = Math.max(y1, c[1]); } else c.forEach(walk); };
-  fc.features.forEach((f) => walk(f.geometry.coordinates));
+  for (const f of fc.features) {
+    const g = f.geometry, polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
+    for (const poly of polys) for (const ring of poly) for (const c of ring) {
+      if (c[0] < x0) x0 = c[0]; if (c[0] > x1) x1 = c[0]; if (c[1] < y0) y0 = c[1]; if (c[1] > y1) y1 = c[1];
+    }
+  }
   return [x0, y0, x1, y1];
 }
 
@@ -147,9 +151,14 @@ function hoverText(p) {
 }
 
 // Above this many units plotly's choroplethmap takes seconds per thousand polygons (20 s for a
-// 40,625-cell city): draw big layers as one GeoJSON source + fill layer on the MapLibre map that
-// plotly's map subplot owns, coloured by a style expression, so the GPU tiles them in one pass.
+// 40,625-cell city). Big layers are drawn on a Canvas 2D overlay over the MapLibre map plotly's
+// map subplot owns (MapLibre keeps the background, tiles and camera): one Path2D per colour in
+// the layer's own projected coordinates, built once, then every redraw (pan, zoom) is one
+// transform and a fill per colour. A MapLibre GeoJSON fill layer was 3-4 s to first paint in
+// software WebGL, nearly all of it the worker cutting the source into tiles; the overlay needs
+// no tiling. `?layer=geojson` keeps that MapLibre layer, as the baseline `cityvitals bench api` measures.
 const BIG_LAYER = 3000;
+const BIG_MODE = new URLSearchParams(location.search).get("layer") === "geojson" ? "geojson" : "canvas";
 const BIG_SRC = "cv-units", BIG_FILL = "cv-units-fill", BIG_EDGE = "cv-units-edge", BIG_LINE = "cv-units-highlight";
 
 async function drawMap(view) {
@@ -173,15 +182,16 @@ async function drawMap(view) {
     const w = el.clientWidth || 800, h = el.clientHeight || 600, k = 1 / Math.cos(((y0 + y1) / 2) * Math.PI / 180);
     const zoom = Math.min(Math.log2((360 * w) / (512 * Math.max(x1 - x0, 1e-5))), Math.log2((360 * h) / (512 * Math.max((y1 - y0) * k, 1e-5))));
     layout.map = { style: mapStyle(), center: { lon: (x0 + x1) / 2, lat: (y0 + y1) / 2 }, zoom: zoom - 0.35 };
-    if (big) {  // an empty trace makes plotly create (or keep) the map subplot; the units go on it directly
-      traces = [{ type: "scattermap", lon: [], lat: [], hoverinfo: "skip", showlegend: false }];
+    if (big) {  // an empty trace keeps plotly's map subplot (of the same type as a small layer's: a cheaper update)
+      traces = [{ type: "choroplethmap", geojson: { type: "FeatureCollection", features: [] }, locations: [], z: [],
+        showscale: false, hoverinfo: "skip" }];
     } else {
       const lines = props.map((p) => (p.code === view.highlight ? 4 : 1));
       traces = [Object.assign({ type: "choroplethmap", geojson: fc, featureidkey: "properties.code", locations: props.map((p) => p.code),
         z, colorscale, showscale: !discrete, text: props.map(hoverText), hoverinfo: "text", marker: { opacity: 0.8, line: { width: lines, color: "#243447" } },
         colorbar: { title: { text: "读数/小时<br>readings/h" } } }, zrange)];
     }
-    el.dataset.renderer = big ? "maplibre" : "map";
+    el.dataset.renderer = big ? (BIG_MODE === "canvas" ? "canvas" : "maplibre") : "map";
   } else {  // no WebGL (old PCs, locked-down browsers): the same polygons as SVG paths
     traces = [];
     const text = props.length > 5000 ? props.map((p) => `${p.name || p.code} (${p.code})`) : props.map(hoverText);
@@ -203,10 +213,11 @@ async function drawMap(view) {
   const m = el._fullLayout && el._fullLayout.map && el._fullLayout.map._subplot ? el._fullLayout.map._subplot.map : null;
   if (m) {
     const tr1 = performance.now();
-    if (big) await drawBigLayer(m, view, by, zrange.zmax);
-    else clearBigLayer(m);
-    S.drawTiming = { prep_ms: tr0 - tp0, react_ms: tr1 - tr0, layer_ms: performance.now() - tr1 };  // parts of plot_ms
-  }
+    if (big && BIG_MODE === "canvas") { clearBigLayer(m); await drawOverlayLayer(m, view, by, zrange.zmax); }
+    else if (big) { clearOverlay(); await drawBigLayer(m, view, by, zrange.zmax); }
+    else { clearOverlay(); clearBigLayer(m); }
+    S.drawTiming = Object.assign({ prep_ms: tr0 - tp0, react_ms: tr1 - tr0, layer_ms: performance.now() - tr1 }, S.overlayTiming || {});  // parts of plot_ms
+  } else clearOverlay();
   el.dataset.drawn = String(fc.features.length);
   if (!el._cvClick) {
     el.on("plotly_click", (ev) => {
@@ -299,12 +310,228 @@ function clearBigLayer(m) {
   $("map-tip").hidden = true;
 }
 
-// Units the map has drawn on screen (distinct codes MapLibre reports), for tests and the benchmark.
+// Units the map has drawn on screen, for tests and the benchmark: cells of the overlay whose
+// polygon lies (partly) in the view at the last redraw, or distinct codes MapLibre reports.
 function renderedUnits() {
+  if (S.overlay) return S.overlay.visible;
   const el = $("map");
   const m = el._fullLayout && el._fullLayout.map && el._fullLayout.map._subplot ? el._fullLayout.map._subplot.map : null;
   if (!m || !m.getLayer(BIG_FILL)) return null;
   return new Set(m.queryRenderedFeatures({ layers: [BIG_FILL] }).map((f) => f.properties.code)).size;
+}
+
+// ---------------------------------------------------------------- the canvas overlay for big layers
+const OV_EXTENT = 1e6;  // the layer spans this many overlay units (integers in the path: ~0.05 m steps)
+const OV_GRID = 128;    // hit-test buckets per side
+const unmercator = (x, y) => [x * 360 - 180, (360 / Math.PI) * Math.atan(Math.exp(Math.PI * (1 - 2 * y))) - 90];
+const nextPaint = () => new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 0)));
+
+// Readings per hour: 32 steps from pale to dark blue (cells are batched by colour, so few colours).
+const READINGS_PALETTE = Array.from({ length: 32 }, (_, i) => {
+  const a = [0xf1, 0xf5, 0xfb], b = [0x14, 0x50, 0x8c], t = i / 31;
+  return "rgb(" + a.map((v, k) => Math.round(v + (b[k] - v) * t)).join(",") + ")";
+});
+const HEALTH_PALETTE = [NO_DATA, ...LEVELS.map((l) => l.colour)];
+
+function colourIndex(p, by, zmax) {
+  if (by === "health") return p.health_level == null ? 0 : p.health_level + 1;
+  return Math.round(Math.min(1, Math.max(0, (p.readings_1h || 0) / Math.max(zmax, 1e-6))) * 31);
+}
+
+// The cell's colour on the overlay: its level's colour, or its step of readings.
+function cellColour(p, by, zmax) {
+  return (by === "health" ? HEALTH_PALETTE : READINGS_PALETTE)[colourIndex(p, by, zmax)];
+}
+
+// Projected rings, one path per colour, bounding boxes and a bucket grid for hit tests, built
+// once per layer. Each colour's path is made from one SVG path string: Chromium's Path2D grows
+// in quadratic time when built with moveTo/lineTo calls (45 s for 40,625 cells), a string is parsed
+// in linear time.
+function buildOverlay(view, by, zmax) {
+  const feats = view.geojson.features, n = feats.length;
+  // pass 1: web-mercator x, y of every ring point into flat arrays (no per-point allocations:
+  // the garbage collector was most of the time), ring and cell offsets, the layer's bounds
+  const mx = [], my = [], ringStart = [0], cellRing = new Int32Array(n + 1), own = [];
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  const R = Math.PI / 180;
+  for (let i = 0; i < n; i++) {
+    const g = feats[i].geometry, polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
+    for (const poly of polys) {
+      for (const ring of poly) {
+        for (let j = 0, m = ring.length - 1; j < m; j++) {  // GeoJSON repeats the first point last
+          const x = (ring[j][0] + 180) / 360, y = 0.5 - Math.log(Math.tan(Math.PI / 4 + ring[j][1] * R / 2)) / (2 * Math.PI);
+          mx.push(x); my.push(y);
+          if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+        }
+        ringStart.push(mx.length);
+      }
+    }
+    cellRing[i + 1] = ringStart.length - 1;
+  }
+  // pass 2: overlay units, one SVG path string per colour, boxes
+  const k = OV_EXTENT / Math.max(x1 - x0, y1 - y0, 1e-12), xy = new Float64Array(2 * mx.length);
+  const palette = by === "health" ? HEALTH_PALETTE : READINGS_PALETTE, svg = palette.map(() => []);
+  const box = new Float64Array(4 * n), code = new Array(n);
+  let cellSize = 0;
+  for (let i = 0; i < n; i++) {
+    const p = feats[i].properties, parts = svg[colourIndex(p, by, zmax)];
+    let bx0 = Infinity, by0 = Infinity, bx1 = -Infinity, by1 = -Infinity;
+    for (let r = cellRing[i]; r < cellRing[i + 1]; r++) {
+      let d = "M";
+      for (let j = ringStart[r]; j < ringStart[r + 1]; j++) {
+        const lx = (mx[j] - x0) * k, ly = (my[j] - y0) * k;
+        xy[2 * j] = lx; xy[2 * j + 1] = ly;
+        if (lx < bx0) bx0 = lx; if (lx > bx1) bx1 = lx; if (ly < by0) by0 = ly; if (ly > by1) by1 = ly;
+        d += (j > ringStart[r] ? "L" : "") + Math.round(lx) + " " + Math.round(ly);
+      }
+      d += "Z";
+      parts.push(d);
+      if (p.code === view.highlight) own.push(d);
+    }
+    code[i] = p.code;
+    box[4 * i] = bx0; box[4 * i + 1] = by0; box[4 * i + 2] = bx1; box[4 * i + 3] = by1;
+    if (cellRing[i + 1] > cellRing[i]) cellSize = Math.max(cellSize, Math.min(bx1 - bx0, by1 - by0));
+  }
+  const used = palette.map((_, ci) => ci).filter((ci) => svg[ci].length);
+  const colours = used.map((ci) => palette[ci]), paths = used.map((ci) => new Path2D(svg[ci].join("")));
+  // a cell goes into every bucket its box touches; a hit test then looks at one bucket's cells
+  const step = OV_EXTENT / OV_GRID, grid = new Array(OV_GRID * OV_GRID);
+  const cl = (v) => Math.max(0, Math.min(OV_GRID - 1, Math.floor(v / step)));
+  for (let i = 0; i < n; i++) {
+    if (cellRing[i + 1] === cellRing[i]) continue;
+    for (let gx = cl(box[4 * i]); gx <= cl(box[4 * i + 2]); gx++)
+      for (let gy = cl(box[4 * i + 1]); gy <= cl(box[4 * i + 3]); gy++) (grid[gy * OV_GRID + gx] ||= []).push(i);
+  }
+  const ll = (lx, ly) => unmercator(x0 + lx / k, y0 + ly / k);
+  return { colours, paths, xy, ringStart, cellRing, box, code, highlight: own.length ? new Path2D(own.join("")) : null, grid, step,
+           cellSize, n, anchors: [ll(0, 0), ll(OV_EXTENT, 0), ll(0, OV_EXTENT)], visible: 0, last: "" };
+}
+
+// Overlay units -> CSS pixels of the map canvas, from where MapLibre puts three anchor points.
+function overlayTransform(o, m) {
+  const [p0, p1, p2] = o.anchors.map((a) => m.project(a));
+  return { a: (p1.x - p0.x) / OV_EXTENT, b: (p1.y - p0.y) / OV_EXTENT, c: (p2.x - p0.x) / OV_EXTENT, d: (p2.y - p0.y) / OV_EXTENT, e: p0.x, f: p0.y };
+}
+
+function drawOverlay(o, force) {
+  const m = o.m, mc = m.getCanvas(), cv = o.canvas, dpr = window.devicePixelRatio || 1;
+  const w = mc.clientWidth, h = mc.clientHeight, t = overlayTransform(o, m);
+  const sig = [w, h, dpr, t.a, t.b, t.c, t.d, t.e, t.f].join(",");
+  if (!force && sig === o.last) return;
+  o.last = sig;
+  if (cv.width !== Math.round(w * dpr) || cv.height !== Math.round(h * dpr)) {
+    cv.width = Math.round(w * dpr); cv.height = Math.round(h * dpr); cv.style.width = w + "px"; cv.style.height = h + "px";
+  }
+  const g = cv.getContext("2d");
+  g.setTransform(1, 0, 0, 1, 0, 0);
+  g.clearRect(0, 0, cv.width, cv.height);
+  g.setTransform(dpr * t.a, dpr * t.b, dpr * t.c, dpr * t.d, dpr * t.e, dpr * t.f);
+  o.colours.forEach((c, i) => { g.fillStyle = c; g.fill(o.paths[i]); });
+  const px = Math.hypot(t.a, t.b);  // CSS pixels per overlay unit
+  g.strokeStyle = "#243447";
+  if (o.cellSize * px > 10) {  // cell borders once cells are big enough on screen to tell apart
+    g.lineWidth = 0.5 / px;
+    o.paths.forEach((p) => g.stroke(p));
+  }
+  if (o.highlight) { g.lineWidth = 4 / px; g.stroke(o.highlight); }
+  // cells on screen: boxes that meet the view (the view's corners taken back to overlay units)
+  const corners = [[0, 0], [w, 0], [0, h], [w, h]].map(([x, y]) => toOverlay(t, x, y));
+  const vx0 = Math.min(...corners.map((c) => c[0])), vx1 = Math.max(...corners.map((c) => c[0]));
+  const vy0 = Math.min(...corners.map((c) => c[1])), vy1 = Math.max(...corners.map((c) => c[1]));
+  let visible = 0;
+  for (let i = 0; i < o.n; i++) {
+    const b = 4 * i;
+    if (o.cellRing[i + 1] > o.cellRing[i] && o.box[b] <= vx1 && o.box[b + 2] >= vx0 && o.box[b + 1] <= vy1 && o.box[b + 3] >= vy0) visible++;
+  }
+  o.visible = visible;
+}
+
+function toOverlay(t, x, y) {
+  const det = t.a * t.d - t.b * t.c, dx = x - t.e, dy = y - t.f;
+  return [(t.d * dx - t.c * dy) / det, (t.a * dy - t.b * dx) / det];
+}
+
+// The cell under a map point (CSS pixels), or -1: bucket lookup, box test, then even-odd ray casting.
+function overlayHit(o, point) {
+  const [x, y] = toOverlay(overlayTransform(o, o.m), point.x, point.y);
+  const gx = Math.floor(x / o.step), gy = Math.floor(y / o.step);
+  if (gx < 0 || gy < 0 || gx >= OV_GRID || gy >= OV_GRID) return -1;
+  for (const i of o.grid[gy * OV_GRID + gx] || []) {
+    const b = 4 * i;
+    if (x < o.box[b] || x > o.box[b + 2] || y < o.box[b + 1] || y > o.box[b + 3]) continue;
+    let inside = false;
+    for (let r = o.cellRing[i]; r < o.cellRing[i + 1]; r++) {
+      const s0 = o.ringStart[r], s1 = o.ringStart[r + 1], xy = o.xy;
+      for (let j = s0, q = s1 - 1; j < s1; q = j++) {
+        const xj = xy[2 * j], yj = xy[2 * j + 1], xq = xy[2 * q], yq = xy[2 * q + 1];
+        if ((yj > y) !== (yq > y) && x < ((xq - xj) * (y - yj)) / (yq - yj) + xj) inside = !inside;
+      }
+    }
+    if (inside) return i;
+  }
+  return -1;
+}
+
+// Draw a big layer on the overlay; resolves once the frame with it is painted.
+async function drawOverlayLayer(m, view, by, zmax) {
+  const tb0 = performance.now();
+  clearOverlay();
+  const o = buildOverlay(view, by, zmax);
+  o.m = m;
+  o.canvas = document.createElement("canvas");
+  o.canvas.className = "cv-overlay";
+  m.getCanvasContainer().appendChild(o.canvas);
+  // the affine overlay transform holds for a flat map: no rotating or tilting while it is shown
+  m.dragRotate.disable(); m.touchZoomRotate.disableRotation(); m.keyboard.disableRotation();
+  if (m.getBearing() || m.getPitch()) m.jumpTo({ bearing: 0, pitch: 0 });
+  const tip = $("map-tip");
+  o.handlers = {
+    render: () => drawOverlay(o),
+    resize: () => drawOverlay(o, true),
+    mousemove: (e) => {
+      const i = overlayHit(o, e.point);
+      if (i < 0) { m.getCanvas().style.cursor = ""; tip.hidden = true; return; }
+      m.getCanvas().style.cursor = "pointer";
+      tip.innerHTML = hoverText(view.geojson.features[i].properties);
+      tip.style.left = e.point.x + 12 + "px"; tip.style.top = e.point.y + 12 + "px";
+      tip.hidden = false;
+    },
+    mouseout: () => { m.getCanvas().style.cursor = ""; tip.hidden = true; },
+    click: (e) => {
+      const i = overlayHit(o, e.point);
+      tip.hidden = true;
+      if (i >= 0) unitClicked(o.code[i]);
+    },
+  };
+  for (const [type, fn] of Object.entries(o.handlers)) m.on(type, fn);
+  S.overlay = o;
+  const tb1 = performance.now();
+  drawOverlay(o, true);
+  const tb2 = performance.now();
+  m.triggerRepaint();
+  await nextPaint();  // the frame with every cell, at the camera plotly just set
+  const tb3 = performance.now();
+  const timing = S.overlayTiming = { build_ms: tb1 - tb0, draw_ms: tb2 - tb1, frame_ms: tb3 - tb2 };
+  // MapLibre settles its own sources after that frame (plotly's empty trace, tiles if configured):
+  // not part of the cells being painted, but timed for the benchmark (at most 30 s)
+  S.mapIdle = false;
+  new Promise((ok) => {
+    const timer = setTimeout(ok, 30000);
+    const done = () => { clearTimeout(timer); m.off("idle", done); ok(); };
+    m.on("idle", done);
+    m.triggerRepaint();
+  }).then(() => { timing.idle_after_ms = performance.now() - tb3; S.mapIdle = true; });
+}
+
+function clearOverlay() {
+  const o = S.overlay;
+  S.overlayTiming = null;
+  if (!o) return;
+  for (const [type, fn] of Object.entries(o.handlers)) o.m.off(type, fn);
+  o.canvas.remove();
+  o.m.getCanvas().style.cursor = "";
+  $("map-tip").hidden = true;
+  S.overlay = null;
 }
 
 function colourAt(scale, t) {
@@ -326,7 +553,9 @@ function drawLegend(view, zmax) {
 async function loadDetail(code) {
   const u = S.view.path[S.view.path.length - 1];
   const props = S.view.geojson.features.map((f) => f.properties);
-  const total = props.reduce((a, p) => a + p.readings_1h, 0);
+  // a grid cell is shown among its siblings: its own count, not the layer's sum
+  const own = S.view.highlight === code ? props.find((p) => p.code === code) : null;
+  const total = own ? own.readings_1h : props.reduce((a, p) => a + p.readings_1h, 0);
   let html = `<div><b>${esc(u.name)}</b> <small>${esc(u.code)} · ${esc(u.level)}</small></div>`;
   let health = null;
   if (S.me.features.signs) {
