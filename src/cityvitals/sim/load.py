@@ -82,11 +82,13 @@ def load_folder(store, folder: str | Path, *, progress: Callable[[str, int, int]
             progress("readings", i + 1, len(files))
     totals["quarantined"] = dict(sorted(totals["quarantined"].items()))
     out["readings"] = totals
-    home = Path(store.path).parent / "sim"
-    home.mkdir(parents=True, exist_ok=True)
+    # the ground truth is kept beside an embedded store's file; a server store has no file
+    home = Path(store.path).parent / "sim" if hasattr(store, "path") else None
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
     kept = []
     for name in ("reports.ndjson", "truth.json", "city.json"):
-        if (folder / name).exists():
+        if home is not None and (folder / name).exists():
             shutil.copyfile(folder / name, home / name)
             kept.append(str(home / name))
     out["kept"] = kept
