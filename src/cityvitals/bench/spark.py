@@ -36,6 +36,23 @@ def _jvm_cpu() -> float:
     return total
 
 
+def _backend_cpu(admin_url: str, app: str) -> float | None:
+    """CPU seconds so far of the PostgreSQL backends serving ``app`` (same host only): the
+    store's share of the work, which neither the driver's nor the JVM's CPU includes."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        pids = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [app]).fetchall()]
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            return None
+    return total if pids else None
+
+
 def _schema(admin_url: str, home: Path, city: Path) -> tuple[str, str]:
     import psycopg
 
@@ -45,7 +62,7 @@ def _schema(admin_url: str, home: Path, city: Path) -> tuple[str, str]:
     schema = "cv_bench_spark_" + uuid.uuid4().hex[:8]
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
-    url = f"{admin_url}?options=-csearch_path%3D{schema}"
+    url = f"{admin_url}?options=-csearch_path%3D{schema}&application_name={schema}"
     with open_store(home, url=url, migrate=True) as store:
         load_folder(store, city, readings=False)
     return schema, url
@@ -87,8 +104,10 @@ def run(*, sensors: int = 1000, duration: str = "2h", seed: int = 11, masters: t
             runner = LocalRunner(store, source, lambda: datetime.now(timezone.utc), event_time=True)
             while not source.done():
                 accepted += runner.step().accepted
+            pg_cpu = _backend_cpu(admin_url, schema)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         out["runs"]["local engine"] = {"readings": accepted, "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+                                       "store_cpu_seconds": _round(pg_cpu),
                                        "readings_per_s": round(accepted / wall), "readings_per_cpu_s": round(accepted / cpu)}
         for master in masters:
             schema, url = _schema(admin_url, home, city)
@@ -97,14 +116,21 @@ def run(*, sensors: int = 1000, duration: str = "2h", seed: int = 11, masters: t
             spark = session(master)
             startup = time.perf_counter() - s0
             j0 = _jvm_cpu()
+            pg: list = [None]
+
+            def sample(_report, app=schema, pg=pg) -> None:  # the backend lives as long as the query
+                pg[0] = _backend_cpu(admin_url, app)
+
             try:
-                res = stream_job(spark, str(src), url, str(tmp / f"ckpt-{schema}"), query="bench", home=str(home))
+                res = stream_job(spark, str(src), url, str(tmp / f"ckpt-{schema}"), query="bench", home=str(home),
+                                 on_batch=sample)
+                actual = spark.sparkContext.master
             finally:
                 jvm = _jvm_cpu() - j0
                 spark.stop()
             d = res.to_dict()
             out["runs"][f"spark {master}"] = {
-                "readings": d["accepted"], "seconds": d["seconds"], "driver_cpu_seconds": d["driver_cpu_seconds"],
+                "master": actual, "readings": d["accepted"], "store_cpu_seconds": _round(pg[0]), "seconds": d["seconds"], "driver_cpu_seconds": d["driver_cpu_seconds"],
                 "jvm_cpu_seconds": round(jvm, 2), "session_start_s": round(startup, 1),
                 "readings_per_s": round(d["accepted"] / d["seconds"]),
                 "readings_per_cpu_s": round(d["accepted"] / (d["driver_cpu_seconds"] + jvm)),
@@ -117,6 +143,10 @@ def run(*, sensors: int = 1000, duration: str = "2h", seed: int = 11, masters: t
         if not workdir:
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
 
 
 def bench_spark(
@@ -140,4 +170,5 @@ def bench_spark(
         cpu = r.get("cpu_seconds", (r.get("driver_cpu_seconds", 0) + r.get("jvm_cpu_seconds", 0)))
         extra = f", session start {r['session_start_s']} s (not counted)" if "session_start_s" in r else ""
         typer.echo(f"  {name:16s} {r['readings']:,} readings in {r['seconds']} s = {r['readings_per_s']:,} readings/s "
-                   f"({r['readings_per_cpu_s']:,} per CPU-s, CPU {cpu:.1f} s){extra}")
+                   f"({r['readings_per_cpu_s']:,} per CPU-s of this process and the JVM, CPU {cpu:.1f} s; "
+                   f"PostgreSQL backend {r['store_cpu_seconds']} s){extra}")
