@@ -217,3 +217,50 @@ def test_kafka_reader_options_and_messages_through_the_sink(city, schemas):
         n = store.frame("SELECT count(*) AS n FROM readings")["n"][0]
     assert q.rows() == [("kafka:city.readings/3", f"offset {1000 + len(lines)}", "malformed")]
     assert n == first.accepted
+
+
+def test_run_command_local_engine_and_its_refusals(city, tmp_path):
+    """``cityvitals run``: the local engine over a directory (embedded store), and clear errors."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cityvitals.cli import app
+
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copyfile(city / "stream" / "part-00000.ndjson", one / "part-00000.ndjson")
+    home = tmp_path / "home"
+    with open_store(home) as store:
+        load_folder(store, city / "sim", readings=False)
+    cli = CliRunner()
+    res = cli.invoke(app, ["run", "--engine", "local", "--source", str(one), "--home", str(home), "--once", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["batches"] == 1 and out["accepted"] > 15_000 and out["quarantined"] > 0
+    with open_store(home) as store:
+        assert store.frame("SELECT count(*) AS n FROM sign_values")["n"][0] > 0
+    for args, message in [
+        (["--engine", "spark", "--source", str(one)], "--checkpoint"),
+        (["--engine", "local", "--source", "kafka://k:9092/t"], "Kafka needs --engine spark"),
+        (["--engine", "local", "--source", str(tmp_path / "none")], "no such directory"),
+        (["--batch", "--source", str(one)], "--from and --to"),
+    ]:
+        res = cli.invoke(app, ["run", *args, "--home", str(home)])
+        assert res.exit_code != 0 and message in str(res.exception or res.output), (args, res.output)
+
+
+def test_batch_mode_recomputes_history_from_a_parquet_archive(spark, schemas, tmp_path):
+    """``--batch``: Spark reads the archive a day at a time; stored readings are duplicates on a re-run."""
+    from cityvitals.spark import batch_job
+
+    archive = tmp_path / "archive"
+    run_simulation(archive / "sim", scenario="quiet_day", duration="2h", seed=3, city_sensors=200, city_districts=1)
+    url = schemas(archive)
+    lo, hi = datetime(2024, 7, 14, tzinfo=timezone.utc), datetime(2024, 7, 15, tzinfo=timezone.utc)
+    first = batch_job(spark, str(archive / "sim" / "readings"), url, lo, hi, home=str(archive / "home"))
+    again = batch_job(spark, str(archive / "sim" / "readings"), url, lo, hi, home=str(archive / "home"))
+    assert first["ingest"]["accepted"] > 20_000 and first["signs"]["values"] > 0
+    assert again["ingest"]["accepted"] == 0 and again["ingest"]["duplicates"] >= first["ingest"]["accepted"]
+    with open_store(archive / "home", url=url) as store:
+        assert store.frame("SELECT count(*) AS n FROM readings")["n"][0] == first["ingest"]["accepted"]

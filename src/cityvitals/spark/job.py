@@ -166,16 +166,29 @@ def batch_job(spark, folder: str, store_url: str, start: datetime, end: datetime
     if end <= start:
         raise InputError("--to must be after --from")
     keep = ["sensor_id", "ts", "value", "unit", "quality"]
-    df = spark.read.option("recursiveFileLookup", "true").parquet(str(folder))
+    df = spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", "*.parquet").parquet(str(folder))
     df = df.select(*[c for c in keep if c in df.columns])
+    first = True
     total = IngestReport()
     started, cpu0 = time.perf_counter(), time.process_time()
+    # one pass for the archive's extent, so empty days cost no job; each day is then one
+    # filtered read (an archive partitioned by day is pruned to that day's files)
+    ext = df.where((F.col("ts") >= F.lit(start)) & (F.col("ts") < F.lit(end))).agg(
+        F.unix_micros(F.min("ts")).alias("lo"), F.unix_micros(F.max("ts")).alias("hi")).collect()[0]
+    last = start
+    t = start
+    if ext["lo"] is not None:  # as epoch microseconds: no local-time conversion on the way to Python
+        lo = datetime.fromtimestamp(ext["lo"] / 1e6, tz=timezone.utc)
+        last = datetime.fromtimestamp(ext["hi"] / 1e6, tz=timezone.utc)
+        t = start + ((lo - start) // day) * day
     with open_store(home, url=store_url) as store:
         ingestor = Ingestor(store)
-        t = start
-        while t < end:
+        while t < end and (t <= last or first):
             hi = min(t + day, end)
-            part = df.where((F.col("ts") >= F.lit(t)) & (F.col("ts") < F.lit(hi))).toArrow()
+            in_day = (F.col("ts") >= F.lit(t)) & (F.col("ts") < F.lit(hi))
+            # a row without a time belongs to no day: it goes with the first, to be quarantined
+            part = df.where(in_day | F.col("ts").isNull() if first else in_day).toArrow()
+            first = False
             if part.num_rows:
                 total.merge(ingestor.ingest_table(part, source=f"{folder} {t.date().isoformat()}"))
             t = hi
