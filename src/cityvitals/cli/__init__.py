@@ -13,8 +13,8 @@ import typer
 
 from cityvitals import __version__
 from cityvitals.cli import (
-    alerts, bench, cases, catalog, db, demo, health, incidents, ingest, quarantine, sensors, serve, share, signs, simulate, space, status,
-    users, watch,
+    alerts, bench, cases, catalog, db, demo, health, incidents, ingest, quarantine, run, sensors, serve, share, signs, simulate, space,
+    status, users, watch,
 )
 from cityvitals.cli.eval import eval_cmd
 from cityvitals.errors import CityvitalsError
@@ -70,6 +70,7 @@ app.add_typer(share.audit_app, name="audit")
 app.command("erase")(share.erase_cmd)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
+app.command("run")(run.run)
 
 
 def main() -> None:

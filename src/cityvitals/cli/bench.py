@@ -71,6 +71,7 @@ def _register() -> None:
     from cityvitals.bench.share import bench_share
     from cityvitals.bench.signs import bench_signs
     from cityvitals.bench.simulate import bench_simulate
+    from cityvitals.bench.spark import bench_spark
     from cityvitals.bench.watch import bench_watch
 
     app.command("simulate")(bench_simulate)
@@ -80,6 +81,7 @@ def _register() -> None:
     app.command("diagnose")(bench_diagnose)
     app.command("api")(bench_api)
     app.command("mqtt")(bench_mqtt)
+    app.command("spark")(bench_spark)
 
 
 

@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Callable
 
 from cityvitals.ingest import Ingestor, ingest_file
+from cityvitals.runtime.files import FileSource
 from cityvitals.runtime.replay import ReplaySource
+from cityvitals.runtime.stages import Downstream
 
 log = logging.getLogger("cityvitals.runtime")
 
@@ -27,15 +29,19 @@ class StepReport:
 class LocalRunner:
     """Feeds a source through the stages; ``step()`` once, or ``start()`` a background loop.
 
-    Stages after ingest run only when this install has them (signs, watch, diagnose), so the
-    runner grows with the product without knowing each stage's internals.
+    The stages after ingest are ``Downstream`` (shared with the Spark job), which runs
+    those the install and the store have.
     """
 
-    def __init__(self, store, source: ReplaySource, clock: Callable[[], datetime], *, tick_seconds: float = 2.0):
+    def __init__(self, store, source: ReplaySource | FileSource, clock: Callable[[], datetime], *,
+                 tick_seconds: float = 2.0, event_time: bool = False):
         self.store = store
         self.source = source
         self.clock = clock
         self.tick_seconds = tick_seconds
+        # event_time: the stages after ingest judge by the latest reading time seen (a file
+        # stream replayed from the past), as the Spark job does, not by ``clock``
+        self.event_time = event_time
         # Simulated data may lie years from the wall clock: judge "future" by the time the
         # step runs to, which is the simulated clock's reading (or the caller's ``until``).
         self._now = clock()
@@ -43,10 +49,7 @@ class LocalRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last: StepReport | None = None
-        # Diagnosis keeps the asset graph and its per-group rankings between ticks, so a tick
-        # re-ranks only the groups that new alerts touched.
-        self._diagnose_graph = None
-        self._diagnose_cache: dict = {}
+        self.downstream = Downstream(store)
 
     def step(self, until: datetime | None = None) -> StepReport:
         started = time.perf_counter()
@@ -55,7 +58,7 @@ class LocalRunner:
         report = StepReport(at=until)
         due = self.source.due(until)
         for path in due.files:
-            part = ingest_file(self.store, path, "ndjson", ingestor=self.ingestor)
+            part = ingest_file(self.store, path, getattr(self.source, "format", "ndjson"), ingestor=self.ingestor)
             report.accepted += part.accepted
             report.quarantined += part.quarantined_total
         if due.readings is not None:
@@ -69,35 +72,7 @@ class LocalRunner:
         return report
 
     def _downstream(self) -> dict:
-        out: dict = {}
-        try:
-            from cityvitals.signs import compute_signs
-
-            out["signs"] = str(compute_signs(self.store))
-        except ImportError:
-            pass
-        try:
-            from cityvitals.watch import watch_readings
-
-            out["watch"] = watch_readings(self.store, clock=lambda: self._now)
-        except ImportError:
-            pass
-        try:
-            from cityvitals.diagnose import AssetGraph, diagnose
-
-            if self._diagnose_graph is None:
-                self._diagnose_graph = AssetGraph.from_store(self.store)
-            out["diagnose"] = diagnose(self.store, clock=lambda: self._now, graph=self._diagnose_graph,
-                                       cache=self._diagnose_cache)
-        except ImportError:
-            pass
-        try:
-            from cityvitals.dispose import run_step as dispose_step
-
-            out["dispose"] = dispose_step(self.store, lambda: self._now)
-        except ImportError:
-            pass
-        return out
+        return self.downstream.run(None if self.event_time else (lambda: self._now))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="cityvitals-runner", daemon=True)

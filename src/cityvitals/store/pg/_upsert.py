@@ -19,6 +19,8 @@ def upsert_arrow(store, table: pa.Table | pl.DataFrame, target: str, allowed: tu
     stage = f"_stage_{target}"
     with store.transaction() as con:
         con.raw(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {target}) ON COMMIT DELETE ROWS")
+        # emptied first: a caller's transaction may hold several upserts (a Spark micro-batch)
+        con.raw(f"TRUNCATE {stage}")
         copy_arrow(con, table, stage, cols)
         # the last row of a key wins, as with DuckDB's INSERT OR REPLACE
         con.raw(

@@ -169,23 +169,33 @@ class PgReadingRepo(ReadingRepo):
                    value DOUBLE PRECISION, quality TEXT, kind TEXT, unit_code TEXT, first BOOLEAN)
                ON COMMIT DELETE ROWS"""
         )
+        # Emptied first: ON COMMIT only empties it when the caller's transaction ends, and a
+        # caller may write several batches in one (a Spark micro-batch of several files).
+        con.raw("TRUNCATE _stage")
         copy_arrow(con, ok, "_stage", STAGE_COLUMNS)
+        con.raw("CREATE TEMP TABLE IF NOT EXISTS _inserted (sensor_id TEXT, ts TIMESTAMPTZ) ON COMMIT DELETE ROWS")
+        con.raw("TRUNCATE _inserted")
         inserted = con.raw(
-            """INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
-               SELECT sensor_id, ts, value, quality, kind, unit_code, %s FROM _stage WHERE first ORDER BY ts
-               ON CONFLICT (sensor_id, ts) DO NOTHING""",
+            """WITH ins AS (
+                   INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
+                   SELECT sensor_id, ts, value, quality, kind, unit_code, %s FROM _stage WHERE first ORDER BY ts
+                   ON CONFLICT (sensor_id, ts) DO NOTHING
+                   RETURNING sensor_id, ts)
+               INSERT INTO _inserted SELECT sensor_id, ts FROM ins""",
             [now],
         ).rowcount
         if inserted == ok.num_rows:  # the live case: every record new and distinct
             return empty
         # Every record not inserted meets the stored row of its key: the same value is a
         # duplicate, another value a conflict (later copies within the batch meet the first).
-        # A row this transaction inserted carries its id in xmin.
+        # The keys this statement inserted are in _inserted (not told by xmin: inside a
+        # caller's transaction the insert runs in a subtransaction with an xid of its own).
         return to_arrow(con.raw(
             """SELECT s.seq, CASE WHEN r.value = s.value THEN 'duplicate' ELSE 'conflict' END AS outcome,
                       r.value AS other_v
                FROM _stage s JOIN readings r ON r.sensor_id = s.sensor_id AND r.ts = s.ts
-               WHERE NOT (s.first AND r.xmin = pg_current_xact_id()::xid)
+               LEFT JOIN _inserted i ON i.sensor_id = s.sensor_id AND i.ts = s.ts
+               WHERE NOT (s.first AND i.sensor_id IS NOT NULL)
                ORDER BY s.seq"""
         ))
 
@@ -225,6 +235,7 @@ class PgReadingRepo(ReadingRepo):
             return
         con.raw("""CREATE TEMP TABLE IF NOT EXISTS _qstage (received_at TIMESTAMPTZ, source TEXT, location TEXT,
                    reason TEXT, message TEXT, raw TEXT, raw_truncated BOOLEAN) ON COMMIT DELETE ROWS""")
+        con.raw("TRUNCATE _qstage")  # a caller's transaction may hold several batches
         copy_arrow(con, rows, "_qstage", cols)
         con.raw(
             f"""INSERT INTO quarantine ({', '.join(cols)})

@@ -1,0 +1,174 @@
+"""``cityvitals bench spark``: the pipeline's throughput on Spark local[1] and local[2], and on
+the local engine in the same run, over the same simulated files into PostgreSQL.
+
+Why these three: the Spark job runs the stage cores on its driver, so what Spark adds or
+costs per micro-batch (file discovery, offsets and commits in the checkpoint, moving the
+file to the driver as Arrow, one PostgreSQL transaction) is the difference from the local
+engine, and local[1] vs local[2] shows what more executor cores buy. CPU is reported for the
+driver (this Python process) and for Spark's JVM separately; the machine is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import psutil
+import typer
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _jvm_cpu() -> float:
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _backend_cpu(admin_url: str, app: str) -> float | None:
+    """CPU seconds so far of the PostgreSQL backends serving ``app`` (same host only): the
+    store's share of the work, which neither the driver's nor the JVM's CPU includes."""
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        pids = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [app]).fetchall()]
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            return None
+    return total if pids else None
+
+
+def _schema(admin_url: str, home: Path, city: Path) -> tuple[str, str]:
+    import psycopg
+
+    from cityvitals.sim import load_folder
+    from cityvitals.store import open_store
+
+    schema = "cv_bench_spark_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    url = f"{admin_url}?options=-csearch_path%3D{schema}&application_name={schema}"
+    with open_store(home, url=url, migrate=True) as store:
+        load_folder(store, city, readings=False)
+    return schema, url
+
+
+def run(*, sensors: int = 1000, duration: str = "2h", seed: int = 11, masters: tuple[str, ...] = ("local[1]", "local[2]"),
+        admin_url: str = PG_ADMIN, workdir: str | None = None) -> dict:
+    import psycopg
+
+    from cityvitals.bench._machine import machine
+    from cityvitals.runtime import LocalRunner
+    from cityvitals.runtime.files import FileSource
+    from cityvitals.sim import run_simulation
+    from cityvitals.spark import session, stream_job
+    from cityvitals.store import open_store
+
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="cv-bench-spark-"))
+    city = tmp / "city"
+    if not (city / "city.json").exists():
+        run_simulation(city, scenario="water_main_burst", duration=duration, seed=seed, city_sensors=sensors,
+                       city_districts=3, fmt="ndjson")
+    src = tmp / "stream"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir()
+    for i, f in enumerate(sorted((city / "readings").glob("part-*.ndjson"))):
+        shutil.copyfile(f, src / f.name)
+        os.utime(src / f.name, (1_700_000_000 + 60 * i,) * 2)
+    home = tmp / "home"
+    schemas: list[str] = []
+    out: dict = {"machine": machine(), "sensors": sensors, "duration": duration, "files": len(list(src.iterdir())),
+                 "date": datetime.now(timezone.utc).date().isoformat(), "runs": {}}
+    try:
+        schema, url = _schema(admin_url, home, city)
+        schemas.append(schema)
+        t0, c0 = time.perf_counter(), time.process_time()
+        accepted = 0
+        with open_store(home, url=url) as store:
+            source = FileSource(src)
+            runner = LocalRunner(store, source, lambda: datetime.now(timezone.utc), event_time=True)
+            while not source.done():
+                accepted += runner.step().accepted
+            pg_cpu = _backend_cpu(admin_url, schema)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        out["runs"]["local engine"] = {"readings": accepted, "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+                                       "store_cpu_seconds": _round(pg_cpu),
+                                       "readings_per_s": round(accepted / wall), "readings_per_cpu_s": round(accepted / cpu)}
+        for master in masters:
+            schema, url = _schema(admin_url, home, city)
+            schemas.append(schema)
+            s0 = time.perf_counter()
+            spark = session(master)
+            startup = time.perf_counter() - s0
+            j0 = _jvm_cpu()
+            pg: list = [None]
+
+            def sample(_report, app=schema, pg=pg) -> None:  # the backend lives as long as the query
+                pg[0] = _backend_cpu(admin_url, app)
+
+            try:
+                res = stream_job(spark, str(src), url, str(tmp / f"ckpt-{schema}"), query="bench", home=str(home),
+                                 on_batch=sample)
+                actual = spark.sparkContext.master
+            finally:
+                jvm = _jvm_cpu() - j0
+                spark.stop()
+            d = res.to_dict()
+            out["runs"][f"spark {master}"] = {
+                "master": actual, "readings": d["accepted"], "store_cpu_seconds": _round(pg[0]), "seconds": d["seconds"], "driver_cpu_seconds": d["driver_cpu_seconds"],
+                "jvm_cpu_seconds": round(jvm, 2), "session_start_s": round(startup, 1),
+                "readings_per_s": round(d["accepted"] / d["seconds"]),
+                "readings_per_cpu_s": round(d["accepted"] / (d["driver_cpu_seconds"] + jvm)),
+                "stage_seconds_in_batches": round(sum(b.seconds for b in res.batches), 2),
+            }
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            for schema in schemas:
+                admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        if not workdir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def bench_spark(
+    sensors: Annotated[int, typer.Option(min=100, help="Sensors in the simulated city.")] = 1000,
+    duration: Annotated[str, typer.Option(help="Simulated time (one NDJSON file per hour).")] = "2h",
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 11,
+    store: Annotated[str, typer.Option(help="PostgreSQL database (a fresh schema per run, dropped after).")] = PG_ADMIN,
+    workdir: Annotated[str | None, typer.Option(help="Keep the files here (default: a temp dir).")] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object for scripts.")] = False,
+) -> None:
+    """Readings/s through every stage into PostgreSQL: Spark local[1], local[2] and the local engine."""
+    import json as _json
+
+    res = run(sensors=sensors, duration=duration, seed=seed, admin_url=store, workdir=workdir)
+    if json:
+        typer.echo(_json.dumps(res))
+        return
+    typer.echo(f"{res['sensors']:,} sensors, {res['duration']}, {res['files']} files, on {res['machine']['cpu']} "
+               f"({res['machine']['cores']} cores)")
+    for name, r in res["runs"].items():
+        cpu = r.get("cpu_seconds", (r.get("driver_cpu_seconds", 0) + r.get("jvm_cpu_seconds", 0)))
+        extra = f", session start {r['session_start_s']} s (not counted)" if "session_start_s" in r else ""
+        typer.echo(f"  {name:16s} {r['readings']:,} readings in {r['seconds']} s = {r['readings_per_s']:,} readings/s "
+                   f"({r['readings_per_cpu_s']:,} per CPU-s of this process and the JVM, CPU {cpu:.1f} s; "
+                   f"PostgreSQL backend {r['store_cpu_seconds']} s){extra}")

@@ -1,0 +1,197 @@
+"""The Spark session, the sources (a file directory, Kafka) and the two jobs (stream, batch).
+
+A source directory is read with Spark's ``binaryFile`` source: one row per file, so a
+micro-batch hands whole files to ``ingest_stream`` exactly as the local engine reads
+them from disk (the same records, the same quarantine locations). Kafka messages are one
+JSON reading each; their topic is partitioned by spatial shard (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, urlparse
+
+from cityvitals.errors import InputError
+from cityvitals.runtime.files import format_of, suffixes
+from cityvitals.spark.sink import BatchReport, Fault, StoreSink
+
+
+def java_available() -> bool:
+    import os
+
+    return bool(shutil.which("java") or os.environ.get("JAVA_HOME"))
+
+
+def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | None = None, kafka: bool = False):
+    """A SparkSession for the job; small shuffles (the stages run on the driver), no UI."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # the optional extra
+        raise InputError("the Spark engine needs pyspark: pip install 'cityvitals[spark]'") from exc
+    if not java_available():
+        raise InputError("the Spark engine needs Java 17+ (java on PATH or JAVA_HOME)")
+    builder = (SparkSession.builder.master(master).appName(app)
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.streaming.stopGracefullyOnShutdown", "true"))
+    if kafka:
+        import pyspark
+
+        scala = "2.13"
+        builder = builder.config("spark.jars.packages", f"org.apache.spark:spark-sql-kafka-0-10_{scala}:{pyspark.__version__}")
+    for k, v in (conf or {}).items():
+        builder = builder.config(k, v)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def kafka_options(url: str) -> dict[str, str]:
+    """Reader options for ``kafka://host:port[,host:port]/topic[?shards=0,3&group=..&max=..]``.
+
+    ``shards`` picks the topic partitions (one per spatial shard) this job reads, so one
+    query per group of shards scales out without a shuffle; without it every partition is read.
+
+    >>> kafka_options("kafka://k1:9092,k2:9092/cityvitals.readings?shards=0,1&max=500000")["assign"]
+    '{"cityvitals.readings": [0, 1]}'
+    """
+    parsed = urlparse(url)
+    if parsed.scheme != "kafka" or not parsed.netloc or not parsed.path.strip("/"):
+        raise InputError(f"{url!r}: a Kafka source is kafka://host:port[,host:port]/topic")
+    topic = parsed.path.strip("/")
+    q = parse_qs(parsed.query)
+    opts = {"kafka.bootstrap.servers": parsed.netloc, "startingOffsets": q.get("start", ["earliest"])[0],
+            "failOnDataLoss": "true", "includeHeaders": "false"}
+    if "shards" in q:
+        try:
+            parts = [int(p) for p in q["shards"][0].split(",") if p.strip()]
+        except ValueError as exc:
+            raise InputError(f"{url!r}: shards must be partition numbers, e.g. shards=0,1,2") from exc
+        import json
+
+        opts["assign"] = json.dumps({topic: parts})
+    else:
+        opts["subscribe"] = topic
+    if "max" in q:
+        opts["maxOffsetsPerTrigger"] = str(int(q["max"][0]))
+    if "group" in q:
+        opts["kafka.group.id"] = q["group"][0]
+    return opts
+
+
+def _stream(spark, source: str, fmt: str | None, files_per_batch: int):
+    if source.startswith("kafka://"):
+        reader = spark.readStream.format("kafka")
+        for k, v in kafka_options(source).items():
+            reader = reader.option(k, v)
+        return reader.load(), "kafka"
+    folder = Path(source)
+    if not folder.is_dir():
+        raise InputError(f"{source}: no such directory (a source is a directory of files or kafka://...)")
+    kind = format_of(folder, fmt)
+    glob = "*{" + ",".join(suffixes(kind)) + "}"
+    df = (spark.readStream.format("binaryFile").schema(BINARY_FILE_SCHEMA)
+          .option("pathGlobFilter", glob)
+          .option("maxFilesPerTrigger", str(int(files_per_batch)))
+          .option("maxFileAge", "36500d")  # a replayed archive is old; every file counts
+          .load(str(folder.resolve())))
+    return df, kind
+
+
+BINARY_FILE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length BIGINT, content BINARY"
+"""Spark's binaryFile schema: a streaming source must be given it."""
+
+
+@dataclass
+class StreamResult:
+    query: str
+    batches: list[BatchReport] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        done = [b for b in self.batches if not b.skipped]
+        return {"query": self.query, "batches": len(self.batches), "skipped": len(self.batches) - len(done),
+                "files": sum(b.files for b in done), "records": sum(b.records for b in done),
+                "accepted": sum(b.accepted for b in done), "quarantined": sum(b.quarantined for b in done),
+                "seconds": round(self.seconds, 3), "driver_cpu_seconds": round(self.cpu_seconds, 3)}
+
+
+def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str | None = None, files_per_batch: int = 1,
+               query: str = "cityvitals", available_now: bool = True, trigger_seconds: float = 2.0,
+               home: str | None = None, fault: Fault | None = None,
+               on_batch: Callable[[BatchReport], None] | None = None) -> StreamResult:
+    """Run the Structured Streaming query until the source is drained (``available_now``)
+    or until interrupted; a failure inside a micro-batch is raised here."""
+    df, kind = _stream(spark, source, fmt, files_per_batch)
+    sink = StoreSink(store_url, kind, query=query, home=home, fault=fault, on_batch=on_batch)
+    result = StreamResult(query)
+    started, cpu0 = time.perf_counter(), time.process_time()
+    writer = df.writeStream.queryName(query).option("checkpointLocation", checkpoint).foreachBatch(sink)
+    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=f"{trigger_seconds} seconds")
+    q = writer.start()
+    try:
+        q.awaitTermination()
+    except KeyboardInterrupt:
+        q.stop()
+    finally:
+        result.batches = list(sink.reports)
+        result.seconds = time.perf_counter() - started
+        result.cpu_seconds = time.process_time() - cpu0
+        sink.close()
+    return result
+
+
+def batch_job(spark, folder: str, store_url: str, start: datetime, end: datetime, *, home: str | None = None,
+              day: timedelta = timedelta(days=1)) -> dict:
+    """Recompute history: read the Parquet archive for [start, end) a day at a time, store
+    what is missing (idempotent: stored readings are duplicates), then recompute every
+    window of the period with the catalogue as it is now."""
+    from pyspark.sql import functions as F
+
+    from cityvitals.ingest import Ingestor, IngestReport
+    from cityvitals.signs import compute_signs
+    from cityvitals.store import open_store
+
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    if end <= start:
+        raise InputError("--to must be after --from")
+    keep = ["sensor_id", "ts", "value", "unit", "quality"]
+    df = spark.read.option("recursiveFileLookup", "true").option("pathGlobFilter", "*.parquet").parquet(str(folder))
+    df = df.select(*[c for c in keep if c in df.columns])
+    first = True
+    total = IngestReport()
+    started, cpu0 = time.perf_counter(), time.process_time()
+    # one pass for the archive's extent, so empty days cost no job; each day is then one
+    # filtered read (an archive partitioned by day is pruned to that day's files)
+    ext = df.where((F.col("ts") >= F.lit(start)) & (F.col("ts") < F.lit(end))).agg(
+        F.unix_micros(F.min("ts")).alias("lo"), F.unix_micros(F.max("ts")).alias("hi")).collect()[0]
+    last = start
+    t = start
+    if ext["lo"] is not None:  # as epoch microseconds: no local-time conversion on the way to Python
+        lo = datetime.fromtimestamp(ext["lo"] / 1e6, tz=timezone.utc)
+        last = datetime.fromtimestamp(ext["hi"] / 1e6, tz=timezone.utc)
+        t = start + ((lo - start) // day) * day
+    with open_store(home, url=store_url) as store:
+        ingestor = Ingestor(store)
+        while t < end and (t <= last or first):
+            hi = min(t + day, end)
+            in_day = (F.col("ts") >= F.lit(t)) & (F.col("ts") < F.lit(hi))
+            # a row without a time belongs to no day: it goes with the first, to be quarantined
+            part = df.where(in_day | F.col("ts").isNull() if first else in_day).toArrow()
+            first = False
+            if part.num_rows:
+                total.merge(ingestor.ingest_table(part, source=f"{folder} {t.date().isoformat()}"))
+            t = hi
+        signs = compute_signs(store, start, end)
+    return {"ingest": total.to_dict(), "signs": signs.to_dict(), "seconds": round(time.perf_counter() - started, 3),
+            "driver_cpu_seconds": round(time.process_time() - cpu0, 3)}
