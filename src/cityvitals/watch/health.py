@@ -5,7 +5,11 @@ a sensor fault apart from a real event using the neighbours (sensors of the same
 nearby, given by the caller as series -> neighbour series): one sensor jumping while its
 neighbours stay put is a fault (``disagree``); many jumping together is an ``event`` and
 is *not* a fault. Drift is measured against the neighbours too (a slowly growing offset
-from their mean), so a city-wide heat wave is not drift.
+from their mean), so a city-wide heat wave is not drift; a sensor with fewer than two
+neighbours can be given far references of its kind for drift only (``set_neighbours``). A
+spike is a jump that comes straight back: a fault when it is a habit (``spike_count`` within
+``spike_window``) or physically implausible (``spike_z`` step deviations and ``spike_rel`` of
+its level) and most neighbours did not spike with it.
 
 Flags (bit mask per series, see ``FLAGS``): the score is 1 when any fault flag is set.
 
