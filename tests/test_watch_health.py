@@ -131,3 +131,15 @@ def test_wrong_unit_on_a_light_wind_and_a_late_slip_to_zero():
     assert "unit" in seen[0]
     seen = _flags_over_run(SensorHealthDetector(valid_range=(0, 2000), **HEALTH), np.column_stack([pm]))
     assert "flat" in seen[0]
+
+
+def test_drift_judged_every_five_minutes_still_finds_the_ramp():
+    rng = np.random.default_rng(6)
+    n = 8 * 60
+    t = np.arange(n) * 60
+    x = 0.3 + 0.05 * np.sin(2 * np.pi * t / 86400)[:, None] + rng.normal(0, 0.0015, (n, 6)) + 0.03 * np.arange(6) / 6
+    x[:, 0] -= 0.2 * np.clip((t - 3600) / (4 * 3600), 0, 1)
+    det = SensorHealthDetector(valid_range=(0, 2.5), **{**HEALTH, "drift_every_s": 300})
+    det.set_neighbours({i: [j for j in range(6) if j != i] for i in range(6)})
+    seen = _flags_over_run(det, x)
+    assert "drift" in seen[0] and not any("drift" in s for s in seen[1:])
