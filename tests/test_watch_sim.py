@@ -63,7 +63,8 @@ def test_incidents_detected_and_faults_told_apart(tmp_path, seed):
     res = evaluate_sim_folder(tmp_path / "sim")
     print(seed, _short(res))
     assert res["incident_detection"] >= 0.95  # issue's bar: >= 95%
-    assert res["faults_as_faults"] >= 0.6  # issue's bar: >= 90% (slow drifts on the first day are missed)
+    assert res["faults_as_faults"] >= 0.8  # issue's bar: >= 90% (0.6-1.0 over seeds 1-6 at 300 and 400 sensors:
+    # a drift on a sensor with fewer than two neighbours, a unit slip whose neighbours move within the hour)
     assert res["faults_as_incidents"] <= 0.2
 
 

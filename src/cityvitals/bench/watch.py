@@ -34,6 +34,7 @@ def _detectors(series: int):
     from cityvitals.watch.anomaly import AnomalyScoreDetector
     from cityvitals.watch.breach import BreachForecaster
     from cityvitals.watch.health import SensorHealthDetector
+    from cityvitals.watch.runner import HEALTH
     from cityvitals.watch.seasonal import SeasonalDetector
     from cityvitals.watch.shift import LevelShiftDetector
     from cityvitals.watch.threshold import ThresholdDetector
@@ -43,7 +44,7 @@ def _detectors(series: int):
         "shift": LevelShiftDetector(),
         "seasonal": SeasonalDetector(),
         "breach": BreachForecaster(level=100.0),
-        "health": SensorHealthDetector(valid_range=(0, 1000)),
+        "health": SensorHealthDetector(valid_range=(0, 1000), **HEALTH),  # as the runner configures it
         "anomaly": AnomalyScoreDetector(),
     }
     # neighbours: each series with the 4 next ids (a ring), like sensors along one street

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cityvitals.watch.base import VectorDetector
-from cityvitals.watch.seasonal import N_SLOTS
+from cityvitals.watch.seasonal import N_SLOTS, one_time
 
 
 def _clip(a, lo, hi):
@@ -94,6 +94,9 @@ class AnomalyScoreDetector(VectorDetector):
     def _slots(self, t: np.ndarray):
         """The two hourly slots around ``t`` and the weight of the second: a piecewise-linear
         daily profile from 24 numbers fits smooth daily curves far better than steps."""
+        if one_time(t):  # one time for the whole round: work it out once
+            a, b, w = self._slots(t[:1])
+            return np.full(t.size, a[0]), np.full(t.size, b[0]), np.full(t.size, w[0])
         local = t + self.utc_offset
         weekend = (((local // 86400) + 3) % 7 >= 5) * 24
         hf = (local % 86400) / 3600.0 - 0.5

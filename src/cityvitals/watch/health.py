@@ -5,7 +5,11 @@ a sensor fault apart from a real event using the neighbours (sensors of the same
 nearby, given by the caller as series -> neighbour series): one sensor jumping while its
 neighbours stay put is a fault (``disagree``); many jumping together is an ``event`` and
 is *not* a fault. Drift is measured against the neighbours too (a slowly growing offset
-from their mean), so a city-wide heat wave is not drift.
+from their mean), so a city-wide heat wave is not drift; a sensor with fewer than two
+neighbours can be given far references of its kind for drift only (``set_neighbours``). A
+spike is a jump that comes straight back: a fault when it is a habit (``spike_count`` within
+``spike_window``) or physically implausible (``spike_z`` step deviations and ``spike_rel`` of
+its level) and most neighbours did not spike with it.
 
 Flags (bit mask per series, see ``FLAGS``): the score is 1 when any fault flag is set.
 
@@ -61,7 +65,7 @@ class SensorHealthDetector(VectorDetector):
         "jump": ("float32", 0.0, ()),
         "flat": ("int16", 0, ()),
         "prep": ("float32", 0.0, ()),  # how often this series repeats its last value
-        "moved": ("uint8", 0, ()),
+        "moved": ("uint8", 0, ()),  # 1: has moved; 2: rests on its floor at times; 4: drifting at the last judgement
         "off": ("float32", 0.0, ()),
         "off_ref": ("float32", np.nan, ()),
         "off_sd": ("float32", 0.0, ()),
@@ -75,6 +79,9 @@ class SensorHealthDetector(VectorDetector):
         "hi": ("float32", np.inf, ()),
         "flags": ("uint8", 0, ()),
         "sticky": ("uint8", 0, ()),  # OR of flags since the last ``take_flags``
+        "nnear": ("uint8", 0, ()),
+        "dhold": ("uint16", 0, ()),  # seconds the drift condition has held in a row (capped)
+        "nbs": ("float32", np.nan, ()),  # the neighbours' robust mean over the last hours (are they steady?)  # how many of its CSR entries are near neighbours (the rest: drift references)
     }
 
     def __init__(
@@ -82,6 +89,8 @@ class SensorHealthDetector(VectorDetector):
         jump_z: float = 6.0, agree_share: float = 0.5, drift_k: float = 4.0, warmup: int = 20,
         alpha: float = 0.05, drift_alpha: float = 0.01, agree_window: int = 0, confirm_after: int = 0,
         spike_count: float = 1.0, spike_window: int = 3600, flat_min_s: int = 0, drift_ref_n: int | None = None,
+        spike_z: float = np.inf, spike_rel: float = 0.25, drift_hold_s: float = 0.0, drift_steady: float = np.inf,
+        drift_every_s: int = 0,
         drift_fast_s: float = 1800.0, drift_slow_s: float = 8 * 3600.0, drift_min: float = 0.1,
     ):
         # drift: the relative offset to the neighbours smoothed over ``drift_fast_s`` against its
@@ -93,13 +102,23 @@ class SensorHealthDetector(VectorDetector):
         # One-off glitches are part of every real series (and of the simulator's): a spike
         # fault is a *habit*, so ``spike_count`` spikes within about ``spike_window`` seconds
         # are needed; a stuck sensor is one flat for ``flat_min_s`` seconds, not a few points.
+        # ... unless the one spike is physically implausible: a jump of ``spike_z`` times the
+        # series' own step spread that comes straight back (a glitch of a healthy sensor is a
+        # few quanta, a broken one's is tens of its usual steps)
         self.spike_count, self.spike_window, self.flat_min_s = spike_count, spike_window, flat_min_s
+        self.spike_z, self.spike_rel = float(spike_z), float(spike_rel)
+        # drift must hold ``drift_hold_s`` seconds in a row (a ramp keeps going; a ratio that
+        # wanders for an hour at night, when flows are small, comes back)
+        self.drift_hold_s, self.drift_steady = float(drift_hold_s), float(drift_steady)
+        # drift moves over half-hours: judging it once per ``drift_every_s`` seconds of a
+        # series' time (0: every point) keeps most of a step's work off most steps
+        self.drift_every_s = int(drift_every_s)
         self.agree_window, self.confirm_after = agree_window, confirm_after
         self.valid_range = None if valid_range is None else [float(v) for v in valid_range]
         self.stale_k, self.flat_k, self.jump_z, self.agree_share = stale_k, flat_k, jump_z, agree_share
         self.drift_k, self.warmup, self.alpha, self.drift_alpha = drift_k, warmup, alpha, drift_alpha
-        self._nb_ptr = np.zeros(1, dtype=np.int64)
-        self._nb_idx = np.zeros(0, dtype=np.int64)
+        self._nb_ptr = np.zeros(1, dtype=np.int32)
+        self._nb_idx = np.zeros(0, dtype=np.int32)
         super().__init__()
         self._defaults(0, self._cap)
 
@@ -110,7 +129,8 @@ class SensorHealthDetector(VectorDetector):
             "drift_alpha": self.drift_alpha, "agree_window": self.agree_window, "confirm_after": self.confirm_after,
             "spike_count": self.spike_count, "spike_window": self.spike_window, "flat_min_s": self.flat_min_s,
             "drift_ref_n": self.drift_ref_n, "drift_fast_s": self.drift_fast_s, "drift_slow_s": self.drift_slow_s,
-            "drift_min": self.drift_min,
+            "drift_min": self.drift_min, "spike_z": self.spike_z, "spike_rel": self.spike_rel,
+            "drift_hold_s": self.drift_hold_s, "drift_steady": self.drift_steady, "drift_every_s": self.drift_every_s,
         }
 
     def _grow(self, need: int) -> None:
@@ -124,18 +144,20 @@ class SensorHealthDetector(VectorDetector):
             self.lo[lo:hi], self.hi[lo:hi] = self.valid_range
         ptr = self._nb_ptr
         if ptr.size < hi + 1:
-            self._nb_ptr = np.concatenate([ptr, np.full(hi + 1 - ptr.size, ptr[-1], dtype=np.int64)])
+            self._nb_ptr = np.concatenate([ptr, np.full(hi + 1 - ptr.size, ptr[-1], dtype=np.int32)])
 
     def _extra_bytes_per_series(self) -> int:
-        return 8 + 8 * int(self._nb_idx.size / max(self._n, 1))
+        return 4 + 4 * int(np.ceil(self._nb_idx.size / max(self._n, 1)))
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
         return {"nb_ptr": self._nb_ptr[: self._n + 1], "nb_idx": self._nb_idx}
 
     def _load_extra(self, data: Any) -> None:
         ptr = data["nb_ptr"]
-        self._nb_ptr = np.concatenate([ptr, np.full(self._cap + 1 - ptr.size, ptr[-1], dtype=np.int64)])
-        self._nb_idx = data["nb_idx"]
+        self._nb_ptr = np.concatenate([ptr, np.full(self._cap + 1 - ptr.size, ptr[-1], dtype=np.int32)]).astype(np.int32)
+        self._nb_idx = data["nb_idx"].astype(np.int32)
+        if "f_nnear" not in data:  # checkpoints from before drift references: every entry is a near neighbour
+            self.nnear[: self._n] = np.minimum(np.diff(self._nb_ptr[: self._n + 1]), 255)
 
     # ---- configuration -------------------------------------------------
     def set_range(self, series: Any, lo: Any, hi: Any) -> None:
@@ -143,19 +165,36 @@ class SensorHealthDetector(VectorDetector):
         self._touch(s)
         self.lo[s], self.hi[s] = lo, hi
 
-    def set_neighbours(self, mapping: Mapping[int, Sequence[int]]) -> None:
-        """Neighbour lists (same kind, nearby); stored as CSR arrays for vectorised checks."""
-        top = max([int(k) for k in mapping] + [int(v) for vs in mapping.values() for v in vs] + [-1]) + 1
+    def set_neighbours(self, mapping: Mapping[int, Sequence[int]],
+                       references: Mapping[int, Sequence[int]] | None = None) -> None:
+        """Neighbour lists (same kind, nearby), and drift references for series with too few of them.
+
+        Neighbours judge jumps (fault or event) and drift; ``references`` (same kind, farther
+        away: the district's or the city's) only drift, for a sensor with fewer than two
+        neighbours: one neighbour cannot say which of the two moved, none says nothing, and a
+        slow ramp of a sensor against its own history is hidden by the daily cycle on the
+        first day. Both are stored as one CSR array per series, its neighbours first
+        (``nnear`` of them), so the checks stay vectorised.
+        """
+        references = references or {}
+        keys = set(mapping) | set(references)
+        allv = [int(v) for m in (mapping, references) for vs in m.values() for v in vs]
+        top = max([int(k) for k in keys] + allv + [-1]) + 1
         self._touch(np.array([top - 1]) if top > 0 else np.zeros(0, dtype=np.int64))
+        lists = {int(k): [int(v) for v in mapping.get(k, ())] + [int(v) for v in references.get(k, ())
+                                                                  if v not in mapping.get(k, ())] for k in keys}
         counts = np.zeros(self._cap, dtype=np.int64)
-        for k, vs in mapping.items():
-            counts[int(k)] = len(vs)
+        self.nnear[:] = 0
+        for k, vs in lists.items():
+            counts[k] = len(vs)
+            self.nnear[k] = min(len(mapping.get(k, ())), 255)
         ptr = np.zeros(self._cap + 1, dtype=np.int64)
         np.cumsum(counts, out=ptr[1:])
-        idx = np.zeros(int(ptr[-1]), dtype=np.int64)
-        for k, vs in mapping.items():
-            idx[ptr[int(k)] : ptr[int(k)] + len(vs)] = [int(v) for v in vs]
-        self._nb_ptr, self._nb_idx = ptr, idx
+        idx = np.zeros(int(ptr[-1]), dtype=np.int32)
+        for k, vs in lists.items():
+            idx[ptr[k] : ptr[k] + len(vs)] = vs
+        self._nb_ptr, self._nb_idx = ptr.astype(np.int32), idx
+        self._plan_cache = None
 
     # ---- per point -----------------------------------------------------
     def _point_flags(self, idx, t, x):
@@ -178,7 +217,7 @@ class SensorHealthDetector(VectorDetector):
         long_enough = flat * np.maximum(self.dt[idx].astype(np.float64), 1.0) >= self.flat_min_s
         stuck = warm & (flat >= self.flat_k) & ((self.moved[idx] & 1) > 0) & unlikely & long_enough
         # ... but only for series that rest there at times: one that never touched its floor in
-        # its first ``5 * warmup`` points and now sits flat on it has stuck (a unit slip to 0)
+        # its first ``warmup`` points and now sits flat on it has stuck (a unit slip to 0)
         at_floor_ok = (x == self.lo[idx]) & ((self.moved[idx] & 2) > 0)
         stuck &= ~at_floor_ok & (x != self.hi[idx])
         flags |= np.where(stuck, FLAGS["flat"], 0).astype(np.uint8)
@@ -193,15 +232,27 @@ class SensorHealthDetector(VectorDetector):
         big_jump = np.flatnonzero(warm & has_last & (np.abs(jz) >= self.jump_z))
         if big_jump.size:
             xa, la, sa = np.abs(x[big_jump]), np.abs(last[big_jump]), dsd[big_jump]
+            big, small = np.maximum(xa, la), np.minimum(xa, la)
             with np.errstate(divide="ignore", invalid="ignore"):
                 lr = np.abs(np.log(xa / la))
-            big, small = np.maximum(xa, la), np.minimum(xa, la)
-            near = np.abs(lr[:, None] - UNIT_FACTORS[None, :]) < UNIT_TOL
+            # the tolerance widens with the step noise relative to the smaller side (a light wind
+            # of 2 m/s read as 8.3 km/h is 4.2x, not 3.6x)
+            tol = UNIT_TOL + sa / np.maximum(small, 1e-12)
+            near = np.abs(lr[:, None] - UNIT_FACTORS[None, :]) < np.minimum(tol, 0.25)[:, None]
             # x10 and more: the small side may sit near zero; 3.6 and 1.6: both sides must be clear of it
             clear = np.where(near[:, 2:].any(axis=1), (big > 3 * sa) & (small > 0), small > 3 * sa)
             unit = near.any(axis=1) & clear
             flags[big_jump[unit]] |= np.uint8(FLAGS["unit"])
-        flags |= np.where(spike & (nspk >= self.spike_count - 1e-6), FLAGS["spike"], 0).astype(np.uint8)
+        # ``nspk`` decays continuously, so "``spike_count`` spikes within ``spike_window``" is a
+        # sum of at least 1 + (count - 1) / e (the older ones decayed by at most a window)
+        habit = nspk >= 1.0 + (self.spike_count - 1.0) * np.exp(-1.0) - 1e-6
+        # implausible: far outside its step spread *and* a large share of its level
+        size = np.abs(np.nan_to_num(last - self.before[idx]))
+        implausible = (np.abs(prev_jz) >= self.spike_z) & (size >= self.spike_rel * np.abs(np.nan_to_num(self.before[idx])))
+        # a series that rests on repeated values or on its floor (rain, a dry pond, no gas)
+        # rises and falls in a step or two by nature: no spike verdict there
+        resting = (self.prep[idx] >= 0.5) | (self.before[idx] == self.lo[idx])
+        flags |= np.where(spike & (habit | implausible) & ~resting, FLAGS["spike"], 0).astype(np.uint8)
         return flags, jz, d, flat, warm, nspk, spike
 
     def _score(self, idx, t, x):
@@ -220,7 +271,7 @@ class SensorHealthDetector(VectorDetector):
         dsd = np.sqrt(self.dvar[idx])
         dl = np.where(warm, np.clip(d, -4 * dsd, 4 * dsd), d)
         self.dvar[idx] = np.where(n >= 1, (1 - a) * self.dvar[idx] + a * dl * dl, self.dvar[idx])
-        self.moved[idx] |= (d != 0).astype(np.uint8) | np.where((x == self.lo[idx]) & (n < 5 * self.warmup), 2, 0).astype(np.uint8)
+        self.moved[idx] |= (d != 0).astype(np.uint8) | np.where((x == self.lo[idx]) & (n < self.warmup), 2, 0).astype(np.uint8)
         # learn the repeat rate from short repeats only, so a stuck run does not teach itself
         rep = (d == 0) & ~np.isnan(self.last[idx]) & (self.flat[idx] < self.flat_k)
         ar = np.maximum(0.01, 1.0 / (n + 1.0))
@@ -234,30 +285,64 @@ class SensorHealthDetector(VectorDetector):
         self.flags[idx] = flags
         # with neighbours, a unit-factor jump is only a candidate until they have had their say
         # (rain can triple in a minute across a whole city): see ``_neighbour_pass``
-        has_nb = self._nb_ptr[idx + 1] > self._nb_ptr[idx]
-        self.sticky[idx] |= np.where(has_nb, flags & ~np.uint8(FLAGS["unit"]), flags).astype(np.uint8)
+        has_nb = self.nnear[idx] > 0
+        # ... and so is a spike (neighbours that spiked with it make it an event)
+        self.sticky[idx] |= np.where(has_nb, flags & ~np.uint8(FLAGS["unit"] | FLAGS["spike"]), flags).astype(np.uint8)
         self.n[idx] = n + 1
 
     def update_many(self, series: Any, ts: Any, x: Any) -> np.ndarray:
         s, t, v = as_batch(series, ts, x)
+        prev = self.last_ts.copy() if self._nb_idx.size and self.drift_every_s > 0 else None
         super().update_many(s, t, v)
         if self._nb_idx.size:
-            self._neighbour_pass(np.flatnonzero(np.bincount(s)))  # unique ids; bincount beats np.unique here
+            self._neighbour_pass(np.flatnonzero(np.bincount(s)), prev)  # unique ids; bincount beats np.unique here
         return (self.flags[s] & FAULT_MASK > 0).astype(np.float64)
 
     def _update(self, idx, t, x):
         self._learn(idx, t, x)
         return (self.flags[idx] & FAULT_MASK > 0).astype(np.float64)
 
-    def _neighbour_pass(self, u: np.ndarray) -> None:
-        counts = self._nb_ptr[u + 1] - self._nb_ptr[u]
+    def _plan(self, u: np.ndarray):
+        """The gather plan of a step (series with neighbours, their edge rows and columns).
+
+        Why cached: a city sends every series at every step, so the plan of the last step
+        is almost always the plan of this one (a 10^5-element comparison instead of five
+        10^5-edge repeats). ``set_neighbours`` drops it.
+        """
+        c = getattr(self, "_plan_cache", None)
+        if c is not None and c[0].size == u.size and np.array_equal(c[0], u):
+            return c[1]
+        counts = (self._nb_ptr[u + 1] - self._nb_ptr[u]).astype(np.int64)
         has = counts > 0
-        u, counts = u[has], counts[has]
+        uu, counts = u[has], counts[has]
+        rows = np.repeat(np.arange(uu.size), counts)
+        start = np.cumsum(counts) - counts
+        within = np.arange(rows.size) - np.repeat(start, counts)
+        cols = self._nb_idx[np.repeat(self._nb_ptr[uu].astype(np.int64), counts) + within]
+        # every series with the same number of entries (k nearest): sums over a reshape, not bincounts
+        k = int(counts[0]) if counts.size and counts.min() == counts.max() else 0
+        # ... laid out one neighbour rank per row, so the sums run over contiguous rows
+        cols_t = cols.reshape(-1, k).T.copy() if k else None
+        plan = (uu, counts, rows, start, within, cols, k, cols_t)
+        self._plan_cache = (u.copy(), plan)
+        return plan
+
+    def _neighbour_pass(self, u: np.ndarray, prev: np.ndarray | None = None) -> None:
+        u, counts, rows, start, within, cols, k, cols_t = self._plan(u)
         if u.size == 0:
             return
-        rows = np.repeat(np.arange(u.size), counts)
-        starts = np.repeat(self._nb_ptr[u], counts)
-        cols = self._nb_idx[starts + (np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts))]
+
+        def edges(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """Group rows and edge positions of the series ``u[sel]``."""
+            cs = counts[sel]
+            rs = np.repeat(np.arange(sel.size), cs)
+            return rs, np.repeat(start[sel], cs) + (np.arange(rs.size) - np.repeat(np.cumsum(cs) - cs, cs))
+
+        def gsum(v: np.ndarray) -> np.ndarray:
+            return v.reshape(-1, k).sum(axis=1) if k else np.bincount(rows, weights=v, minlength=u.size)
+
+        # jumps are judged by the near neighbours only (the first ``nnear`` entries); drift by all
+        nn = self.nnear[u].astype(np.int64)
         ju = self.jz[u]
         now_u = self.last_ts[u]
         jumped = np.abs(ju) >= self.jump_z
@@ -276,18 +361,49 @@ class SensorHealthDetector(VectorDetector):
         # Verdict once ``confirm_after`` has passed, so neighbours that follow a few minutes
         # later (a wave through the city, sensors reporting out of phase) still count.
         due = (pending > 0) & (now_u - self.jt[u] >= self.confirm_after)
-        step = 2 * np.maximum(self.dt[u][rows], 1)
-        win = np.maximum(self.agree_window, step)
-        same_jump = (np.abs(self.jt[cols] - self.jt[u][rows]) <= win) & (self.js[cols] == self.js[u][rows])
-        recent = np.abs(self.last_ts[cols] - now_u[rows]) <= step
-        moving = recent & (np.sign(self.jz[cols]) == self.js[u][rows]) & (np.abs(self.jz[cols]) >= self.jump_z / 2)
-        agree = np.bincount(rows, weights=same_jump | moving, minlength=u.size)
+        # agreement is counted only where a verdict is due or a spike came back (rare: the
+        # per-edge gathers are the costliest part of a step)
+        agree = np.zeros(u.size)
+        shared_n = np.zeros(u.size)
+        sel = np.flatnonzero(due | back)
+        if sel.size:
+            rs, es = edges(sel)
+            cc, us = cols[es], u[sel][rs]
+            near = within[es] < nn[sel][rs]
+            step = 2 * np.maximum(self.dt[us], 1)
+            win = np.maximum(self.agree_window, step)
+            same_jump = (np.abs(self.jt[cc] - self.jt[us]) <= win) & (self.js[cc] == self.js[us]) & near
+            recent = np.abs(self.last_ts[cc] - self.last_ts[us]) <= step
+            moving = recent & (np.sign(self.jz[cc]) == self.js[us]) & (np.abs(self.jz[cc]) >= self.jump_z / 2) & near
+            agree[sel] = np.bincount(rs, weights=same_jump | moving, minlength=sel.size)
+            shared_n[sel] = np.bincount(rs, weights=same_jump, minlength=sel.size)
+        # the neighbours' mean is needed where drift is judged this step and where a jump
+        # verdict is due
+        every = self.drift_every_s
+        if every > 0 and prev is not None:
+            p_u = prev[u] if prev.size > int(u.max()) else np.zeros(u.size, dtype=np.int64)
+            judge = (p_u == 0) | (now_u // every != p_u // every)
+        else:
+            judge = np.ones(u.size, dtype=bool)
+        need = np.flatnonzero(judge | due)
+        all_ = need.size == u.size
+        nb_mean = np.full(u.size, np.nan)
+        wsum = np.zeros(u.size)
         # healthy neighbours only, so one broken sensor does not make its neighbours "drift"
-        w = ((self.flags[cols] & FAULT_MASK) == 0) & ~np.isnan(self.last[cols])
-        wsum = np.bincount(rows, weights=w, minlength=u.size)
-        # a robust mean of the neighbours: one neighbour in an incident (a tilted cover, a
-        # leak) must not make all the others look as if they drifted
-        nb_mean = _robust_group_mean(rows, self.last[cols], w, u.size)
+        if k:
+            ct = cols_t if all_ else cols_t[:, need]
+            last_c = self.last[ct]
+            w = ((self.flags[ct] & FAULT_MASK) == 0) & ~np.isnan(last_c)
+            wsum[need] = w.sum(axis=0, dtype=np.float64)
+            # a robust mean of the neighbours: one neighbour in an incident (a tilted cover, a
+            # leak) must not make all the others look as if they drifted
+            nb_mean[need] = _robust_mean_t(last_c, w)
+        else:
+            rs, es = (rows, np.arange(rows.size)) if all_ else edges(need)
+            last_c = self.last[cols[es]]
+            w = ((self.flags[cols[es]] & FAULT_MASK) == 0) & ~np.isnan(last_c)
+            wsum[need] = np.bincount(rs, weights=w, minlength=need.size)
+            nb_mean[need] = _robust_group_mean(rs, last_c, w, need.size)
         ok_nb = (wsum > 0) & ~np.isnan(self.last[u])
         # relative to the larger of its own and the neighbours' level (bounded, so a gauge beside
         # dry ponds at 0 is not "infinitely" off), plus a few steps of noise for series near 0
@@ -295,7 +411,8 @@ class SensorHealthDetector(VectorDetector):
             self.dvar[u].astype(np.float64)) + 1e-9
         rel_now = np.where(ok_nb, (self.last[u] - nb_mean) / den, np.nan)
         self.agree[u] = np.where(due, agree, self.agree[u]).astype(np.int16)
-        event = due & (agree >= self.agree_share * counts)
+        due &= nn > 0  # without near neighbours there is no one to agree: no jump verdict
+        event = due & (agree >= self.agree_share * nn)
         # a jump that has already come back (a one-off glitch) is no disagreement: only a
         # sensor still displaced when the verdict is due (a step, a wrong unit) is at fault
         displaced = np.abs(self.last[u] - self.jb[u].astype(np.float64)) >= 0.5 * self.jump_z * np.sqrt(self.dvar[u])
@@ -303,12 +420,29 @@ class SensorHealthDetector(VectorDetector):
         # offset by more than the usual spread, so a daily change the neighbours make a few
         # minutes apart is not a fault (while a return from a drift, alone, still is)
         sd0 = self.off_sd[u]
-        displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - self.off[u]) <= self.drift_k * sd0)
+        # (a jump by a unit factor is judged against the slow average itself: the fast one has
+        # taken in a third of the step by the time the verdict is due)
+        ref0 = np.where((pending == 2) & ~np.isnan(self.off_ref[u]), self.off_ref[u], self.off[u])
+        displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
         fault = due & ~event & displaced
         self.pending[u] = np.where(due, 0, pending).astype(np.uint8)
         fl = self.flags[u] & ~np.uint8(FLAGS["unit"])
+        # pinned at the top of its range (saturated humidity, a full gauge) is a state when the
+        # neighbours are up there too, and a fault when they are well below it
+        last_u = self.last[u].astype(np.float64)
+        hi = self.hi[u].astype(np.float64)
+        pinned = (last_u == hi) & np.isfinite(hi) & (self.flat[u] >= self.flat_k) & (
+            self.flat[u] * np.maximum(self.dt[u].astype(np.float64), 1.0) >= self.flat_min_s)
+        lone = pinned & ok_nb & (hi - nb_mean > 0.05 * np.maximum(np.abs(hi), 1e-9)) & (hi - nb_mean > self.drift_k * np.sqrt(
+            self.dvar[u].astype(np.float64)))
+        fl = np.where(lone, fl | FLAGS["flat"], fl)
         fl = np.where(fault, fl | np.where(pending == 2, FLAGS["unit"], FLAGS["disagree"]), fl)
         fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
+        # a spike that came back now: shared by most neighbours (they jumped the same way
+        # within the agreement window) it was an event, not a glitch
+        if back.any():
+            shared = shared_n >= self.agree_share * nn
+            fl = np.where(back & shared & (nn > 0), (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
         # drift: a steady divergence from the neighbours' robust mean that they do not share.
         # The offset is taken *relative* to the neighbours' level (flows, loads and noise differ
         # in scale from one sensor to the next, and their gaps grow and shrink with the daily
@@ -317,8 +451,22 @@ class SensorHealthDetector(VectorDetector):
         # between the two from its first hours, a step (a jump, judged by ``disagree``) or an
         # event the neighbours share does not. So drift is seen on the first day, with no
         # day-long reference to wait for.
+        ix = np.flatnonzero(judge)
+        # between judgements a series keeps its last verdict (bit 4 of ``moved``)
+        kept = ~judge & ((self.moved[u] & 4) > 0)
+        fl = np.where(kept, fl | FLAGS["drift"], fl)
+        if ix.size:
+            fl[ix] = self._drift(u[ix], rel_now[ix], nb_mean[ix], wsum[ix], ok_nb[ix], den[ix], fl[ix], ix, edges,
+                                 cols, within, nn, counts)
+        self.flags[u] = fl.astype(np.uint8)
+        self.sticky[u] |= self.flags[u]
+
+    def _drift(self, u, rel_now, nb_mean, wsum, ok_nb, den, fl, ix, edges, cols, within, nn, counts):
+        """Judge drift for the series ``u`` (positions ``ix`` in the step's plan); returns their flags."""
         n = self.n[u]
-        step_s = np.maximum(self.dt[u].astype(np.float64), 1.0)
+        # the time since the last judgement: a step, or ``drift_every_s`` when judged less often
+        step_s = np.maximum(self.dt[u].astype(np.float64), max(self.drift_every_s, 1.0))
+        dts = step_s
         af = 1.0 - np.exp(-step_s / max(self.drift_fast_s, 1.0))
         aslow = 1.0 - np.exp(-step_s / max(self.drift_slow_s, 1.0))
         old = self.off[u].astype(np.float64)
@@ -331,30 +479,50 @@ class SensorHealthDetector(VectorDetector):
         # the spread of the relative offset around its smoothed value, learnt winsorised so a
         # step or a drift does not widen its own yardstick
         g = np.where(n < 5 * self.warmup, 0.05, 0.005)
+        if self.drift_every_s > 0:  # the same rate per second when judged less often than every point
+            g = 1.0 - (1.0 - g) ** (step_s / np.maximum(self.dt[u].astype(np.float64), 1.0))
         dev = np.where(ok_nb, rel_now - off, 0.0)
         lim = np.where((n < self.warmup) | ~(self.off_sd[u] > 0), np.inf, 3.0 * self.off_sd[u])
         dev = np.clip(np.nan_to_num(dev), -lim, lim)
         sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[u]) ** 2 + g * dev**2)
         self.off[u], self.off_ref[u], self.off_sd[u] = off, new_ref, sd
+        # the neighbours' level over the last ``4 * drift_fast_s``: a ratio to them means
+        # something only while they hold steady (traffic falls by a factor at night, each road
+        # by its own: its ratio to the others wanders for hours without any fault)
+        nbs_old = self.nbs[u].astype(np.float64)
+        anb = 1.0 - np.exp(-dts / max(4 * self.drift_fast_s, 1.0))
+        nbs = np.where(ok_nb, np.where(np.isnan(nbs_old), nb_mean, (1 - anb) * nbs_old + anb * nb_mean), nbs_old)
+        self.nbs[u] = nbs
+        steady = np.abs(nb_mean - nbs) <= self.drift_steady * (np.abs(nbs) + 3.0 * np.sqrt(self.dvar[u].astype(np.float64)))
         # a recent jump is a step, not a ramp: ``disagree`` (or an event) speaks for it
-        calm = now_u - self.jt[u] > 2 * self.drift_fast_s
+        calm = self.last_ts[u] - self.jt[u] > 2 * self.drift_fast_s
         # with one neighbour a divergence cannot say which of the two moved; a series that rests
         # on repeated values (rain at 0, a dry pond, a status code) moves in steps, not ramps
-        calm &= (wsum >= 2) & (self.prep[u] < 0.5)
+        calm &= (wsum >= 2) & (self.prep[u] < 0.5) & steady
         gap_fs = np.abs(off - new_ref)
         drift = ~np.isnan(new_ref) & calm & (gap_fs > np.maximum(self.drift_min, self.drift_k * sd))
+        held = np.where(drift, self.dhold[u].astype(np.float64) + dts, 0.0)
+        self.dhold[u] = np.minimum(held, 65535).astype(np.uint16)
+        drift &= held >= self.drift_hold_s
         # many moving together is an event: a neighbour whose own offset opened the same way
         # (an accident slowing a whole corridor) clears the verdict; so does a neighbour already
         # called drifting (its drift, or leaving it out of the mean, opens a mirror gap here)
         if drift.any():
-            g_cols = np.nan_to_num(self.off[cols].astype(np.float64) - self.off_ref[cols])
-            g_u = np.nan_to_num(off - new_ref)[rows]
+            rs, es = edges(ix)
+            cc = cols[es]
+            g_cols = np.nan_to_num(self.off[cc].astype(np.float64) - self.off_ref[cc])
+            g_u = np.nan_to_num(off - new_ref)[rs]
             shared = (np.sign(g_cols) == np.sign(g_u)) & (np.abs(g_cols) > 0.5 * self.drift_min)
-            nb_drift = (self.flags[cols] & FLAGS["drift"]) > 0
-            drift &= np.bincount(rows, weights=shared | nb_drift, minlength=u.size) == 0
-        fl = np.where(drift, fl | FLAGS["drift"], fl)
-        self.flags[u] = fl.astype(np.uint8)
-        self.sticky[u] |= self.flags[u]
+            nb_drift = (self.flags[cc] & FLAGS["drift"]) > 0
+            # ... one near neighbour is enough; far references (a district or two away) each
+            # have their own incidents, so it takes most of them
+            near_e = within[es] < nn[ix][rs]
+            by_near = np.bincount(rs, weights=(shared | nb_drift) & near_e, minlength=ix.size)
+            by_ref = np.bincount(rs, weights=(shared | nb_drift) & ~near_e, minlength=ix.size)
+            n_ref = counts[ix] - nn[ix]
+            drift &= (by_near == 0) & ~((n_ref > 0) & (by_ref >= self.agree_share * n_ref))
+        self.moved[u] = np.where(drift, self.moved[u] | 4, self.moved[u] & ~np.uint8(4)).astype(np.uint8)
+        return np.where(drift, fl | FLAGS["drift"], fl)
 
     # ---- queries -------------------------------------------------------
     def check_stale(self, now: int, series: Any = None) -> np.ndarray:
@@ -388,7 +556,7 @@ class SensorHealthDetector(VectorDetector):
         why = []
         for f in faults:
             if f == "disagree":
-                k = int(self._nb_ptr[series + 1] - self._nb_ptr[series])
+                k = int(self.nnear[series])
                 why.append(
                     f"jumped {float(self.jump[series]):.2g} (z = {float(self.jz[series]):.2g}) "
                     f"while {int(self.agree[series])} of {k} neighbours moved with it"
@@ -410,6 +578,24 @@ class SensorHealthDetector(VectorDetector):
                 why.append(f"jumped by a unit-conversion factor (last step {float(self.jump[series]):.3g})")
         return f"sensor fault: {', '.join(faults)} ({'; '.join(why)})"
 
+
+
+def _robust_mean_t(vals: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``_robust_group_mean`` for groups of equal size laid out as columns: ``vals[j, g]`` is member j of group g.
+
+    >>> _robust_mean_t(np.array([[1.0, 4.0], [1.2, np.nan], [0.8, 2.0], [60.0, 3.0]]),
+    ...                np.array([[1, 1], [1, 0], [1, 1], [1, 1]], bool)).round(2).tolist()
+    [1.0, 3.0]
+    """
+    v = np.where(w, vals, 0.0)
+    cnt = np.maximum(w.sum(axis=0), 1)
+    mean = v.sum(axis=0) / cnt
+    dev = np.abs(v - mean) * w
+    mad = dev.sum(axis=0) / cnt
+    keep = w & (dev <= 1.5 * mad + 1e-12)
+    kc = keep.sum(axis=0)
+    out = (v * keep).sum(axis=0) / np.maximum(kc, 1)
+    return np.where(kc > 0, out, mean)
 
 
 def _robust_group_mean(rows: np.ndarray, vals: np.ndarray, w: np.ndarray, n: int) -> np.ndarray:

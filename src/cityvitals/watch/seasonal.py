@@ -38,11 +38,18 @@ N_SLOTS = 48
 
 def slot_of(ts: np.ndarray, utc_offset: int = 0) -> np.ndarray:
     """Slot 0..47: hour of day, +24 on Saturday and Sunday."""
+    if one_time(ts):  # a city's step: one time for all series, so one division, not 10^5
+        return np.full(ts.size, slot_of(ts[:1], utc_offset)[0], dtype=np.int64)
     local = ts + utc_offset
     day = local // 86400
     weekday = (day + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
     hour = (local % 86400) // 3600
     return (hour + 24 * (weekday >= 5)).astype(np.int64)
+
+
+def one_time(ts: np.ndarray) -> bool:
+    """True for a batch of many points that all carry the same time (cheap to test, costly to divide)."""
+    return ts.size > 64 and ts[0] == ts[-1] and bool((ts == ts[0]).all())
 
 
 class SeasonalDetector(VectorDetector):

@@ -37,11 +37,11 @@ class LevelShiftDetector(VectorDetector):
     name: ClassVar[str] = "shift"
     FIELDS: ClassVar[dict[str, tuple[str, float, tuple[int, ...]]]] = {
         "n": ("int32", 0, ()),
-        "mean": ("float64", 0.0, ()),
-        "trend": ("float64", 0.0, ()),
+        "mean": ("float32", 0.0, ()),  # float32: residuals of a few sd are far above its rounding
+        "trend": ("float32", 0.0, ()),
         "var": ("float32", 0.0, ()),
         "dvar": ("float32", 0.0, ()),
-        "last": ("float64", np.nan, ()),
+        "last": ("float32", np.nan, ()),
         "cpos": ("float32", 0.0, ()),
         "cneg": ("float32", 0.0, ()),
         "prev_mean": ("float32", np.nan, ()),

@@ -1,0 +1,145 @@
+"""Sensor health as the runner configures it: spikes, drift with few neighbours, a pinned sensor, a wrong unit.
+
+Each case is a small seeded city of one kind, a point a minute; each checks the fault is
+named and that the healthy (or really changing) counterpart is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from cityvitals.watch.health import SensorHealthDetector
+from cityvitals.watch.runner import HEALTH, drift_references, nearest_neighbours
+
+
+def _flags_over_run(det: SensorHealthDetector, x: np.ndarray) -> list[set[str]]:
+    from cityvitals.watch.health import FLAGS
+
+    seen: list[set[str]] = [set() for _ in range(x.shape[1])]
+    ids = np.arange(x.shape[1])
+    for k in range(x.shape[0]):
+        det.update_many(ids, np.full(ids.size, 60 * k), x[k])
+        fl = det.take_flags()
+        for i in np.flatnonzero(fl):
+            seen[i] |= {name for name, bit in FLAGS.items() if fl[i] & bit}
+    return seen
+
+
+def test_one_implausible_spike_is_a_fault_a_small_glitch_and_a_shower_are_not():
+    rng = np.random.default_rng(1)
+    n = 240
+    x = np.column_stack([45 + rng.normal(0, 0.3, n),       # transformer temperature: one jump of +44 degC
+                         45 + rng.normal(0, 0.3, n),       # the same, a glitch of 3 degC (10 sd, 7% of its level)
+                         np.zeros(n)])                     # a rain gauge: dry, then one wet minute
+    x[120, 0] += 44.0
+    x[120, 1] += 3.0
+    x[150, 2] = 2.4
+    det = SensorHealthDetector(valid_range=(-40, 250), **HEALTH)
+    det.set_range([2], 0.0, 300.0)
+    seen = _flags_over_run(det, x)
+    assert "spike" in seen[0]
+    assert "spike" not in seen[1] and "spike" not in seen[2]
+
+
+def test_a_spike_most_neighbours_share_is_an_event():
+    rng = np.random.default_rng(2)
+    n = 200
+    x = 0.3 + rng.normal(0, 0.0015, (n, 5))
+    x[100] += 0.2  # all five jump and come back together (a pressure transient)
+    det = SensorHealthDetector(valid_range=(0, 2.5), **HEALTH)
+    det.set_neighbours({i: [j for j in range(5) if j != i] for i in range(5)})
+    assert not any("spike" in s for s in _flags_over_run(det, x))
+    x[150, 0] += 0.2  # one alone: a fault
+    det = SensorHealthDetector(valid_range=(0, 2.5), **HEALTH)
+    det.set_neighbours({i: [j for j in range(5) if j != i] for i in range(5)})
+    seen = _flags_over_run(det, x)
+    assert "spike" in seen[0] and not any("spike" in s for s in seen[1:])
+
+
+def _far_city(drifting: bool, hours: int = 8, seed: int = 0) -> list[set[str]]:
+    """Sensor 0 has no near neighbour, only far references (1..5) of its kind; from hour 1 it may ramp -0.2 over 4 h."""
+    rng = np.random.default_rng(seed)
+    n = hours * 60
+    t = np.arange(n) * 60
+    daily = 0.05 * np.sin(2 * np.pi * t / 86400)
+    x = 0.3 + daily[:, None] + rng.normal(0, 0.0015, (n, 6)) + 0.03 * np.arange(6) / 6
+    if drifting:
+        x[:, 0] -= 0.2 * np.clip((t - 3600) / (4 * 3600), 0, 1)
+    det = SensorHealthDetector(valid_range=(0, 2.5), **HEALTH)
+    near = {i: [j for j in range(1, 6) if j != i] for i in range(1, 6)}
+    det.set_neighbours(near, references={0: [1, 2, 3, 4, 5]})
+    return _flags_over_run(det, x)
+
+
+def test_drift_of_a_sensor_without_near_neighbours_is_seen_against_far_references():
+    for seed in range(3):
+        seen = _far_city(drifting=True, seed=seed)
+        assert "drift" in seen[0], seed
+        assert not any("drift" in s for s in seen[1:])
+        assert not any("drift" in s for s in _far_city(drifting=False, seed=seed))
+
+
+def test_far_references_only_judge_drift_not_jumps():
+    rng = np.random.default_rng(5)
+    x = 0.3 + rng.normal(0, 0.0015, (120, 6))
+    x[60:, 0] += 0.1  # a step at the lone sensor: no near neighbour to disagree with, so no verdict
+    det = SensorHealthDetector(valid_range=(0, 2.5), **HEALTH)
+    det.set_neighbours({}, references={0: [1, 2, 3, 4, 5]})
+    seen = _flags_over_run(det, x)
+    assert "disagree" not in seen[0] and int(det.nnear[0]) == 0
+
+
+def test_drift_references_for_sensors_with_fewer_than_two_neighbours():
+    sensors = pl.DataFrame({
+        "id": ["a", "b", "c", "d", "e", "t"],
+        "kind": ["water_pressure"] * 5 + ["temperature"],
+        "lon": [121.40, 121.401, 121.402, 121.52, 121.60, 121.40],
+        "lat": [31.20, 31.2005, 31.2001, 31.25, 31.30, 31.20],
+    })
+    near = nearest_neighbours(sensors)
+    refs = drift_references(sensors, near)
+    assert set(near["a"]) == {"b", "c"} and "d" not in near
+    assert refs["d"][0] == "e" and set(refs["d"]) == {"a", "b", "c", "e"}  # nearest first, any distance
+    assert "a" not in refs  # two near neighbours are enough
+    assert all(r != "t" for rs in refs.values() for r in rs)  # same kind only
+
+
+def test_pinned_at_the_ceiling_alone_is_stuck_but_with_the_neighbours_a_state():
+    rng = np.random.default_rng(3)
+    n = 200
+    x = 85 + rng.normal(0, 0.4, (n, 4))
+    x[60:, 0] = 100.0  # saturated humidity at one sensor only
+    det = SensorHealthDetector(valid_range=(0, 100), **HEALTH)
+    det.set_neighbours({i: [j for j in range(4) if j != i] for i in range(4)})
+    seen = _flags_over_run(det, x)
+    assert "flat" in seen[0]
+    x[60:, :] = 100.0  # fog over the whole district: all at the ceiling
+    det = SensorHealthDetector(valid_range=(0, 100), **HEALTH)
+    det.set_neighbours({i: [j for j in range(4) if j != i] for i in range(4)})
+    assert not any("flat" in s for s in _flags_over_run(det, x))
+
+
+def test_wrong_unit_on_a_light_wind_and_a_late_slip_to_zero():
+    rng = np.random.default_rng(4)
+    n = 200
+    wind = 2.0 + rng.normal(0, 0.15, n)
+    wind[100:] *= 3.6  # m/s read as km/h: noisy, so the ratio of two points is not exactly 3.6
+    pm = 50 + rng.normal(0, 2, n)
+    pm[30:] = 0.0  # pm10 reported in mg/m3 from its 31st point, rounded to whole units: 0
+    seen = _flags_over_run(SensorHealthDetector(valid_range=(0, 60), **HEALTH), np.column_stack([np.round(wind, 1)]))
+    assert "unit" in seen[0]
+    seen = _flags_over_run(SensorHealthDetector(valid_range=(0, 2000), **HEALTH), np.column_stack([pm]))
+    assert "flat" in seen[0]
+
+
+def test_drift_judged_every_five_minutes_still_finds_the_ramp():
+    rng = np.random.default_rng(6)
+    n = 8 * 60
+    t = np.arange(n) * 60
+    x = 0.3 + 0.05 * np.sin(2 * np.pi * t / 86400)[:, None] + rng.normal(0, 0.0015, (n, 6)) + 0.03 * np.arange(6) / 6
+    x[:, 0] -= 0.2 * np.clip((t - 3600) / (4 * 3600), 0, 1)
+    det = SensorHealthDetector(valid_range=(0, 2.5), **{**HEALTH, "drift_every_s": 300})
+    det.set_neighbours({i: [j for j in range(6) if j != i] for i in range(6)})
+    seen = _flags_over_run(det, x)
+    assert "drift" in seen[0] and not any("drift" in s for s in seen[1:])
