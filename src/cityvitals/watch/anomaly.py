@@ -108,17 +108,26 @@ class AnomalyScoreDetector(VectorDetector):
     def _step(self, idx, t, x):
         """Everything for one round; returns (score, new state values) without writing."""
         s0, s1, w = self._slots(t)
-        # flat indices: 1-D take/put is ~5x faster than 2-D fancy indexing
         ix = dense(idx)  # views instead of gathers when every series is in the round
-        s0 = idx * N_SLOTS + s0
-        s1 = idx * N_SLOTS + s1
+        if isinstance(ix, slice) and one_time(t):
+            # every series at one time: the two slots are two columns of the profile, read
+            # as strided views (no index arithmetic, no take)
+            s0, s1 = (ix, int(s0[0])), (ix, int(s1[0]))
+            sp0 = self.sp[s0].astype(np.float64)
+            sp1 = self.sp[s1].astype(np.float64)
+            c0 = self.scnt[s0].astype(np.int64)
+            c1 = self.scnt[s1].astype(np.int64)
+        else:
+            # flat indices: 1-D take/put is ~5x faster than 2-D fancy indexing
+            s0 = idx * N_SLOTS + s0
+            s1 = idx * N_SLOTS + s1
+            sp, scnt = self.sp.reshape(-1), self.scnt.reshape(-1)
+            sp0 = sp.take(s0).astype(np.float64)
+            sp1 = sp.take(s1).astype(np.float64)
+            c0 = scnt.take(s0).astype(np.int64)
+            c1 = scnt.take(s1).astype(np.int64)
         n = self.n[ix]
         first = n == 0
-        sp, scnt = self.sp.reshape(-1), self.scnt.reshape(-1)
-        sp0 = sp.take(s0).astype(np.float64)
-        sp1 = sp.take(s1).astype(np.float64)
-        c0 = scnt.take(s0).astype(np.int64)
-        c1 = scnt.take(s1).astype(np.int64)
         season = (1 - w) * sp0 + w * sp1
         m = np.where(first, x, self.m[ix])
         ms = np.where(first, x, self.ms[ix])
@@ -190,7 +199,8 @@ class AnomalyScoreDetector(VectorDetector):
             idx, t, x = idx[ok], t[ok], x[ok]
         score, st = self._step(idx, t, x)
         s0, s1 = st.pop("s0"), st.pop("s1")
-        sp, scnt = self.sp.reshape(-1), self.scnt.reshape(-1)
+        # (row, column) pairs or flat indices, as ``_step`` chose
+        sp, scnt = (self.sp, self.scnt) if isinstance(s0, tuple) else (self.sp.reshape(-1), self.scnt.reshape(-1))
         sp[s0] = st.pop("sp0")
         sp[s1] = st.pop("sp1")
         scnt[s0] = st.pop("c0")

@@ -196,7 +196,11 @@ class VectorDetector:
         s, t, v = as_batch(series, ts, x)
         self._touch(s)
         out = np.zeros(s.size)
-        for r in rounds(s, t):
+        rs = rounds(s, t)
+        if len(rs) == 1:  # one round is the whole batch in its order: no gathers of it
+            out[:] = self._update(s, t, v)
+            return out
+        for r in rs:
             out[r] = self._update(s[r], t[r], v[r])
         return out
 
