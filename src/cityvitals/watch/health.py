@@ -355,11 +355,14 @@ class SensorHealthDetector(VectorDetector):
         gap = 0.5 * self.jump_z * np.sqrt(self.dvar[iu].astype(np.float64))
         back = jumped & (self.pending[iu] > 0) & (np.sign(ju) == -self.js[iu]) & (
             np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) < gap)
-        self.pending[iu] = np.where(back, 0, self.pending[iu])
-        jumped &= ~back
-        self.jt[iu] = np.where(jumped, now_u, self.jt[iu])
-        self.js[iu] = np.where(jumped, np.sign(ju), self.js[iu]).astype(np.int8)
-        self.jb[iu] = np.where(jumped, self.before[iu], self.jb[iu])
+        if back.any():
+            self.pending[iu] = np.where(back, 0, self.pending[iu])
+            jumped &= ~back
+        any_jump = bool(jumped.any())
+        if any_jump:
+            self.jt[iu] = np.where(jumped, now_u, self.jt[iu])
+            self.js[iu] = np.where(jumped, np.sign(ju), self.js[iu]).astype(np.int8)
+            self.jb[iu] = np.where(jumped, self.before[iu], self.jb[iu])
         cand = (self.flags[iu] & FLAGS["unit"]) > 0
         pending = np.where(jumped, np.where(cand, 2, 1), self.pending[iu])
         # Verdict once ``confirm_after`` has passed, so neighbours that follow a few minutes
@@ -414,34 +417,43 @@ class SensorHealthDetector(VectorDetector):
         den = np.maximum(np.abs(nb_mean), np.abs(np.nan_to_num(self.last[iu]))) + 3.0 * np.sqrt(
             self.dvar[iu].astype(np.float64)) + 1e-9
         rel_now = np.where(ok_nb, (self.last[iu] - nb_mean) / den, np.nan)
-        self.agree[iu] = np.where(due, agree, self.agree[iu]).astype(np.int16)
+        if due.any():
+            self.agree[iu] = np.where(due, agree, self.agree[iu]).astype(np.int16)
         due &= nn > 0  # without near neighbours there is no one to agree: no jump verdict
-        event = due & (agree >= self.agree_share * nn)
-        # a jump that has already come back (a one-off glitch) is no disagreement: only a
-        # sensor still displaced when the verdict is due (a step, a wrong unit) is at fault
-        displaced = np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) >= 0.5 * self.jump_z * np.sqrt(self.dvar[iu])
-        # ... and displaced from its neighbours: its offset to them now is off its slow average
-        # offset by more than the usual spread, so a daily change the neighbours make a few
-        # minutes apart is not a fault (while a return from a drift, alone, still is)
-        sd0 = self.off_sd[iu]
-        # (a jump by a unit factor is judged against the slow average itself: the fast one has
-        # taken in a third of the step by the time the verdict is due)
-        ref0 = np.where((pending == 2) & ~np.isnan(self.off_ref[iu]), self.off_ref[iu], self.off[iu])
-        displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
-        fault = due & ~event & displaced
-        self.pending[iu] = np.where(due, 0, pending).astype(np.uint8)
+        # (verdicts, jumps and pinned sensors are rare: their work is done only on the steps
+        # where some series has one, with the same outcome as doing it for all every step)
+        any_due = bool(due.any())
+        if any_due:
+            event = due & (agree >= self.agree_share * nn)
+            # a jump that has already come back (a one-off glitch) is no disagreement: only a
+            # sensor still displaced when the verdict is due (a step, a wrong unit) is at fault
+            displaced = np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) >= 0.5 * self.jump_z * np.sqrt(self.dvar[iu])
+            # ... and displaced from its neighbours: its offset to them now is off its slow average
+            # offset by more than the usual spread, so a daily change the neighbours make a few
+            # minutes apart is not a fault (while a return from a drift, alone, still is)
+            sd0 = self.off_sd[iu]
+            # (a jump by a unit factor is judged against the slow average itself: the fast one has
+            # taken in a third of the step by the time the verdict is due)
+            ref0 = np.where((pending == 2) & ~np.isnan(self.off_ref[iu]), self.off_ref[iu], self.off[iu])
+            displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
+            fault = due & ~event & displaced
+        if any_due or any_jump:
+            self.pending[iu] = np.where(due, 0, pending).astype(np.uint8)
         fl = self.flags[iu] & ~np.uint8(FLAGS["unit"])
         # pinned at the top of its range (saturated humidity, a full gauge) is a state when the
         # neighbours are up there too, and a fault when they are well below it
         last_u = self.last[iu].astype(np.float64)
         hi = self.hi[iu].astype(np.float64)
-        pinned = (last_u == hi) & np.isfinite(hi) & (self.flat[iu] >= self.flat_k) & (
-            self.flat[iu] * np.maximum(self.dt[iu].astype(np.float64), 1.0) >= self.flat_min_s)
-        lone = pinned & ok_nb & (hi - nb_mean > 0.05 * np.maximum(np.abs(hi), 1e-9)) & (hi - nb_mean > self.drift_k * np.sqrt(
-            self.dvar[iu].astype(np.float64)))
-        fl = np.where(lone, fl | FLAGS["flat"], fl)
-        fl = np.where(fault, fl | np.where(pending == 2, FLAGS["unit"], FLAGS["disagree"]), fl)
-        fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
+        pinned = last_u == hi
+        if pinned.any():
+            pinned &= np.isfinite(hi) & (self.flat[iu] >= self.flat_k) & (
+                self.flat[iu] * np.maximum(self.dt[iu].astype(np.float64), 1.0) >= self.flat_min_s)
+            lone = pinned & ok_nb & (hi - nb_mean > 0.05 * np.maximum(np.abs(hi), 1e-9)) & (hi - nb_mean > self.drift_k * np.sqrt(
+                self.dvar[iu].astype(np.float64)))
+            fl = np.where(lone, fl | FLAGS["flat"], fl)
+        if any_due:
+            fl = np.where(fault, fl | np.where(pending == 2, FLAGS["unit"], FLAGS["disagree"]), fl)
+            fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
         # a spike that came back now: shared by most neighbours (they jumped the same way
         # within the agreement window) it was an event, not a glitch
         if back.any():
@@ -457,11 +469,14 @@ class SensorHealthDetector(VectorDetector):
         # day-long reference to wait for.
         ix = np.flatnonzero(judge)
         # between judgements a series keeps its last verdict (bit 4 of ``moved``)
-        kept = ~judge & ((self.moved[iu] & 4) > 0)
-        fl = np.where(kept, fl | FLAGS["drift"], fl)
-        if ix.size:
-            fl[ix] = self._drift(u[ix], rel_now[ix], nb_mean[ix], wsum[ix], ok_nb[ix], den[ix], fl[ix], ix, edges,
-                                 cols, within, nn, counts)
+        if ix.size == u.size:  # all judged this step (the default): no verdict kept, no gathers
+            fl = self._drift(u, rel_now, nb_mean, wsum, ok_nb, den, fl, ix, edges, cols, within, nn, counts)
+        else:
+            kept = ~judge & ((self.moved[iu] & 4) > 0)
+            fl = np.where(kept, fl | FLAGS["drift"], fl)
+            if ix.size:
+                fl[ix] = self._drift(u[ix], rel_now[ix], nb_mean[ix], wsum[ix], ok_nb[ix], den[ix], fl[ix], ix, edges,
+                                     cols, within, nn, counts)
         self.flags[iu] = fl.astype(np.uint8)
         self.sticky[iu] |= self.flags[iu]
 
