@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cityvitals.watch.base import VectorDetector
+from cityvitals.watch.base import VectorDetector, dense
 from cityvitals.watch.seasonal import N_SLOTS, one_time
 
 
@@ -108,43 +108,53 @@ class AnomalyScoreDetector(VectorDetector):
     def _step(self, idx, t, x):
         """Everything for one round; returns (score, new state values) without writing."""
         s0, s1, w = self._slots(t)
-        # flat indices: 1-D take/put is ~5x faster than 2-D fancy indexing
-        s0 = idx * N_SLOTS + s0
-        s1 = idx * N_SLOTS + s1
-        n = self.n[idx]
+        ix = dense(idx)  # views instead of gathers when every series is in the round
+        if isinstance(ix, slice) and one_time(t):
+            # every series at one time: the two slots are two columns of the profile, read
+            # as strided views (no index arithmetic, no take)
+            s0, s1 = (ix, int(s0[0])), (ix, int(s1[0]))
+            sp0 = self.sp[s0].astype(np.float64)
+            sp1 = self.sp[s1].astype(np.float64)
+            c0 = self.scnt[s0].astype(np.int64)
+            c1 = self.scnt[s1].astype(np.int64)
+        else:
+            # flat indices: 1-D take/put is ~5x faster than 2-D fancy indexing
+            s0 = idx * N_SLOTS + s0
+            s1 = idx * N_SLOTS + s1
+            sp, scnt = self.sp.reshape(-1), self.scnt.reshape(-1)
+            sp0 = sp.take(s0).astype(np.float64)
+            sp1 = sp.take(s1).astype(np.float64)
+            c0 = scnt.take(s0).astype(np.int64)
+            c1 = scnt.take(s1).astype(np.int64)
+        n = self.n[ix]
         first = n == 0
-        sp, scnt = self.sp.reshape(-1), self.scnt.reshape(-1)
-        sp0 = sp.take(s0).astype(np.float64)
-        sp1 = sp.take(s1).astype(np.float64)
-        c0 = scnt.take(s0).astype(np.int64)
-        c1 = scnt.take(s1).astype(np.int64)
         season = (1 - w) * sp0 + w * sp1
-        m = np.where(first, x, self.m[idx])
-        ms = np.where(first, x, self.ms[idx])
+        m = np.where(first, x, self.m[ix])
+        ms = np.where(first, x, self.ms[ix])
         r = x - m - season
         eps = 1e-9 * (1.0 + np.abs(m))
-        ad = self.ad[idx].astype(np.float64)
+        ad = self.ad[ix].astype(np.float64)
         scale = 1.2533 * ad + eps
         zr = np.abs(r) / scale
         rs = x - ms - season
-        ads = self.ads[idx].astype(np.float64)
+        ads = self.ads[ix].astype(np.float64)
         zs = np.abs(rs) / (1.2533 * ads + eps)
-        last = self.last[idx]
+        last = self.last[ix]
         step = np.where(np.isnan(last), 0.0, x - last)
-        dad = self.dad[idx].astype(np.float64)
+        dad = self.dad[ix].astype(np.float64)
         zd = np.abs(step) / (1.2533 * dad + eps)
         same = (step == 0) & ~np.isnan(last)
-        run = np.where(same, self.run[idx] + 1, 0)
-        prep = self.prep[idx].astype(np.float64)
+        run = np.where(same, self.run[ix] + 1, 0)
+        prep = self.prep[ix].astype(np.float64)
         zf = run * -np.log(np.maximum(prep, 1e-3)) * 0.5
         z = np.minimum(np.maximum(np.maximum(zr, 0.5 * zd), np.maximum(self.slow_weight * zs, zf)), 1e6)
         u = np.log1p(z)
-        ubar = (1 - self.short_beta) * self.ubar[idx] + self.short_beta * u
-        mu, var = self.mu[idx].astype(np.float64), self.var[idx].astype(np.float64)
+        ubar = (1 - self.short_beta) * self.ubar[ix] + self.short_beta * u
+        mu, var = self.mu[ix].astype(np.float64), self.var[ix].astype(np.float64)
         e = (ubar - mu) / np.sqrt(var + 1e-12)
         warm = n >= self.warmup
         raw = np.where(warm, np.maximum(e, 0.0) / (np.maximum(e, 0.0) + self.k), 0.0)
-        quiet = self.quiet[idx]
+        quiet = self.quiet[ix]
         damp = _clip(quiet / self.refractory, 0.0, 1.0) ** 2
         score = raw * damp
         fired = score >= self.fire
@@ -185,16 +195,19 @@ class AnomalyScoreDetector(VectorDetector):
     def _update(self, idx, t, x):
         ok = ~np.isnan(x)
         out = np.zeros(idx.size)
-        idx, t, x = idx[ok], t[ok], x[ok]
+        if not ok.all():  # three gathers saved on the usual round without gaps
+            idx, t, x = idx[ok], t[ok], x[ok]
         score, st = self._step(idx, t, x)
         s0, s1 = st.pop("s0"), st.pop("s1")
-        sp, scnt = self.sp.reshape(-1), self.scnt.reshape(-1)
+        # (row, column) pairs or flat indices, as ``_step`` chose
+        sp, scnt = (self.sp, self.scnt) if isinstance(s0, tuple) else (self.sp.reshape(-1), self.scnt.reshape(-1))
         sp[s0] = st.pop("sp0")
         sp[s1] = st.pop("sp1")
         scnt[s0] = st.pop("c0")
         scnt[s1] = st.pop("c1")
+        ix = dense(idx)
         for f, v in st.items():
-            self._arrays[f][idx] = v
+            self._arrays[f][ix] = v
         out[ok] = score
         return out
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Detector", "VectorDetector", "rounds", "as_batch"]
+__all__ = ["Detector", "VectorDetector", "as_batch", "dense", "rounds"]
 
 
 @runtime_checkable
@@ -61,6 +61,23 @@ def as_batch(series: Any, ts: Any, x: Any) -> tuple[np.ndarray, np.ndarray, np.n
     if not (s.size == t.size == v.size):
         raise ValueError(f"series, ts and x must have the same length ({s.size}, {t.size}, {v.size})")
     return s, t, v
+
+
+def dense(idx: np.ndarray) -> np.ndarray | slice:
+    """``slice(0, n)`` when ``idx`` is exactly ``0..n-1``, else ``idx`` itself.
+
+    Why: a city sends every series at every step, so a round's index is almost always the
+    full range; state arrays indexed by a slice are read as views and written by one copy,
+    instead of a gather and a scatter per field (the same values either way). Callers must
+    not keep a view across a write to the same field.
+
+    >>> dense(np.arange(4)), dense(np.array([0, 2, 1]))
+    (slice(0, 4, None), array([0, 2, 1]))
+    """
+    m = idx.size
+    if m and idx[0] == 0 and idx[m - 1] == m - 1 and (m == 1 or bool((idx[1:] > idx[:-1]).all())):
+        return slice(0, m)
+    return idx
 
 
 def rounds(series: np.ndarray, ts: np.ndarray) -> list[np.ndarray]:
@@ -179,7 +196,11 @@ class VectorDetector:
         s, t, v = as_batch(series, ts, x)
         self._touch(s)
         out = np.zeros(s.size)
-        for r in rounds(s, t):
+        rs = rounds(s, t)
+        if len(rs) == 1:  # one round is the whole batch in its order: no gathers of it
+            out[:] = self._update(s, t, v)
+            return out
+        for r in rs:
             out[r] = self._update(s[r], t[r], v[r])
         return out
 

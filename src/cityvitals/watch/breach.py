@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cityvitals.watch.base import VectorDetector
+from cityvitals.watch.base import VectorDetector, dense
 
 
 class BreachForecaster(VectorDetector):
@@ -86,11 +86,12 @@ class BreachForecaster(VectorDetector):
         ``inf`` where the series is not heading towards its level; 0 where it has crossed.
         """
         s = np.asarray(series, dtype=np.int64).reshape(-1)
-        sg = self.sign[s].astype(np.float64)
-        gap = sg * (self.thr[s].astype(np.float64) - self.lvl[s])
-        rate = sg * self.trend[s]
-        tsd = np.sqrt(self.tvar[s].astype(np.float64) * self.beta / (2 - self.beta))
-        rsd = np.sqrt(self.rvar[s].astype(np.float64))
+        si = dense(s)  # a view, not a gather, when the round holds every series
+        sg = self.sign[si].astype(np.float64)
+        gap = sg * (self.thr[si].astype(np.float64) - self.lvl[si])
+        rate = sg * self.trend[si]
+        tsd = np.sqrt(self.tvar[si].astype(np.float64) * self.beta / (2 - self.beta))
+        rsd = np.sqrt(self.rvar[si].astype(np.float64))
         with np.errstate(divide="ignore", invalid="ignore"):
             mid = np.where(rate > 0, gap / rate, np.inf)
             fast = rate + self.k * tsd
@@ -98,7 +99,7 @@ class BreachForecaster(VectorDetector):
             lo = np.where(fast > 0, np.maximum(gap - self.k * rsd, 0) / fast, np.inf)
             hi = np.where(slow > 0, (gap + self.k * rsd) / slow, np.inf)
         crossed = gap <= 0
-        ok = (self.n[s] >= self.warmup) & np.isfinite(gap)
+        ok = (self.n[si] >= self.warmup) & np.isfinite(gap)
         mid = np.where(crossed, 0.0, np.where(ok, mid, np.inf))
         lo = np.where(crossed, 0.0, np.where(ok, np.minimum(lo, mid), np.inf))
         hi = np.where(crossed, 0.0, np.where(ok, np.maximum(hi, mid), np.inf))
@@ -110,11 +111,12 @@ class BreachForecaster(VectorDetector):
         return np.where(sig, np.clip(1.0 - mid / self.horizon, 0.0, 1.0), 0.0)
 
     def _step(self, idx, t, x):
-        n = self.n[idx]
-        first = (n == 0) | np.isnan(self.lvl[idx])
-        dt = np.maximum((t - self.last_ts[idx]).astype(np.float64), 1.0)
-        lvl0 = np.where(first, x, self.lvl[idx])
-        tr0 = np.where(first, 0.0, self.trend[idx])
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        n = self.n[ix]
+        first = (n == 0) | np.isnan(self.lvl[ix])
+        dt = np.maximum((t - self.last_ts[ix]).astype(np.float64), 1.0)
+        lvl0 = np.where(first, x, self.lvl[ix])
+        tr0 = np.where(first, 0.0, self.trend[ix])
         pred = lvl0 + tr0 * dt
         resid = np.where(first, 0.0, x - pred)
         a, b = self.alpha, self.beta
@@ -123,17 +125,19 @@ class BreachForecaster(VectorDetector):
         second = n == 1
         tr = np.where(first, 0.0, np.where(second, (x - lvl0) / dt, b * inst + (1 - b) * tr0))
         g = np.maximum(0.1, 1.0 / np.maximum(n, 1))
-        tvar = np.where(first | second, 0.0, (1 - g) * self.tvar[idx] + g * (inst - tr0) ** 2)
-        rvar = np.where(first, 0.0, (1 - g) * self.rvar[idx] + g * resid**2)
+        tvar = np.where(first | second, 0.0, (1 - g) * self.tvar[ix] + g * (inst - tr0) ** 2)
+        rvar = np.where(first, 0.0, (1 - g) * self.rvar[ix] + g * resid**2)
         return lvl, tr, tvar, rvar
 
     def _learn(self, idx, t, x):
         ok = ~np.isnan(x)
-        idx, t, x = idx[ok], t[ok], x[ok]
+        if not ok.all():  # three gathers saved on the usual round without gaps
+            idx, t, x = idx[ok], t[ok], x[ok]
         lvl, tr, tvar, rvar = self._step(idx, t, x)
-        self.lvl[idx], self.trend[idx], self.tvar[idx], self.rvar[idx] = lvl, tr, tvar, rvar
-        self.last_ts[idx] = t
-        self.n[idx] += 1
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        self.lvl[ix], self.trend[ix], self.tvar[ix], self.rvar[ix] = lvl, tr, tvar, rvar
+        self.last_ts[ix] = t
+        self.n[ix] += 1
 
     def _score(self, idx, t, x):
         """Score as if the point were learnt, without keeping it."""

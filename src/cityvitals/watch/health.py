@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from cityvitals.watch.base import VectorDetector, as_batch
+from cityvitals.watch.base import VectorDetector, as_batch, dense
 
 FLAGS = {"stale": 1, "flat": 2, "spike": 4, "drift": 8, "out_of_range": 16, "disagree": 32, "unit": 128}
 EVENT = 64  # neighbours agree: a real change, not a fault
@@ -198,35 +198,36 @@ class SensorHealthDetector(VectorDetector):
 
     # ---- per point -----------------------------------------------------
     def _point_flags(self, idx, t, x):
-        n = self.n[idx]
-        last = self.last[idx]
+        ix = dense(idx)  # views instead of gathers when every series is in the round
+        n = self.n[ix]
+        last = self.last[ix]
         has_last = ~np.isnan(last)
         d = np.where(has_last, x - last, 0.0)
-        dsd = np.sqrt(self.dvar[idx].astype(np.float64)) + 1e-9 * (1 + np.abs(np.nan_to_num(last)))
+        dsd = np.sqrt(self.dvar[ix].astype(np.float64)) + 1e-9 * (1 + np.abs(np.nan_to_num(last)))
         jz = d / dsd
         warm = n >= self.warmup
         flags = np.zeros(idx.size, dtype=np.uint8)
-        flags |= np.where((x < self.lo[idx]) | (x > self.hi[idx]), FLAGS["out_of_range"], 0).astype(np.uint8)
-        flat = np.where(has_last & (d == 0), self.flat[idx] + 1, 0)
+        flags |= np.where((x < self.lo[ix]) | (x > self.hi[ix]), FLAGS["out_of_range"], 0).astype(np.uint8)
+        flat = np.where(has_last & (d == 0), self.flat[ix] + 1, 0)
         # stuck: a run of equal values that this series' own repeat rate makes very unlikely
         # (quantised series such as rainfall or status codes repeat all the time)
-        p = np.clip(self.prep[idx].astype(np.float64), 1e-6, 0.999)
+        p = np.clip(self.prep[ix].astype(np.float64), 1e-6, 0.999)
         unlikely = flat * np.log(p) < np.log(1e-6)
         # resting at the physical floor or ceiling (no rain, no gas, status 0, saturated
         # humidity) is a state, not a fault
-        long_enough = flat * np.maximum(self.dt[idx].astype(np.float64), 1.0) >= self.flat_min_s
-        stuck = warm & (flat >= self.flat_k) & ((self.moved[idx] & 1) > 0) & unlikely & long_enough
+        long_enough = flat * np.maximum(self.dt[ix].astype(np.float64), 1.0) >= self.flat_min_s
+        stuck = warm & (flat >= self.flat_k) & ((self.moved[ix] & 1) > 0) & unlikely & long_enough
         # ... but only for series that rest there at times: one that never touched its floor in
         # its first ``warmup`` points and now sits flat on it has stuck (a unit slip to 0)
-        at_floor_ok = (x == self.lo[idx]) & ((self.moved[idx] & 2) > 0)
-        stuck &= ~at_floor_ok & (x != self.hi[idx])
+        at_floor_ok = (x == self.lo[ix]) & ((self.moved[ix] & 2) > 0)
+        stuck &= ~at_floor_ok & (x != self.hi[ix])
         flags |= np.where(stuck, FLAGS["flat"], 0).astype(np.uint8)
         # spike: the previous step was a big jump and this one comes straight back
-        prev_jz = self.jz[idx]
-        back = np.abs(x - self.before[idx]) < 0.25 * np.abs(last - self.before[idx])
+        prev_jz = self.jz[ix]
+        back = np.abs(x - self.before[ix]) < 0.25 * np.abs(last - self.before[ix])
         spike = warm & (np.abs(prev_jz) >= self.jump_z) & (np.sign(jz) == -np.sign(prev_jz)) & back
-        step = np.maximum(self.dt[idx].astype(np.float64), 1.0)
-        nspk = self.nspk[idx] / 32.0 * np.exp(-step / max(self.spike_window, 1)) + spike
+        step = np.maximum(self.dt[ix].astype(np.float64), 1.0)
+        nspk = self.nspk[ix] / 32.0 * np.exp(-step / max(self.spike_window, 1)) + spike
         # a wrong unit: a big jump by a known conversion factor, both values clear of zero
         # (checked on the rare big jumps only: this runs for every point)
         big_jump = np.flatnonzero(warm & has_last & (np.abs(jz) >= self.jump_z))
@@ -247,11 +248,11 @@ class SensorHealthDetector(VectorDetector):
         # sum of at least 1 + (count - 1) / e (the older ones decayed by at most a window)
         habit = nspk >= 1.0 + (self.spike_count - 1.0) * np.exp(-1.0) - 1e-6
         # implausible: far outside its step spread *and* a large share of its level
-        size = np.abs(np.nan_to_num(last - self.before[idx]))
-        implausible = (np.abs(prev_jz) >= self.spike_z) & (size >= self.spike_rel * np.abs(np.nan_to_num(self.before[idx])))
+        size = np.abs(np.nan_to_num(last - self.before[ix]))
+        implausible = (np.abs(prev_jz) >= self.spike_z) & (size >= self.spike_rel * np.abs(np.nan_to_num(self.before[ix])))
         # a series that rests on repeated values or on its floor (rain, a dry pond, no gas)
         # rises and falls in a step or two by nature: no spike verdict there
-        resting = (self.prep[idx] >= 0.5) | (self.before[idx] == self.lo[idx])
+        resting = (self.prep[ix] >= 0.5) | (self.before[ix] == self.lo[ix])
         flags |= np.where(spike & (habit | implausible) & ~resting, FLAGS["spike"], 0).astype(np.uint8)
         return flags, jz, d, flat, warm, nspk, spike
 
@@ -261,34 +262,36 @@ class SensorHealthDetector(VectorDetector):
 
     def _learn(self, idx, t, x):
         ok = ~np.isnan(x)
-        idx, t, x = idx[ok], t[ok], x[ok]
+        if not ok.all():  # three gathers saved on the usual round without gaps
+            idx, t, x = idx[ok], t[ok], x[ok]
+        ix = dense(idx)
         flags, jz, d, flat, warm, nspk, _spike = self._point_flags(idx, t, x)
-        self.nspk[idx] = np.clip(np.floor(nspk * 32.0), 0, 255).astype(np.uint8)
-        n = self.n[idx]
+        self.nspk[ix] = np.clip(np.floor(nspk * 32.0), 0, 255).astype(np.uint8)
+        n = self.n[ix]
         a = np.maximum(self.alpha, 1.0 / (n + 1.0))
-        gap = (t - self.last_ts[idx]).astype(np.float64)
-        self.dt[idx] = np.where(n == 0, 0.0, np.where(self.dt[idx] == 0, gap, (1 - a) * self.dt[idx] + a * gap))
-        dsd = np.sqrt(self.dvar[idx])
+        gap = (t - self.last_ts[ix]).astype(np.float64)
+        self.dt[ix] = np.where(n == 0, 0.0, np.where(self.dt[ix] == 0, gap, (1 - a) * self.dt[ix] + a * gap))
+        dsd = np.sqrt(self.dvar[ix])
         dl = np.where(warm, np.clip(d, -4 * dsd, 4 * dsd), d)
-        self.dvar[idx] = np.where(n >= 1, (1 - a) * self.dvar[idx] + a * dl * dl, self.dvar[idx])
-        self.moved[idx] |= (d != 0).astype(np.uint8) | np.where((x == self.lo[idx]) & (n < self.warmup), 2, 0).astype(np.uint8)
+        self.dvar[ix] = np.where(n >= 1, (1 - a) * self.dvar[ix] + a * dl * dl, self.dvar[ix])
+        self.moved[ix] |= (d != 0).astype(np.uint8) | np.where((x == self.lo[ix]) & (n < self.warmup), 2, 0).astype(np.uint8)
         # learn the repeat rate from short repeats only, so a stuck run does not teach itself
-        rep = (d == 0) & ~np.isnan(self.last[idx]) & (self.flat[idx] < self.flat_k)
+        rep = (d == 0) & ~np.isnan(self.last[ix]) & (self.flat[ix] < self.flat_k)
         ar = np.maximum(0.01, 1.0 / (n + 1.0))
-        self.prep[idx] = np.where(n >= 1, (1 - ar) * self.prep[idx] + ar * rep, self.prep[idx])
-        self.before[idx] = self.last[idx]
-        self.last[idx] = x
-        self.last_ts[idx] = t
-        self.jz[idx] = np.where(warm, jz, 0.0)
-        self.jump[idx] = d
-        self.flat[idx] = np.minimum(flat, 32000)
-        self.flags[idx] = flags
+        self.prep[ix] = np.where(n >= 1, (1 - ar) * self.prep[ix] + ar * rep, self.prep[ix])
+        self.before[ix] = self.last[ix]
+        self.last[ix] = x
+        self.last_ts[ix] = t
+        self.jz[ix] = np.where(warm, jz, 0.0)
+        self.jump[ix] = d
+        self.flat[ix] = np.minimum(flat, 32000)
+        self.flags[ix] = flags
         # with neighbours, a unit-factor jump is only a candidate until they have had their say
         # (rain can triple in a minute across a whole city): see ``_neighbour_pass``
-        has_nb = self.nnear[idx] > 0
+        has_nb = self.nnear[ix] > 0
         # ... and so is a spike (neighbours that spiked with it make it an event)
-        self.sticky[idx] |= np.where(has_nb, flags & ~np.uint8(FLAGS["unit"] | FLAGS["spike"]), flags).astype(np.uint8)
-        self.n[idx] = n + 1
+        self.sticky[ix] |= np.where(has_nb, flags & ~np.uint8(FLAGS["unit"] | FLAGS["spike"]), flags).astype(np.uint8)
+        self.n[ix] = n + 1
 
     def update_many(self, series: Any, ts: Any, x: Any) -> np.ndarray:
         s, t, v = as_batch(series, ts, x)
@@ -331,6 +334,7 @@ class SensorHealthDetector(VectorDetector):
         u, counts, rows, start, within, cols, k, cols_t = self._plan(u)
         if u.size == 0:
             return
+        iu = dense(u)  # views instead of gathers when every series has neighbours
 
         def edges(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """Group rows and edge positions of the series ``u[sel]``."""
@@ -342,25 +346,28 @@ class SensorHealthDetector(VectorDetector):
             return v.reshape(-1, k).sum(axis=1) if k else np.bincount(rows, weights=v, minlength=u.size)
 
         # jumps are judged by the near neighbours only (the first ``nnear`` entries); drift by all
-        nn = self.nnear[u].astype(np.int64)
-        ju = self.jz[u]
-        now_u = self.last_ts[u]
+        nn = self.nnear[iu].astype(np.int64)
+        ju = self.jz[iu]
+        now_u = self.last_ts[iu]
         jumped = np.abs(ju) >= self.jump_z
         # a jump straight back to where a pending jump started is the end of a glitch:
         # it settles that jump (no verdict needed) instead of opening a new one
-        gap = 0.5 * self.jump_z * np.sqrt(self.dvar[u].astype(np.float64))
-        back = jumped & (self.pending[u] > 0) & (np.sign(ju) == -self.js[u]) & (
-            np.abs(self.last[u] - self.jb[u].astype(np.float64)) < gap)
-        self.pending[u] = np.where(back, 0, self.pending[u])
-        jumped &= ~back
-        self.jt[u] = np.where(jumped, now_u, self.jt[u])
-        self.js[u] = np.where(jumped, np.sign(ju), self.js[u]).astype(np.int8)
-        self.jb[u] = np.where(jumped, self.before[u], self.jb[u])
-        cand = (self.flags[u] & FLAGS["unit"]) > 0
-        pending = np.where(jumped, np.where(cand, 2, 1), self.pending[u])
+        gap = 0.5 * self.jump_z * np.sqrt(self.dvar[iu].astype(np.float64))
+        back = jumped & (self.pending[iu] > 0) & (np.sign(ju) == -self.js[iu]) & (
+            np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) < gap)
+        if back.any():
+            self.pending[iu] = np.where(back, 0, self.pending[iu])
+            jumped &= ~back
+        any_jump = bool(jumped.any())
+        if any_jump:
+            self.jt[iu] = np.where(jumped, now_u, self.jt[iu])
+            self.js[iu] = np.where(jumped, np.sign(ju), self.js[iu]).astype(np.int8)
+            self.jb[iu] = np.where(jumped, self.before[iu], self.jb[iu])
+        cand = (self.flags[iu] & FLAGS["unit"]) > 0
+        pending = np.where(jumped, np.where(cand, 2, 1), self.pending[iu])
         # Verdict once ``confirm_after`` has passed, so neighbours that follow a few minutes
         # later (a wave through the city, sensors reporting out of phase) still count.
-        due = (pending > 0) & (now_u - self.jt[u] >= self.confirm_after)
+        due = (pending > 0) & (now_u - self.jt[iu] >= self.confirm_after)
         # agreement is counted only where a verdict is due or a spike came back (rare: the
         # per-edge gathers are the costliest part of a step)
         agree = np.zeros(u.size)
@@ -404,40 +411,49 @@ class SensorHealthDetector(VectorDetector):
             w = ((self.flags[cols[es]] & FAULT_MASK) == 0) & ~np.isnan(last_c)
             wsum[need] = np.bincount(rs, weights=w, minlength=need.size)
             nb_mean[need] = _robust_group_mean(rs, last_c, w, need.size)
-        ok_nb = (wsum > 0) & ~np.isnan(self.last[u])
+        ok_nb = (wsum > 0) & ~np.isnan(self.last[iu])
         # relative to the larger of its own and the neighbours' level (bounded, so a gauge beside
         # dry ponds at 0 is not "infinitely" off), plus a few steps of noise for series near 0
-        den = np.maximum(np.abs(nb_mean), np.abs(np.nan_to_num(self.last[u]))) + 3.0 * np.sqrt(
-            self.dvar[u].astype(np.float64)) + 1e-9
-        rel_now = np.where(ok_nb, (self.last[u] - nb_mean) / den, np.nan)
-        self.agree[u] = np.where(due, agree, self.agree[u]).astype(np.int16)
+        den = np.maximum(np.abs(nb_mean), np.abs(np.nan_to_num(self.last[iu]))) + 3.0 * np.sqrt(
+            self.dvar[iu].astype(np.float64)) + 1e-9
+        rel_now = np.where(ok_nb, (self.last[iu] - nb_mean) / den, np.nan)
+        if due.any():
+            self.agree[iu] = np.where(due, agree, self.agree[iu]).astype(np.int16)
         due &= nn > 0  # without near neighbours there is no one to agree: no jump verdict
-        event = due & (agree >= self.agree_share * nn)
-        # a jump that has already come back (a one-off glitch) is no disagreement: only a
-        # sensor still displaced when the verdict is due (a step, a wrong unit) is at fault
-        displaced = np.abs(self.last[u] - self.jb[u].astype(np.float64)) >= 0.5 * self.jump_z * np.sqrt(self.dvar[u])
-        # ... and displaced from its neighbours: its offset to them now is off its slow average
-        # offset by more than the usual spread, so a daily change the neighbours make a few
-        # minutes apart is not a fault (while a return from a drift, alone, still is)
-        sd0 = self.off_sd[u]
-        # (a jump by a unit factor is judged against the slow average itself: the fast one has
-        # taken in a third of the step by the time the verdict is due)
-        ref0 = np.where((pending == 2) & ~np.isnan(self.off_ref[u]), self.off_ref[u], self.off[u])
-        displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
-        fault = due & ~event & displaced
-        self.pending[u] = np.where(due, 0, pending).astype(np.uint8)
-        fl = self.flags[u] & ~np.uint8(FLAGS["unit"])
+        # (verdicts, jumps and pinned sensors are rare: their work is done only on the steps
+        # where some series has one, with the same outcome as doing it for all every step)
+        any_due = bool(due.any())
+        if any_due:
+            event = due & (agree >= self.agree_share * nn)
+            # a jump that has already come back (a one-off glitch) is no disagreement: only a
+            # sensor still displaced when the verdict is due (a step, a wrong unit) is at fault
+            displaced = np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) >= 0.5 * self.jump_z * np.sqrt(self.dvar[iu])
+            # ... and displaced from its neighbours: its offset to them now is off its slow average
+            # offset by more than the usual spread, so a daily change the neighbours make a few
+            # minutes apart is not a fault (while a return from a drift, alone, still is)
+            sd0 = self.off_sd[iu]
+            # (a jump by a unit factor is judged against the slow average itself: the fast one has
+            # taken in a third of the step by the time the verdict is due)
+            ref0 = np.where((pending == 2) & ~np.isnan(self.off_ref[iu]), self.off_ref[iu], self.off[iu])
+            displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
+            fault = due & ~event & displaced
+        if any_due or any_jump:
+            self.pending[iu] = np.where(due, 0, pending).astype(np.uint8)
+        fl = self.flags[iu] & ~np.uint8(FLAGS["unit"])
         # pinned at the top of its range (saturated humidity, a full gauge) is a state when the
         # neighbours are up there too, and a fault when they are well below it
-        last_u = self.last[u].astype(np.float64)
-        hi = self.hi[u].astype(np.float64)
-        pinned = (last_u == hi) & np.isfinite(hi) & (self.flat[u] >= self.flat_k) & (
-            self.flat[u] * np.maximum(self.dt[u].astype(np.float64), 1.0) >= self.flat_min_s)
-        lone = pinned & ok_nb & (hi - nb_mean > 0.05 * np.maximum(np.abs(hi), 1e-9)) & (hi - nb_mean > self.drift_k * np.sqrt(
-            self.dvar[u].astype(np.float64)))
-        fl = np.where(lone, fl | FLAGS["flat"], fl)
-        fl = np.where(fault, fl | np.where(pending == 2, FLAGS["unit"], FLAGS["disagree"]), fl)
-        fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
+        last_u = self.last[iu].astype(np.float64)
+        hi = self.hi[iu].astype(np.float64)
+        pinned = last_u == hi
+        if pinned.any():
+            pinned &= np.isfinite(hi) & (self.flat[iu] >= self.flat_k) & (
+                self.flat[iu] * np.maximum(self.dt[iu].astype(np.float64), 1.0) >= self.flat_min_s)
+            lone = pinned & ok_nb & (hi - nb_mean > 0.05 * np.maximum(np.abs(hi), 1e-9)) & (hi - nb_mean > self.drift_k * np.sqrt(
+                self.dvar[iu].astype(np.float64)))
+            fl = np.where(lone, fl | FLAGS["flat"], fl)
+        if any_due:
+            fl = np.where(fault, fl | np.where(pending == 2, FLAGS["unit"], FLAGS["disagree"]), fl)
+            fl = np.where(event, (fl | EVENT) & ~np.uint8(FLAGS["spike"]), fl)
         # a spike that came back now: shared by most neighbours (they jumped the same way
         # within the agreement window) it was an event, not a glitch
         if back.any():
@@ -453,26 +469,30 @@ class SensorHealthDetector(VectorDetector):
         # day-long reference to wait for.
         ix = np.flatnonzero(judge)
         # between judgements a series keeps its last verdict (bit 4 of ``moved``)
-        kept = ~judge & ((self.moved[u] & 4) > 0)
-        fl = np.where(kept, fl | FLAGS["drift"], fl)
-        if ix.size:
-            fl[ix] = self._drift(u[ix], rel_now[ix], nb_mean[ix], wsum[ix], ok_nb[ix], den[ix], fl[ix], ix, edges,
-                                 cols, within, nn, counts)
-        self.flags[u] = fl.astype(np.uint8)
-        self.sticky[u] |= self.flags[u]
+        if ix.size == u.size:  # all judged this step (the default): no verdict kept, no gathers
+            fl = self._drift(u, rel_now, nb_mean, wsum, ok_nb, den, fl, ix, edges, cols, within, nn, counts)
+        else:
+            kept = ~judge & ((self.moved[iu] & 4) > 0)
+            fl = np.where(kept, fl | FLAGS["drift"], fl)
+            if ix.size:
+                fl[ix] = self._drift(u[ix], rel_now[ix], nb_mean[ix], wsum[ix], ok_nb[ix], den[ix], fl[ix], ix, edges,
+                                     cols, within, nn, counts)
+        self.flags[iu] = fl.astype(np.uint8)
+        self.sticky[iu] |= self.flags[iu]
 
     def _drift(self, u, rel_now, nb_mean, wsum, ok_nb, den, fl, ix, edges, cols, within, nn, counts):
         """Judge drift for the series ``u`` (positions ``ix`` in the step's plan); returns their flags."""
-        n = self.n[u]
+        iu = dense(u)
+        n = self.n[iu]
         # the time since the last judgement: a step, or ``drift_every_s`` when judged less often
-        step_s = np.maximum(self.dt[u].astype(np.float64), max(self.drift_every_s, 1.0))
+        step_s = np.maximum(self.dt[iu].astype(np.float64), max(self.drift_every_s, 1.0))
         dts = step_s
         af = 1.0 - np.exp(-step_s / max(self.drift_fast_s, 1.0))
         aslow = 1.0 - np.exp(-step_s / max(self.drift_slow_s, 1.0))
-        old = self.off[u].astype(np.float64)
+        old = self.off[iu].astype(np.float64)
         off = np.where((n <= 1) | np.isnan(old), rel_now, (1 - af) * old + af * rel_now)
         off = np.where(ok_nb, off, old)
-        ref = self.off_ref[u].astype(np.float64)
+        ref = self.off_ref[iu].astype(np.float64)
         fresh = np.isnan(ref)
         ref_ready = n >= (5 * self.warmup if self.drift_ref_n is None else self.drift_ref_n)
         new_ref = np.where(fresh, np.where(ref_ready & ok_nb, off, np.nan), np.where(ok_nb, (1 - aslow) * ref + aslow * off, ref))
@@ -480,29 +500,29 @@ class SensorHealthDetector(VectorDetector):
         # step or a drift does not widen its own yardstick
         g = np.where(n < 5 * self.warmup, 0.05, 0.005)
         if self.drift_every_s > 0:  # the same rate per second when judged less often than every point
-            g = 1.0 - (1.0 - g) ** (step_s / np.maximum(self.dt[u].astype(np.float64), 1.0))
+            g = 1.0 - (1.0 - g) ** (step_s / np.maximum(self.dt[iu].astype(np.float64), 1.0))
         dev = np.where(ok_nb, rel_now - off, 0.0)
-        lim = np.where((n < self.warmup) | ~(self.off_sd[u] > 0), np.inf, 3.0 * self.off_sd[u])
+        lim = np.where((n < self.warmup) | ~(self.off_sd[iu] > 0), np.inf, 3.0 * self.off_sd[iu])
         dev = np.clip(np.nan_to_num(dev), -lim, lim)
-        sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[u]) ** 2 + g * dev**2)
-        self.off[u], self.off_ref[u], self.off_sd[u] = off, new_ref, sd
+        sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[iu]) ** 2 + g * dev**2)
+        self.off[iu], self.off_ref[iu], self.off_sd[iu] = off, new_ref, sd
         # the neighbours' level over the last ``4 * drift_fast_s``: a ratio to them means
         # something only while they hold steady (traffic falls by a factor at night, each road
         # by its own: its ratio to the others wanders for hours without any fault)
-        nbs_old = self.nbs[u].astype(np.float64)
+        nbs_old = self.nbs[iu].astype(np.float64)
         anb = 1.0 - np.exp(-dts / max(4 * self.drift_fast_s, 1.0))
         nbs = np.where(ok_nb, np.where(np.isnan(nbs_old), nb_mean, (1 - anb) * nbs_old + anb * nb_mean), nbs_old)
-        self.nbs[u] = nbs
-        steady = np.abs(nb_mean - nbs) <= self.drift_steady * (np.abs(nbs) + 3.0 * np.sqrt(self.dvar[u].astype(np.float64)))
+        self.nbs[iu] = nbs
+        steady = np.abs(nb_mean - nbs) <= self.drift_steady * (np.abs(nbs) + 3.0 * np.sqrt(self.dvar[iu].astype(np.float64)))
         # a recent jump is a step, not a ramp: ``disagree`` (or an event) speaks for it
-        calm = self.last_ts[u] - self.jt[u] > 2 * self.drift_fast_s
+        calm = self.last_ts[iu] - self.jt[iu] > 2 * self.drift_fast_s
         # with one neighbour a divergence cannot say which of the two moved; a series that rests
         # on repeated values (rain at 0, a dry pond, a status code) moves in steps, not ramps
-        calm &= (wsum >= 2) & (self.prep[u] < 0.5) & steady
+        calm &= (wsum >= 2) & (self.prep[iu] < 0.5) & steady
         gap_fs = np.abs(off - new_ref)
         drift = ~np.isnan(new_ref) & calm & (gap_fs > np.maximum(self.drift_min, self.drift_k * sd))
-        held = np.where(drift, self.dhold[u].astype(np.float64) + dts, 0.0)
-        self.dhold[u] = np.minimum(held, 65535).astype(np.uint16)
+        held = np.where(drift, self.dhold[iu].astype(np.float64) + dts, 0.0)
+        self.dhold[iu] = np.minimum(held, 65535).astype(np.uint16)
         drift &= held >= self.drift_hold_s
         # many moving together is an event: a neighbour whose own offset opened the same way
         # (an accident slowing a whole corridor) clears the verdict; so does a neighbour already
@@ -521,7 +541,7 @@ class SensorHealthDetector(VectorDetector):
             by_ref = np.bincount(rs, weights=(shared | nb_drift) & ~near_e, minlength=ix.size)
             n_ref = counts[ix] - nn[ix]
             drift &= (by_near == 0) & ~((n_ref > 0) & (by_ref >= self.agree_share * n_ref))
-        self.moved[u] = np.where(drift, self.moved[u] | 4, self.moved[u] & ~np.uint8(4)).astype(np.uint8)
+        self.moved[iu] = np.where(drift, self.moved[iu] | 4, self.moved[iu] & ~np.uint8(4)).astype(np.uint8)
         return np.where(drift, fl | FLAGS["drift"], fl)
 
     # ---- queries -------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cityvitals.watch.base import VectorDetector
+from cityvitals.watch.base import VectorDetector, dense
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 N_SLOTS = 48
@@ -50,6 +50,18 @@ def slot_of(ts: np.ndarray, utc_offset: int = 0) -> np.ndarray:
 def one_time(ts: np.ndarray) -> bool:
     """True for a batch of many points that all carry the same time (cheap to test, costly to divide)."""
     return ts.size > 64 and ts[0] == ts[-1] and bool((ts == ts[0]).all())
+
+
+def _at(table: np.ndarray, cell) -> np.ndarray:
+    """The cells of a slot table (see ``SeasonalDetector._cells``)."""
+    return table[cell] if isinstance(cell, tuple) else table.reshape(-1).take(cell)
+
+
+def _put(table: np.ndarray, cell, v: np.ndarray) -> None:
+    if isinstance(cell, tuple):
+        table[cell] = v
+    else:
+        table.reshape(-1)[cell] = v
 
 
 class SeasonalDetector(VectorDetector):
@@ -83,16 +95,28 @@ class SeasonalDetector(VectorDetector):
 
     def baseline(self, idx: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(location, standard deviation, ready) for each (series, time)."""
-        flat = idx * N_SLOTS + slot_of(t, self.utc_offset)  # 1-D take is ~5x faster than 2-D indexing
-        cnt = self.cnt.reshape(-1).take(flat)
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        cell = self._cells(idx, ix, t)
+        cnt = _at(self.cnt, cell)
         ready = cnt >= self.min_count
-        loc = np.where(ready, self.loc.reshape(-1).take(flat), self.gloc[idx])
-        mad = np.where(ready, self.mad.reshape(-1).take(flat), self.gmad[idx])
-        floor = self.rel_floor * (np.abs(loc) + 1e-12) + 0.05 * self.gmad[idx] * ready
+        loc = np.where(ready, _at(self.loc, cell), self.gloc[ix])
+        mad = np.where(ready, _at(self.mad, cell), self.gmad[ix])
+        floor = self.rel_floor * (np.abs(loc) + 1e-12) + 0.05 * self.gmad[ix] * ready
         sd = 1.2533 * np.maximum(mad, floor)
         # a baseline of time-of-day needs days of history, not points: judge nothing before ``min_age``
-        old_enough = (self.gn[idx] > 0) & (t - self.first_ts[idx] >= self.min_age)
-        return loc.astype(np.float64), sd, (ready | (self.gn[idx] >= 10 * self.min_count)) & old_enough
+        old_enough = (self.gn[ix] > 0) & (t - self.first_ts[ix] >= self.min_age)
+        return loc.astype(np.float64), sd, (ready | (self.gn[ix] >= 10 * self.min_count)) & old_enough
+
+    def _cells(self, idx, ix, t, slot=None):
+        """Where the round's (series, slot) cells sit in the slot tables.
+
+        Every series at one time (a city's step): one column, read and written as a strided
+        view. Otherwise flat indices into the raveled table (1-D take is ~5x faster than 2-D
+        fancy indexing).
+        """
+        if isinstance(ix, slice) and one_time(t):
+            return (ix, int(slot_of(t[:1], self.utc_offset)[0]))
+        return idx * N_SLOTS + (slot_of(t, self.utc_offset) if slot is None else slot)
 
     def smooth_location(self, idx: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The baseline location interpolated linearly between hourly slot centres.
@@ -121,24 +145,25 @@ class SeasonalDetector(VectorDetector):
 
     def _learn(self, idx, t, x):
         ok = ~np.isnan(x)
-        idx, t, x = idx[ok], t[ok], x[ok]
+        if not ok.all():  # three gathers saved on the usual round without gaps
+            idx, t, x = idx[ok], t[ok], x[ok]
         slot = slot_of(t, self.utc_offset)
         # global robust baseline (fallback while slots warm up)
-        gn = self.gn[idx]
-        self.first_ts[idx] = np.where(gn == 0, t, self.first_ts[idx])
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        gn = self.gn[ix]
+        self.first_ts[ix] = np.where(gn == 0, t, self.first_ts[ix])
         a = np.maximum(self.alpha * 0.2, 1.0 / (gn + 1.0))
-        r = x - self.gloc[idx]
-        gm = self.gmad[idx]
+        r = x - self.gloc[ix]
+        gm = self.gmad[ix]
         lim = np.where(gn > 10, 4 * gm, np.inf)
-        self.gloc[idx] += a * np.clip(r, -lim, lim)
-        self.gmad[idx] = (1 - a) * gm + a * np.minimum(np.abs(r), lim)
-        self.gn[idx] = gn + 1
-        # per-slot robust baseline (flat indices: see ``baseline``)
-        flat = idx * N_SLOTS + slot
-        locs, mads, cnts = self.loc.reshape(-1), self.mad.reshape(-1), self.cnt.reshape(-1)
-        cnt = cnts.take(flat).astype(np.float64)
-        loc = locs.take(flat).astype(np.float64)
-        mad = mads.take(flat).astype(np.float64)
+        self.gloc[ix] += a * np.clip(r, -lim, lim)
+        self.gmad[ix] = (1 - a) * gm + a * np.minimum(np.abs(r), lim)
+        self.gn[ix] = gn + 1
+        # per-slot robust baseline (cells: see ``_cells``)
+        cell = self._cells(idx, ix, t, slot)
+        cnt = _at(self.cnt, cell).astype(np.float64)
+        loc = _at(self.loc, cell).astype(np.float64)
+        mad = _at(self.mad, cell).astype(np.float64)
         first = cnt == 0
         b = np.maximum(self.alpha, 1.0 / (cnt + 1.0))
         rr = x - loc
@@ -146,12 +171,12 @@ class SeasonalDetector(VectorDetector):
         clip = np.where(cnt >= self.min_count, 3.0 * scale, np.inf)
         rc = np.clip(rr, -clip, clip)
         new_loc = np.where(first, x, loc + b * rc)
-        new_mad = np.where(first, self.gmad[idx], (1 - b) * mad + b * np.minimum(np.abs(rr), clip))
-        locs[flat] = new_loc
-        mads[flat] = new_mad
-        cnts[flat] = np.minimum(cnt + 1, 255).astype(np.uint8)
-        self.last[idx] = x
-        self.last_ts[idx] = t
+        new_mad = np.where(first, self.gmad[ix], (1 - b) * mad + b * np.minimum(np.abs(rr), clip))
+        _put(self.loc, cell, new_loc)
+        _put(self.mad, cell, new_mad)
+        _put(self.cnt, cell, np.minimum(cnt + 1, 255).astype(np.uint8))
+        self.last[ix] = x
+        self.last_ts[ix] = t
 
     def explain(self, score: float, *, series: int = 0) -> str:
         t = np.array([self.last_ts[series]])

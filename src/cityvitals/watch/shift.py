@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from cityvitals.watch.base import VectorDetector
+from cityvitals.watch.base import VectorDetector, dense
 
 
 class LevelShiftDetector(VectorDetector):
@@ -62,14 +62,15 @@ class LevelShiftDetector(VectorDetector):
         }
 
     def _parts(self, idx: np.ndarray, x: np.ndarray):
-        sd = np.sqrt(self.var[idx]) + 1e-9 * (1 + np.abs(self.mean[idx]))
-        pred = self.mean[idx] + self.trend[idx]
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        sd = np.sqrt(self.var[ix]) + 1e-9 * (1 + np.abs(self.mean[ix]))
+        pred = self.mean[ix] + self.trend[ix]
         z = np.clip((x - pred) / sd, -50, 50)
-        cpos = np.maximum(0.0, self.cpos[idx] + z - self.k)
-        cneg = np.maximum(0.0, self.cneg[idx] - z - self.k)
-        dsd = np.sqrt(self.dvar[idx]) + 1e-9 * (1 + np.abs(self.mean[idx]))
-        dz = np.where(np.isnan(self.last[idx]), 0.0, (x - self.last[idx]) / dsd)
-        warm = self.n[idx] >= self.warmup
+        cpos = np.maximum(0.0, self.cpos[ix] + z - self.k)
+        cneg = np.maximum(0.0, self.cneg[ix] - z - self.k)
+        dsd = np.sqrt(self.dvar[ix]) + 1e-9 * (1 + np.abs(self.mean[ix]))
+        dz = np.where(np.isnan(self.last[ix]), 0.0, (x - self.last[ix]) / dsd)
+        warm = self.n[ix] >= self.warmup
         cpos = np.where(warm, cpos, 0.0)
         cneg = np.where(warm, cneg, 0.0)
         score = np.where(warm, np.maximum(np.maximum(cpos, cneg) / self.h, np.abs(dz) / self.jump_z), 0.0)
@@ -80,13 +81,17 @@ class LevelShiftDetector(VectorDetector):
 
     def _update(self, idx, t, x):
         ok = ~np.isnan(x)
-        score, z, cpos, cneg, warm = self._parts(idx, np.where(ok, x, self.mean[idx]))
-        idx, x, score, z, cpos, cneg, warm = idx[ok], x[ok], score[ok], z[ok], cpos[ok], cneg[ok], warm[ok]
-        n = self.n[idx]
+        if ok.all():  # the usual round without gaps: no masking, no gathers
+            score, z, cpos, cneg, warm = self._parts(idx, x)
+        else:
+            score, z, cpos, cneg, warm = self._parts(idx, np.where(ok, x, self.mean[idx]))
+            idx, x, score, z, cpos, cneg, warm = idx[ok], x[ok], score[ok], z[ok], cpos[ok], cneg[ok], warm[ok]
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        n = self.n[ix]
         a = np.maximum(self.alpha, 1.0 / (n + 1.0))
         g = np.maximum(self.var_alpha, 1.0 / (n + 1.0))
         shifted = warm & (np.maximum(cpos, cneg) >= self.h)
-        mean, var, trend = self.mean[idx], self.var[idx], self.trend[idx]
+        mean, var, trend = self.mean[ix], self.var[ix], self.trend[ix]
         first = n == 0
         pred = np.where(first, x, mean + trend)
         sd = np.sqrt(var)
@@ -97,20 +102,20 @@ class LevelShiftDetector(VectorDetector):
         new_trend = np.where(n >= 2, trend + a * self.beta * rl, np.where(n == 1, 0.0, trend))
         rv = np.where(warm, np.clip(r, -4 * sd, 4 * sd), r)
         new_var = np.where(first, 0.0, (1 - g) * var + g * rv * rv)
-        last = self.last[idx]
+        last = self.last[ix]
         dd = np.where(np.isnan(last), 0.0, x - last)
-        dsd = np.sqrt(self.dvar[idx])
+        dsd = np.sqrt(self.dvar[ix])
         ddl = np.where(warm, np.clip(dd, -4 * dsd, 4 * dsd), dd)
-        self.dvar[idx] = np.where(np.isnan(last), self.dvar[idx], (1 - g) * self.dvar[idx] + g * ddl * ddl)
-        self.prev_mean[idx] = np.where(shifted, pred, self.prev_mean[idx])
-        self.prev_sd[idx] = np.where(shifted, sd, self.prev_sd[idx])
-        self.mean[idx] = np.where(shifted, x, new_mean)
-        self.trend[idx] = np.where(shifted, 0.0, new_trend)
-        self.var[idx] = new_var
-        self.cpos[idx] = np.where(shifted, 0.0, cpos)
-        self.cneg[idx] = np.where(shifted, 0.0, cneg)
-        self.last[idx] = x
-        self.n[idx] = n + 1
+        self.dvar[ix] = np.where(np.isnan(last), self.dvar[ix], (1 - g) * self.dvar[ix] + g * ddl * ddl)
+        self.prev_mean[ix] = np.where(shifted, pred, self.prev_mean[ix])
+        self.prev_sd[ix] = np.where(shifted, sd, self.prev_sd[ix])
+        self.mean[ix] = np.where(shifted, x, new_mean)
+        self.trend[ix] = np.where(shifted, 0.0, new_trend)
+        self.var[ix] = new_var
+        self.cpos[ix] = np.where(shifted, 0.0, cpos)
+        self.cneg[ix] = np.where(shifted, 0.0, cneg)
+        self.last[ix] = x
+        self.n[ix] = n + 1
         out = np.zeros(ok.size)
         out[ok] = score
         return out

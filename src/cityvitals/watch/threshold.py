@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from cityvitals.watch.base import VectorDetector
+from cityvitals.watch.base import VectorDetector, dense
 
 LEVEL_NAMES = ("normal", "attention", "warning", "alarm")
 
@@ -92,8 +92,9 @@ class ThresholdDetector(VectorDetector):
             self.dur[s] = int(min_duration)
 
     def _raw(self, idx: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sg = self.sign[idx].astype(np.float64)
-        thr = self.thr[idx].astype(np.float64) * sg[:, None]
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        sg = self.sign[ix].astype(np.float64)
+        thr = self.thr[ix].astype(np.float64) * sg[:, None]
         v = x * sg
         if self.hysteresis_abs is not None:
             gap = np.full_like(thr, float(self.hysteresis_abs))
@@ -108,12 +109,13 @@ class ThresholdDetector(VectorDetector):
 
     def _next(self, idx: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         up, hold = self._raw(idx, x)
-        cur = self.level[idx].astype(np.int64)
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        cur = self.level[ix].astype(np.int64)
         target = np.where(up > cur, up, np.where(hold < cur, hold, cur))
         target = np.where(np.isnan(x), cur, target)
-        cand = self.cand[idx].astype(np.int64)
-        since = np.where(cand != target, t, self.since[idx])
-        dur = self.dur[idx]
+        cand = self.cand[ix].astype(np.int64)
+        since = np.where(cand != target, t, self.since[ix])
+        dur = self.dur[ix]
         need = np.where(dur >= 0, dur, self.min_duration)
         new = np.where((target != cur) & (t - since >= need), target, cur)
         return new, target, since
@@ -124,14 +126,16 @@ class ThresholdDetector(VectorDetector):
 
     def _learn(self, idx, t, x):
         new, target, since = self._next(idx, t, x)
-        self.level[idx] = new
-        self.cand[idx] = np.where(new == target, new, target)
-        self.since[idx] = since
-        self.last[idx] = x
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        self.level[ix] = new
+        self.cand[ix] = np.where(new == target, new, target)
+        self.since[ix] = since
+        self.last[ix] = x
 
     def _update(self, idx, t, x):
         self._learn(idx, t, x)
-        return self.level[idx] / 3.0
+        ix = dense(idx)  # a view, not a gather, when the round holds every series
+        return self.level[ix] / 3.0
 
     def explain(self, score: float, *, series: int = 0) -> str:
         lvl = int(round(score * 3))
