@@ -9,6 +9,7 @@ cursors from it.
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -98,8 +99,29 @@ class DuckDBStore:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
 
-    def close(self) -> None:
-        self.con.close()
+    def close(self, wait_seconds: float = 10.0) -> None:
+        """Close once no thread is inside a query.
+
+        Why: a server's background threads (the change watcher, a state-cache refresh) may be
+        in a query when their owner closes the store, and DuckDB refuses to close a busy
+        connection instead of waiting. Taking the store lock waits for queries run under it;
+        the bounded retry covers a cursor finishing outside the lock.
+        """
+        busy = getattr(duckdb, "ResourceInUseException", duckdb.Error)
+        deadline = time.monotonic() + wait_seconds
+        got = self.lock.acquire(timeout=wait_seconds)
+        try:
+            while True:
+                try:
+                    self.con.close()
+                    return
+                except busy:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.02)
+        finally:
+            if got:
+                self.lock.release()
 
     def __enter__(self) -> "DuckDBStore":
         return self
