@@ -8,53 +8,20 @@ needs, collecting page errors so a test can assert there were none.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 from contextlib import contextmanager
-from typing import Iterator
 
-import httpx
 import pytest
 
+# serve: the API on a free loopback port in a thread, waited for with a bound (a TimeoutError
+# fails the test); free_port for tests that start `cityvitals serve` themselves.
+from cityvitals.api.loopback import CHROMIUM_ARGS, free_port  # noqa: F401
+from cityvitals.api.loopback import serve_in_thread as serve  # noqa: F401
+
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = CHROMIUM_ARGS
 
 requires_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                                        reason=f"{CHROMIUM} is not installed (CI installs chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(app, *, ready_within: float = 20.0) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 until the block ends; yields its base URL once it answers."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_within
-    while time.monotonic() < deadline:  # bounded wait for readiness
-        try:
-            if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    else:
-        pytest.fail(f"the server did not start within {ready_within:g} s")
-    try:
-        yield url
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager

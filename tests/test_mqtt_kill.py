@@ -28,23 +28,9 @@ import pytest
 from cityvitals.store import open_store
 
 BROKER = ("127.0.0.1", 1883)
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 N_SENSORS = 40
 N_MESSAGES = 360
 KILLS = 4
-
-
-@pytest.fixture
-def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    schema = "cv_kill_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_ADMIN}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def _client(client_id: str = "", clean: bool = True):
@@ -191,8 +177,8 @@ def _kill_run(tmp_path: Path, store_url: str | None, seed: int) -> None:
         s.close()
 
 
-def test_kill_postgres(tmp_path, pg_url):
-    _kill_run(tmp_path, pg_url, seed=8)
+def test_kill_postgres(tmp_path, pg_schema):
+    _kill_run(tmp_path, pg_schema, seed=8)
 
 
 def test_kill_duckdb(tmp_path):

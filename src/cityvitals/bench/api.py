@@ -229,8 +229,8 @@ def _render(url: str, key: str, chromium: str, *, timeout_s: float = 120.0) -> d
     """
     from playwright.sync_api import sync_playwright
 
-    args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    from cityvitals.api.loopback import CHROMIUM_ARGS as args
+
     ms = int(timeout_s * 1000)
     out: dict = {}
     with sync_playwright() as pw:
@@ -266,38 +266,9 @@ def _render(url: str, key: str, chromium: str, *, timeout_s: float = 120.0) -> d
 
 def _serving(app):
     """Run ``app`` with uvicorn on a free loopback port in a thread; a context manager yielding its URL."""
-    import contextlib
-    import socket
-    import threading
+    from cityvitals.api.loopback import serve_in_thread
 
-    import httpx
-    import uvicorn
-
-    @contextlib.contextmanager
-    def cm():
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        th = threading.Thread(target=server.run, daemon=True)
-        th.start()
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # bounded wait for readiness
-            try:
-                if httpx.get(url + "/api/v1/public/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("the benchmark server did not start within 20 s")
-        try:
-            yield url
-        finally:
-            server.should_exit = True
-            th.join(10)
-
-    return cm()
+    return serve_in_thread(app)
 
 
 def _latencies(url: str, key: str, dense: str, details: list[str], clients: int, requests: int,
