@@ -173,6 +173,9 @@ def test_alert_lifecycle_and_watch_state(store):
     mgr.resolve(a["id"], "li")
     assert store.alerts.last_resolved("S1", "threshold")["resolved_by"] == "li"
     assert [r["source"] for r in store.alerts.open_alerts()] == ["S2"]
+    mgr.observe([Observation("S2", "threshold", 1, t + timedelta(minutes=2), "attention")])  # falls back
+    assert store.alerts.list(source="S2")[0]["level"] == "attention"
+    assert store.alerts.peak_levels() == {a["id"]: "warning", store.alerts.list(source="S2")[0]["id"]: "alarm"}
     assert store.alerts.get_watch_state("w") == (None, None)
     with store.transaction() as con:
         store.alerts.put_watch_state(con, "w", t, b"\x00state", t)

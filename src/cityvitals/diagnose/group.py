@@ -143,13 +143,16 @@ def flooded_roads(s: Symptoms, graph: AssetGraph) -> dict[int, list[str]]:
     Why: a segment under water is slow because of the water. Linked by road hops it bridged
     the ponding of a storm and the queue of an unrelated accident next to it into one
     incident; linked to the ponding that floods it, the jam stays with its cause. Only a
-    ponding alert (a level crossed, not a pattern change) that started before the jam (within
-    ``FLOOD_LEAD_S``) and was still on when it began counts.
+    ponding alert that reached warning on a measured depth (a few centimetres slow no one;
+    a forecast is not water), started before the jam (within ``FLOOD_LEAD_S``) and was
+    still on when it began counts.
     """
     kinds = np.asarray(s.kind, dtype=object)
     strong = (s.origin == "alert") & ~s.health & np.fromiter((t not in WEAK_TYPES for t in s.type), bool, len(s))
+    # standing water that blocks a lane: the ponding reached warning (0.15 m by default), measured, not forecast
+    deep = strong & (s.level >= 2) & np.fromiter((t != "breach" for t in s.type), bool, len(s))
     ponds: dict[str, list[tuple[float, float]]] = {}
-    for p in np.flatnonzero(strong & np.isin(kinds, PONDING_KINDS)).tolist():
+    for p in np.flatnonzero(deep & np.isin(kinds, PONDING_KINDS)).tolist():
         a = s.asset[p]
         if a and graph.type_of.get(a) == "low_spot":
             ponds.setdefault(a, []).append((float(s.t0[p]), float(s.t1[p])))

@@ -141,7 +141,7 @@ def build_symptoms(alerts: Iterable[dict], reports: Iterable[dict], graph: Asset
         cols["type"].append(a["type"])
         cols["kind"].append(kind)
         cols["domain"].append(domain_of_kind(kind))
-        cols["level"].append(LEVELS.get(a.get("level"), 1))
+        cols["level"].append(LEVELS.get(a.get("peak_level") or a.get("level"), 1))  # the highest it reached
         cols["t0"].append(t0)
         cols["t1"].append(max(t0, _epoch(end)))
         cols["open"].append(a.get("state") in ("active", "acknowledged"))
