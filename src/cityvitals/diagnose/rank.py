@@ -192,6 +192,20 @@ def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, 
     return out
 
 
+REPORT_SEEN_M = 1000.0  # a flooding report this close to a ponding gauge describes that ponding
+
+
+def _gauged_spots(alerts: list[int], s: Symptoms, g: AssetGraph) -> dict[str, tuple[float, float]]:
+    """Low spots of the group whose ponding gauge alarms -> their place."""
+    return {s.asset[i]: (s.x[i], s.y[i]) for i in alerts
+            if s.kind[i] in PONDING_KINDS and s.asset[i] and g.type_of.get(s.asset[i]) == "low_spot"
+            and not np.isnan(s.x[i])}
+
+
+def _near_any(x: float, y: float, places: dict[str, tuple[float, float]]) -> bool:
+    return not np.isnan(x) and any(math.hypot(x - px, y - py) <= REPORT_SEEN_M for px, py in places.values())
+
+
 def _name(g: AssetGraph, a: str) -> str:
     n = g.name_of.get(a)
     return f"{n} ({a})" if n and n != a and a not in n else (n or a)
@@ -230,9 +244,11 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
         if u and u in g.type_of:
             site_w[u] = max(site_w.get(u, 0.0), s.level[i] / 3.0)
             site_t[u] = min(site_t.get(u, math.inf), s.t0[i])
+    # a flooding report near a gauged spot is a citizen seeing that same water, not another place
+    seen_at = _gauged_spots(alerts, s, g) if doms.most_common(1)[0][0] == "drainage" else {}
     for i in reports:
         u = s.unit[i]
-        if u and u in g.type_of:
+        if u and u in g.type_of and not _near_any(s.x[i], s.y[i], seen_at):
             site_w[u] = max(site_w.get(u, 0.0), 0.4)
             site_t[u] = min(site_t.get(u, math.inf), s.t0[i])
 
