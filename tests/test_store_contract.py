@@ -175,7 +175,10 @@ def test_alert_lifecycle_and_watch_state(store):
     assert [r["source"] for r in store.alerts.open_alerts()] == ["S2"]
     mgr.observe([Observation("S2", "threshold", 1, t + timedelta(minutes=2), "attention")])  # falls back
     assert store.alerts.list(source="S2")[0]["level"] == "attention"
-    assert store.alerts.peak_levels() == {a["id"]: "warning", store.alerts.list(source="S2")[0]["id"]: "alarm"}
+    marks = store.alerts.level_marks()
+    assert marks[a["id"]] == ("warning", None)
+    peak, fell = marks[store.alerts.list(source="S2")[0]["id"]]
+    assert peak == "alarm" and fell == t + timedelta(minutes=2)
     assert store.alerts.get_watch_state("w") == (None, None)
     with store.transaction() as con:
         store.alerts.put_watch_state(con, "w", t, b"\x00state", t)

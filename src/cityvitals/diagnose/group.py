@@ -42,6 +42,10 @@ CHAIN_SLACK_S = 7200.0  # alerts on one asset that come and go within two hours 
 # ponding that outlasts the rain by this much is water the drainage is not taking away: a healthy
 # catchment's low spots recede within about half an hour of the hourly rain signal easing
 LINGER_S = 2700.0
+# ...unless the water went down fast once the rain eased: a ponding gauge that fell from warning
+# (0.15 m) back below attention (0.05 m) within this long drains at a healthy rate; it lingered
+# only because it was deep (a healthy spot drains 0.12-0.4 m/h, one whose station fails far slower)
+RECEDE_S = 1920.0
 PONDING_KINDS = ("waterlogging_depth", "water_level")
 ROAD_KINDS = ("traffic_speed", "traffic_flow", "road_occupancy")
 # the water comes first: a road slows once its ponding is deep, so its alert follows the ponding's
@@ -223,6 +227,16 @@ def ponding_after_rain(s: Symptoms, graph: AssetGraph, rain_among: np.ndarray | 
     return out
 
 
+def drains_slowly(s: Symptoms, p: int, linger: float) -> bool:
+    """Ponding alert ``p`` outlasted the rain by ``LINGER_S`` and, where its gauge fell back from
+    warning, took at least ``RECEDE_S`` to recede: its water is not being taken away.
+
+    Why both: a deep puddle outlasts the rain in a healthy catchment too (up to 80 min on the
+    simulated cities); how fast the level falls once the rain eases tells the drainage apart.
+    """
+    return linger >= LINGER_S and not s.recede[p] < RECEDE_S
+
+
 def _drainage_edges(s: Symptoms, graph: AssetGraph, labels: np.ndarray, slack_s: float) -> tuple[np.ndarray, np.ndarray]:
     """Link the ponding of a catchment to the rain when some of it outlasts the rain by ``LINGER_S``.
 
@@ -236,7 +250,7 @@ def _drainage_edges(s: Symptoms, graph: AssetGraph, labels: np.ndarray, slack_s:
     rows = ponding_after_rain(s, graph, slack_s=slack_s)
     slow: dict[str, int] = {}
     for p, r, linger, cat in rows:
-        if linger >= LINGER_S:
+        if drains_slowly(s, p, linger):
             slow.setdefault(cat, r)
     rows = [(p, slow[cat]) for p, _, _, cat in rows if cat in slow]
     if not rows:

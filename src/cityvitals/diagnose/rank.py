@@ -36,7 +36,7 @@ from cityvitals.diagnose.domains import (
     WEATHER_TYPE,
 )
 from cityvitals.diagnose.graph import AssetGraph
-from cityvitals.diagnose.group import LINGER_S, PONDING_KINDS, ponding_after_rain
+from cityvitals.diagnose.group import LINGER_S, PONDING_KINDS, drains_slowly, ponding_after_rain
 from cityvitals.diagnose.symptoms import WEAK_TYPES, Symptoms
 
 SENSOR_FAULT = "sensor fault"
@@ -178,17 +178,17 @@ def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, 
     The ponding may sit in another group (a puddle on a jammed road is a traffic incident):
     it is still evidence about the station the rain overwhelmed.
     """
-    by_cat: dict[str, list[tuple[float, int]]] = {}
+    by_cat: dict[str, list[tuple[bool, float, int]]] = {}
     for p, _, linger, cat in ponding_after_rain(s, g, np.asarray(members)):
-        by_cat.setdefault(cat, []).append((linger, p))
+        by_cat.setdefault(cat, []).append((drains_slowly(s, p, linger), linger, p))
     out: dict[str, tuple[float, str, int, int]] = {}
     for cat, rows in by_cat.items():
-        linger, p = max(rows)
-        if linger < LINGER_S:
+        slow, linger, p = max(rows)
+        if not slow:
             continue
         for st in g.parents.get(cat, ()):
             if g.type_of.get(st) == "drainage_pumping_station":
-                out[st] = (linger, s.asset[p], sum(x >= LINGER_S for x, _ in rows), len(rows))
+                out[st] = (linger, s.asset[p], sum(x for x, _, _ in rows), len(rows))
     return out
 
 
