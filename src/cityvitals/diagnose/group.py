@@ -11,8 +11,10 @@ same pump station never link through the pump alone, so unrelated trouble in a b
 network stays apart. Components of the link graph are the groups.
 
 Ponding at a low spot and the rain never share a key; a catchment whose ponding outlasts the
-rain over the city by ``LINGER_S`` is the exception (its drainage is not keeping up): its ponding groups join the
-rain's group, see :func:`ponding_after_rain`.
+rain over the city by ``LINGER_S`` and recedes slowly is the exception (its drainage is not
+keeping up): its ponding groups join the rain's group, see :func:`drains_slowly`. A road that
+slows after its low spot's ponding stands deep is slow because of the water: it links to that
+low spot, not through road hops to a queue next to it (:func:`flooded_roads`).
 
 Sensor-health findings do not link by themselves: they join the group of their own
 sensor when that sensor is part of a wider pattern, otherwise they stay with that one

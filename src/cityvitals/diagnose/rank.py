@@ -13,7 +13,7 @@ A candidate asset is scored by how well it explains the pattern:
 "sensor fault" wins when one sensor alone is wrong while its peers are fine, "weather"
 for weather and air patterns that cover the city, "unknown" when nothing explains much.
 Under rain, a storm-water station whose catchment's ponding outlasts the rain by
-``LINGER_S`` outranks the weather (the water is not being pumped away), and a jam that one
+``LINGER_S`` and recedes slowly outranks the weather (the water is not being pumped away), and a jam that one
 blockage explains leaves little to the weather (rain slows every road a little at once).
 Scores are normalised into shares that sum to one.
 """
@@ -36,7 +36,7 @@ from cityvitals.diagnose.domains import (
     WEATHER_TYPE,
 )
 from cityvitals.diagnose.graph import AssetGraph
-from cityvitals.diagnose.group import LINGER_S, PONDING_KINDS, drains_slowly, ponding_after_rain
+from cityvitals.diagnose.group import LINGER_S, PONDING_KINDS, RECEDE_S, drains_slowly, ponding_after_rain
 from cityvitals.diagnose.symptoms import WEAK_TYPES, Symptoms
 
 SENSOR_FAULT = "sensor fault"
@@ -171,9 +171,11 @@ def _minutes(sec: float) -> str:
     return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min"
 
 
-def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, tuple[float, str, int, int]]:
-    """Storm-water stations whose catchment's ponding outlasted this group's rain by ``LINGER_S``:
-    station -> (longest linger in seconds, its low spot, ponding alerts that lingered, ponding alerts).
+def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, tuple[float, str, int, int, float]]:
+    """Storm-water stations whose catchment's ponding outlasted this group's rain by ``LINGER_S``
+    and receded slowly (:func:`~cityvitals.diagnose.group.drains_slowly`): station -> (longest
+    linger in seconds, its low spot, ponding alerts that drained slowly, ponding alerts, seconds
+    its gauge took from warning to clear or NaN).
 
     The ponding may sit in another group (a puddle on a jammed road is a traffic incident):
     it is still evidence about the station the rain overwhelmed.
@@ -181,14 +183,14 @@ def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, 
     by_cat: dict[str, list[tuple[bool, float, int]]] = {}
     for p, _, linger, cat in ponding_after_rain(s, g, np.asarray(members)):
         by_cat.setdefault(cat, []).append((drains_slowly(s, p, linger), linger, p))
-    out: dict[str, tuple[float, str, int, int]] = {}
+    out: dict[str, tuple[float, str, int, int, float]] = {}
     for cat, rows in by_cat.items():
         slow, linger, p = max(rows)
         if not slow:
             continue
         for st in g.parents.get(cat, ()):
             if g.type_of.get(st) == "drainage_pumping_station":
-                out[st] = (linger, s.asset[p], sum(x for x, _, _ in rows), len(rows))
+                out[st] = (linger, s.asset[p], sum(x for x, _, _ in rows), len(rows), float(s.recede[p]))
     return out
 
 
@@ -328,13 +330,15 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
             causes.append(Cause(c, "asset", score, ev, ctype, _name(g, c)))
             continue
         if c in slow:  # its catchment holds water the rain no longer explains: it is not pumping it away
-            linger, spot, n_slow, n_pond = slow[c]
+            linger, spot, n_slow, n_pond, recede = slow[c]
             gauges = sorted(set(g.monitored_below(c, set(PONDING_KINDS), 4)))
             wet = sum(ctx.affected_during(x, t_min, t_max) for x in gauges)
             longer = min(1.0, linger / (4 * LINGER_S))  # the longer the water stays, the surer
             causes.append(Cause(c, "asset", prior * SLOW_DRAINAGE * (0.8 + 0.2 * longer), [
                 (f"ponding at {_name(g, spot)} in its catchment stayed {_minutes(linger)} after the rain eased "
                  f"(a draining catchment recedes within {_minutes(LINGER_S)})"),
+                *([f"its gauge took {_minutes(recede)} to fall from warning to clear (a healthy spot: under "
+                   f"{_minutes(RECEDE_S)})"] if not math.isnan(recede) else []),
                 f"{n_slow} of {n_pond} ponding alerts in its catchment outlasted the rain that way",
                 *([f"{wet} of {len(gauges)} level gauges it drains show symptoms"] if gauges else [])], ctype, _name(g, c)))
             continue
