@@ -240,14 +240,14 @@ def drains_slowly(s: Symptoms, p: int, linger: float) -> bool:
 
 
 def _drainage_edges(s: Symptoms, graph: AssetGraph, labels: np.ndarray, slack_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Link the ponding of a catchment to the rain when some of it outlasts the rain by ``LINGER_S``.
+    """Link the ponding of a catchment to the rain when some of it drains slowly (:func:`drains_slowly`).
 
     Why: on their own keys a low spot's ponding and the city's rain never meet, so a failing
     storm-water station looked like a few unrelated puddles beside plain weather. A
     catchment whose ponding lingers is one story with the storm over it: its ponding groups
     during the rain join the rain's group, where its station is ranked against the weather.
     Only groups that are mostly about drainage join (``labels``: the groups so far): a
-    traffic jam on a flooded road stays a traffic incident.
+    queue that a ponding touches stays a traffic incident.
     """
     rows = ponding_after_rain(s, graph, slack_s=slack_s)
     slow: dict[str, int] = {}
