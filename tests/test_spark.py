@@ -11,6 +11,7 @@ restarts it from its checkpoint; the store must end as after the uninterrupted r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -167,6 +168,36 @@ def test_parity_fails_when_the_spark_path_levels_differently(city, schemas, spar
     assert (got["sign_values"]["level"] != reference["sign_values"]["level"]).any()
 
 
+
+def test_a_registry_change_reaches_the_executors(city, schemas, spark, tmp_path):
+    """Validation runs on the executors against the broadcast registry: a sensor registered
+    after micro-batch 0 is unknown there and known in micro-batch 1 (the broadcast is renewed)."""
+    url = schemas(city)
+    lines = (city / "stream" / "part-00000.ndjson").read_bytes().splitlines()[:1200]
+    known = json.loads(lines[0])["sensor_id"]
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, part in enumerate((lines[:600], lines[600:])):
+        new = [ln.replace(known.encode(), b"NEW-1") for ln in part if json.loads(ln)["sensor_id"] == known]
+        assert new
+        (src / f"part-{i}.ndjson").write_bytes(b"\n".join(part + new) + b"\n")
+        os.utime(src / f"part-{i}.ndjson", (1_700_000_000 + 60 * i,) * 2)
+
+    def register(report) -> None:
+        if report.batch_id == 0:
+            with open_store(city / "home", url=url) as store:
+                row = store.sensors.frame().filter(pl.col("id") == known).with_columns(pl.lit("NEW-1").alias("id"))
+                store.sensors.upsert(row)
+
+    result = stream_job(spark, str(src), url, str(tmp_path / "ckpt"), query="registry", home=str(city / "home"),
+                        on_batch=register)
+    assert [b.batch_id for b in result.batches] == [0, 1]
+    with open_store(city / "home", url=url) as store:
+        refused = store.frame("SELECT source, reason FROM quarantine WHERE raw LIKE '%NEW-1%'")
+        stored = store.frame("SELECT count(*) AS n FROM readings WHERE sensor_id = 'NEW-1'")["n"][0]
+    assert set(refused["reason"]) == {"unknown_sensor"} and set(refused["source"]) == {str(src / "part-0.ndjson")}
+    assert stored == sum(1 for ln in lines[600:] if json.loads(ln)["sensor_id"] == known) > 0
+
 class Crash(RuntimeError):
     pass
 
@@ -227,8 +258,6 @@ def test_kafka_reader_options_and_messages_through_the_sink(city, schemas):
 
 def test_run_command_local_engine_and_its_refusals(city, tmp_path):
     """``cityvitals run``: the local engine over a directory (embedded store), and clear errors."""
-    import json
-
     from typer.testing import CliRunner
 
     from cityvitals.cli import app

@@ -1,0 +1,200 @@
+"""Ingest validation and locate on Spark's executors (``mapInArrow``), with the registry broadcast.
+
+Why here and not in the sink: validating a micro-batch (parsing every record, the rules,
+the unit conversion, the sensor → kind/unit/unit-code lookup) is per record and needs only
+the registry, so it spreads over executor cores; deduplication against stored readings and
+the write need the store, so they stay in the driver's transaction. Each executor task
+takes its files (or Kafka messages) through ``ingest_stream`` with a ``Checker`` (the ingest
+stage's own splitting and rules, see ``cityvitals.ingest.checked``) and returns the
+validated batches as one flat Arrow table (``CHECKED_SCHEMA``); the driver decodes it back
+into parts (``decode``) in the order the local engine takes files, and stores each with
+``Ingestor.write_checked``.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from cityvitals.ingest.checked import CheckedPart, Checker
+from cityvitals.ingest.files import ingest_stream
+from cityvitals.ingest.lines import Reject, iter_line_batches
+from cityvitals.ingest.pipeline import CHECKED_COLUMNS, IngestReport
+
+HEADER, RECORD, REJECT = 0, 1, 2
+"""Row types of the flat table: a part's header (its source, location kind, bytes), a
+validated record, a record refused before decoding."""
+
+TS = pa.timestamp("us", tz="UTC")
+CHECKED_ARROW = pa.schema([
+    ("o1", pa.int64()), ("o2", pa.string()), ("o3", pa.int64()), ("part", pa.int64()), ("row_type", pa.int8()),
+    ("source", pa.string()), ("location", pa.string()), ("nbytes", pa.int64()),
+    ("seq", pa.int64()), ("raw", pa.string()), ("sensor_id", pa.string()), ("ts", TS), ("value", pa.float64()),
+    ("quality", pa.string()), ("kind", pa.string()), ("unit_code", pa.string()), ("reason", pa.string()),
+    ("message", pa.string()), ("truncated", pa.bool_()),
+])
+"""(o1, o2, o3, part) orders the parts as the local engine takes them: a file by (modification
+ms, name), a Kafka topic partition by (topic, partition); ``part`` numbers the batches of one."""
+
+CHECKED_SCHEMA = ("o1 BIGINT, o2 STRING, o3 BIGINT, part BIGINT, row_type TINYINT, source STRING, location STRING, "
+                  "nbytes BIGINT, seq BIGINT, raw STRING, sensor_id STRING, ts TIMESTAMP, value DOUBLE, "
+                  "quality STRING, kind STRING, unit_code STRING, reason STRING, message STRING, truncated BOOLEAN")
+"""``CHECKED_ARROW`` as Spark's DDL: the declared output of the ``mapInArrow`` stage."""
+
+_EMPTY = pa.table({c: pa.array([], CHECKED_ARROW.field(c).type) for c in CHECKED_COLUMNS})
+
+FILE_COLUMNS = ("path", "modificationTime", "content")
+KAFKA_COLUMNS = ("topic", "partition", "offset", "value")
+
+
+def columns(kind: str) -> tuple[str, ...]:
+    return KAFKA_COLUMNS if kind == "kafka" else FILE_COLUMNS
+
+
+def check_rows(rows: pa.Table, kind: str, checker: Checker) -> pa.Table:
+    """Validate source rows (files: path, modificationTime, content; Kafka: topic, partition,
+    offset, value) into the flat table. Runs on an executor, or in the driver for a table
+    that is already there (``StoreSink.apply``)."""
+    keyed: list[tuple[tuple, list[CheckedPart]]] = []
+    if kind == "kafka":
+        for topic, partition, offsets, values in kafka_partitions(rows):
+            kafka_lines(checker, topic, partition, offsets, values)
+            keyed.append(((0, topic, partition), checker.take()))
+    else:
+        for path, mtime, content in zip(*(rows[c].to_pylist() for c in FILE_COLUMNS)):
+            path = local_path(path)
+            ingest_stream(None, io.BytesIO(content or b""), path, kind, ingestor=checker)
+            # an empty file still counts as taken: it gets one empty part
+            parts = checker.take() or [CheckedPart(path, "line", _EMPTY, [])]
+            keyed.append(((_ms(mtime), Path(path).name, 0), parts))
+    return encode(keyed)
+
+
+def kafka_lines(ingestor, topic: str, partition: int, offsets: list[int], values: list[bytes]) -> None:
+    """One topic partition's messages in offset order, as JSON lines; quarantine rows name the offset."""
+    source = f"kafka:{topic}/{partition}"
+    body = b"\n".join(v.replace(b"\n", b" ") for v in values)
+    for batch in iter_line_batches(io.BytesIO(body)):
+        origins = {int(n): (source, f"offset {offsets[int(n) - 1]}") for n in batch.line_numbers}
+        origins.update({r.line: (source, f"offset {offsets[r.line - 1]}") for r in batch.rejects})
+        ingestor.ingest_lines(batch, source=source, location_kind="message", origins=origins)
+
+
+def kafka_partitions(rows: pa.Table):
+    by: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
+    for topic, part, off, value in zip(*(rows[c].to_pylist() for c in KAFKA_COLUMNS)):
+        by.setdefault((topic, int(part)), []).append((int(off), value or b""))
+    for (topic, part), msgs in sorted(by.items()):
+        msgs.sort()
+        yield topic, part, [o for o, _ in msgs], [v for _, v in msgs]
+
+
+def encode(keyed: list[tuple[tuple, list[CheckedPart]]]) -> pa.Table:
+    tables = []
+    for (o1, o2, o3), parts in keyed:
+        for i, p in enumerate(parts):
+            n, m = p.rows.num_rows, len(p.rejects)
+            org = [p.origins.get(s) for s in p.rows.column("seq").to_pylist()] if p.origins else [None] * n
+            rej_org = [p.origins.get(r.line) for r in p.rejects]
+            cols: dict[str, pa.Array | list] = {
+                "row_type": [HEADER] + [RECORD] * n + [REJECT] * m,
+                "source": [p.source] + [o and o[0] for o in org] + [o and o[0] for o in rej_org],
+                "location": [p.location_kind] + [o and o[1] for o in org] + [o and o[1] for o in rej_org],
+                "nbytes": [p.report.bytes] + [None] * (n + m),
+                "seq": [None] + p.rows.column("seq").to_pylist() + [r.line for r in p.rejects],
+                "raw": [None] + p.rows.column("raw").to_pylist() + [r.raw for r in p.rejects],
+                "reason": [None] + p.rows.column("reason").to_pylist() + [r.reason for r in p.rejects],
+                "message": [None] + p.rows.column("message").to_pylist() + [r.message for r in p.rejects],
+                "truncated": [None] + [None] * n + [bool(r.truncated) for r in p.rejects],
+            }
+            for c in ("sensor_id", "ts", "value", "quality", "kind", "unit_code"):
+                f = CHECKED_ARROW.field(c)
+                col = p.rows.column(c).combine_chunks().cast(f.type) if n else pa.array([], f.type)
+                cols[c] = pa.concat_arrays([pa.nulls(1, f.type), col, pa.nulls(m, f.type)])
+            size = 1 + n + m
+            cols.update({"o1": [o1] * size, "o2": [o2] * size, "o3": [o3] * size, "part": [i] * size})
+            tables.append(pa.table({f.name: pa.array(cols[f.name], f.type) if isinstance(cols[f.name], list)
+                                    else cols[f.name] for f in CHECKED_ARROW}, schema=CHECKED_ARROW))
+    return pa.concat_tables(tables) if tables else CHECKED_ARROW.empty_table()
+
+
+def decode(table: pa.Table) -> list[tuple[tuple, CheckedPart]]:
+    """The parts of a flat table with their source's key (o1, o2, o3), in the local engine's
+    order (oldest file first, then by name; Kafka by topic and partition), each batch of a
+    file in its order."""
+    if table.num_rows == 0:
+        return []
+    table = table.sort_by([("o1", "ascending"), ("o2", "ascending"), ("o3", "ascending"), ("part", "ascending"),
+                           ("row_type", "ascending"), ("seq", "ascending")])
+    keys = list(zip(*(table[c].to_pylist() for c in ("o1", "o2", "o3", "part"))))
+    kinds = table["row_type"].to_pylist()
+    out: list[tuple[tuple, CheckedPart]] = []
+    start = 0
+    for end in range(1, len(keys) + 1):
+        if end < len(keys) and keys[end] == keys[start]:
+            continue
+        part = table.slice(start, end - start)
+        k = kinds[start:end]
+        assert k[0] == HEADER, "every part starts with its header row"
+        n = k.count(RECORD)
+        rec = part.slice(1, n)
+        rej = part.slice(1 + n).to_pylist()
+        origins = {s: (src, loc) for s, src, loc in zip(*(rec[c].to_pylist() for c in ("seq", "source", "location")))
+                   if src is not None}
+        origins.update({r["seq"]: (r["source"], r["location"]) for r in rej if r["source"] is not None})
+        head = part.slice(0, 1).to_pylist()[0]
+        report = IngestReport(records=n + len(rej))
+        report.bytes = head["nbytes"] or 0
+        out.append((keys[start][:3], CheckedPart(
+            head["source"], head["location"], rec.select(list(CHECKED_COLUMNS)),
+            [Reject(r["seq"], r["reason"], r["message"], r["raw"], bool(r["truncated"])) for r in rej],
+            origins, report)))
+        start = end
+    return out
+
+
+def local_path(uri: str) -> str:
+    """Spark names files by URI (``file:/tmp/a.ndjson``); the store names them by path, as
+    ``cityvitals ingest`` and the local engine do."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
+
+
+def _ms(ts) -> int:
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=timezone.utc)
+        return int(ts.timestamp() * 1000)
+    return int(ts)
+
+
+_CHECKERS: dict[str, Checker] = {}
+"""One checker per Python worker and registry broadcast: a worker is reused across tasks
+(``spark.python.worker.reuse``), so the registry is loaded into DuckDB once, not per task."""
+
+
+def on_executors(kind: str, registry, key: str, now: datetime, tolerance_s: int):
+    """The ``mapInArrow`` function: ``registry`` is a broadcast of ``registry_table`` as Arrow
+    IPC, ``key`` names that broadcast (a new one for every registry copy the driver sends)."""
+
+    def check(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = pa.Table.from_batches(list(batches))
+        if rows.num_rows == 0:
+            return
+        checker = _CHECKERS.get(key)
+        if checker is None:
+            for old in _CHECKERS.values():
+                old.close()
+            _CHECKERS.clear()
+            checker = _CHECKERS[key] = Checker(pa.ipc.open_stream(registry.value).read_all(), now=now,
+                                                        future_tolerance_s=tolerance_s)
+        checker.now = now
+        yield from check_rows(rows, kind, checker).to_batches()
+
+    return check
