@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 
 from cityvitals.ingest.checked import CheckedPart, Checker
@@ -94,32 +95,43 @@ def kafka_partitions(rows: pa.Table):
 
 
 def encode(keyed: list[tuple[tuple, list[CheckedPart]]]) -> pa.Table:
+    """Parts as one flat table: per part a header row, its records, its rejects (columnar:
+    the records' columns are taken over whole, not row by row)."""
     tables = []
     for (o1, o2, o3), parts in keyed:
         for i, p in enumerate(parts):
-            n, m = p.rows.num_rows, len(p.rejects)
-            org = [p.origins.get(s) for s in p.rows.column("seq").to_pylist()] if p.origins else [None] * n
+            rows = p.rows.combine_chunks()
+            n, m = rows.num_rows, len(p.rejects)
+            org = [p.origins.get(s) for s in rows.column("seq").to_pylist()] if p.origins else None
             rej_org = [p.origins.get(r.line) for r in p.rejects]
-            cols: dict[str, pa.Array | list] = {
-                "row_type": [HEADER] + [RECORD] * n + [REJECT] * m,
-                "source": [p.source] + [o and o[0] for o in org] + [o and o[0] for o in rej_org],
-                "location": [p.location_kind] + [o and o[1] for o in org] + [o and o[1] for o in rej_org],
-                "nbytes": [p.report.bytes] + [None] * (n + m),
-                "seq": [None] + p.rows.column("seq").to_pylist() + [r.line for r in p.rejects],
-                "raw": [None] + p.rows.column("raw").to_pylist() + [r.raw for r in p.rejects],
-                "reason": [None] + p.rows.column("reason").to_pylist() + [r.reason for r in p.rejects],
-                "message": [None] + p.rows.column("message").to_pylist() + [r.message for r in p.rejects],
-                "truncated": [None] + [None] * n + [bool(r.truncated) for r in p.rejects],
-            }
-            for c in ("sensor_id", "ts", "value", "quality", "kind", "unit_code"):
-                f = CHECKED_ARROW.field(c)
-                col = p.rows.column(c).combine_chunks().cast(f.type) if n else pa.array([], f.type)
-                cols[c] = pa.concat_arrays([pa.nulls(1, f.type), col, pa.nulls(m, f.type)])
-            size = 1 + n + m
-            cols.update({"o1": [o1] * size, "o2": [o2] * size, "o3": [o3] * size, "part": [i] * size})
-            tables.append(pa.table({f.name: pa.array(cols[f.name], f.type) if isinstance(cols[f.name], list)
-                                    else cols[f.name] for f in CHECKED_ARROW}, schema=CHECKED_ARROW))
+            head = {"row_type": [HEADER], "source": [p.source], "location": [p.location_kind], "nbytes": [p.report.bytes]}
+            rec = {c: rows.column(c) for c in CHECKED_COLUMNS}
+            rec.update({"row_type": pa.nulls(n, pa.int8()).fill_null(RECORD),
+                        "source": [o and o[0] for o in org] if org else pa.nulls(n, pa.string()),
+                        "location": [o and o[1] for o in org] if org else pa.nulls(n, pa.string())})
+            rej = {"row_type": [REJECT] * m, "source": [o and o[0] for o in rej_org],
+                   "location": [o and o[1] for o in rej_org], "seq": [r.line for r in p.rejects],
+                   "raw": [r.raw for r in p.rejects], "reason": [r.reason for r in p.rejects],
+                   "message": [r.message for r in p.rejects], "truncated": [bool(r.truncated) for r in p.rejects]}
+            for cols, size in ((head, 1), (rec, n), (rej, m)):
+                if size == 0 and cols is not head:
+                    continue
+                cols.update({"o1": [o1] * size, "o2": [o2] * size, "o3": [o3] * size, "part": [i] * size})
+                tables.append(_table(cols, size))
     return pa.concat_tables(tables) if tables else CHECKED_ARROW.empty_table()
+
+
+def _table(cols: dict, size: int) -> pa.Table:
+    out = []
+    for f in CHECKED_ARROW:
+        v = cols.get(f.name)
+        if v is None:
+            out.append(pa.nulls(size, f.type))
+        elif isinstance(v, list):
+            out.append(pa.array(v, f.type))
+        else:
+            out.append(v.cast(f.type))
+    return pa.Table.from_arrays(out, schema=CHECKED_ARROW)
 
 
 def decode(table: pa.Table) -> list[tuple[tuple, CheckedPart]]:
@@ -130,30 +142,26 @@ def decode(table: pa.Table) -> list[tuple[tuple, CheckedPart]]:
         return []
     table = table.sort_by([("o1", "ascending"), ("o2", "ascending"), ("o3", "ascending"), ("part", "ascending"),
                            ("row_type", "ascending"), ("seq", "ascending")])
-    keys = list(zip(*(table[c].to_pylist() for c in ("o1", "o2", "o3", "part"))))
-    kinds = table["row_type"].to_pylist()
+    kinds = table.column("row_type").to_numpy()
+    starts = np.flatnonzero(kinds == HEADER)  # sorted: every part begins with its header row
+    ends = np.r_[starts[1:], len(kinds)]
+    heads = table.take(pa.array(starts)).to_pylist()
     out: list[tuple[tuple, CheckedPart]] = []
-    start = 0
-    for end in range(1, len(keys) + 1):
-        if end < len(keys) and keys[end] == keys[start]:
-            continue
-        part = table.slice(start, end - start)
-        k = kinds[start:end]
-        assert k[0] == HEADER, "every part starts with its header row"
-        n = k.count(RECORD)
-        rec = part.slice(1, n)
-        rej = part.slice(1 + n).to_pylist()
-        origins = {s: (src, loc) for s, src, loc in zip(*(rec[c].to_pylist() for c in ("seq", "source", "location")))
-                   if src is not None}
+    for start, end, head in zip(starts, ends, heads):
+        n = int(np.count_nonzero(kinds[start:end] == RECORD))
+        rec = table.slice(start + 1, n)
+        rej = table.slice(start + 1 + n, end - start - 1 - n).to_pylist()
+        origins: dict[int, tuple[str, str]] = {}
+        if rec.column("source").null_count < n:
+            origins = {s: (src, loc) for s, src, loc in zip(*(rec[c].to_pylist() for c in ("seq", "source", "location")))
+                       if src is not None}
         origins.update({r["seq"]: (r["source"], r["location"]) for r in rej if r["source"] is not None})
-        head = part.slice(0, 1).to_pylist()[0]
         report = IngestReport(records=n + len(rej))
         report.bytes = head["nbytes"] or 0
-        out.append((keys[start][:3], CheckedPart(
+        out.append(((head["o1"], head["o2"], head["o3"]), CheckedPart(
             head["source"], head["location"], rec.select(list(CHECKED_COLUMNS)),
             [Reject(r["seq"], r["reason"], r["message"], r["raw"], bool(r["truncated"])) for r in rej],
             origins, report)))
-        start = end
     return out
 
 
