@@ -39,7 +39,7 @@ CHECKED_ARROW = pa.schema([
     ("message", pa.string()), ("truncated", pa.bool_()),
 ])
 """(o1, o2, o3, part) orders the parts as the local engine takes them: a file by (modification
-ms, name), a Kafka topic partition by (topic, partition); ``part`` numbers the batches of one."""
+ms, name), Kafka messages by (partition, topic, first offset); ``part`` numbers the batches of one."""
 
 CHECKED_SCHEMA = ("o1 BIGINT, o2 STRING, o3 BIGINT, part BIGINT, row_type TINYINT, source STRING, location STRING, "
                   "nbytes BIGINT, seq BIGINT, raw STRING, sensor_id STRING, ts TIMESTAMP, value DOUBLE, "
@@ -64,7 +64,9 @@ def check_rows(rows: pa.Table, kind: str, checker: Checker) -> pa.Table:
     if kind == "kafka":
         for topic, partition, offsets, values in kafka_partitions(rows):
             kafka_lines(checker, topic, partition, offsets, values)
-            keyed.append(((0, topic, partition), checker.take()))
+            # (partition, topic, first offset): a topic partition split over several tasks
+            # (the Kafka source's minPartitions) stays in offset order, its pieces apart
+            keyed.append(((partition, topic, offsets[0] if offsets else 0), checker.take()))
     else:
         for path, mtime, content in zip(*(rows[c].to_pylist() for c in FILE_COLUMNS)):
             path = local_path(path)
@@ -136,8 +138,8 @@ def _table(cols: dict, size: int) -> pa.Table:
 
 def decode(table: pa.Table) -> list[tuple[tuple, CheckedPart]]:
     """The parts of a flat table with their source's key (o1, o2, o3), in the local engine's
-    order (oldest file first, then by name; Kafka by topic and partition), each batch of a
-    file in its order."""
+    order (oldest file first, then by name; Kafka by partition, topic and offset), each batch
+    of a file in its order."""
     if table.num_rows == 0:
         return []
     table = table.sort_by([("o1", "ascending"), ("o2", "ascending"), ("o3", "ascending"), ("part", "ascending"),
