@@ -26,6 +26,7 @@ import polars as pl
 
 from cityvitals.errors import InputError
 from cityvitals.signs.catalog import LEVELS, Catalog, Indicator, load_catalog
+from cityvitals.signs.dense import partition
 from cityvitals.signs.functions import evaluate
 from cityvitals.signs.health import health_index
 from cityvitals.signs.levels import assign_levels
@@ -135,7 +136,7 @@ def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *
     direct = None if not rolled else False
     if not repo.any_values_since(lo - lookback, ids, direct):  # nothing stored to resume from or to re-level
         out = []
-        for (iid,), part in frame.select(cols).partition_by("indicator", as_dict=True).items():
+        for iid, part in partition(frame.select(cols), "indicator").items():
             ind = cat.get(str(iid))
             if ind is None:
                 continue
@@ -159,7 +160,7 @@ def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *
                                          pl.lit(False).alias("_after")),
     ], how="vertical_relaxed")
     out = []
-    for (iid,), part in rows.partition_by("indicator", as_dict=True).items():
+    for iid, part in partition(rows, "indicator").items():
         ind = cat.get(str(iid))
         if ind is None:
             continue
@@ -199,7 +200,7 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
     by_kind: dict[str, pl.DataFrame] = {}
     read_hi: dict[str, int] = {}
     if readings is not None:
-        by_kind = {str(k): part for (k,), part in readings.partition_by("kind", as_dict=True, include_key=False).items()}
+        by_kind = partition(readings, "kind", include_key=False)
         read_hi = dict(_read_spans(cat, between).select("kind", "hi").iter_rows())
     elif sensor_inds:  # one scan of the readings for every indicator: each kind over the widest range that needs it
         spans = pl.DataFrame([
@@ -209,7 +210,7 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
             pl.col("lo").min(), pl.col("hi").max())
         allu = pl.concat([touched[i.id]["unit_code"] for i in sensor_inds]).unique()
         r = repo.readings_in(spans, allu)
-        by_kind = {str(k): part for (k,), part in r.partition_by("kind", as_dict=True, include_key=False).items()}
+        by_kind = partition(r, "kind", include_key=False)
     for ind in cat.computable():
         if ind.input_kind == "sensor":
             parts = [by_kind[k] for k in ind.kinds if k in by_kind]
