@@ -204,12 +204,13 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
         read_hi = dict(_read_spans(cat, between).select("kind", "hi").iter_rows())
     elif sensor_inds:  # one scan of the readings for every indicator: each kind over the widest range that needs it
         spans = pl.DataFrame([
-            (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size))
+            (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size),
+             i.sensor_combine is not None)
             for i in sensor_inds for k in i.kinds
-        ], schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64}, orient="row").group_by("kind").agg(
-            pl.col("lo").min(), pl.col("hi").max())
+        ], schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64, "sensors": pl.Boolean}, orient="row").group_by(
+            "kind", maintain_order=True).agg(pl.col("lo").min(), pl.col("hi").max(), pl.col("sensors").any())
         allu = pl.concat([touched[i.id]["unit_code"] for i in sensor_inds]).unique()
-        r = repo.readings_in(spans, allu)
+        r = repo.readings(spans, allu)
         by_kind = partition(r, "kind", include_key=False)
     for ind in cat.computable():
         if ind.input_kind == "sensor":
@@ -385,7 +386,7 @@ def recompute(store, start: datetime | None = None, end: datetime | None = None,
         raise InputError(f"--from {start.isoformat()} must be before --to {end.isoformat()}")
     between = (_to_us(start) if start is not None else _MIN_US, _to_us(end) if end is not None else _MAX_US)
     spans = _read_spans(cat, between)
-    readings = repo.readings_between(spans) if not spans.is_empty() else None
+    readings = repo.readings(spans) if not spans.is_empty() else None
     report.readings = readings.height if readings is not None else 0
     repo.delete_windows(start or datetime(1, 1, 2, tzinfo=timezone.utc), end or datetime(9999, 1, 1, tzinfo=timezone.utc))
     if report.readings:
