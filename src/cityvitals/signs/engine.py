@@ -238,7 +238,9 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
             parts = [fresh[d].select(KEYS) for d in deps if d in fresh]
             if not parts:
                 continue
-            keys = pl.concat(parts).unique()
+            # the inputs usually share their keys (the same units and windows, in the same order):
+            # then they are the keys, and evaluate needs no join
+            keys = parts[0] if all(p.equals(parts[0]) for p in parts[1:]) else pl.concat(parts).unique(maintain_order=True)
             inputs = {d: fresh[d].select(KEYS + ["value"]) for d in deps if d in fresh}
             missing = [d for d in deps if d not in fresh or fresh[d].height < keys.height]
             if missing:  # inputs not computed in this batch for some keys: read them from the store
