@@ -85,7 +85,8 @@ def _core_city(readings, units, closure, cat) -> int:
     import polars as pl
 
     from cityvitals.signs.engine import _param_columns
-    from cityvitals.signs.functions import evaluate
+    from cityvitals.signs.dense import partition
+    from cityvitals.signs.functions import evaluate, input_keys
     from cityvitals.signs.health import health_index
     from cityvitals.signs.levels import assign_levels
     from cityvitals.signs.rollup import rollup
@@ -96,12 +97,12 @@ def _core_city(readings, units, closure, cat) -> int:
     closure = closure.cast({"unit_code": pl.Categorical, "ancestor": pl.Categorical})
     readings = readings.with_columns(pl.col("unit_code").cast(pl.Categorical))
     fresh: dict[str, pl.DataFrame] = {}
-    by_kind = readings.partition_by("kind", as_dict=True)
+    by_kind = partition(readings, "kind")
     t0 = int((T0 - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds() * US)
     off = int(cat.utc_offset_hours * 3600 * US)
     for ind in cat.computable():
         if ind.kinds:
-            parts = [by_kind[(k,)] for k in ind.kinds if (k,) in by_kind]
+            parts = [by_kind[k] for k in ind.kinds if k in by_kind]
             if not parts:
                 continue
             x = pl.concat(parts)
@@ -111,7 +112,7 @@ def _core_city(readings, units, closure, cat) -> int:
             ins = {d: fresh[d] for d in ind.inputs() if d in fresh}
             if not ins:
                 continue
-            keys = pl.concat([f.select("unit_code", "window_start") for f in ins.values()]).unique()
+            keys = input_keys([f.select("unit_code", "window_start") for f in ins.values()])
             v = evaluate(ind, ins, keys, attrs.select("unit_code", "population"))
         fresh[ind.id] = v.with_columns(pl.lit(ind.id, pl.Categorical).alias("indicator"))
     rows = 0
@@ -125,7 +126,7 @@ def _core_city(readings, units, closure, cat) -> int:
                           "rule_level": [i.rollup_level for i in cat.values()]}).cast({"rule_level": pl.Int8})
     rolled = rollup(leaf, closure, attrs, rules)
     rl = []
-    for (iid,), part in rolled.partition_by("indicator", as_dict=True).items():
+    for iid, part in partition(rolled, "indicator").items():
         ind = cat[iid]
         conds = ind.rollup_thresholds if ind.rollup == "share_at_level" else ind.thresholds
         rl.append(assign_levels(_param_columns(part, ind, cat, attrs), conds, hysteresis=ind.hysteresis).select(leaf.columns))

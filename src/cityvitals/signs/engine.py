@@ -27,7 +27,7 @@ import polars as pl
 from cityvitals.errors import InputError
 from cityvitals.signs.catalog import LEVELS, Catalog, Indicator, load_catalog
 from cityvitals.signs.dense import partition
-from cityvitals.signs.functions import evaluate
+from cityvitals.signs.functions import evaluate, input_keys
 from cityvitals.signs.health import health_index
 from cityvitals.signs.levels import assign_levels
 from cityvitals.signs.rollup import rollup
@@ -238,9 +238,7 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
             parts = [fresh[d].select(KEYS) for d in deps if d in fresh]
             if not parts:
                 continue
-            # the inputs usually share their keys (the same units and windows, in the same order):
-            # then they are the keys, and evaluate needs no join
-            keys = parts[0] if all(p.equals(parts[0]) for p in parts[1:]) else pl.concat(parts).unique(maintain_order=True)
+            keys = input_keys(parts)
             inputs = {d: fresh[d].select(KEYS + ["value"]) for d in deps if d in fresh}
             missing = [d for d in deps if d not in fresh or fresh[d].height < keys.height]
             if missing:  # inputs not computed in this batch for some keys: read them from the store

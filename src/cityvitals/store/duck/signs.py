@@ -248,7 +248,8 @@ class SignRepo:
         ids = lut[phys]
         if (ids < 0).any():
             table, col = self._DICTS[what]
-            new = codes.filter(pl.Series(ids < 0)).unique().cast(pl.String).sort()
+            _, first = np.unique(phys[ids < 0], return_index=True)  # one row per unseen code, found on the integers
+            new = codes.gather(np.flatnonzero(ids < 0)[first]).cast(pl.String).sort()
             with self.store.transaction() as con:
                 con.register("_sign_new", pl.DataFrame({col: new}).to_arrow())
                 try:
