@@ -248,12 +248,17 @@ class SignRepo:
         ids = lut[phys]
         if (ids < 0).any():
             table, col = self._DICTS[what]
-            _, first = np.unique(phys[ids < 0], return_index=True)  # one row per unseen code, found on the integers
-            new = codes.gather(np.flatnonzero(ids < 0)[first]).cast(pl.String).sort()
+            unseen = np.flatnonzero(ids < 0)  # one row per unseen code, found on the integers (no sort)
+            first = np.full(int(phys.max()) + 1, -1, np.int64)
+            first[phys[unseen[::-1]]] = unseen[::-1]
+            new = codes.gather(first[first >= 0]).cast(pl.String).sort()
+            # a unit code missing means the store's units are not numbered yet: number them all
+            # with it, so the ancestors a roll-up writes next need no second round
+            src = f"(SELECT {col} FROM _sign_new UNION SELECT code FROM units)" if what == "unit_code" else "_sign_new"
             with self.store.transaction() as con:
                 con.register("_sign_new", pl.DataFrame({col: new}).to_arrow())
                 try:
-                    con.execute(f"INSERT INTO {table} ({col}) SELECT {col} FROM _sign_new "
+                    con.execute(f"INSERT INTO {table} ({col}) SELECT {col} FROM {src} n "
                                 f"WHERE {col} NOT IN (SELECT {col} FROM {table}) ORDER BY {col} ON CONFLICT DO NOTHING")
                 finally:
                     con.unregister("_sign_new")
