@@ -217,13 +217,17 @@ class Ingestor:
                 self.con.register("_sensors_src", registry)
                 self.con.execute("CREATE OR REPLACE TEMP TABLE _sensors_copy AS SELECT * FROM _sensors_src")
                 self.con.unregister("_sensors_src")
+            else:
+                self.store.sensors.ensure_keys()
+            # on the DuckDB store each sensor carries its stored key: accepted readings are written with it
+            key, keys = ("NULL::INTEGER", "") if self.private else ("k.key", "LEFT JOIN sensor_keys k ON k.sensor_id = s.id")
             self.con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE _sensor_ready AS
                    SELECT s.id, s.kind, s.unit, s.unit_code, c.factor, c."offset",
-                          r.canonical_unit, r.min_value, r.max_value
+                          r.canonical_unit, r.min_value, r.max_value, {key} AS sensor_key
                    FROM {'_sensors_copy' if self.private else 'sensors'} s
                    LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = s.unit
-                   LEFT JOIN _kind_range r ON r.kind = s.kind"""
+                   LEFT JOIN _kind_range r ON r.kind = s.kind {keys}"""
             )
         self._sensors_version = version
 
@@ -233,7 +237,7 @@ class Ingestor:
         with self.lock:
             if self._registry is None or self._registry_version != self._sensors_version:
                 self._registry = _fast().Registry.from_table(self.con.sql(
-                    'SELECT id, kind, unit, unit_code, factor, "offset", min_value, max_value FROM _sensor_ready'
+                    'SELECT id, kind, unit, unit_code, factor, "offset", min_value, max_value, sensor_key FROM _sensor_ready'
                 ).to_arrow_table())
                 self._registry_version = self._sensors_version
             return self._registry
@@ -345,7 +349,7 @@ class Ingestor:
         with self.store.transaction() as con:
             if len(valid.seq):
                 stored = self._stored_keys(con, valid, registry)
-                s_code = registry.code(stored.column("sensor_id").combine_chunks()) if stored.num_rows else np.zeros(0, np.int64)
+                s_code = registry.code_of_key(_ints(stored.column("sensor_key"))) if stored.num_rows else np.zeros(0, np.int64)
                 outcome, other = _fast().dedupe(
                     valid.code, valid.ts, valid.value, np.argsort(valid.seq, kind="stable"), s_code,
                     _ints(stored.column("ts")), _floats(stored.column("value")))
@@ -360,8 +364,11 @@ class Ingestor:
                 codes = valid.code[take]
                 quality = valid.quality
                 quality = pa.nulls(len(take), pa.string()) if quality.null_count == len(quality) else quality.take(pa.array(take))
+                keys = registry.keys[codes]
+                if np.any(keys < 0):  # ensure_keys gives every registered sensor one; never write a row without
+                    raise RuntimeError("a registered sensor has no key in sensor_keys")
                 con.register("_accepted", pa.table({
-                    "sensor_id": registry.strings(registry.ids, codes),
+                    "sensor_key": pa.array(keys, pa.int32()),
                     "ts": pa.array(valid.ts[take], pa.timestamp("us", tz="UTC")),
                     "value": pa.array(valid.value[take], pa.float64()),
                     "quality": quality,
@@ -369,8 +376,8 @@ class Ingestor:
                     "unit_code": registry.strings(registry.unit_codes, codes),
                 }))
                 try:
-                    con.execute("INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at) "
-                                "SELECT sensor_id, ts, value, quality, kind, unit_code, $now FROM _accepted",
+                    con.execute("INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at) "
+                                "SELECT sensor_key, ts, value, quality, kind, unit_code, $now FROM _accepted",
                                 {"now": batch.now})
                 finally:
                     con.unregister("_accepted")
@@ -396,21 +403,21 @@ class Ingestor:
 
     @staticmethod
     def _stored_keys(con, valid: _Valid, registry: fast.Registry) -> pa.Table:
-        """Stored (sensor_id, ts, value) that may share a key with the batch. Usually the
+        """Stored (sensor_key, ts, value) that may share a key with the batch. Usually the
         stored rows of the batch's time range are few (live data) and come back whole for
         the compiled dedupe; when the range holds many (a backfill over a long span), DuckDB
         first keeps only the rows whose key is in the batch, so memory stays bounded."""
         params = {"lo": _instant(int(valid.ts.min())), "hi": _instant(int(valid.ts.max()))}
-        in_range = con.execute("SELECT count(*) FROM readings WHERE ts BETWEEN $lo AND $hi", params).fetchall()[0][0]
+        in_range = con.execute("SELECT count(*) FROM reading_rows WHERE ts BETWEEN $lo AND $hi", params).fetchall()[0][0]
         if in_range <= max(STORED_FETCH_ROWS, 2 * len(valid.seq)):
-            return con.sql("SELECT sensor_id, epoch_us(ts) AS ts, value FROM readings WHERE ts BETWEEN $lo AND $hi",
+            return con.sql("SELECT sensor_key, epoch_us(ts) AS ts, value FROM reading_rows WHERE ts BETWEEN $lo AND $hi",
                            params=params).to_arrow_table()
-        con.register("_keys", pa.table({"sensor_id": registry.strings(registry.ids, valid.code),
+        con.register("_keys", pa.table({"sensor_key": pa.array(registry.keys[valid.code], pa.int32()),
                                         "ts": pa.array(valid.ts, pa.timestamp("us", tz="UTC"))}))
         try:
             return con.sql(
-                """SELECT r.sensor_id, epoch_us(r.ts) AS ts, r.value FROM readings r
-                   SEMI JOIN _keys k ON r.sensor_id = k.sensor_id AND r.ts = k.ts
+                """SELECT r.sensor_key, epoch_us(r.ts) AS ts, r.value FROM reading_rows r
+                   SEMI JOIN _keys k ON r.sensor_key = k.sensor_key AND r.ts = k.ts
                    WHERE r.ts BETWEEN $lo AND $hi""", params=params).to_arrow_table()
         finally:
             con.unregister("_keys")
@@ -440,11 +447,12 @@ class Ingestor:
             valid = con.execute("SELECT count(*) FROM _val WHERE reason IS NULL").fetchall()[0][0]
             report.accepted = valid - sum(outcome.values())
             report.duplicates = outcome.get("duplicate", 0)
+            # a valid record's sensor is registered, so it has a key (ensure_keys): the join keeps every row
             con.execute(
-                """INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
-                   SELECT v.sensor_id, v.ts, v.value, v.quality, v.kind, v.unit_code, $now
-                   FROM _val v ANTI JOIN _ded d USING (seq) WHERE v.reason IS NULL
-                   ORDER BY v.ts""",
+                """INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at)
+                   SELECT s.sensor_key, v.ts, v.value, v.quality, v.kind, v.unit_code, $now
+                   FROM _val v JOIN _sensor_ready s ON s.id = v.sensor_id ANTI JOIN _ded d USING (seq)
+                   WHERE v.reason IS NULL ORDER BY v.ts""",
                 {"now": batch.now},
             )
             if batch.replay:

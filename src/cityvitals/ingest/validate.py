@@ -131,11 +131,13 @@ FROM reasoned
 # Duplicates and conflicts, within the batch and against what is stored. The first
 # valid record of a key (by arrival order) is the candidate; a later record with the
 # same value is a duplicate, with another value a conflict. Stored readings are
-# looked up only in the batch's time range.
+# looked up only in the batch's time range, by the sensor's stored key (the DuckDB store's
+# ``reading_rows``; ``_sensor_ready`` carries each registered sensor's key).
 DEDUPE_SQL = """
 CREATE OR REPLACE TEMP TABLE _ded AS
 WITH ok AS (
-    SELECT seq, sensor_id, ts, value FROM _val WHERE reason IS NULL
+    SELECT v.seq, v.sensor_id, s.sensor_key, v.ts, v.value
+    FROM _val v JOIN _sensor_ready s ON s.id = v.sensor_id WHERE v.reason IS NULL
 ),
 multi AS (  -- keys seen more than once in this batch: rare, so the join below is cheap
     SELECT sensor_id, ts, min(seq) AS first_seq, arg_min(value, seq) AS first_v
@@ -143,10 +145,10 @@ multi AS (  -- keys seen more than once in this batch: rare, so the join below i
 ),
 bounds AS (SELECT min(ts) lo, max(ts) hi FROM ok),
 stored AS (
-    SELECT r.sensor_id, r.ts, any_value(r.value) AS stored_v
-    FROM readings r, bounds
+    SELECT r.sensor_key, r.ts, any_value(r.value) AS stored_v
+    FROM reading_rows r, bounds
     WHERE r.ts BETWEEN bounds.lo AND bounds.hi
-    GROUP BY r.sensor_id, r.ts
+    GROUP BY r.sensor_key, r.ts
 )
 SELECT * FROM (
     SELECT ok.seq,
@@ -160,6 +162,6 @@ SELECT * FROM (
            coalesce(st.stored_v, m.first_v) AS other_v
     FROM ok
     LEFT JOIN multi m ON m.sensor_id = ok.sensor_id AND m.ts = ok.ts
-    LEFT JOIN stored st ON st.sensor_id = ok.sensor_id AND st.ts = ok.ts
+    LEFT JOIN stored st ON st.sensor_key = ok.sensor_key AND st.ts = ok.ts
 ) WHERE outcome <> 'accept'  -- only the refused: every other valid record is accepted
 """

@@ -1,5 +1,17 @@
 """Readings: append-only, in each kind's canonical unit, idempotent on (sensor, ts).
 
+Layout: readings are stored in ``reading_rows`` keyed by ``sensor_key`` (INTEGER, the
+sensor's id in the ``sensor_keys`` dictionary the registry keeps) instead of the sensor
+id string. Compressing a VARCHAR column of 100,000 distinct ids (DICT_FSST) was about
+half of the ingest's remaining CPU; an integer column costs next to nothing to write.
+``readings`` is a view with the original columns (``sensor_id``, ts, value, quality,
+kind, unit_code, ingested_at), so every reader -- the API, signs, watch, exports --
+reads as before; hot paths that do not need the id string read ``reading_rows``.
+``kind`` and ``unit_code`` stay in the row as they were when the reading was taken
+(a sensor moved later keeps its old readings where they were); they have few distinct
+values, so DuckDB's dictionary compression keeps them cheap. A store written with the
+old ``readings`` table is upgraded when it is opened for writing (``upgrade``).
+
 There is no primary-key index: DuckDB's index would slow bulk loads several-fold, so
 idempotence is enforced by the ingest step's anti-join against stored keys in the
 batch's time range, inside the same transaction as the insert (the store has one
@@ -11,12 +23,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import polars as pl
+import pyarrow as pa
+
+READING_COLUMNS = ("sensor_id", "ts", "value", "quality", "kind", "unit_code", "ingested_at")
+
+VIEW = ("SELECT k.sensor_id, r.ts, r.value, r.quality, r.kind, r.unit_code, r.ingested_at "
+        "FROM reading_rows r JOIN sensor_keys k ON k.key = r.sensor_key")
+"""The original ``readings`` columns over the integer-keyed table: what every reader sees."""
 
 
 class ReadingRepo:
     DDL = (
-        """CREATE TABLE IF NOT EXISTS readings (
-            sensor_id VARCHAR NOT NULL,
+        """CREATE TABLE IF NOT EXISTS reading_rows (
+            sensor_key INTEGER NOT NULL,  -- sensor_keys.key
             ts TIMESTAMPTZ NOT NULL,
             value DOUBLE NOT NULL,
             quality VARCHAR,
@@ -28,6 +47,63 @@ class ReadingRepo:
 
     def __init__(self, store):
         self.store = store
+        self._table: str | None = None
+
+    def upgrade(self) -> None:
+        """Bring a store written with a string-keyed ``readings`` table to ``reading_rows``
+        (every sensor id it holds gets a key; rows keep their order), in one transaction;
+        then make sure the view exists. On a current store it looks up one table type."""
+        with self.store.lock:
+            con = self.store.con
+            kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'readings' "
+                               "AND table_schema = current_schema()").fetchall()
+            if kind and kind[0][0] == "BASE TABLE":
+                with self.store.transaction() as tx:
+                    tx.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM readings "
+                               "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
+                    tx.execute(
+                        "INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at) "
+                        "SELECT k.key, r.ts, r.value, r.quality, r.kind, r.unit_code, r.ingested_at "
+                        "FROM readings r JOIN sensor_keys k ON k.sensor_id = r.sensor_id ORDER BY r.rowid")
+                    tx.execute("DROP TABLE readings")
+                    tx.execute(f"CREATE VIEW readings AS {VIEW}")
+            elif not kind:
+                con.execute(f"CREATE VIEW readings AS {VIEW}")
+            self._table = "reading_rows"
+
+    @property
+    def table(self) -> str:
+        """The physical table (``reading_rows``; ``readings`` in an old store opened read-only):
+        for readers that need neither the id string nor the view's join (counts, row ids)."""
+        if self._table is None:
+            with self.store.lock:
+                n = self.store.con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = 'reading_rows' "
+                    "AND table_schema = current_schema()").fetchall()[0][0]
+            self._table = "reading_rows" if n else "readings"
+        return self._table
+
+    def bulk_load(self, table: pa.Table | pl.DataFrame) -> int:
+        """Append rows with the ``readings`` columns as they are, no validation or dedupe:
+        for benches and tests that build a store directly (ingest is the door for data).
+        Sensor ids without a key get one."""
+        if isinstance(table, pl.DataFrame):
+            table = table.to_arrow()
+        missing = [c for c in READING_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"bulk_load needs the readings columns; missing {missing}")
+        with self.store.transaction() as con:
+            con.register("_readings_in", table)
+            try:
+                con.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM _readings_in "
+                            "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
+                con.execute(
+                    "INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at) "
+                    "SELECT k.key, r.ts, r.value, r.quality, r.kind, r.unit_code, r.ingested_at "
+                    "FROM _readings_in r JOIN sensor_keys k ON k.sensor_id = r.sensor_id")
+            finally:
+                con.unregister("_readings_in")
+        return table.num_rows
 
     def frame(
         self,
@@ -71,11 +147,11 @@ class ReadingRepo:
 
     def count(self) -> int:
         with self.store.lock:
-            return self.store.con.execute("SELECT count(*) FROM readings").fetchall()[0][0]
+            return self.store.con.execute(f"SELECT count(*) FROM {self.table}").fetchall()[0][0]
 
     def status(self) -> dict:
         with self.store.lock:
-            n, lo, hi = self.store.con.execute("SELECT count(*), min(ts), max(ts) FROM readings").fetchall()[0]
+            n, lo, hi = self.store.con.execute(f"SELECT count(*), min(ts), max(ts) FROM {self.table}").fetchall()[0]
         return {
             "readings": n,
             "readings_from": lo.isoformat() if lo else None,

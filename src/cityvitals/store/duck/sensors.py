@@ -2,6 +2,11 @@
 
 ``unit`` is the unit of measure the sensor reports in; ``unit_code`` is the spatial
 unit it was located in when registered (cached so readings never need geometry).
+
+Each sensor id also gets a ``key`` in ``sensor_keys`` when first registered: the integer
+the stored readings carry instead of the id string (see ``readings.py``). Keys are
+assigned once and never changed or reused, so a cached key can only be missing, never
+wrong; they outlive a sensor's registry row (its readings keep theirs).
 """
 
 from __future__ import annotations
@@ -26,11 +31,27 @@ class SensorRepo:
             meta VARCHAR,
             registered_at TIMESTAMPTZ DEFAULT current_timestamp
         )""",
+        "CREATE SEQUENCE IF NOT EXISTS sensor_key_seq",
+        """CREATE TABLE IF NOT EXISTS sensor_keys (
+            key INTEGER PRIMARY KEY DEFAULT nextval('sensor_key_seq'),
+            sensor_id VARCHAR NOT NULL UNIQUE
+        )""",
     )
+    _ADD_KEYS = ("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT id FROM {src} "
+                 "WHERE id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY id")
 
     def __init__(self, store):
         self.store = store
         self.version = 0  # bumped on every change, so lookups built from the registry know to refresh
+
+    def upgrade(self) -> None:
+        """Give registered sensors of a store written before ``sensor_keys`` their keys."""
+        self.ensure_keys()
+
+    def ensure_keys(self) -> None:
+        """Every registered sensor has a key (``upsert`` gives them; this covers any other way in)."""
+        with self.store.transaction() as con:
+            con.execute(self._ADD_KEYS.format(src="sensors"))
 
     def upsert(self, table: pa.Table | pl.DataFrame) -> int:
         if isinstance(table, pl.DataFrame):
@@ -42,6 +63,7 @@ class SensorRepo:
                 con.execute(
                     f"INSERT OR REPLACE INTO sensors ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _sensors_in"
                 )
+                con.execute(self._ADD_KEYS.format(src="_sensors_in"))
             finally:
                 con.unregister("_sensors_in")
         self.version += 1
