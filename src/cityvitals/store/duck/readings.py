@@ -45,9 +45,10 @@ class ReadingRepo:
         )""",
     )
 
+    _table: str | None = None  # the physical table, once known (see ``table``)
+
     def __init__(self, store):
         self.store = store
-        self._table: str | None = None
 
     def upgrade(self) -> None:
         """Bring a store written with a string-keyed ``readings`` table to ``reading_rows``
@@ -73,8 +74,9 @@ class ReadingRepo:
 
     @property
     def table(self) -> str:
-        """The physical table (``reading_rows``; ``readings`` in an old store opened read-only):
-        for readers that need neither the id string nor the view's join (counts, row ids)."""
+        """The physical table (``reading_rows``; ``readings`` in an old store opened read-only,
+        and on PostgreSQL, whose repository inherits this one): for readers that need neither
+        the id string nor the view's join (counts, row ids, unit counts)."""
         if self._table is None:
             with self.store.lock:
                 n = self.store.con.execute(
