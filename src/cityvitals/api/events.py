@@ -104,8 +104,8 @@ class ChangeWatcher:
         self.store = store
         self.hub = hub
         self._lock = threading.Lock()
-        # row ids live on the physical table (DuckDB: ``reading_rows`` under the ``readings`` view)
-        self._table = getattr(store.readings, "table", "readings")
+        # row ids and unit codes without the sensor id join (DuckDB: the ``readings_by_key`` view)
+        self._table = getattr(store.readings, "by_key", "readings")
         with store.lock:
             con = store.con
             self._row = con.execute(f"SELECT coalesce(max(rowid), -1) FROM {self._table}").fetchall()[0][0]

@@ -60,7 +60,7 @@ def readings_count(ctx, layer: list[str], start: datetime, end: datetime) -> dic
         con = ctx.store.con
         con.register("_api_members", m)
         try:
-            table = getattr(ctx.store.readings, "table", "readings")  # unit_code is in the physical table: no id join
+            table = getattr(ctx.store.readings, "by_key", "readings")  # no sensor id join needed to count by unit
             got = con.execute(
                 f"SELECT m.owner, count(*) FROM {table} r JOIN _api_members m ON r.unit_code = m.code "
                 "WHERE r.ts >= ? AND r.ts < ? GROUP BY m.owner", [start, end],

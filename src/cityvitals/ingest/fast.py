@@ -50,6 +50,7 @@ class Registry:
     lo: np.ndarray
     hi: np.ndarray
     keys: np.ndarray | None = None  # each sensor's stored key (``sensor_keys``); -1 when it has none
+    unit_keys: np.ndarray | None = None  # the stored key of each sensor's unit (``unit_keys``); -1: none
 
     @classmethod
     def from_table(cls, t: pa.Table) -> Registry:
@@ -59,19 +60,25 @@ class Registry:
         def num(name: str) -> np.ndarray:
             return t.column(name).combine_chunks().cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
 
+        def key(name: str) -> np.ndarray | None:
+            if name not in t.column_names:
+                return None
+            return t.column(name).combine_chunks().cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
+
         return cls(
             ids=t.column("id").combine_chunks().cast(pa.string()),
             units=t.column("unit").combine_chunks().cast(pa.string()),
             kinds=t.column("kind").combine_chunks().cast(pa.string()),
             unit_codes=t.column("unit_code").combine_chunks().cast(pa.string()),
             factor=num("factor"), offset=num("offset"), lo=num("min_value"), hi=num("max_value"),
-            keys=(t.column("sensor_key").combine_chunks().cast(pa.int64()).fill_null(-1).to_numpy()
-                  if "sensor_key" in t.column_names else None),
+            keys=key("sensor_key"), unit_keys=key("unit_key"),
         )
 
     def __post_init__(self) -> None:
         if self.keys is None:
             self.keys = np.full(len(self.ids), -1, np.int64)
+        if self.unit_keys is None:
+            self.unit_keys = np.full(len(self.ids), -1, np.int64)
         self._by_key: np.ndarray | None = None
         _, offsets, data = self.ids.buffers()
         n = len(self.ids)
@@ -105,6 +112,16 @@ class Registry:
         inside = (keys >= 0) & (keys < len(self._by_key))
         out[inside] = self._by_key[keys[inside]]
         return out
+
+    def unit_key_array(self, codes: np.ndarray) -> pa.Array:
+        """The stored unit key of the given rows' sensors, null for a sensor not located."""
+        keys = self.unit_keys[codes]
+        none = keys < 0
+        if none.any() and self.unit_codes.null_count < len(self.unit_codes):
+            located = ~np.asarray(self.unit_codes.is_null().to_numpy(zero_copy_only=False))
+            if np.any(none & located[codes]):  # ensure_keys gives every unit one: never store a unit as none
+                raise RuntimeError("a sensor's unit has no key in unit_keys")
+        return pa.array(keys, pa.int32(), mask=none)
 
     def strings(self, column: pa.Array, codes: np.ndarray) -> pa.DictionaryArray:
         """A registry column for the given rows, dictionary-encoded: no string is copied."""

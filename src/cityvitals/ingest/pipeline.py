@@ -219,15 +219,18 @@ class Ingestor:
                 self.con.unregister("_sensors_src")
             else:
                 self.store.sensors.ensure_keys()
-            # on the DuckDB store each sensor carries its stored key: accepted readings are written with it
-            key, keys = ("NULL::INTEGER", "") if self.private else ("k.key", "LEFT JOIN sensor_keys k ON k.sensor_id = s.id")
+            # on the DuckDB store each sensor carries its stored keys (its own and its unit's):
+            # accepted readings are written with them
+            keys, joins = ("NULL::INTEGER AS sensor_key, NULL::INTEGER AS unit_key", "") if self.private else (
+                "k.key AS sensor_key, u.key AS unit_key",
+                "LEFT JOIN sensor_keys k ON k.sensor_id = s.id LEFT JOIN unit_keys u ON u.unit_code = s.unit_code")
             self.con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE _sensor_ready AS
                    SELECT s.id, s.kind, s.unit, s.unit_code, c.factor, c."offset",
-                          r.canonical_unit, r.min_value, r.max_value, {key} AS sensor_key
+                          r.canonical_unit, r.min_value, r.max_value, {keys}
                    FROM {'_sensors_copy' if self.private else 'sensors'} s
                    LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = s.unit
-                   LEFT JOIN _kind_range r ON r.kind = s.kind {keys}"""
+                   LEFT JOIN _kind_range r ON r.kind = s.kind {joins}"""
             )
         self._sensors_version = version
 
@@ -237,7 +240,8 @@ class Ingestor:
         with self.lock:
             if self._registry is None or self._registry_version != self._sensors_version:
                 self._registry = _fast().Registry.from_table(self.con.sql(
-                    'SELECT id, kind, unit, unit_code, factor, "offset", min_value, max_value, sensor_key FROM _sensor_ready'
+                    'SELECT id, kind, unit, unit_code, factor, "offset", min_value, max_value, sensor_key, unit_key '
+                    'FROM _sensor_ready'
                 ).to_arrow_table())
                 self._registry_version = self._sensors_version
             return self._registry
@@ -373,11 +377,11 @@ class Ingestor:
                     "value": pa.array(valid.value[take], pa.float64()),
                     "quality": quality,
                     "kind": registry.strings(registry.kinds, codes),
-                    "unit_code": registry.strings(registry.unit_codes, codes),
+                    "unit_key": registry.unit_key_array(codes),
                 }))
                 try:
-                    con.execute("INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at) "
-                                "SELECT sensor_key, ts, value, quality, kind, unit_code, $now FROM _accepted",
+                    con.execute("INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_key, ingested_at) "
+                                "SELECT sensor_key, ts, value, quality, kind, unit_key, $now FROM _accepted",
                                 {"now": batch.now})
                 finally:
                     con.unregister("_accepted")
@@ -447,10 +451,10 @@ class Ingestor:
             valid = con.execute("SELECT count(*) FROM _val WHERE reason IS NULL").fetchall()[0][0]
             report.accepted = valid - sum(outcome.values())
             report.duplicates = outcome.get("duplicate", 0)
-            # a valid record's sensor is registered, so it has a key (ensure_keys): the join keeps every row
+            # a valid record's sensor is registered, so it has keys (ensure_keys): the join keeps every row
             con.execute(
-                """INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at)
-                   SELECT s.sensor_key, v.ts, v.value, v.quality, v.kind, v.unit_code, $now
+                """INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_key, ingested_at)
+                   SELECT s.sensor_key, v.ts, v.value, v.quality, v.kind, s.unit_key, $now
                    FROM _val v JOIN _sensor_ready s ON s.id = v.sensor_id ANTI JOIN _ded d USING (seq)
                    WHERE v.reason IS NULL ORDER BY v.ts""",
                 {"now": batch.now},

@@ -1,16 +1,19 @@
 """Readings: append-only, in each kind's canonical unit, idempotent on (sensor, ts).
 
-Layout: readings are stored in ``reading_rows`` keyed by ``sensor_key`` (INTEGER, the
-sensor's id in the ``sensor_keys`` dictionary the registry keeps) instead of the sensor
-id string. Compressing a VARCHAR column of 100,000 distinct ids (DICT_FSST) was about
-half of the ingest's remaining CPU; an integer column costs next to nothing to write.
-``readings`` is a view with the original columns (``sensor_id``, ts, value, quality,
-kind, unit_code, ingested_at), so every reader -- the API, signs, watch, exports --
-reads as before; hot paths that do not need the id string read ``reading_rows``.
-``kind`` and ``unit_code`` stay in the row as they were when the reading was taken
-(a sensor moved later keeps its old readings where they were); they have few distinct
-values, so DuckDB's dictionary compression keeps them cheap. A store written with the
-old ``readings`` table is upgraded when it is opened for writing (``upgrade``).
+Layout: readings are stored in ``reading_rows`` with integer keys instead of the two
+strings each row used to carry: ``sensor_key`` (the sensor's key in ``sensor_keys``) and
+``unit_key`` (the spatial unit's key in ``unit_keys``; both dictionaries are kept by the
+sensor registry). Compressing VARCHAR columns of 100,000 distinct sensor ids and tens of
+thousands of unit codes per row group (DICT_FSST) was most of the ingest's CPU; integer
+columns cost next to nothing to write. ``readings`` is a view with the original columns
+(``sensor_id``, ts, value, quality, kind, unit_code, ingested_at), so every reader -- the
+API, signs, watch, exports -- reads as before. ``readings_by_key`` is the same without the
+sensor id join, with the physical ``rowid``: for readers that count or group by unit
+(``ReadingRepo.by_key`` names whichever relation a store has). ``unit_key`` is the unit
+the sensor was in when the reading was taken (a sensor moved later keeps its old readings
+where they were); ``kind`` stays a string (a few dozen values compress cheaply).
+A store written with the old ``readings`` table is upgraded when it is opened for
+writing (``upgrade``).
 
 There is no primary-key index: DuckDB's index would slow bulk loads several-fold, so
 idempotence is enforced by the ingest step's anti-join against stored keys in the
@@ -26,10 +29,21 @@ import polars as pl
 import pyarrow as pa
 
 READING_COLUMNS = ("sensor_id", "ts", "value", "quality", "kind", "unit_code", "ingested_at")
+ROW_COLUMNS = "sensor_key, ts, value, quality, kind, unit_key, ingested_at"
+_KEYED = ("(SELECT key FROM sensor_keys WHERE sensor_id = r.sensor_id), r.ts, r.value, r.quality, r.kind, "
+          "(SELECT key FROM unit_keys WHERE unit_code = r.unit_code), r.ingested_at")
+"""The ``reading_rows`` values of a relation ``r`` with the ``readings`` columns (keys assigned first)."""
 
-VIEW = ("SELECT k.sensor_id, r.ts, r.value, r.quality, r.kind, r.unit_code, r.ingested_at "
-        "FROM reading_rows r JOIN sensor_keys k ON k.key = r.sensor_key")
-"""The original ``readings`` columns over the integer-keyed table: what every reader sees."""
+VIEWS = {
+    "readings": (
+        "SELECT k.sensor_id, r.ts, r.value, r.quality, r.kind, u.unit_code, r.ingested_at FROM reading_rows r "
+        "JOIN sensor_keys k ON k.key = r.sensor_key LEFT JOIN unit_keys u ON u.key = r.unit_key"),
+    "readings_by_key": (
+        "SELECT r.rowid AS rowid, r.sensor_key, r.ts, r.value, r.quality, r.kind, u.unit_code, r.ingested_at "
+        "FROM reading_rows r LEFT JOIN unit_keys u ON u.key = r.unit_key"),
+}
+"""The original ``readings`` columns over the integer-keyed table (what every reader sees),
+and the same without the sensor id join (for counts and groups by unit)."""
 
 
 class ReadingRepo:
@@ -40,71 +54,80 @@ class ReadingRepo:
             value DOUBLE NOT NULL,
             quality VARCHAR,
             kind VARCHAR,
-            unit_code VARCHAR,
+            unit_key INTEGER,             -- unit_keys.key (null: the sensor was not located)
             ingested_at TIMESTAMPTZ NOT NULL
         )""",
     )
 
-    _table: str | None = None  # the physical table, once known (see ``table``)
+    _layout: str | None = None  # "keys" (reading_rows) or "strings" (an old store read-only; PostgreSQL)
 
     def __init__(self, store):
         self.store = store
 
     def upgrade(self) -> None:
         """Bring a store written with a string-keyed ``readings`` table to ``reading_rows``
-        (every sensor id it holds gets a key; rows keep their order), in one transaction;
-        then make sure the view exists. On a current store it looks up one table type."""
+        (every sensor id and unit code it holds gets a key; rows keep their order), in one
+        transaction; then make sure the views exist. On a current store it looks up two
+        table types."""
         with self.store.lock:
             con = self.store.con
-            kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'readings' "
-                               "AND table_schema = current_schema()").fetchall()
-            if kind and kind[0][0] == "BASE TABLE":
-                with self.store.transaction() as tx:
-                    tx.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM readings "
-                               "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
-                    tx.execute(
-                        "INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at) "
-                        "SELECT k.key, r.ts, r.value, r.quality, r.kind, r.unit_code, r.ingested_at "
-                        "FROM readings r JOIN sensor_keys k ON k.sensor_id = r.sensor_id ORDER BY r.rowid")
-                    tx.execute("DROP TABLE readings")
-                    tx.execute(f"CREATE VIEW readings AS {VIEW}")
-            elif not kind:
-                con.execute(f"CREATE VIEW readings AS {VIEW}")
-            self._table = "reading_rows"
+            for name, sql in VIEWS.items():
+                kind = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ? "
+                                   "AND table_schema = current_schema()", [name]).fetchall()
+                if kind and kind[0][0] == "BASE TABLE":
+                    with self.store.transaction() as tx:
+                        tx.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM readings "
+                                   "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
+                        tx.execute("INSERT INTO unit_keys (unit_code) SELECT DISTINCT unit_code FROM readings "
+                                   "WHERE unit_code IS NOT NULL AND unit_code NOT IN (SELECT unit_code FROM unit_keys) ORDER BY 1")
+                        tx.execute(f"INSERT INTO reading_rows ({ROW_COLUMNS}) SELECT {_KEYED} "
+                                   "FROM readings r ORDER BY r.rowid")
+                        tx.execute("DROP TABLE readings")
+                        tx.execute(f"CREATE VIEW readings AS {sql}")
+                elif not kind:
+                    con.execute(f"CREATE VIEW {name} AS {sql}")
+            self._layout = "keys"
 
     @property
-    def table(self) -> str:
-        """The physical table (``reading_rows``; ``readings`` in an old store opened read-only,
-        and on PostgreSQL, whose repository inherits this one): for readers that need neither
-        the id string nor the view's join (counts, row ids, unit counts)."""
-        if self._table is None:
+    def _keyed(self) -> bool:
+        if self._layout is None:
             with self.store.lock:
                 n = self.store.con.execute(
                     "SELECT count(*) FROM information_schema.tables WHERE table_name = 'reading_rows' "
                     "AND table_schema = current_schema()").fetchall()[0][0]
-            self._table = "reading_rows" if n else "readings"
-        return self._table
+            self._layout = "keys" if n else "strings"
+        return self._layout == "keys"
+
+    @property
+    def _physical(self) -> str:
+        return "reading_rows" if self._keyed else "readings"
+
+    @property
+    def by_key(self) -> str:
+        """The relation to read when neither the sensor id string nor its join is needed
+        (counts, groups by unit, row ids): ``readings_by_key``, or ``readings`` in an old
+        store opened read-only and on PostgreSQL (whose repository inherits this one)."""
+        return "readings_by_key" if self._keyed else "readings"
 
     def bulk_load(self, table: pa.Table | pl.DataFrame) -> int:
         """Append rows with the ``readings`` columns as they are, no validation or dedupe:
         for benches and tests that build a store directly (ingest is the door for data).
-        Sensor ids without a key get one."""
+        Sensor ids and unit codes without a key get one."""
         if isinstance(table, pl.DataFrame):
             table = table.to_arrow()
         missing = [c for c in READING_COLUMNS if c not in table.column_names]
         if missing:
             raise ValueError(f"bulk_load needs the readings columns; missing {missing}")
         with self.store.transaction() as con:
-            con.register("_readings_in", table)
+            con.register("readings_in", table)
             try:
-                con.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM _readings_in "
+                con.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM readings_in "
                             "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
-                con.execute(
-                    "INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_code, ingested_at) "
-                    "SELECT k.key, r.ts, r.value, r.quality, r.kind, r.unit_code, r.ingested_at "
-                    "FROM _readings_in r JOIN sensor_keys k ON k.sensor_id = r.sensor_id")
+                con.execute("INSERT INTO unit_keys (unit_code) SELECT DISTINCT unit_code FROM readings_in "
+                            "WHERE unit_code IS NOT NULL AND unit_code NOT IN (SELECT unit_code FROM unit_keys) ORDER BY 1")
+                con.execute(f"INSERT INTO reading_rows ({ROW_COLUMNS}) SELECT {_KEYED} FROM readings_in r")
             finally:
-                con.unregister("_readings_in")
+                con.unregister("readings_in")
         return table.num_rows
 
     def frame(
@@ -149,11 +172,11 @@ class ReadingRepo:
 
     def count(self) -> int:
         with self.store.lock:
-            return self.store.con.execute(f"SELECT count(*) FROM {self.table}").fetchall()[0][0]
+            return self.store.con.execute(f"SELECT count(*) FROM {self._physical}").fetchall()[0][0]
 
     def status(self) -> dict:
         with self.store.lock:
-            n, lo, hi = self.store.con.execute(f"SELECT count(*), min(ts), max(ts) FROM {self.table}").fetchall()[0]
+            n, lo, hi = self.store.con.execute(f"SELECT count(*), min(ts), max(ts) FROM {self._physical}").fetchall()[0]
         return {
             "readings": n,
             "readings_from": lo.isoformat() if lo else None,
