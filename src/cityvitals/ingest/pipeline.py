@@ -451,12 +451,12 @@ class Ingestor:
             valid = con.execute("SELECT count(*) FROM _val WHERE reason IS NULL").fetchall()[0][0]
             report.accepted = valid - sum(outcome.values())
             report.duplicates = outcome.get("duplicate", 0)
-            # a valid record's sensor is registered, so it has keys (ensure_keys): the join keeps every row
+            # a valid record's sensor is registered, so it has a key (ensure_keys; sensor_key is NOT NULL)
             con.execute(
                 """INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_key, ingested_at)
-                   SELECT s.sensor_key, v.ts, v.value, v.quality, v.kind, s.unit_key, $now
-                   FROM _val v JOIN _sensor_ready s ON s.id = v.sensor_id ANTI JOIN _ded d USING (seq)
-                   WHERE v.reason IS NULL ORDER BY v.ts""",
+                   SELECT v.sensor_key, v.ts, v.value, v.quality, v.kind, v.unit_key, $now
+                   FROM _val v ANTI JOIN _ded d USING (seq) WHERE v.reason IS NULL
+                   ORDER BY v.ts""",
                 {"now": batch.now},
             )
             if batch.replay:
