@@ -34,6 +34,14 @@ _KEYED = ("(SELECT key FROM sensor_keys WHERE sensor_id = r.sensor_id), r.ts, r.
           "(SELECT key FROM unit_keys WHERE unit_code = r.unit_code), r.ingested_at")
 """The ``reading_rows`` values of a relation ``r`` with the ``readings`` columns (keys assigned first)."""
 
+
+def _add_keys(con, relation: str) -> None:
+    """Give every sensor id and unit code of ``relation`` (with the ``readings`` columns) a key."""
+    con.execute(f"INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM {relation} "
+                "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
+    con.execute(f"INSERT INTO unit_keys (unit_code) SELECT DISTINCT unit_code FROM {relation} "
+                "WHERE unit_code IS NOT NULL AND unit_code NOT IN (SELECT unit_code FROM unit_keys) ORDER BY 1")
+
 VIEWS = {
     "readings": (
         "SELECT k.sensor_id, r.ts, r.value, r.quality, r.kind, u.unit_code, r.ingested_at FROM reading_rows r "
@@ -76,10 +84,7 @@ class ReadingRepo:
                                    "AND table_schema = current_schema()", [name]).fetchall()
                 if kind and kind[0][0] == "BASE TABLE":
                     with self.store.transaction() as tx:
-                        tx.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM readings "
-                                   "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
-                        tx.execute("INSERT INTO unit_keys (unit_code) SELECT DISTINCT unit_code FROM readings "
-                                   "WHERE unit_code IS NOT NULL AND unit_code NOT IN (SELECT unit_code FROM unit_keys) ORDER BY 1")
+                        _add_keys(tx, "readings")
                         tx.execute(f"INSERT INTO reading_rows ({ROW_COLUMNS}) SELECT {_KEYED} "
                                    "FROM readings r ORDER BY r.rowid")
                         tx.execute("DROP TABLE readings")
@@ -121,10 +126,7 @@ class ReadingRepo:
         with self.store.transaction() as con:
             con.register("readings_in", table)
             try:
-                con.execute("INSERT INTO sensor_keys (sensor_id) SELECT DISTINCT sensor_id FROM readings_in "
-                            "WHERE sensor_id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1")
-                con.execute("INSERT INTO unit_keys (unit_code) SELECT DISTINCT unit_code FROM readings_in "
-                            "WHERE unit_code IS NOT NULL AND unit_code NOT IN (SELECT unit_code FROM unit_keys) ORDER BY 1")
+                _add_keys(con, "readings_in")
                 con.execute(f"INSERT INTO reading_rows ({ROW_COLUMNS}) SELECT {_KEYED} FROM readings_in r")
             finally:
                 con.unregister("readings_in")
