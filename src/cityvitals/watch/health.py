@@ -505,6 +505,10 @@ class SensorHealthDetector(VectorDetector):
         lim = np.where((n < self.warmup) | ~(self.off_sd[iu] > 0), np.inf, 3.0 * self.off_sd[iu])
         dev = np.clip(np.nan_to_num(dev), -lim, lim)
         sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[iu]) ** 2 + g * dev**2)
+        # ... nor does a jump while its verdict is pending: in a young series (fast learning) ten
+        # minutes of a unit slip had widened the spread fivefold by the time the verdict was due,
+        # and the slip no longer looked displaced (mph on a traffic-speed sensor, seed 3)
+        sd = np.where(self.pending[iu] > 0, np.nan_to_num(self.off_sd[iu]), sd)
         self.off[iu], self.off_ref[iu], self.off_sd[iu] = off, new_ref, sd
         # the neighbours' level over the last ``4 * drift_fast_s``: a ratio to them means
         # something only while they hold steady (traffic falls by a factor at night, each road
