@@ -226,3 +226,18 @@ def test_drift_against_far_references_is_seen_when_the_sensor_rises_severalfold(
     det.set_neighbours({i: [j for j in range(1, 6) if j != i] for i in range(1, 6)}, references={0: [1, 2, 3, 4, 5]})
     seen = _flags_over_run(det, x)
     assert "drift" in seen[0] and not any("drift" in s for s in seen[1:])
+
+
+def test_a_checkpoint_from_before_the_kind_bits_loads():
+    import io
+
+    det = SensorHealthDetector(valid_range=(0, 250), **HEALTH)
+    det.set_neighbours({0: [1], 1: [0]})
+    det.set_units([0, 1], [3.6])
+    det.update_many([0, 1], [0, 0], [40.0, 41.0])
+    data = dict(np.load(io.BytesIO(det.to_bytes()), allow_pickle=False))
+    del data["f_kbits"]
+    buf = io.BytesIO()
+    np.savez(buf, **data)
+    old = SensorHealthDetector.from_bytes(buf.getvalue())
+    assert int(old.kbits[0]) == 0 and float(old.last[1]) == 41.0 and int(old.nnear[0]) == 1

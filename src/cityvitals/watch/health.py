@@ -160,6 +160,8 @@ class SensorHealthDetector(VectorDetector):
         ptr = data["nb_ptr"]
         self._nb_ptr = np.concatenate([ptr, np.full(self._cap + 1 - ptr.size, ptr[-1], dtype=np.int32)]).astype(np.int32)
         self._nb_idx = data["nb_idx"].astype(np.int32)
+        # (checkpoints from before ``kbits`` keep 0: no unit slip looked for under a full jump and
+        # no shared regime, as before, for the series configured then)
         if "f_nnear" not in data:  # checkpoints from before drift references: every entry is a near neighbour
             self.nnear[: self._n] = np.minimum(np.diff(self._nb_ptr[: self._n + 1]), 255)
 
