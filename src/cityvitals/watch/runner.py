@@ -51,8 +51,9 @@ BREACH = {"horizon": 3600, "alpha": 0.2, "beta": 0.05, "k": 3.0, "warmup": 30}
 # minutes (neighbours reporting out of phase still count), spikes as a habit (two in an hour) or
 # one implausible one (25 step sd and a quarter of its level), stuck after an hour, drift when the
 # offset to the neighbours (with ``drift_refs``, for a sensor with fewer than two, to far sensors
-# of its kind) has moved by 30% of their level and 6 of its usual spread, held for 15 minutes while
-# they held steady. Drift is judged at every point: judging it every 5 minutes (``drift_every_s=300``,
+# of its kind when the kind shares one regime: ``DRIFT_REF_KINDS``) has moved by 30% of their level
+# and 6 of its usual spread, held for 15 minutes while they held steady (or, for those kinds, at any
+# time: they follow one curve). Drift is judged at every point: judging it every 5 minutes (``drift_every_s=300``,
 # all detectors 16-22% faster) gave more false drift and disagreement alerts on the simulator (up to
 # 3.75 per 100 sensor-days).
 HEALTH = {
