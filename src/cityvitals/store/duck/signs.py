@@ -328,20 +328,50 @@ class SignRepo:
         k = spans.select(pl.col("kind").cast(pl.String), pl.col("lo").clip(_MIN_US, _MAX_US).cast(utc).alias("lo"),
                          pl.col("hi").clip(_MIN_US, _MAX_US).cast(utc).alias("hi"),
                          pl.col("sensors").cast(pl.Boolean)).with_row_index("kid")
-        sql = ("SELECT k.kid, CASE WHEN k.sensors THEN r.sensor_id END AS sensor_id, epoch_us(r.ts) AS ts, r.value, r.unit_code "
-               f"FROM {self._readings_source()} r JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
-               "WHERE r.unit_code IS NOT NULL AND r.ts >= ? AND r.ts < ?")
         frames = {"_sign_spans": k}
         if units is not None:
-            sql += " AND r.unit_code IN (SELECT unit_code FROM _sign_units)"
             frames["_sign_units"] = pl.DataFrame({"unit_code": units.unique().cast(pl.String)})
-        r = self._fetch_readings(sql, [from_us(lo), from_us(hi)], frames)
+        if self._keyed_readings():
+            r = self._keyed_scan(frames, [from_us(lo), from_us(hi)])
+        else:
+            sql = ("SELECT k.kid, CASE WHEN k.sensors THEN r.sensor_id END AS sensor_id, epoch_us(r.ts) AS ts, r.value, "
+                   f"r.unit_code FROM {self._readings_source()} r "
+                   "JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
+                   "WHERE r.unit_code IS NOT NULL AND r.ts >= ? AND r.ts < ?")
+            if units is not None:
+                sql += " AND r.unit_code IN (SELECT unit_code FROM _sign_units)"
+            r = self._fetch_readings(sql, [from_us(lo), from_us(hi)], frames)
         kind = k["kind"].cast(pl.Categorical).gather(r["kid"].cast(pl.Int64))
         return r.select(kind.alias("kind"), pl.col("sensor_id").cast(pl.Categorical), pl.col("ts").cast(pl.Int64),
                         pl.col("value").cast(pl.Float64), pl.col("unit_code").cast(pl.Categorical))
 
     def _fetch_readings(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
         return self._select(sql, params, frames)
+
+    def _keyed_readings(self) -> bool:
+        """Whether readings sit in the integer-keyed ``reading_rows`` (a current DuckDB store),
+        not in a string-keyed table (an old store opened read-only; PostgreSQL)."""
+        return self.store.readings.by_key != "readings"
+
+    def _keyed_scan(self, frames: dict[str, pl.DataFrame], params: list) -> pl.DataFrame:
+        """The scan on ``reading_rows`` with integer sensor and unit keys, which become strings
+        only through small dictionaries: materialising each row's unit code (and sensor id)
+        through the ``readings`` view cost four times the scan itself (0.2 s against 0.05 s
+        for 0.85M readings)."""
+        sql = ("SELECT k.kid, CASE WHEN k.sensors THEN r.sensor_key END AS sensor_key, epoch_us(r.ts) AS ts, r.value, "
+               "r.unit_key FROM reading_rows r JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
+               "WHERE r.unit_key IS NOT NULL AND r.ts >= ? AND r.ts < ?")
+        if "_sign_units" in frames:
+            sql += " AND r.unit_key IN (SELECT u.key FROM unit_keys u SEMI JOIN _sign_units s ON s.unit_code = u.unit_code)"
+        r = self._select(sql, params, frames)
+        with self.store.lock:
+            keys = _pl(self.store.con.sql("SELECT key, unit_code FROM unit_keys").to_arrow_table())
+        lut = pl.Series("unit_code", [None] * (int(keys["key"].max() or 0) + 1), pl.String)
+        lut = lut.scatter(keys["key"].cast(pl.Int64), keys["unit_code"].cast(pl.String)).cast(pl.Categorical)
+        return r.select(
+            "kid", pl.col("sensor_key").cast(pl.String).alias("sensor_id"), "ts", "value",
+            lut.gather(r["unit_key"].cast(pl.Int64)).alias("unit_code"),
+        )
 
     # -- units ---------------------------------------------------------------------
     def closure(self) -> pl.DataFrame:
