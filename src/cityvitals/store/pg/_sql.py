@@ -12,7 +12,9 @@ from __future__ import annotations
 import io
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg.types.numeric import Int8
 
@@ -186,6 +188,59 @@ def copy_out_arrow(con, sql: str, params: Sequence[Any], schema: pa.Schema) -> p
         convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in schema}, strings_can_be_null=True,
                                              quoted_strings_can_be_null=False, null_values=[""]),
     ).select(schema.names)
+
+
+_PG_EPOCH_US = 946_684_800_000_000  # PostgreSQL's binary times count from 2000-01-01
+
+
+def read_columns(con, sql: str, params: Sequence[Any], schema: pa.Schema,
+                 sort_by: Sequence[str] = ()) -> pa.Table:
+    """A query's result as one row of column aggregates, for reads on hot paths.
+
+    Why not ``copy_out_arrow``: libpq hands COPY out one row at a time, and psycopg's
+    Python per row cost about 1.5 µs (30 ms for the watch's 20,000 new readings every
+    batch). Here each column comes back as one value: text as a ``text[]`` (psycopg's C
+    loader), integers and floats as one ``bytea`` of big-endian 8-byte values
+    (``int8send`` / ``float8send``; times as ``timestamptz_send``, no ``extract``, whose
+    numeric arithmetic cost more than the scan) that NumPy reads without a loop; 4 ms for
+    the same rows.
+    The aggregates of one query level read the rows in one order, so the columns stay
+    aligned; the rows are then sorted here by ``sort_by`` (column names of ``schema``;
+    strings by their bytes, as the C collation does), because an ``ORDER BY`` inside each
+    aggregate sorted once per column in PostgreSQL. ``sql`` is a ``SELECT`` whose columns
+    are named and typed as ``schema`` (text, int64, float64, timestamp[us]) with no NULLs (``string_agg``
+    would skip them: a NULL raises ``ValueError``)."""
+    aggs = []
+    for f in schema:
+        col = f'q."{f.name}"'
+        if pa.types.is_timestamp(f.type):  # the binary form: int64 microseconds since 2000-01-01
+            aggs.append(f"string_agg(timestamptz_send({col}::TIMESTAMPTZ), ''::bytea)")
+        elif pa.types.is_integer(f.type):
+            aggs.append(f"string_agg(int8send({col}::BIGINT), ''::bytea)")
+        elif pa.types.is_floating(f.type):
+            aggs.append(f"string_agg(float8send({col}::DOUBLE PRECISION), ''::bytea)")
+        else:
+            aggs.append(f"array_agg({col}::TEXT)")
+    query = f"SELECT count(*), {', '.join(aggs)} FROM ({qmarks(sql)}) q"
+    with con.conn.cursor(binary=True) as cur:
+        cur.execute(query, [_param(p) for p in params])
+        row = cur.fetchone()
+    n = int(row[0])
+    if n == 0:
+        return schema.empty_table()
+    arrays = []
+    for f, v in zip(schema, row[1:]):
+        if pa.types.is_timestamp(f.type):
+            v = pa.array(np.frombuffer(v, ">i8").astype(np.int64) + _PG_EPOCH_US, pa.int64()).cast(f.type)
+        elif pa.types.is_integer(f.type) or pa.types.is_floating(f.type):
+            v = np.frombuffer(v, ">i8" if pa.types.is_integer(f.type) else ">f8").astype(f.type.to_pandas_dtype())
+        if len(v) != n:
+            raise ValueError(f"read_columns: column {f.name} has NULLs")
+        arrays.append(pa.array(v, f.type))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    if sort_by:
+        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in sort_by]))
+    return table
 
 
 def copy_arrow(con, table: pa.Table, target: str, columns: Iterable[str]) -> int:

@@ -20,16 +20,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cityvitals.store.duck.readings import ReadingRepo
-from cityvitals.store.pg._sql import copy_arrow, copy_out_arrow, to_arrow
+from cityvitals.store.pg._sql import copy_arrow, read_columns, to_arrow
 
 _PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
-_SINCE = pa.schema([("sensor_id", pa.string()), ("t", pa.int64()), ("value", pa.float64()),
-                    ("ingested_at", pa.int64())])
+_SINCE_READ = pa.schema([("sensor_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
+                         ("ingested_at", pa.timestamp("us", tz="UTC"))])
 STAGE_COLUMNS = ("seq", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "first")
 
 
@@ -78,16 +79,19 @@ class PgReadingRepo(ReadingRepo):
     def since(self, ingested_after: datetime | None):
         """As the DuckDB repository: readings ingested after a watermark (index on ingested_at).
 
-        Read through COPY (``copy_out_arrow``): the watch runs this after every ingest batch
-        in server mode, and a Python tuple per row cost more than the query itself."""
+        Read as column aggregates (``read_columns``): the watch runs this after every ingest
+        batch in server mode, and a Python tuple (or a COPY row) per reading cost more than
+        the query itself."""
         with self.store.lock:
             self.store.flush()
-            t = copy_out_arrow(
-                self.store.con,
-                "SELECT sensor_id, extract(epoch FROM ts)::BIGINT AS t, value, epoch_us(ingested_at) AS ingested_at "
-                "FROM readings WHERE ingested_at > ? ORDER BY ts, sensor_id",
-                [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)], _SINCE)
-        return t.set_column(3, "ingested_at", t.column("ingested_at").cast(pa.timestamp("us", tz="UTC")))
+            t = read_columns(
+                self.store.con, "SELECT sensor_id, ts, value, ingested_at FROM readings WHERE ingested_at > ?",
+                [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)], _SINCE_READ, ("ts", "sensor_id"))
+        us = t.column("ts").cast(pa.int64()).to_numpy()
+        # whole seconds rounded half away from zero, as PostgreSQL's numeric -> bigint cast
+        secs = np.where(us >= 0, (us + 500_000) // 1_000_000, -((500_000 - us) // 1_000_000))
+        return pa.table({"sensor_id": t.column("sensor_id"), "t": pa.array(secs, pa.int64()),
+                         "value": t.column("value"), "ingested_at": t.column("ingested_at")})
 
     # -- partitions ---------------------------------------------------------------
     def partitions(self) -> list[dict]:
