@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 import orjson
@@ -146,21 +146,30 @@ class Batch:
     source: str
     location_kind: str
     rejects: list[Reject]
-    origins: dict[int, tuple[str, str]]
+    origins: Mapping[int, tuple[str, str]]
     replay: bool = False
     once: bool = False
 
     def bad_rows(self, outcomes: pa.Table | None = None) -> pa.Table:
-        """The batch's quarantine rows; ``outcomes`` (seq, outcome, other_v) from the store
-        replaces ``_ded`` when deduplication ran elsewhere (PostgreSQL)."""
+        """The batch's quarantine rows; ``outcomes`` (seq, outcome, other_v) of the records the
+        store refused (duplicates, conflicts) replaces ``_ded`` when deduplication ran elsewhere
+        (PostgreSQL). ``_origins`` is registered here, for the refused records only: a live
+        batch has 10,000 records and usually no refused one."""
         con = self.con
         if outcomes is not None:
             con.register("_ded_src", outcomes)
             con.execute("CREATE OR REPLACE TEMP TABLE _ded AS SELECT * FROM _ded_src")
             con.unregister("_ded_src")
         con.execute(BAD_SQL.format(raw_sql=self.raw_sql))
-        return con.sql(QUARANTINE_ROWS_SQL.format(location_kind=self.location_kind),
-                       params={"source": self.source}).to_arrow_table()
+        if self.origins:
+            seqs = con.sql("SELECT seq FROM _bad").to_arrow_table().column("seq").to_pylist()
+            con.register("_origins", _origins_table(self.origins, seqs))
+        try:
+            return con.sql(QUARANTINE_ROWS_SQL.format(location_kind=self.location_kind),
+                           params={"source": self.source}).to_arrow_table()
+        finally:
+            if self.origins:
+                con.register("_origins", _NO_ORIGINS)
 
     def reject_rows(self) -> pa.Table:
         """Records refused before decoding (too large, bad encoding, malformed payloads)."""
@@ -292,7 +301,7 @@ class Ingestor:
         with self.lock:
             con = self.con
             con.register("_batch_raw", raw)
-            con.register("_origins", _origins_table(origins) if origins else _NO_ORIGINS)
+            con.register("_origins", _NO_ORIGINS)  # Batch.bad_rows registers the refused records' origins
             try:
                 con.execute(validate_sql(decode_sql), params)
                 batch = Batch(con, raw_sql, now, source, location_kind, rejects, origins or {}, replay, bool(origins))
@@ -513,8 +522,9 @@ An ART index on (source, location) does not help: DuckDB does not use it for thi
 and point lookups through it were slower than the scan."""
 
 
-def _origins_table(origins: dict[int, tuple[str, str]]) -> pa.Table:
-    seqs = list(origins)
+def _origins_table(origins: Mapping[int, tuple[str, str]], seqs: Iterable[int] | None = None) -> pa.Table:
+    """(seq, source, location) of ``seqs`` (default: every record) that have an origin."""
+    seqs = list(origins) if seqs is None else [q for q in seqs if q in origins]
     return pa.table({
         "seq": pa.array(seqs, pa.int64()),
         "source": pa.array([origins[s][0] for s in seqs], pa.string()),
