@@ -61,6 +61,10 @@ from cityvitals.ingest.lines import MAX_RECORD_BYTES, LineBatch, Reject
 from cityvitals.ingest.pipeline import Ingestor, IngestReport
 
 DEFAULT_LAYOUT = "cityvitals/readings/{kind}/{sensor_id}"
+FAST_MIN_LINES = 1000
+"""Batches of at least this many records take the ingest's compiled fast path (``fast.py``):
+a long-running source pays its one-time load once, and at 10,000 records a batch it
+validated in a tenth of the SQL rules' CPU."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +213,13 @@ class MqttSource:
                  clock: Callable[[], float] = time.monotonic):
         self.store = store
         self.config = config or MqttConfig()
-        self.ingestor = ingestor or Ingestor(store)
+        self._warm = ingestor is None
+        if ingestor is None:
+            ingestor = Ingestor(store)
+            # a live batch (hundreds of messages of 20 readings) pays for the compiled fast
+            # path, whose one-time load ``start()`` takes before subscribing
+            ingestor.fast_min_lines = FAST_MIN_LINES
+        self.ingestor = ingestor
         self.on_batch = on_batch
         self.on_stored = on_stored  # (messages, report) after each commit: lets a bench time each message
         self.clock = clock  # monotonic seconds: message arrival and lag
@@ -259,6 +269,10 @@ class MqttSource:
     def start(self) -> "MqttSource":
         import paho.mqtt.client as mqtt
 
+        if self._warm:
+            from cityvitals.ingest import fast
+
+            fast.warm()  # load the compiled scanner now, not inside the first batch's latency
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.reconnect_delay_set(0.1, 2)

@@ -136,10 +136,13 @@ class PgReadingRepo(ReadingRepo):
         return made
 
     # -- the ingest write path ---------------------------------------------------------
-    def write_batch(self, batch, report) -> None:
-        """Persist one validated batch in one transaction (see the module docstring)."""
+    def write_batch(self, batch, report, valid: pa.Table | None = None) -> None:
+        """Persist one validated batch in one transaction (see the module docstring).
+
+        ``valid``: the batch's valid records (``STAGE_COLUMNS``, in time order) when the
+        ingest's fast path proved them; otherwise they are read from the SQL rules' ``_val``."""
         vcon = batch.con
-        ok = vcon.sql(
+        ok = valid if valid is not None else vcon.sql(
             """SELECT seq, sensor_id, ts, value, quality, kind, unit_code,
                       row_number() OVER (PARTITION BY sensor_id, ts ORDER BY seq) = 1 AS first
                FROM _val WHERE reason IS NULL ORDER BY ts"""
