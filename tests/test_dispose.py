@@ -272,8 +272,9 @@ def test_auto_open_from_alerts_by_rules(desk, store):
                                        "unit_code": ["G1", "G2"], "department": ["water", "env"]}))
     t = desk.clock()
     with store.transaction() as con:
-        for src, level in (("P1", "alarm"), ("A1", "warning"), ("A1", "alarm")):
-            store.alerts.insert(con, {"source": src, "type": "threshold", "level": level, "state": "active",
+        # one active alert per (source, type): A1's earlier warning has resolved before its alarm
+        for src, level, state in (("P1", "alarm", "active"), ("A1", "warning", "resolved"), ("A1", "alarm", "active")):
+            store.alerts.insert(con, {"source": src, "type": "threshold", "level": level, "state": state,
                                       "message": f"{src} {level}", "first_at": t, "last_at": t})
     res = auto_open(desk)
     assert res["alerts"] == {"seen": 3, "opened": 2, "attached": 0}
@@ -410,18 +411,20 @@ def test_cli_reporters_read_needs_who_and_why_and_is_audited(desk, store):
 
     cid = desk.report(category="SA01", lon=LON, lat=LAT, ref="R10", reporter={"name": "赵敏", "phone": "13900001111"},
                       text="路灯坏了")["case_id"]
-    home = str(store.path.parent)
-    store.close()  # the CLI opens the store file itself
+    # the CLI opens the store itself: the same DuckDB file, or the same PostgreSQL schema
+    url = getattr(store, "url", None)
+    where = ["--store", url] if url else ["--home", str(store.path.parent)]
+    store.close()
     runner = CliRunner()
-    refused = runner.invoke(app, ["cases", "show", str(cid), "--reporters", "--home", home, "--json"])
+    refused = runner.invoke(app, ["cases", "show", str(cid), "--reporters", *where, "--json"])
     assert refused.exit_code == 1 and "--purpose" in str(refused.exception or refused.output)
     ok = runner.invoke(app, ["cases", "show", str(cid), "--reporters", "--by", "li", "--purpose", "call the reporter back",
-                             "--home", home, "--json"])
+                             *where, "--json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.output)["reporters"][0]["phone"] == "13900001111"
     from cityvitals.store import open_store
 
-    with open_store(home) as again:
+    with (open_store(url=url) if url else open_store(where[1])) as again:
         [e] = entries(again)
         assert (e["actor"], e["action"], e["dataset"], e["purpose"], e["records"]) == (
             "li", "read", "case_reporters", "call the reporter back", 1)

@@ -11,6 +11,7 @@ restarts it from its checkpoint; the store must end as after the uninterrupted r
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -167,6 +168,36 @@ def test_parity_fails_when_the_spark_path_levels_differently(city, schemas, spar
     assert (got["sign_values"]["level"] != reference["sign_values"]["level"]).any()
 
 
+
+def test_a_registry_change_reaches_the_executors(city, schemas, spark, tmp_path):
+    """Validation runs on the executors against the broadcast registry: a sensor registered
+    after micro-batch 0 is unknown there and known in micro-batch 1 (the broadcast is renewed)."""
+    url = schemas(city)
+    lines = (city / "stream" / "part-00000.ndjson").read_bytes().splitlines()[:1200]
+    known = json.loads(lines[0])["sensor_id"]
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, part in enumerate((lines[:600], lines[600:])):
+        new = [ln.replace(known.encode(), b"NEW-1") for ln in part if json.loads(ln)["sensor_id"] == known]
+        assert new
+        (src / f"part-{i}.ndjson").write_bytes(b"\n".join(part + new) + b"\n")
+        os.utime(src / f"part-{i}.ndjson", (1_700_000_000 + 60 * i,) * 2)
+
+    def register(report) -> None:
+        if report.batch_id == 0:
+            with open_store(city / "home", url=url) as store:
+                row = store.sensors.frame().filter(pl.col("id") == known).with_columns(pl.lit("NEW-1").alias("id"))
+                store.sensors.upsert(row)
+
+    result = stream_job(spark, str(src), url, str(tmp_path / "ckpt"), query="registry", home=str(city / "home"),
+                        on_batch=register)
+    assert [b.batch_id for b in result.batches] == [0, 1]
+    with open_store(city / "home", url=url) as store:
+        refused = store.frame("SELECT source, reason FROM quarantine WHERE raw LIKE '%NEW-1%'")
+        stored = store.frame("SELECT count(*) AS n FROM readings WHERE sensor_id = 'NEW-1'")["n"][0]
+    assert set(refused["reason"]) == {"unknown_sensor"} and set(refused["source"]) == {str(src / "part-0.ndjson")}
+    assert stored == sum(1 for ln in lines[600:] if json.loads(ln)["sensor_id"] == known) > 0
+
 class Crash(RuntimeError):
     pass
 
@@ -225,10 +256,46 @@ def test_kafka_reader_options_and_messages_through_the_sink(city, schemas):
     assert n == first.accepted
 
 
+
+def test_checked_parts_survive_the_trip_from_executors_in_order(city, schemas):
+    """What executor tasks return (``check_rows``) decodes into the parts the driver stores, in
+    the local engine's order, whatever order the tasks' results arrive in: files by
+    (modification time, name), a Kafka partition split over two tasks by offset."""
+    import pyarrow as pa
+
+    from cityvitals.ingest.checked import Checker
+    from cityvitals.ingest.pipeline import registry_table
+    from cityvitals.spark.executors import check_rows, decode
+
+    url = schemas(city)
+    with open_store(city / "home", url=url) as store:
+        registry = registry_table(store)
+    checker = Checker(registry, now=datetime.now(timezone.utc))
+    lines = (city / "stream" / "part-00000.ndjson").read_bytes().splitlines()[:40]
+    try:
+        files = [check_rows(pa.table({"path": [f"file:/d/{name}"], "modificationTime": [datetime.fromtimestamp(t, timezone.utc)],
+                                      "content": [b"\n".join(lines[:10]) + b"\n{bad\n"]}), "ndjson", checker)
+                 for name, t in (("b.ndjson", 100), ("a.ndjson", 100), ("c.ndjson", 50))]
+        msgs = lines[:20] + [b"{not json"]
+        kafka = [check_rows(pa.table({"topic": ["t"] * len(part), "partition": [1] * len(part),
+                                      "offset": list(range(first, first + len(part))), "value": part}), "kafka", checker)
+                 for first, part in ((7, msgs[:11]), (18, msgs[11:]))]
+    finally:
+        checker.close()
+    parts = decode(pa.concat_tables(files))
+    assert [p.source for _, p in parts] == ["/d/c.ndjson", "/d/a.ndjson", "/d/b.ndjson"]
+    reasons = [p.rows["reason"].to_pylist() for _, p in parts]
+    assert reasons[0] == reasons[1] == reasons[2] and len(reasons[0]) == 11 and reasons[0][-1] == "malformed"
+    split = decode(pa.concat_tables(kafka[::-1]))
+    keys = [k for k, _ in split]  # (the line splitter may cut a task's messages into more than one batch)
+    assert keys == sorted(keys) and set(keys) == {(1, "t", 7), (1, "t", 18)}
+    seqs = [s for _, p in split for s in p.rows["seq"].to_pylist()]
+    locs = [p.origins[s][1] for _, p in split for s in p.rows["seq"].to_pylist()]
+    assert len(seqs) == 21 and locs == [f"offset {o}" for o in range(7, 28)]
+    assert split[-1][1].rows["reason"].to_pylist()[-1] == "malformed"  # "{not json", offset 27
+
 def test_run_command_local_engine_and_its_refusals(city, tmp_path):
     """``cityvitals run``: the local engine over a directory (embedded store), and clear errors."""
-    import json
-
     from typer.testing import CliRunner
 
     from cityvitals.cli import app

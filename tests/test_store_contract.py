@@ -173,6 +173,12 @@ def test_alert_lifecycle_and_watch_state(store):
     mgr.resolve(a["id"], "li")
     assert store.alerts.last_resolved("S1", "threshold")["resolved_by"] == "li"
     assert [r["source"] for r in store.alerts.open_alerts()] == ["S2"]
+    mgr.observe([Observation("S2", "threshold", 1, t + timedelta(minutes=2), "attention")])  # falls back
+    assert store.alerts.list(source="S2")[0]["level"] == "attention"
+    marks = store.alerts.level_marks()
+    assert marks[a["id"]] == ("warning", None)
+    peak, fell = marks[store.alerts.list(source="S2")[0]["id"]]
+    assert peak == "alarm" and fell == t + timedelta(minutes=2)
     assert store.alerts.get_watch_state("w") == (None, None)
     with store.transaction() as con:
         store.alerts.put_watch_state(con, "w", t, b"\x00state", t)

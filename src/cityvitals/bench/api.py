@@ -52,8 +52,13 @@ def build_big_city(store, *, n_grid: int = BEIJING_GRID_UNITS, centre: tuple[flo
     streets, s_inv = np.unique(street_of, return_inverse=True)
     s_x = np.bincount(s_inv, cx) / np.bincount(s_inv)
     s_y = np.bincount(s_inv, cy) / np.bincount(s_inv)
-    angle = (np.arctan2(s_y - centre[1], (s_x - centre[0]) * math.cos(math.radians(centre[1]))) + math.pi) / (2 * math.pi)
-    s_district = np.minimum((angle * districts).astype(int), districts - 1)
+    angle = np.arctan2(s_y - centre[1], (s_x - centre[0]) * math.cos(math.radians(centre[1])))
+    # sectors of equal street counts (not equal angles), so a small city has no empty district
+    # (an empty one has no geometry to merge)
+    districts = max(1, min(districts, len(streets)))
+    s_district = np.empty(len(streets), int)
+    for d, idx in enumerate(np.array_split(np.argsort(angle, kind="stable"), districts)):
+        s_district[idx] = d
     # codes in the fixed-width style of the national scheme: 6-digit district, +3 street, +3 community, +3 grid
     d_code = [f"1101{d + 1:02d}" for d in range(districts)]
     s_rank = np.zeros(len(streets), int)

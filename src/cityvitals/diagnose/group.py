@@ -11,8 +11,10 @@ same pump station never link through the pump alone, so unrelated trouble in a b
 network stays apart. Components of the link graph are the groups.
 
 Ponding at a low spot and the rain never share a key; a catchment whose ponding outlasts the
-rain over the city by ``LINGER_S`` is the exception (its drainage is not keeping up): its ponding groups join the
-rain's group, see :func:`ponding_after_rain`.
+rain over the city by ``LINGER_S`` and recedes slowly is the exception (its drainage is not
+keeping up): its ponding groups join the rain's group, see :func:`drains_slowly`. A road that
+slows after its low spot's ponding stands deep is slow because of the water: it links to that
+low spot, not through road hops to a queue next to it (:func:`flooded_roads`).
 
 Sensor-health findings do not link by themselves: they join the group of their own
 sensor when that sensor is part of a wider pattern, otherwise they stay with that one
@@ -42,7 +44,15 @@ CHAIN_SLACK_S = 7200.0  # alerts on one asset that come and go within two hours 
 # ponding that outlasts the rain by this much is water the drainage is not taking away: a healthy
 # catchment's low spots recede within about half an hour of the hourly rain signal easing
 LINGER_S = 2700.0
+# ...unless the water went down fast once the rain eased: a ponding gauge that fell from warning
+# (0.15 m) back below attention (0.05 m) within this long drains at a healthy rate; it lingered
+# only because it was deep (a healthy spot drains 0.12-0.4 m/h, one whose station fails far slower)
+RECEDE_S = 1920.0
 PONDING_KINDS = ("waterlogging_depth", "water_level")
+ROAD_KINDS = ("traffic_speed", "traffic_flow", "road_occupancy")
+# the water comes first: a road slows once its ponding is deep, so its alert follows the ponding's
+# (a jam that was there before the water is someone else's queue)
+FLOOD_LEAD_S = 300.0
 # what a citizen's "no water" / "no power" can point at, up the network
 REPORT_REACH = {"water": {"pressure_zone", "water_main"}, "power": {"power_area", "feeder", "substation"}}
 
@@ -66,6 +76,7 @@ def symptom_keys(s: Symptoms, graph: AssetGraph) -> tuple[list[int], list[str], 
         dist.append(d)
 
     anchors_cache = graph._link_keys  # kept on the graph: the same assets alarm update after update
+    flooded = flooded_roads(s, graph)
     for i in range(len(s)):
         if s.health[i]:
             continue
@@ -84,11 +95,19 @@ def symptom_keys(s: Symptoms, graph: AssetGraph) -> tuple[list[int], list[str], 
             elif dom == "drainage" and asset and graph.type_of.get(asset) in ("drainage_pumping_station", "river_gauge"):
                 add(i, "city:rainfall", 1)  # drainage plant answers to the rain, not to a place
                 add(i, asset, 0)
+            elif i in flooded:  # the water on it explains the jam: it belongs with the ponding, not a queue
+                for spot in flooded[i]:
+                    add(i, spot, 1)
+                if not np.isnan(s.x[i]):
+                    cx, cy = graph.cell((s.x[i], s.y[i]))
+                    add(i, f"cell:drainage:{cx}:{cy}", 1)
             elif dom in GRAPH_DOMAINS and asset:
                 hit = anchors_cache.get((dom, asset))
                 if hit is None:
-                    ks = [(asset, 0)] + [(p, 1) for p in graph.parents.get(asset, ())]
-                    if dom == "road":  # a queue spreads over segments: link within ROAD_LINK_HOPS
+                    ks = [(asset, 0)] + [(p, 1) for p in graph.parents.get(asset, ())
+                                         if not (dom == "road" and graph.type_of.get(p) == "low_spot")]
+                    if dom == "road":  # a queue spreads over segments: link within ROAD_LINK_HOPS; a low spot
+                        # joins a road only when its water came first (flooded_roads)
                         ks += [(n, 1) for n, h in graph.road_hops(asset, ROAD_LINK_HOPS).items() if h > 0]
                     hit = ([k for k, _ in ks], [d for _, d in ks])
                     anchors_cache[(dom, asset)] = hit
@@ -122,6 +141,39 @@ def symptom_keys(s: Symptoms, graph: AssetGraph) -> tuple[list[int], list[str], 
                     for dy in (-1, 0, 1):
                         add(i, f"cell:{dom}:{cx + dx}:{cy + dy}", 0 if dx == dy == 0 else 1)
     return idx, keys, dist
+
+
+def flooded_roads(s: Symptoms, graph: AssetGraph) -> dict[int, list[str]]:
+    """Road alert -> the low spots that flood its segment and pond while it is slow.
+
+    Why: a segment under water is slow because of the water. Linked by road hops it bridged
+    the ponding of a storm and the queue of an unrelated accident next to it into one
+    incident; linked to the ponding that floods it, the jam stays with its cause. Only a
+    ponding alert that reached warning on a measured depth (a few centimetres slow no one;
+    a forecast is not water), started before the jam (within ``FLOOD_LEAD_S``) and was
+    still on when it began counts.
+    """
+    kinds = np.asarray(s.kind, dtype=object)
+    strong = (s.origin == "alert") & ~s.health & np.fromiter((t not in WEAK_TYPES for t in s.type), bool, len(s))
+    # standing water that blocks a lane: the ponding reached warning (0.15 m by default), measured, not forecast
+    deep = strong & (s.level >= 2) & np.fromiter((t != "breach" for t in s.type), bool, len(s))
+    ponds: dict[str, list[tuple[float, float]]] = {}
+    for p in np.flatnonzero(deep & np.isin(kinds, PONDING_KINDS)).tolist():
+        a = s.asset[p]
+        if a and graph.type_of.get(a) == "low_spot":
+            ponds.setdefault(a, []).append((float(s.t0[p]), float(s.t1[p])))
+    if not ponds:
+        return {}
+    out: dict[int, list[str]] = {}
+    for i in np.flatnonzero(strong & np.isin(kinds, ROAD_KINDS)).tolist():
+        a = s.asset[i]
+        if not a:
+            continue
+        spots = [p for p in graph.parents.get(a, ()) if p in ponds
+                 and any(t0 <= s.t0[i] + FLOOD_LEAD_S and s.t0[i] <= t1 + FLOOD_LEAD_S for t0, t1 in ponds[p])]
+        if spots:
+            out[i] = spots
+    return out
 
 
 def link(s: Symptoms, graph: AssetGraph, slack_s: float = SLACK_S) -> np.ndarray:
@@ -177,20 +229,30 @@ def ponding_after_rain(s: Symptoms, graph: AssetGraph, rain_among: np.ndarray | 
     return out
 
 
+def drains_slowly(s: Symptoms, p: int, linger: float) -> bool:
+    """Ponding alert ``p`` outlasted the rain by ``LINGER_S`` and, where its gauge fell back from
+    warning, took at least ``RECEDE_S`` to recede: its water is not being taken away.
+
+    Why both: a deep puddle outlasts the rain in a healthy catchment too (up to 80 min on the
+    simulated cities); how fast the level falls once the rain eases tells the drainage apart.
+    """
+    return linger >= LINGER_S and not s.recede[p] < RECEDE_S
+
+
 def _drainage_edges(s: Symptoms, graph: AssetGraph, labels: np.ndarray, slack_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Link the ponding of a catchment to the rain when some of it outlasts the rain by ``LINGER_S``.
+    """Link the ponding of a catchment to the rain when some of it drains slowly (:func:`drains_slowly`).
 
     Why: on their own keys a low spot's ponding and the city's rain never meet, so a failing
     storm-water station looked like a few unrelated puddles beside plain weather. A
     catchment whose ponding lingers is one story with the storm over it: its ponding groups
     during the rain join the rain's group, where its station is ranked against the weather.
     Only groups that are mostly about drainage join (``labels``: the groups so far): a
-    traffic jam on a flooded road stays a traffic incident.
+    queue that a ponding touches stays a traffic incident.
     """
     rows = ponding_after_rain(s, graph, slack_s=slack_s)
     slow: dict[str, int] = {}
     for p, r, linger, cat in rows:
-        if linger >= LINGER_S:
+        if drains_slowly(s, p, linger):
             slow.setdefault(cat, r)
     rows = [(p, slow[cat]) for p, _, _, cat in rows if cat in slow]
     if not rows:

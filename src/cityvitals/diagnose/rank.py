@@ -13,7 +13,7 @@ A candidate asset is scored by how well it explains the pattern:
 "sensor fault" wins when one sensor alone is wrong while its peers are fine, "weather"
 for weather and air patterns that cover the city, "unknown" when nothing explains much.
 Under rain, a storm-water station whose catchment's ponding outlasts the rain by
-``LINGER_S`` outranks the weather (the water is not being pumped away), and a jam that one
+``LINGER_S`` and recedes slowly outranks the weather (the water is not being pumped away), and a jam that one
 blockage explains leaves little to the weather (rain slows every road a little at once).
 Scores are normalised into shares that sum to one.
 """
@@ -36,7 +36,7 @@ from cityvitals.diagnose.domains import (
     WEATHER_TYPE,
 )
 from cityvitals.diagnose.graph import AssetGraph
-from cityvitals.diagnose.group import LINGER_S, PONDING_KINDS, ponding_after_rain
+from cityvitals.diagnose.group import LINGER_S, PONDING_KINDS, RECEDE_S, drains_slowly, ponding_after_rain
 from cityvitals.diagnose.symptoms import WEAK_TYPES, Symptoms
 
 SENSOR_FAULT = "sensor fault"
@@ -171,25 +171,41 @@ def _minutes(sec: float) -> str:
     return f"{m // 60} h {m % 60} min" if m >= 60 else f"{m} min"
 
 
-def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, tuple[float, str, int, int]]:
-    """Storm-water stations whose catchment's ponding outlasted this group's rain by ``LINGER_S``:
-    station -> (longest linger in seconds, its low spot, ponding alerts that lingered, ponding alerts).
+def _slow_stations(members: list[int], s: Symptoms, g: AssetGraph) -> dict[str, tuple[float, str, int, int, float]]:
+    """Storm-water stations whose catchment's ponding outlasted this group's rain by ``LINGER_S``
+    and receded slowly (:func:`~cityvitals.diagnose.group.drains_slowly`): station -> (longest
+    linger in seconds, its low spot, ponding alerts that drained slowly, ponding alerts, seconds
+    its gauge took from warning to clear or NaN).
 
     The ponding may sit in another group (a puddle on a jammed road is a traffic incident):
     it is still evidence about the station the rain overwhelmed.
     """
-    by_cat: dict[str, list[tuple[float, int]]] = {}
+    by_cat: dict[str, list[tuple[bool, float, int]]] = {}
     for p, _, linger, cat in ponding_after_rain(s, g, np.asarray(members)):
-        by_cat.setdefault(cat, []).append((linger, p))
-    out: dict[str, tuple[float, str, int, int]] = {}
+        by_cat.setdefault(cat, []).append((drains_slowly(s, p, linger), linger, p))
+    out: dict[str, tuple[float, str, int, int, float]] = {}
     for cat, rows in by_cat.items():
-        linger, p = max(rows)
-        if linger < LINGER_S:
+        slow, linger, p = max(rows)
+        if not slow:
             continue
         for st in g.parents.get(cat, ()):
             if g.type_of.get(st) == "drainage_pumping_station":
-                out[st] = (linger, s.asset[p], sum(x >= LINGER_S for x, _ in rows), len(rows))
+                out[st] = (linger, s.asset[p], sum(x for x, _, _ in rows), len(rows), float(s.recede[p]))
     return out
+
+
+REPORT_SEEN_M = 1000.0  # a flooding report this close to a ponding gauge describes that ponding
+
+
+def _gauged_spots(alerts: list[int], s: Symptoms, g: AssetGraph) -> dict[str, tuple[float, float]]:
+    """Low spots of the group whose ponding gauge alarms -> their place."""
+    return {s.asset[i]: (s.x[i], s.y[i]) for i in alerts
+            if s.kind[i] in PONDING_KINDS and s.asset[i] and g.type_of.get(s.asset[i]) == "low_spot"
+            and not np.isnan(s.x[i])}
+
+
+def _near_any(x: float, y: float, places: dict[str, tuple[float, float]]) -> bool:
+    return not np.isnan(x) and any(math.hypot(x - px, y - py) <= REPORT_SEEN_M for px, py in places.values())
 
 
 def _name(g: AssetGraph, a: str) -> str:
@@ -230,9 +246,11 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
         if u and u in g.type_of:
             site_w[u] = max(site_w.get(u, 0.0), s.level[i] / 3.0)
             site_t[u] = min(site_t.get(u, math.inf), s.t0[i])
+    # a flooding report near a gauged spot is a citizen seeing that same water, not another place
+    seen_at = _gauged_spots(alerts, s, g) if doms.most_common(1)[0][0] == "drainage" else {}
     for i in reports:
         u = s.unit[i]
-        if u and u in g.type_of:
+        if u and u in g.type_of and not _near_any(s.x[i], s.y[i], seen_at):
             site_w[u] = max(site_w.get(u, 0.0), 0.4)
             site_t[u] = min(site_t.get(u, math.inf), s.t0[i])
 
@@ -312,13 +330,15 @@ def rank_group(members: list[int], s: Symptoms, g: AssetGraph, ctx: Context,
             causes.append(Cause(c, "asset", score, ev, ctype, _name(g, c)))
             continue
         if c in slow:  # its catchment holds water the rain no longer explains: it is not pumping it away
-            linger, spot, n_slow, n_pond = slow[c]
+            linger, spot, n_slow, n_pond, recede = slow[c]
             gauges = sorted(set(g.monitored_below(c, set(PONDING_KINDS), 4)))
             wet = sum(ctx.affected_during(x, t_min, t_max) for x in gauges)
             longer = min(1.0, linger / (4 * LINGER_S))  # the longer the water stays, the surer
             causes.append(Cause(c, "asset", prior * SLOW_DRAINAGE * (0.8 + 0.2 * longer), [
                 (f"ponding at {_name(g, spot)} in its catchment stayed {_minutes(linger)} after the rain eased "
                  f"(a draining catchment recedes within {_minutes(LINGER_S)})"),
+                *([f"its gauge took {_minutes(recede)} to fall from warning to clear (a healthy spot: under "
+                   f"{_minutes(RECEDE_S)})"] if not math.isnan(recede) else []),
                 f"{n_slow} of {n_pond} ponding alerts in its catchment outlasted the rain that way",
                 *([f"{wet} of {len(gauges)} level gauges it drains show symptoms"] if gauges else [])], ctype, _name(g, c)))
             continue

@@ -48,6 +48,8 @@ def load_inputs(store, *, reports: str | Path | None = None, since: datetime | N
                 graph: AssetGraph | None = None) -> tuple[Symptoms, AssetGraph]:
     graph = graph or AssetGraph.from_store(store)
     alerts = store.alerts.list(state="all", limit=10**9)
+    marks = store.alerts.level_marks()
+    alerts = [dict(a, peak_level=marks[a["id"]][0], fell_at=marks[a["id"]][1]) if a["id"] in marks else a for a in alerts]
     if since is not None:
         alerts = [a for a in alerts if a["state"] != "resolved" or (a["resolved_at"] or a["last_at"]) >= since]
     if reports is None:

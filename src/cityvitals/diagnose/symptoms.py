@@ -52,10 +52,14 @@ class Symptoms:
     x: np.ndarray
     y: np.ndarray
     indicator: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # bool: an indicator-series alert
+    # seconds from the alert's last fall back to attention to its last sighting (NaN: it never fell)
+    recede: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         if len(self.indicator) != len(self.ref):
             self.indicator = np.zeros(len(self.ref), dtype=bool)
+        if len(self.recede) != len(self.ref):
+            self.recede = np.full(len(self.ref), np.nan)
 
     def __len__(self) -> int:
         return len(self.ref)
@@ -122,7 +126,7 @@ def build_symptoms(alerts: Iterable[dict], reports: Iterable[dict], graph: Asset
     are left out: they are service requests, handled by dispose.
     """
     cols: dict[str, list] = {k: [] for k in ("ref", "origin", "source", "type", "kind", "domain", "level", "t0", "t1",
-                                             "open", "health", "asset", "unit", "x", "y", "indicator")}
+                                             "open", "health", "asset", "unit", "x", "y", "indicator", "recede")}
     for a in alerts:
         sid = a["source"]
         kind = graph.sensor_kind.get(sid)
@@ -141,7 +145,7 @@ def build_symptoms(alerts: Iterable[dict], reports: Iterable[dict], graph: Asset
         cols["type"].append(a["type"])
         cols["kind"].append(kind)
         cols["domain"].append(domain_of_kind(kind))
-        cols["level"].append(LEVELS.get(a.get("level"), 1))
+        cols["level"].append(LEVELS.get(a.get("peak_level") or a.get("level"), 1))  # the highest it reached
         cols["t0"].append(t0)
         cols["t1"].append(max(t0, _epoch(end)))
         cols["open"].append(a.get("state") in ("active", "acknowledged"))
@@ -151,6 +155,8 @@ def build_symptoms(alerts: Iterable[dict], reports: Iterable[dict], graph: Asset
         cols["x"].append(xy[0])
         cols["y"].append(xy[1])
         cols["indicator"].append(ind is not None)
+        fell = a.get("fell_at")
+        cols["recede"].append(_epoch(a.get("last_at")) - _epoch(fell) if fell is not None and a.get("last_at") else np.nan)
     for r in reports:
         dom = domain_of_report(r.get("category"))
         if dom is None:
@@ -173,13 +179,14 @@ def build_symptoms(alerts: Iterable[dict], reports: Iterable[dict], graph: Asset
         cols["x"].append(xy[0])
         cols["y"].append(xy[1])
         cols["indicator"].append(False)
+        cols["recede"].append(np.nan)
     return Symptoms(
         ref=cols["ref"], origin=np.array(cols["origin"], dtype=object), source=cols["source"], type=cols["type"],
         kind=cols["kind"], domain=cols["domain"], level=np.array(cols["level"], dtype=np.int64),
         t0=np.array(cols["t0"], dtype=float), t1=np.array(cols["t1"], dtype=float),
         open=np.array(cols["open"], dtype=bool), health=np.array(cols["health"], dtype=bool), asset=cols["asset"],
         unit=cols["unit"], x=np.array(cols["x"], dtype=float), y=np.array(cols["y"], dtype=float),
-        indicator=np.array(cols["indicator"], dtype=bool),
+        indicator=np.array(cols["indicator"], dtype=bool), recede=np.array(cols["recede"], dtype=float),
     )
 
 

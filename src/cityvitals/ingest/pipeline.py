@@ -201,6 +201,43 @@ class Batch:
         })
 
 
+CHECKED_COLUMNS = ("seq", "raw", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "reason", "message")
+"""A batch validated away from the store: ``_val``'s columns plus the raw text by seq."""
+
+
+def registry_table(store) -> pa.Table:
+    """The part of the sensor registry validation needs (id, kind, unit, unit_code): what a
+    private validation connection copies, and what the Spark job broadcasts to executors."""
+    return store.sensors.frame().select("id", "kind", "unit", "unit_code").to_arrow()
+
+
+def load_kind_tables(con, kinds) -> None:
+    """The kind catalogue's unit conversions and physical ranges, as validation's temp tables."""
+    con.register("_kind_conv_src", kinds.conversions_table())
+    con.register("_kind_range_src", kinds.ranges_table())
+    con.execute("CREATE OR REPLACE TEMP TABLE _kind_conv AS SELECT * FROM _kind_conv_src")
+    con.execute("CREATE OR REPLACE TEMP TABLE _kind_range AS SELECT * FROM _kind_range_src")
+    con.unregister("_kind_conv_src")
+    con.unregister("_kind_range_src")
+
+
+def load_sensor_table(con, registry: pa.Table | None) -> None:
+    """``_sensor_ready``: each sensor's own-unit conversion and its kind's range, from a copy
+    of the registry (``registry_table``) or, ``None``, from the store's own ``sensors`` table."""
+    if registry is not None:
+        con.register("_sensors_src", registry)
+        con.execute("CREATE OR REPLACE TEMP TABLE _sensors_copy AS SELECT * FROM _sensors_src")
+        con.unregister("_sensors_src")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _sensor_ready AS
+           SELECT s.id, s.kind, s.unit, s.unit_code, c.factor, c."offset",
+                  r.canonical_unit, r.min_value, r.max_value
+           FROM {'_sensors_copy' if registry is not None else 'sensors'} s
+           LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = s.unit
+           LEFT JOIN _kind_range r ON r.kind = s.kind"""
+    )
+
+
 class Ingestor:
     """Validates batches (DuckDB SQL) and has the store persist them, one transaction each.
 
@@ -220,13 +257,7 @@ class Ingestor:
         self.con = store.validation_connection() if self.private else store.con
         self.lock = threading.RLock() if self.private else store.lock
         with self.lock:
-            con = self.con
-            con.register("_kind_conv_src", kinds.conversions_table())
-            con.register("_kind_range_src", kinds.ranges_table())
-            con.execute("CREATE OR REPLACE TEMP TABLE _kind_conv AS SELECT * FROM _kind_conv_src")
-            con.execute("CREATE OR REPLACE TEMP TABLE _kind_range AS SELECT * FROM _kind_range_src")
-            con.unregister("_kind_conv_src")
-            con.unregister("_kind_range_src")
+            load_kind_tables(self.con, kinds)
         self._sensors_version = None
         self._registry: fast.Registry | None = None
         self._registry_version: Any = object()
@@ -238,19 +269,7 @@ class Ingestor:
         if version == self._sensors_version:
             return
         with self.lock:
-            if self.private:
-                registry = self.store.sensors.frame().select("id", "kind", "unit", "unit_code").to_arrow()
-                self.con.register("_sensors_src", registry)
-                self.con.execute("CREATE OR REPLACE TEMP TABLE _sensors_copy AS SELECT * FROM _sensors_src")
-                self.con.unregister("_sensors_src")
-            self.con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE _sensor_ready AS
-                   SELECT s.id, s.kind, s.unit, s.unit_code, c.factor, c."offset",
-                          r.canonical_unit, r.min_value, r.max_value
-                   FROM {'_sensors_copy' if self.private else 'sensors'} s
-                   LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = s.unit
-                   LEFT JOIN _kind_range r ON r.kind = s.kind"""
-            )
+            load_sensor_table(self.con, registry_table(self.store) if self.private else None)
         self._sensors_version = version
 
     def fast_registry(self) -> fast.Registry:
@@ -312,17 +331,41 @@ class Ingestor:
     # -- the one path every batch takes ------------------------------------------------
     def _run(self, raw: pa.Table, decode_sql: str, raw_sql: str, rejects: list[Reject], *, source: str,
              location_kind: str, replay: bool = False, origins: dict[int, tuple[str, str]] | None = None) -> IngestReport:
-        started = time.perf_counter()
         now = self.clock()
-        report = IngestReport(records=raw.num_rows + len(rejects))
         params = {"now": now, "tolerance": self.future_tolerance_s}
         self._refresh_sensors()
+        return self._persist(raw, lambda con: con.execute(validate_sql(decode_sql), params), raw_sql, rejects, now,
+                             source=source, location_kind=location_kind, replay=replay, origins=origins)
+
+    def write_checked(self, checked: pa.Table, rejects: list[Reject], *, source: str, location_kind: str,
+                      origins: dict[int, tuple[str, str]] | None = None, nbytes: int = 0) -> IngestReport:
+        """Store a batch that was validated elsewhere (``cityvitals.ingest.checked``: Spark's
+        executors), as ``_run`` stores one validated here: dedupe, insert, quarantine.
+
+        ``checked`` has the validation's columns (``CHECKED_COLUMNS``: seq, raw, sensor_id, ts,
+        value, quality, kind, unit_code, reason, message), so only persistence runs here.
+        """
+        def validated(con) -> None:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _val AS SELECT {', '.join(('seq',) + CHECKED_COLUMNS[2:])} "
+                        "FROM _batch_raw")
+
+        report = self._persist(checked, validated, RAW_JSON, rejects, self.clock(), source=source,
+                               location_kind=location_kind, origins=origins)
+        report.bytes = nbytes
+        return report
+
+    def _persist(self, raw: pa.Table, validated: Callable[[Any], Any], raw_sql: str, rejects: list[Reject], now: datetime,
+                 *, source: str, location_kind: str, replay: bool = False,
+                 origins: dict[int, tuple[str, str]] | None = None) -> IngestReport:
+        """``validated(con)`` makes ``_val`` from ``_batch_raw``; then the backend writes the batch."""
+        started = time.perf_counter()
+        report = IngestReport(records=raw.num_rows + len(rejects))
         with self.lock:
             con = self.con
             con.register("_batch_raw", raw)
             con.register("_origins", _NO_ORIGINS)  # Batch.bad_rows registers the refused records' origins
             try:
-                con.execute(validate_sql(decode_sql), params)
+                validated(con)
                 batch = Batch(con, raw_sql, now, source, location_kind, rejects, origins or {}, replay, bool(origins))
                 if self.private:
                     self.store.readings.write_batch(batch, report)

@@ -26,7 +26,8 @@ import polars as pl
 
 from cityvitals.errors import InputError
 from cityvitals.signs.catalog import LEVELS, Catalog, Indicator, load_catalog
-from cityvitals.signs.functions import evaluate
+from cityvitals.signs.dense import partition
+from cityvitals.signs.functions import evaluate, input_keys
 from cityvitals.signs.health import health_index
 from cityvitals.signs.levels import assign_levels
 from cityvitals.signs.rollup import rollup
@@ -135,7 +136,7 @@ def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *
     direct = None if not rolled else False
     if not repo.any_values_since(lo - lookback, ids, direct):  # nothing stored to resume from or to re-level
         out = []
-        for (iid,), part in frame.select(cols).partition_by("indicator", as_dict=True).items():
+        for iid, part in partition(frame.select(cols), "indicator").items():
             ind = cat.get(str(iid))
             if ind is None:
                 continue
@@ -159,7 +160,7 @@ def _with_levels(repo, cat: Catalog, frame: pl.DataFrame, units: pl.DataFrame, *
                                          pl.lit(False).alias("_after")),
     ], how="vertical_relaxed")
     out = []
-    for (iid,), part in rows.partition_by("indicator", as_dict=True).items():
+    for iid, part in partition(rows, "indicator").items():
         ind = cat.get(str(iid))
         if ind is None:
             continue
@@ -199,17 +200,18 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
     by_kind: dict[str, pl.DataFrame] = {}
     read_hi: dict[str, int] = {}
     if readings is not None:
-        by_kind = {str(k): part for (k,), part in readings.partition_by("kind", as_dict=True, include_key=False).items()}
+        by_kind = partition(readings, "kind", include_key=False)
         read_hi = dict(_read_spans(cat, between).select("kind", "hi").iter_rows())
     elif sensor_inds:  # one scan of the readings for every indicator: each kind over the widest range that needs it
         spans = pl.DataFrame([
-            (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size))
+            (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size),
+             i.sensor_combine is not None)
             for i in sensor_inds for k in i.kinds
-        ], schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64}, orient="row").group_by("kind").agg(
-            pl.col("lo").min(), pl.col("hi").max())
+        ], schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64, "sensors": pl.Boolean}, orient="row").group_by(
+            "kind", maintain_order=True).agg(pl.col("lo").min(), pl.col("hi").max(), pl.col("sensors").any())
         allu = pl.concat([touched[i.id]["unit_code"] for i in sensor_inds]).unique()
-        r = repo.readings_in(spans, allu)
-        by_kind = {str(k): part for (k,), part in r.partition_by("kind", as_dict=True, include_key=False).items()}
+        r = repo.readings(spans, allu)
+        by_kind = partition(r, "kind", include_key=False)
     for ind in cat.computable():
         if ind.input_kind == "sensor":
             parts = [by_kind[k] for k in ind.kinds if k in by_kind]
@@ -236,7 +238,7 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
             parts = [fresh[d].select(KEYS) for d in deps if d in fresh]
             if not parts:
                 continue
-            keys = pl.concat(parts).unique()
+            keys = input_keys(parts)
             inputs = {d: fresh[d].select(KEYS + ["value"]) for d in deps if d in fresh}
             missing = [d for d in deps if d not in fresh or fresh[d].height < keys.height]
             if missing:  # inputs not computed in this batch for some keys: read them from the store
@@ -384,7 +386,7 @@ def recompute(store, start: datetime | None = None, end: datetime | None = None,
         raise InputError(f"--from {start.isoformat()} must be before --to {end.isoformat()}")
     between = (_to_us(start) if start is not None else _MIN_US, _to_us(end) if end is not None else _MAX_US)
     spans = _read_spans(cat, between)
-    readings = repo.readings_between(spans) if not spans.is_empty() else None
+    readings = repo.readings(spans) if not spans.is_empty() else None
     report.readings = readings.height if readings is not None else 0
     repo.delete_windows(start or datetime(1, 1, 2, tzinfo=timezone.utc), end or datetime(9999, 1, 1, tzinfo=timezone.utc))
     if report.readings:

@@ -48,6 +48,15 @@ def piecewise_np(values: Any, breakpoints: list, *, round_: str = "none", above:
     return out
 
 
+def input_keys(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """The (unit_code, window_start) keys a derived indicator is computed on: those of any
+    of its inputs. Inputs usually share their keys (the same units and windows, in the same
+    order); then they are the keys as they stand, and ``evaluate`` needs no join."""
+    if all(p.equals(parts[0]) for p in parts[1:]):
+        return parts[0]
+    return pl.concat(parts).unique(maintain_order=True)
+
+
 def evaluate(ind: Indicator, inputs: dict[str, pl.DataFrame], keys: pl.DataFrame, population: pl.DataFrame | None = None) -> pl.DataFrame:
     """Derived values on ``keys`` (unit_code, window_start) from ``inputs`` id -> (KEYS, value)."""
     fn, args = ind.derived_fn, ind.derived_args
@@ -56,6 +65,9 @@ def evaluate(ind: Indicator, inputs: dict[str, pl.DataFrame], keys: pl.DataFrame
     key_types = {"unit_code": frame.schema["unit_code"], "window_start": pl.Int64}
     for i, dep in enumerate(ind.inputs()):
         src = inputs.get(dep)
+        if src is not None and src.height == frame.height and src.select(KEYS).equals(frame):  # aligned: no join
+            frame = frame.with_columns(src["value"].alias(f"_in{i}"))
+            continue
         col = pl.DataFrame(schema={**key_types, "value": pl.Float64}) if src is None else src.select(KEYS + ["value"])
         frame = frame.join(col.cast(key_types).rename({"value": f"_in{i}"}), on=KEYS, how="left")
     ins = [pl.col(f"_in{i}") for i in range(len(ind.inputs()))]

@@ -24,7 +24,7 @@ import polars as pl
 from cityvitals.signs.catalog import LEVELS, Catalog
 from cityvitals.signs.dense import codes_in, factorize
 
-EXPLAIN = {"unit_code": pl.String, "scope": pl.String, "indicator": pl.String, "category": pl.String, "level": pl.Int8,
+EXPLAIN = {"unit_code": pl.String, "scope": pl.Categorical, "indicator": pl.Categorical, "category": pl.Categorical, "level": pl.Int8,
            "value": pl.Float64, "weight": pl.Float64, "points": pl.Float64}
 
 
@@ -49,7 +49,7 @@ def health_index(latest: pl.DataFrame, cat: Catalog) -> tuple[pl.DataFrame, pl.D
     ind = ind[keep]
     unit_dtype = latest.schema["unit_code"]
     if rows.is_empty():
-        return (pl.DataFrame(schema={"unit_code": unit_dtype, "scope": pl.String, "value": pl.Float64}),
+        return (pl.DataFrame(schema={"unit_code": unit_dtype, "scope": pl.Categorical, "value": pl.Float64}),
                 pl.DataFrame(schema=EXPLAIN | {"unit_code": unit_dtype}))
     u, names = factorize(rows["unit_code"])
     nu = len(names)
@@ -74,15 +74,15 @@ def health_index(latest: pl.DataFrame, cat: Catalog) -> tuple[pl.DataFrame, pl.D
     grid[:, scopes.index("overall")] = overall
     has[:, scopes.index("overall")] = True
     ui, si = np.nonzero(has)
-    scope_s = pl.Series("scope", scopes, pl.String)
+    scope_s = pl.Series("scope", scopes, pl.Categorical)
     indices = pl.DataFrame({"unit_code": names.gather(ui), "scope": scope_s.gather(si), "value": grid[ui, si]})
-    cat_s = pl.Series("category", cats, pl.String)
-    base = rows.select(
-        "unit_code", pl.col("indicator").cast(pl.String), pl.col("value").cast(pl.Float64), pl.col("level").cast(pl.Int8),
+    cat_s = pl.Series("category", cats, pl.Categorical)
+    base = rows.select(  # ids as Categorical: storing the explanation maps them to integers without hashing a string per row
+        "unit_code", pl.col("indicator").cast(pl.Categorical), pl.col("value").cast(pl.Float64), pl.col("level").cast(pl.Int8),
     ).with_columns(cat_s.gather(c).alias("category"), pl.Series("weight", w))
     cols = ["unit_code", "scope", "indicator", "category", "level", "value", "weight", "points"]
     explain = pl.concat([
         base.with_columns(pl.col("category").alias("scope"), pl.Series("points", points_cat)).select(cols),
-        base.with_columns(pl.lit("overall").alias("scope"), pl.Series("points", points_all)).select(cols),
+        base.with_columns(pl.lit("overall", pl.Categorical).alias("scope"), pl.Series("points", points_all)).select(cols),
     ])
     return indices, explain

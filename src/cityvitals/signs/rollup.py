@@ -61,7 +61,7 @@ _NEEDS = {
     "mean_population": ("c", "s", "sp", "tp", "we"), "mean_area": ("c", "s", "sa", "ta", "we"),
     "share_at_level": ("c", "hit", "we"),
 }
-"""The partials each rule reads: rows are rolled up per rule, so a max pays for three reductions, not ten."""
+"""The partials each rule reads: a roll-up reduces only those of the rules present."""
 
 
 def _finish(rule: str, p: dict[str, np.ndarray]) -> np.ndarray:
@@ -98,24 +98,24 @@ def _reduce(inv: np.ndarray, m: int, p: dict[str, np.ndarray]) -> dict[str, np.n
 _SUMS = ("c", "s", "sp", "tp", "sa", "ta", "hit")
 
 
-def _own(name: str, idx: np.ndarray, v: np.ndarray, lu: np.ndarray, pop: np.ndarray, area: np.ndarray,
+def _own(name: str, v: np.ndarray, lu: np.ndarray, pop: np.ndarray, area: np.ndarray,
          hit: np.ndarray, we: np.ndarray) -> np.ndarray:
-    """A leaf row's own partial ``name`` for the rows ``idx``."""
+    """Each leaf row's own partial ``name``."""
     if name == "c":
-        return np.ones(len(idx))
+        return np.ones(len(v))
     if name in ("s", "mx", "mn"):
-        return v[idx]
+        return v
     if name == "sp":
-        return v[idx] * pop[lu[idx]]
+        return v * pop[lu]
     if name == "tp":
-        return pop[lu[idx]]
+        return pop[lu]
     if name == "sa":
-        return v[idx] * area[lu[idx]]
+        return v * area[lu]
     if name == "ta":
-        return area[lu[idx]]
+        return area[lu]
     if name == "hit":
-        return hit[idx]
-    return we[idx]
+        return hit
+    return we
 
 
 def _up(g: np.ndarray, lu: np.ndarray, own: dict[str, np.ndarray], cu: np.ndarray, ca: np.ndarray, nu: int,
@@ -131,19 +131,26 @@ def _up(g: np.ndarray, lu: np.ndarray, own: dict[str, np.ndarray], cu: np.ndarra
         inv, keys = group_ids(g[rep] * nu + anc[np.repeat(ptr[lu], cnt) + within])
         return keys, _reduce(inv, len(keys), {k: a[rep] for k, a in own.items()})
     parent, depth = tree
+    parents = np.flatnonzero(np.bincount(parent[parent >= 0], minlength=nu))  # units with members: a few hundred
+    slot = np.full(nu + 1, -1, np.int64)  # unit -> its index among the parents (slot[-1]: none)
+    slot[parents] = np.arange(len(parents))
+    npar = max(len(parents), 1)
     pend_g, pend_u, pend = g, lu, own
     parts = []
     for d in range(int(depth[lu].max()) if len(lu) else 0, 0, -1):
         at = depth[pend_u] == d
         up = np.where(at, parent[pend_u], -1)
         go = up >= 0
+        # (group, parent slot): a key space of groups x parents, not groups x units, so the
+        # group lookup table stays small however many units there are
         if go.all():  # the usual first step: every row moves up, no copies
-            inv, keys = group_ids(pend_g * nu + up)
-            red = _reduce(inv, len(keys), pend)
+            inv, small = group_ids(pend_g * npar + slot[up])
+            red = _reduce(inv, len(small), pend)
         else:
             idx = np.flatnonzero(go)
-            inv, keys = group_ids(pend_g[idx] * nu + up[idx])
-            red = _reduce(inv, len(keys), {k: a[idx] for k, a in pend.items()})
+            inv, small = group_ids(pend_g[idx] * npar + slot[up[idx]])
+            red = _reduce(inv, len(small), {k: a[idx] for k, a in pend.items()})
+        keys = (small // npar) * nu + parents[small % npar]
         parts.append((keys, red))
         rest = np.flatnonzero(~at)
         pend_g = np.concatenate([pend_g[rest], keys // nu])
@@ -157,8 +164,9 @@ def _up(g: np.ndarray, lu: np.ndarray, own: dict[str, np.ndarray], cu: np.ndarra
 def rollup(leaf: pl.DataFrame, closure: pl.DataFrame, units: pl.DataFrame, rules: pl.DataFrame) -> pl.DataFrame:
     """Ancestor values: indicator, unit_code (the ancestor), window_start, window_end, value, n (members).
 
-    Rows are rolled up per rule, each with only the partials it reads (count, sums,
-    weighted sums, max, min, units at level). On a tree (the usual case) the partials
+    Every row carries the partials its rules read (count, sums, weighted sums, max,
+    min, units at level) and all rules roll up in one pass: the grouping is computed
+    once, and each group's value is finished by its indicator's rule. On a tree (the usual case) the partials
     of each unit's members are pushed to its parent one depth at a time, with
     NumPy reductions on dense keys: the big step is the deepest level, the others are
     small. Partials add up exactly, so this equals grouping every member under every
@@ -188,20 +196,17 @@ def rollup(leaf: pl.DataFrame, closure: pl.DataFrame, units: pl.DataFrame, rules
     we = leaf["window_end"].to_numpy()
     g = ind_code * nw + ws_code  # (indicator, window) group of each row
     tree = _tree(cu, ca, nu)
-    row_rule = rule_of[ind_code]
-    key_parts, value_parts, p_parts = [], [], []
-    present = np.unique(rule_of)  # every indicator in rule_of has rows
-    for r in present:
-        idx = np.flatnonzero(row_rule == r) if len(present) > 1 else np.arange(leaf.height)
-        rule = RULES[int(r)]
-        own = {k: _own(k, idx, v, lu, pop, area, hit, we) for k in _NEEDS[rule]}
-        keys_r, p_r = _up(g[idx], lu[idx], own, cu, ca, nu, tree)
-        key_parts.append(keys_r)
-        value_parts.append(_finish(rule, p_r))
-        p_parts.append((p_r["we"], p_r["c"]))
-    keys = np.concatenate(key_parts)
-    value = np.concatenate(value_parts)
-    p = {"we": np.concatenate([w for w, _ in p_parts]), "c": np.concatenate([c for _, c in p_parts])}
+    present = [RULES[int(r)] for r in np.unique(rule_of)]  # every indicator in rule_of has rows
+    needs = sorted({k for rule in present for k in _NEEDS[rule]})
+    own = {k: _own(k, v, lu, pop, area, hit, we) for k in needs}
+    # every rule at once: a group's rows (and so the order its partials are summed in) are
+    # the same as when each rule is rolled up on its own, since a group is one indicator
+    keys, p = _up(g, lu, own, cu, ca, nu, tree)
+    group_rule = rule_of[(keys // nu) // nw]
+    value = np.empty(len(keys))
+    for rule in present:
+        sel = group_rule == RULES.index(rule)
+        value[sel] = _finish(rule, {k: p[k][sel] for k in _NEEDS[rule]})
     gi = keys // nu
     return pl.DataFrame({
         "indicator": inds.gather(gi // nw), "unit_code": names.gather(keys % nu),

@@ -154,10 +154,13 @@ def _slide_sparse(cells: np.ndarray, part: dict, nb: int, k: int, wlo: int, whi:
     """Sliding windows by copying each non-empty bucket into its k windows, then reducing."""
     width = nb + k - 1
     ser, b = cells // nb, cells % nb
-    rep = np.repeat(np.arange(len(cells)), k)
-    wi = b[rep] + np.tile(np.arange(k), len(cells))
-    sel = (wi >= wlo) & (wi <= whi)
-    rep, wi = rep[sel], wi[sel]
+    # (cell, window) pairs with the window in [wlo, whi] only: a recompute of one window
+    # keeps one of each cell's k windows, so the k copies are never made
+    reps = [np.flatnonzero((b + j >= wlo) & (b + j <= whi)) for j in range(k)]
+    rep = np.concatenate(reps)
+    wi = b[rep] + np.repeat(np.arange(k), [len(r) for r in reps])
+    order = np.argsort(rep, kind="stable")  # cell by cell, windows in order: the order of the partials' sums
+    rep, wi = rep[order], wi[order]
     inv, keys = group_ids(ser[rep] * width + wi)
     m = len(keys)
     out: dict[str, np.ndarray] = {"c": np.bincount(inv, weights=part["c"][rep], minlength=m).astype(np.int64)}
@@ -232,6 +235,7 @@ def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: f
         return _empty(unit_dtype)
     if readings["unit_code"].null_count():
         readings = readings.filter(pl.col("unit_code").is_not_null())
+    unit_col = readings["unit_code"]
     off = int(utc_offset_hours * 3600 * US)
     size = int(ind.window.size.total_seconds() * US)
     slide = int(ind.window.slide.total_seconds() * US)
@@ -243,14 +247,15 @@ def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: f
         h = ((t + off) // (3600 * US)) % 24
         lo, hi = ind.hours
         keep &= ((h >= lo) & (h < hi)) if lo < hi else ((h >= lo) | (h < hi))
-    if not keep.all():
+    idx = None
+    if not keep.all():  # only the key columns this needs are gathered, not the whole frame
         idx = np.flatnonzero(keep)
-        readings, t, v = readings[idx], t[idx], v[idx]
+        unit_col, t, v = unit_col.gather(idx), t[idx], v[idx]
     if len(t) == 0:
         return _empty(unit_dtype)
-    unit, units = factorize(readings["unit_code"])
+    unit, units = factorize(unit_col)
     if ind.sensor_combine:
-        sid = readings["sensor_id"]
+        sid = readings["sensor_id"] if idx is None else readings["sensor_id"].gather(idx)
         if sid.dtype == pl.String:  # sensors only group readings: encounter order will do, no string sort
             sid = sid.cast(pl.Categorical)
         sensor, sensors = factorize(sid)
@@ -308,10 +313,11 @@ def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: f
         u, wi = gkeys // width, gkeys % width
     fin = np.isfinite(value)
     ws = (b0 + wi[fin] - (k - 1)) * slide - off
-    out = pl.DataFrame({
-        "unit_code": units.gather(u[fin]), "window_start": ws, "window_end": ws + size,
-        "value": value[fin], "n": c[fin],
-    }).cast(OUT_SCHEMA | {"unit_code": unit_dtype})
+    out = pl.DataFrame([  # typed as built: a cast of the frame afterwards cost as much as the windows
+        units.gather(u[fin]).alias("unit_code").cast(unit_dtype), pl.Series("window_start", ws, pl.Int64),
+        pl.Series("window_end", ws + size, pl.Int64), pl.Series("value", value[fin], pl.Float64),
+        pl.Series("n", c[fin], pl.Int64),
+    ])
     if only is not None:
         out = out.join(only.select("unit_code", "window_start").cast({"unit_code": unit_dtype, "window_start": pl.Int64}),
                        on=["unit_code", "window_start"], how="semi", maintain_order="left")

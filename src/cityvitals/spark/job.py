@@ -8,7 +8,9 @@ JSON reading each; their topic is partitioned by spatial shard (docs/scaling.md)
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -22,19 +24,22 @@ from cityvitals.spark.sink import BatchReport, Fault, StoreSink
 
 
 def java_available() -> bool:
-    import os
-
     return bool(shutil.which("java") or os.environ.get("JAVA_HOME"))
 
 
 def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | None = None, kafka: bool = False):
-    """A SparkSession for the job; small shuffles (the stages run on the driver), no UI."""
+    """A SparkSession for the job; small shuffles (nothing is shuffled: validation maps, the
+    store's stages run in the driver), no UI. Executors run this interpreter, so they import
+    the same cityvitals as the driver."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # the optional extra
         raise InputError("the Spark engine needs pyspark: pip install 'cityvitals[spark]'") from exc
     if not java_available():
         raise InputError("the Spark engine needs Java 17+ (java on PATH or JAVA_HOME)")
+    # PySpark starts executor workers with $PYSPARK_PYTHON (else "python3" on PATH, which may
+    # lack cityvitals); a cluster deployment sets it to the interpreter its executors have
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(master).appName(app)
                .config("spark.ui.enabled", "false")
                .config("spark.sql.shuffle.partitions", "2")

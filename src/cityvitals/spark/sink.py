@@ -1,10 +1,13 @@
-"""The foreachBatch sink: one micro-batch through the shared stage cores, committed once.
+"""The foreachBatch sink: one micro-batch validated on the executors, then stored and
+taken through the later stages in the driver, committed once.
 
 Why a batch id table and one transaction: Spark guarantees a micro-batch is re-run with
-the same id and the same data after a failure, not that it runs once. The sink opens one
-PostgreSQL transaction, returns at once if ``stream_batches`` already holds the id (the
-batch committed before the crash), else ingests, runs the stages and records the id,
-and commits. The stages' own transactions nest inside it as savepoints.
+the same id and the same data after a failure, not that it runs once. The sink has the
+executors validate the batch (``cityvitals.spark.executors``: ``mapInArrow`` with the
+registry broadcast), then opens one PostgreSQL transaction, returns at once if
+``stream_batches`` already holds the id (the batch committed before the crash), else
+stores the validated parts, runs the stages and records the id, and commits. The stages'
+own transactions nest inside it as savepoints.
 """
 
 from __future__ import annotations
@@ -12,18 +15,18 @@ from __future__ import annotations
 import io
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 
 from cityvitals.ingest import Ingestor, IngestReport
-from cityvitals.ingest.files import ingest_stream
-from cityvitals.ingest.lines import iter_line_batches
+from cityvitals.ingest.checked import Checker
+from cityvitals.ingest.pipeline import registry_table
 from cityvitals.runtime.stages import Downstream
+from cityvitals.spark.executors import CHECKED_SCHEMA, check_rows, columns, decode, on_executors
 
 log = logging.getLogger("cityvitals.spark")
 
@@ -44,19 +47,13 @@ class BatchReport:
     seconds: float = 0.0
 
 
-def local_path(uri: str) -> str:
-    """Spark names files by URI (``file:/tmp/a.ndjson``); the store names them by path, as
-    ``cityvitals ingest`` and the local engine do."""
-    parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
-
-
 class StoreSink:
     """``foreachBatch`` target. ``kind``: ``ndjson`` / ``parquet`` (file rows: path,
     modificationTime, content) or ``kafka`` (rows: topic, partition, offset, value).
 
     The store is opened lazily in the driver process on the first batch and kept for the
-    query's life (the watch and diagnose caches live in ``Downstream``).
+    query's life (the watch and diagnose caches live in ``Downstream``), and so is the
+    registry's broadcast, renewed when the registry changes.
     """
 
     def __init__(self, store_url: str, kind: str, *, query: str = "cityvitals", home: str | None = None,
@@ -69,6 +66,9 @@ class StoreSink:
         self.on_batch = on_batch
         self.store = None
         self.reports: list[BatchReport] = []
+        self._now = datetime.now(timezone.utc)
+        self._registry: tuple[int, pa.Table] | None = None
+        self._broadcast = None
 
     def _open(self):
         if self.store is None:
@@ -80,21 +80,56 @@ class StoreSink:
                 raise ValueError("the Spark job writes to a PostgreSQL store (--store postgresql://...): "
                                  "its exactly-once commit needs the stream_batches table in the same transaction")
             self.store = store
-            self.ingestor = Ingestor(store)
+            # validation ran on the executors as of the micro-batch's start; the write uses the same instant
+            self.ingestor = Ingestor(store, clock=lambda: self._now)
             self.downstream = Downstream(store)
         return self.store
 
     def close(self) -> None:
+        if self._broadcast is not None:
+            self._broadcast.unpersist()
+            self._broadcast = None
         if self.store is not None:
             self.store.close()
             self.store = None
 
+    def registry(self) -> pa.Table:
+        """The registry copy validation needs, re-read only when the store's version moved."""
+        store = self._open()
+        version = store.sensors.version
+        if self._registry is None or self._registry[0] != version:
+            self._registry = (version, registry_table(store))
+            if self._broadcast is not None:
+                self._broadcast.unpersist()
+                self._broadcast = None
+        return self._registry[1]
+
     def __call__(self, df, batch_id: int) -> None:
-        """Spark's entry point: the micro-batch comes to the driver as Arrow."""
-        cols = ["topic", "partition", "offset", "value"] if self.kind == "kafka" else ["path", "modificationTime", "content"]
-        self.apply(df.select(*cols).toArrow(), int(batch_id))
+        """Spark's entry point: the executors validate their rows; the driver gets the result as Arrow."""
+        self._now = datetime.now(timezone.utc)
+        registry = self.registry()
+        if self._broadcast is None:
+            sink = io.BytesIO()
+            with pa.ipc.new_stream(sink, registry.schema) as w:
+                w.write_table(registry)
+            self._broadcast = df.sparkSession.sparkContext.broadcast(sink.getvalue())
+            self._broadcast_key = uuid.uuid4().hex
+        fn = on_executors(self.kind, self._broadcast, self._broadcast_key, self._now, self.ingestor.future_tolerance_s)
+        self.commit(df.select(*columns(self.kind)).mapInArrow(fn, CHECKED_SCHEMA).toArrow(), int(batch_id))
 
     def apply(self, rows: pa.Table, batch_id: int) -> BatchReport:
+        """A micro-batch's source rows already in the driver: validated here with the same
+        code the executors run, then committed."""
+        self._now = datetime.now(timezone.utc)
+        checker = Checker(self.registry(), now=self._now, future_tolerance_s=self.ingestor.future_tolerance_s)
+        try:
+            checked = check_rows(rows, self.kind, checker)
+        finally:
+            checker.close()
+        return self.commit(checked, batch_id)
+
+    def commit(self, checked: pa.Table, batch_id: int) -> BatchReport:
+        """Store the validated micro-batch and run the stages after ingest, once per batch id."""
         started = time.perf_counter()
         store = self._open()
         report = BatchReport(batch_id)
@@ -105,7 +140,13 @@ class StoreSink:
                 report.skipped = True
                 log.info("micro-batch %s of %s was committed before a restart; skipped", batch_id, self.query)
             else:
-                ing = self._ingest(rows, report)
+                ing = IngestReport()
+                parts = decode(checked)
+                report.files = 0 if self.kind == "kafka" else len({key for key, _ in parts})
+                for _, part in parts:
+                    ing.merge(self.ingestor.write_checked(part.rows, part.rejects, source=part.source,
+                                                          location_kind=part.location_kind, origins=part.origins,
+                                                          nbytes=part.report.bytes))
                 report.accepted, report.quarantined, report.records = ing.accepted, ing.quarantined_total, ing.records
                 if ing.accepted or ing.quarantined_total:
                     report.stages = self.downstream.run(None)
@@ -124,47 +165,3 @@ class StoreSink:
         if self.on_batch:
             self.on_batch(report)
         return report
-
-    def _ingest(self, rows: pa.Table, report: BatchReport) -> IngestReport:
-        total = IngestReport()
-        if self.kind == "kafka":
-            for part in _kafka_parts(rows):
-                total.merge(self._ingest_kafka(*part))
-            return total
-        # the order the local engine takes files in: oldest first, then by name
-        order = sorted(range(rows.num_rows), key=lambda i: (_ms(rows["modificationTime"][i].as_py()),
-                                                              Path(local_path(rows["path"][i].as_py())).name))
-        for i in order:
-            path = local_path(rows["path"][i].as_py())
-            content = rows["content"][i].as_py()
-            total.merge(ingest_stream(self.store, io.BytesIO(content), path, self.kind, ingestor=self.ingestor))
-            report.files += 1
-        return total
-
-    def _ingest_kafka(self, topic: str, partition: int, offsets: list[int], values: list[bytes]) -> IngestReport:
-        """One topic partition's messages in offset order; quarantine rows name the offset."""
-        source = f"kafka:{topic}/{partition}"
-        total = IngestReport()
-        body = b"\n".join(v.replace(b"\n", b" ") for v in values)
-        for batch in iter_line_batches(io.BytesIO(body)):
-            origins = {int(n): (source, f"offset {offsets[int(n) - 1]}") for n in batch.line_numbers}
-            origins.update({r.line: (source, f"offset {offsets[r.line - 1]}") for r in batch.rejects})
-            total.merge(self.ingestor.ingest_lines(batch, source=source, location_kind="message", origins=origins))
-        return total
-
-
-def _kafka_parts(rows: pa.Table):
-    by: dict[tuple[str, int], list[tuple[int, bytes]]] = {}
-    for topic, part, off, value in zip(*(rows[c].to_pylist() for c in ("topic", "partition", "offset", "value"))):
-        by.setdefault((topic, int(part)), []).append((int(off), value or b""))
-    for (topic, part), msgs in sorted(by.items()):
-        msgs.sort()
-        yield topic, part, [o for o, _ in msgs], [v for _, v in msgs]
-
-
-def _ms(ts) -> int:
-    if isinstance(ts, datetime):
-        if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=timezone.utc)
-        return int(ts.timestamp() * 1000)
-    return int(ts)

@@ -129,6 +129,19 @@ class AlertRepo:
             f"SELECT {', '.join(EVENT_COLUMNS)} FROM alert_events WHERE alert_id = ? ORDER BY ts, rowid", [int(alert_id)]
         )
 
+    def level_marks(self) -> dict[int, tuple[str, datetime | None]]:
+        """Alert id -> (the highest level it reached, when it last fell back to attention).
+
+        Its ``level`` is the latest, which falls back before it resolves: diagnose weighs an
+        alert by what it reached, and reads how fast a ponding recedes from its fall.
+        """
+        rows = self._rows(
+            """SELECT alert_id, max(CASE level WHEN 'alarm' THEN 3 WHEN 'warning' THEN 2 WHEN 'attention' THEN 1
+                ELSE 0 END) AS peak, max(CASE WHEN event = 'level' AND level = 'attention' THEN ts END) AS fell_at
+                FROM alert_events GROUP BY alert_id""", [])
+        names = {1: "attention", 2: "warning", 3: "alarm"}
+        return {int(r["alert_id"]): (names[int(r["peak"])], r["fell_at"]) for r in rows if int(r["peak"]) in names}
+
     def count(self) -> int:
         return int(self._rows("SELECT count(*) AS n FROM alerts", [])[0]["n"])
 

@@ -248,11 +248,17 @@ class SignRepo:
         ids = lut[phys]
         if (ids < 0).any():
             table, col = self._DICTS[what]
-            new = codes.filter(pl.Series(ids < 0)).unique().cast(pl.String).sort()
+            unseen = np.flatnonzero(ids < 0)  # one row per unseen code, found on the integers (no sort)
+            first = np.full(int(phys.max()) + 1, -1, np.int64)
+            first[phys[unseen[::-1]]] = unseen[::-1]
+            new = codes.gather(first[first >= 0]).cast(pl.String).sort()
+            # a unit code missing means the store's units are not numbered yet: number them all
+            # with it, so the ancestors a roll-up writes next need no second round
+            src = f"(SELECT {col} FROM _sign_new UNION SELECT code FROM units)" if what == "unit_code" else "_sign_new"
             with self.store.transaction() as con:
                 con.register("_sign_new", pl.DataFrame({col: new}).to_arrow())
                 try:
-                    con.execute(f"INSERT INTO {table} ({col}) SELECT {col} FROM _sign_new "
+                    con.execute(f"INSERT INTO {table} ({col}) SELECT {col} FROM {src} n "
                                 f"WHERE {col} NOT IN (SELECT {col} FROM {table}) ORDER BY {col} ON CONFLICT DO NOTHING")
                 finally:
                     con.unregister("_sign_new")
@@ -293,7 +299,7 @@ class SignRepo:
         with self.store.lock:
             frame = _pl(self.store.con.sql(
                 "SELECT kind, unit_code, (epoch_us(ts) // 60000000) * 60000000 AS minute, count(*)::BIGINT AS n, "
-                f"max(epoch_us(ts)) AS _t, max(ingested_at) AS _ing FROM readings WHERE {w} GROUP BY ALL",
+                f"max(epoch_us(ts)) AS _t, max(ingested_at) AS _ing FROM {self._readings_source()} WHERE {w} GROUP BY ALL",
                 params=params,
             ).to_arrow_table())
         if frame.is_empty():
@@ -302,85 +308,40 @@ class SignRepo:
             info = {"max_ingested_at": frame["_ing"].max(), "max_ts_us": int(frame["_t"].max()), "n": int(frame["n"].sum())}
         return frame.drop("_t", "_ing"), info
 
-    def readings_for(self, kinds: list[str], units: pl.Series, start_us: int, end_us: int) -> pl.DataFrame:
-        """Readings of ``kinds`` in ``units`` with start <= ts < end (µs since epoch)."""
-        with self.store.lock:
-            con = self.store.con
-            con.register("_sign_units", pl.DataFrame({"unit_code": units.unique()}).to_arrow())
-            try:
-                return _pl(con.sql(
-                    "SELECT r.sensor_id, r.ts, r.value, r.unit_code FROM readings r "
-                    "SEMI JOIN _sign_units u ON r.unit_code = u.unit_code "
-                    "WHERE list_contains(?, r.kind) AND r.ts >= ? AND r.ts < ?",
-                    params=[list(kinds), from_us(start_us), from_us(end_us)],
-                ).to_arrow_table())
-            finally:
-                con.unregister("_sign_units")
+    def _readings_source(self) -> str:
+        """The table (or view) with the columns of ``readings`` that the stage reads: the one
+        name to change if the readings' physical layout changes."""
+        return "readings"
 
-    def readings_in(self, ranges: pl.DataFrame, units: pl.Series) -> pl.DataFrame:
-        """Readings (kind, sensor_id, ts, value, unit_code) of each kind in its [lo, hi) µs
-        range (``ranges``: kind, lo, hi) and in ``units``: one scan for every indicator."""
-        with self.store.lock:
-            con = self.store.con
-            con.register("_sign_units", pl.DataFrame({"unit_code": units.unique()}).to_arrow())
-            con.register("_sign_ranges", ranges.select(pl.col("kind").cast(pl.String), "lo", "hi").to_arrow())
-            try:
-                lo, hi = int(ranges["lo"].min()), int(ranges["hi"].max())
-                return _pl(con.sql(
-                    "SELECT r.kind, r.sensor_id, r.ts, r.value, r.unit_code FROM readings r "
-                    "JOIN _sign_ranges k ON r.kind = k.kind AND epoch_us(r.ts) >= k.lo AND epoch_us(r.ts) < k.hi "
-                    "SEMI JOIN _sign_units u ON r.unit_code = u.unit_code WHERE r.ts >= ? AND r.ts < ?",
-                    params=[from_us(lo), from_us(hi)],
-                ).to_arrow_table())
-            finally:
-                con.unregister("_sign_units")
-                con.unregister("_sign_ranges")
-
-    def readings_between(self, spans: pl.DataFrame) -> pl.DataFrame:
+    def readings(self, spans: pl.DataFrame, units: pl.Series | None = None) -> pl.DataFrame:
         """Readings (kind, sensor_id, ts µs, value, unit_code) of each kind in its [lo, hi)
-        µs range (``spans``: kind, lo, hi, sensors), in one scan: what a recompute reads.
+        µs range (``spans``: kind, lo, hi, sensors), in ``units`` if given: the one scan of
+        readings of every run, a recompute's and an incremental batch's.
 
-        Unit codes come back through the ``sign_units`` dictionary as integers and are
-        turned into Categorical by a gather, not by hashing a string per reading;
-        ``sensor_id`` is read only for kinds whose ``sensors`` flag is set (indicators
-        that combine per-sensor values), else null.
+        Kinds come back as an index into ``spans`` (an integer, not a string per reading);
+        unit codes and sensor ids as Categorical, so every later join and group is on
+        integers. ``sensor_id`` is read only for kinds whose ``sensors`` flag is set
+        (indicators that combine per-sensor values), else null.
         """
-        self.sync_units()
         lo, hi = max(int(spans["lo"].min()), _MIN_US), min(int(spans["hi"].max()), _MAX_US)
         utc = pl.Datetime("us", "UTC")
         k = spans.select(pl.col("kind").cast(pl.String), pl.col("lo").clip(_MIN_US, _MAX_US).cast(utc).alias("lo"),
                          pl.col("hi").clip(_MIN_US, _MAX_US).cast(utc).alias("hi"),
                          pl.col("sensors").cast(pl.Boolean)).with_row_index("kid")
-        sql = ("SELECT k.kid, CASE WHEN k.sensors THEN r.sensor_id END AS sensor_id, epoch_us(r.ts) AS ts, r.value, "
-               "u.id AS unit_id FROM readings r JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
-               "LEFT JOIN sign_units u ON u.unit_code = r.unit_code WHERE r.unit_code IS NOT NULL AND r.ts >= ? AND r.ts < ?")
-        params = [from_us(lo), from_us(hi)]
-        r = self._select(sql, params, {"_sign_spans": k})
-        if r["unit_id"].null_count():  # readings located in units the units table lacks: give them ids, read again
-            with self.store.transaction() as con:
-                con.register("_sign_spans", k.to_arrow())
-                try:
-                    con.execute(
-                        "INSERT INTO sign_units (unit_code) SELECT DISTINCT r.unit_code FROM readings r "
-                        "JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
-                        "WHERE r.unit_code IS NOT NULL AND r.ts >= ? AND r.ts < ? "
-                        "AND r.unit_code NOT IN (SELECT unit_code FROM sign_units) ORDER BY 1 ON CONFLICT DO NOTHING", params)
-                finally:
-                    con.unregister("_sign_spans")
-            r = self._select(sql, params, {"_sign_spans": k})
-        unit = self.unit_codes_by_id().gather(r["unit_id"].cast(pl.Int64))
+        sql = ("SELECT k.kid, CASE WHEN k.sensors THEN r.sensor_id END AS sensor_id, epoch_us(r.ts) AS ts, r.value, r.unit_code "
+               f"FROM {self._readings_source()} r JOIN _sign_spans k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
+               "WHERE r.unit_code IS NOT NULL AND r.ts >= ? AND r.ts < ?")
+        frames = {"_sign_spans": k}
+        if units is not None:
+            sql += " AND r.unit_code IN (SELECT unit_code FROM _sign_units)"
+            frames["_sign_units"] = pl.DataFrame({"unit_code": units.unique().cast(pl.String)})
+        r = self._fetch_readings(sql, [from_us(lo), from_us(hi)], frames)
         kind = k["kind"].cast(pl.Categorical).gather(r["kid"].cast(pl.Int64))
-        # sensor ids Categorical too: grouping by sensor then needs no string hashing or sorting per indicator
-        return r.select(kind.alias("kind"), pl.col("sensor_id").cast(pl.Categorical), "ts", "value", unit.alias("unit_code"))
+        return r.select(kind.alias("kind"), pl.col("sensor_id").cast(pl.Categorical), pl.col("ts").cast(pl.Int64),
+                        pl.col("value").cast(pl.Float64), pl.col("unit_code").cast(pl.Categorical))
 
-    def sync_units(self) -> None:
-        """Give every unit of the ``units`` table its integer id (a no-op once they have one)."""
-        with self.store.lock:
-            n = self.store.con.execute("SELECT count(*) FROM units WHERE code NOT IN (SELECT unit_code FROM sign_units)").fetchall()[0][0]
-            if n:
-                with self.store.transaction() as con:
-                    con.execute("INSERT INTO sign_units (unit_code) SELECT code FROM units "
-                                "WHERE code NOT IN (SELECT unit_code FROM sign_units) ORDER BY code ON CONFLICT DO NOTHING")
+    def _fetch_readings(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+        return self._select(sql, params, frames)
 
     # -- units ---------------------------------------------------------------------
     def closure(self) -> pl.DataFrame:

@@ -64,7 +64,7 @@ class PgSignRepo(SignRepo):
                 params.append(val)
         df = self._select(
             "SELECT kind, unit_code, (epoch_us(ts) / 60000000) * 60000000 AS minute, count(*)::BIGINT AS n, "
-            f"max(ingested_at) AS mx_ing, max(epoch_us(ts)) AS mx_t FROM readings WHERE {' AND '.join(where)} "
+            f"max(ingested_at) AS mx_ing, max(epoch_us(ts)) AS mx_t FROM {self._readings_source()} WHERE {' AND '.join(where)} "
             "GROUP BY 1, 2, 3", params, {},
         )
         if df.is_empty():
@@ -73,41 +73,20 @@ class PgSignRepo(SignRepo):
             info = {"max_ingested_at": df["mx_ing"].max(), "max_ts_us": int(df["mx_t"].max()), "n": int(df["n"].sum())}
         return df.drop("mx_ing", "mx_t"), info
 
-    def readings_for(self, kinds: list[str], units: pl.Series, start_us: int, end_us: int) -> pl.DataFrame:
-        return self._readings(
-            "SELECT sensor_id, epoch_us(ts) AS ts, value, unit_code FROM readings "
-            "WHERE kind = ANY(?) AND unit_code = ANY(?) AND ts >= ? AND ts < ?",
-            [list(kinds), units.cast(pl.String).unique().to_list(), from_us(start_us), from_us(end_us)], {},
-            ("sensor_id", "ts", "value", "unit_code"),
-        )
-
-    def readings_in(self, ranges: pl.DataFrame, units: pl.Series) -> pl.DataFrame:
-        lo, hi = int(ranges["lo"].min()), int(ranges["hi"].max())
-        k = _keys(ranges).select("kind", _ts("lo").alias("lo"), _ts("hi").alias("hi"))
-        return self._readings(
-            "SELECT r.kind, r.sensor_id, epoch_us(r.ts) AS ts, r.value, r.unit_code FROM readings r "
-            "JOIN _sign_ranges k ON r.kind = k.kind AND r.ts >= k.lo AND r.ts < k.hi "
-            "WHERE r.unit_code = ANY(?) AND r.ts >= ? AND r.ts < ?",
-            [units.cast(pl.String).unique().to_list(), from_us(lo), from_us(hi)], {"_sign_ranges": k},
-            ("kind", "sensor_id", "ts", "value", "unit_code"),
-        )
-
-    def _readings(self, sql: str, params: list, frames: dict[str, pl.DataFrame], cols: tuple[str, ...]) -> pl.DataFrame:
-        """Raw readings through COPY (``copy_out_arrow``): the signs stage reads every reading of
-        the windows a batch touched, and a Python tuple per row cost more than the query."""
-        types = {"kind": pa.string(), "sensor_id": pa.string(), "ts": pa.int64(), "value": pa.float64(),
-                 "unit_code": pa.string()}
+    def _fetch_readings(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+        """Raw readings through COPY (``copy_out_arrow``): a run reads every reading of the
+        windows it computes, and a Python tuple per row cost more than the query."""
+        schema = pa.schema([("kid", pa.int64()), ("sensor_id", pa.string()), ("ts", pa.int64()), ("value", pa.float64()),
+                            ("unit_code", pa.string())])
         with self.store.lock:
             con = self.store.con
             for name, f in frames.items():
                 con.register(name, _keys(f))
             try:
-                t = copy_out_arrow(con, sql, params, pa.schema([(c, types[c]) for c in cols]))
+                return pl.from_arrow(copy_out_arrow(con, sql, params, schema))
             finally:
                 for name in frames:
                     con.unregister(name)
-        t = t.set_column(t.schema.get_field_index("ts"), "ts", t.column("ts").cast(pa.timestamp("us", tz="UTC")))
-        return _typed(_pl(t))
 
     # -- values ----------------------------------------------------------------------
     def _select(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
