@@ -127,3 +127,33 @@ def test_eval_input_errors_name_the_item(tmp_path):
         evaluate(tmp_path / "data", tmp_path / "labels.json")
     with pytest.raises(InputError, match="--detector"):
         evaluate(tmp_path / "data", tmp_path / "labels.json", detector="nope")
+
+
+def test_an_incident_touching_no_sensor_is_unobservable_not_a_miss(tmp_path):
+    """A burst main whose zone has no sensor (a small city) cannot be seen by watching readings."""
+    from datetime import datetime, timezone
+
+    from cityvitals.store import open_store
+    from cityvitals.watch.alerts import AlertManager, AlertPolicy, Observation
+    from cityvitals.watch.eval.truth import evaluate_against_truth
+
+    at = datetime(2024, 7, 15, 2, 0, tzinfo=timezone.utc)
+    truth = {
+        "steps": 480, "interval_s": 60, "city": {"sensors": 10},
+        "incidents": [
+            {"id": "INC-001", "category": "incident", "start": "2024-07-15T01:00:00+00:00",
+             "end": "2024-07-15T03:00:00+00:00", "affected_sensors": []},
+            {"id": "INC-002", "category": "incident", "start": "2024-07-15T01:00:00+00:00",
+             "end": "2024-07-15T03:00:00+00:00", "affected_sensors": ["WP1"]},
+            {"id": "INC-003", "category": "incident", "start": "2024-07-15T01:00:00+00:00",
+             "end": "2024-07-15T03:00:00+00:00", "affected_sensors": ["WP2"]},
+        ],
+    }
+    store = open_store(tmp_path / "home")
+    try:
+        AlertManager(store, AlertPolicy(), lambda: at).observe([Observation("WP1", "threshold", 2, at)])
+        res = evaluate_against_truth(store, truth)
+    finally:
+        store.close()
+    assert res["incidents_unobservable"] == ["INC-001"]
+    assert (res["incidents"], res["incidents_detected"], res["incident_detection"]) == (2, 1, 0.5)

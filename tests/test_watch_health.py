@@ -143,3 +143,101 @@ def test_drift_judged_every_five_minutes_still_finds_the_ramp():
     det.set_neighbours({i: [j for j in range(6) if j != i] for i in range(6)})
     seen = _flags_over_run(det, x)
     assert "drift" in seen[0] and not any("drift" in s for s in seen[1:])
+
+
+def _slow_road(slip_at: int, n: int = 90, seed: int = 7) -> np.ndarray:
+    """Five traffic-speed sensors near 40 km/h (step sd about 2); sensor 0 reports mph from ``slip_at``."""
+    rng = np.random.default_rng(seed)
+    x = 40 + 3 * np.arange(5)[None, :] / 5 + rng.normal(0, 1.5, (n, 5))
+    x[slip_at:, 0] /= 1.609344  # a 38% drop: about six of its step deviations, a full jump or just under
+    return x
+
+
+def test_a_unit_slip_under_a_full_jump_is_found_where_the_kind_has_that_unit_and_only_there():
+    nb = {i: [j for j in range(5) if j != i] for i in range(5)}
+    for seed in range(3):
+        det = SensorHealthDetector(valid_range=(0, 250), **{**HEALTH, "jump_z": 12.0})  # the slip is half a jump here
+        det.set_neighbours(nb)
+        det.set_units(range(5), [3.6, 1.609344])  # traffic speed: m/s and mph accepted
+        seen = _flags_over_run(det, _slow_road(60, seed=seed))
+        assert "unit" in seen[0], seed
+        assert not any(s & {"unit", "disagree"} for s in seen[1:])
+        # a kind with no such unit (crowd density accepts persons/100 m2 only): no half-jump candidate
+        det = SensorHealthDetector(valid_range=(0, 250), **{**HEALTH, "jump_z": 12.0})
+        det.set_neighbours(nb)
+        det.set_units(range(5), [0.01])
+        assert "unit" not in _flags_over_run(det, _slow_road(60, seed=seed))[0]
+
+
+def test_the_drift_spread_holds_still_while_a_jump_awaits_its_verdict():
+    """A young series (fast learning) whose unit slips: the slip must not widen its own yardstick.
+
+    Before, ten minutes of the slip had widened the spread fivefold by the verdict, and the
+    slip no longer looked displaced from the neighbours (mph on a traffic-speed sensor).
+    """
+    x = _slow_road(45, n=80, seed=3)
+    x[45:, 0] = x[45:, 0] * 1.609344 / 3.6  # km/h read as m/s instead of mph: a full jump
+    det = SensorHealthDetector(valid_range=(0, 250), **HEALTH)
+    det.set_neighbours({i: [j for j in range(5) if j != i] for i in range(5)})
+    sds, seen = [], set()
+    ids = np.arange(5)
+    for k in range(x.shape[0]):
+        det.update_many(ids, np.full(5, 60 * k), x[k])
+        if det.pending[0]:
+            sds.append(float(det.off_sd[0]))
+        if det.take_flags()[0] & 128:
+            seen.add("unit")
+    assert len(sds) >= 5 and max(sds) == min(sds)
+    assert seen == {"unit"}
+
+
+def test_a_rain_gauge_back_at_zero_after_its_first_drop_is_no_disagreement():
+    n = 120
+    x = np.zeros((n, 3))
+    x[70, 0] = 0.1  # the first drop of the day at one gauge, straight back to 0
+    det = SensorHealthDetector(valid_range=(0, 300), **HEALTH)
+    det.set_neighbours({0: [1, 2], 1: [0, 2], 2: [0, 1]})
+    assert not any(s & {"disagree", "unit"} for s in _flags_over_run(det, x))
+
+
+def test_drift_references_only_for_kinds_sharing_one_regime():
+    from cityvitals.watch.runner import DRIFT_REF_KINDS
+
+    sensors = pl.DataFrame({
+        "id": ["p1", "p2", "p3", "c1", "c2", "c3"],
+        "kind": ["pm25"] * 3 + ["crowd_density"] * 3,
+        "lon": [121.40, 121.50, 121.60] * 2,
+        "lat": [31.20, 31.25, 31.30] * 2,
+    })
+    near = nearest_neighbours(sensors)
+    refs = drift_references(sensors, near, kinds=DRIFT_REF_KINDS)
+    assert set(refs) == {"p1", "p2", "p3"}  # an isolated crowd sensor's rush is its own: no far reference
+    assert set(drift_references(sensors, near)) == {"p1", "p2", "p3", "c1", "c2", "c3"}
+
+
+def test_drift_against_far_references_is_seen_when_the_sensor_rises_severalfold():
+    """An upward drift to 3.5x the references: the offset is not capped below the bar (it was at +0.72)."""
+    rng = np.random.default_rng(8)
+    n = 8 * 60
+    t = np.arange(n) * 60
+    x = 30 * (1 + 0.1 * rng.normal(0, 1, (n, 6))) * (1 + 0.2 * np.arange(6) / 6)
+    x[:, 0] *= 1 + 2.5 * np.clip((t - 7200) / (4 * 3600), 0, 1)
+    det = SensorHealthDetector(valid_range=(0, 2000), **HEALTH)
+    det.set_neighbours({i: [j for j in range(1, 6) if j != i] for i in range(1, 6)}, references={0: [1, 2, 3, 4, 5]})
+    seen = _flags_over_run(det, x)
+    assert "drift" in seen[0] and not any("drift" in s for s in seen[1:])
+
+
+def test_a_checkpoint_from_before_the_kind_bits_loads():
+    import io
+
+    det = SensorHealthDetector(valid_range=(0, 250), **HEALTH)
+    det.set_neighbours({0: [1], 1: [0]})
+    det.set_units([0, 1], [3.6])
+    det.update_many([0, 1], [0, 0], [40.0, 41.0])
+    data = dict(np.load(io.BytesIO(det.to_bytes()), allow_pickle=False))
+    del data["f_kbits"]
+    buf = io.BytesIO()
+    np.savez(buf, **data)
+    old = SensorHealthDetector.from_bytes(buf.getvalue())
+    assert int(old.kbits[0]) == 0 and float(old.last[1]) == 41.0 and int(old.nnear[0]) == 1

@@ -33,10 +33,7 @@ def _insert(store, minutes: range, value_fn, seed: int = 0):
             rows.append((sid, T0 + timedelta(minutes=m), float(value_fn(i, m, rng)), None, "water_pressure", None,
                          T0 + timedelta(minutes=m, seconds=5)))
     df = pl.DataFrame(rows, schema=["sensor_id", "ts", "value", "quality", "kind", "unit_code", "ingested_at"], orient="row")
-    with store.transaction() as con:
-        con.register("_in", df.to_arrow())
-        con.execute("INSERT INTO readings SELECT * FROM _in")
-        con.unregister("_in")
+    store.readings.bulk_load(df)
 
 
 def _normal(i, m, rng):

@@ -1,6 +1,6 @@
 """Alerts against the simulator's ground truth (needs ``cityvitals.sim``): the issue's quality bar.
 
-Small cities (300 sensors), seeds 1 and 2. The quiet day runs a whole day from scratch, so it
+Small cities (300 sensors), seeds 1 and 2 (and 4 for the mix). The quiet day runs a whole day from scratch, so it
 also checks that nothing fires on the daily pattern before the seasonal baseline is mature.
 Each assertion names the issue's bar; where the stage does not reach it yet on every seed
 the assertion is at the level reached, with the bar beside it (see the engineer's notes).
@@ -56,15 +56,14 @@ def test_quiet_day_false_alerts(tmp_path, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 4])  # seed 4: an isolated pm2.5 drift, and a burst whose zone has no sensor
 def test_incidents_detected_and_faults_told_apart(tmp_path, seed):
     sim.run_simulation(tmp_path / "sim", scenario="water_main_burst,traffic_accident,gas_leak,manhole_displaced,sensor_faults",
                        duration="8h", seed=seed, city_sensors=300, write_reports=False)
     res = evaluate_sim_folder(tmp_path / "sim")
     print(seed, _short(res))
     assert res["incident_detection"] >= 0.95  # issue's bar: >= 95%
-    assert res["faults_as_faults"] >= 0.8  # issue's bar: >= 90% (0.6-1.0 over seeds 1-6 at 300 and 400 sensors:
-    # a drift on a sensor with fewer than two neighbours, a unit slip whose neighbours move within the hour)
+    assert res["faults_as_faults"] >= 0.9  # issue's bar: >= 90% (1.0 on seeds 1-9 at 300 and 400 sensors)
     assert res["faults_as_incidents"] <= 0.2
 
 

@@ -104,9 +104,11 @@ class ChangeWatcher:
         self.store = store
         self.hub = hub
         self._lock = threading.Lock()
+        # row ids and unit codes without the sensor id join (DuckDB: the ``readings_by_key`` view)
+        self._table = getattr(store.readings, "by_key", "readings")
         with store.lock:
             con = store.con
-            self._row = con.execute("SELECT coalesce(max(rowid), -1) FROM readings").fetchall()[0][0]
+            self._row = con.execute(f"SELECT coalesce(max(rowid), -1) FROM {self._table}").fetchall()[0][0]
             self._qcounts = store.quarantine.counts()
             self._alert_row = con.execute("SELECT coalesce(max(rowid), -1) FROM alert_events").fetchall()[0][0] if hasattr(store, "alerts") else -1
             self._health = con.execute("SELECT max(as_of) FROM sign_health").fetchall()[0][0] if hasattr(store, "signs") else None
@@ -121,7 +123,7 @@ class ChangeWatcher:
     def _readings(self) -> list[int]:
         with self.store.lock:
             rows = self.store.con.execute(
-                "SELECT unit_code, count(*), max(rowid), max(ts) FROM readings "
+                f"SELECT unit_code, count(*), max(rowid), max(ts) FROM {self._table} "
                 "WHERE rowid > ? GROUP BY unit_code ORDER BY count(*) DESC",
                 [self._row],
             ).fetchall()

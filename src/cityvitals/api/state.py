@@ -60,8 +60,9 @@ def readings_count(ctx, layer: list[str], start: datetime, end: datetime) -> dic
         con = ctx.store.con
         con.register("_api_members", m)
         try:
+            table = getattr(ctx.store.readings, "by_key", "readings")  # no sensor id join needed to count by unit
             got = con.execute(
-                "SELECT m.owner, count(*) FROM readings r JOIN _api_members m ON r.unit_code = m.code "
+                f"SELECT m.owner, count(*) FROM {table} r JOIN _api_members m ON r.unit_code = m.code "
                 "WHERE r.ts >= ? AND r.ts < ? GROUP BY m.owner", [start, end],
             ).fetchall()
         finally:

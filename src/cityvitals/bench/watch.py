@@ -50,6 +50,10 @@ def _detectors(series: int):
     # neighbours: each series with the 4 next ids (a ring), like sensors along one street
     ids = np.arange(series)
     dets["health"].set_neighbours({int(i): [int((i + k) % series) for k in (1, 2, -1, -2)] for i in ids})
+    # every series of a kind with other units (unit slips looked for from half a jump: the costlier
+    # case), half of a kind sharing one regime across the city (as the runner sets them from the kinds)
+    dets["health"].set_units(ids, [3.6, 1.609344])
+    dets["health"].set_shared(ids[::2])
     return dets
 
 

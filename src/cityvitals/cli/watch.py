@@ -121,7 +121,9 @@ def eval_sim(
 
     lead = res["median_lead_time_s"]
     console.print(
-        f"incidents detected {res['incidents_detected']}/{res['incidents']} ({pct(res['incident_detection'])}); "
+        f"incidents detected {res['incidents_detected']}/{res['incidents']} ({pct(res['incident_detection'])})"
+        + (f" ({len(res['incidents_unobservable'])} touching no sensor left out)" if res["incidents_unobservable"] else "")
+        + "; "
         f"false alerts {res['false_alerts_per_100_sensor_days']:.2f} per 100 sensor-days; "
         f"faults as faults {pct(res['faults_as_faults'])}; "
         f"median lead time {'-' if lead is None else f'{lead / 60:.1f} min'} ({len(res['lead_times_s'])} warnings)"

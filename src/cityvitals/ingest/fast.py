@@ -49,13 +49,21 @@ class Registry:
     offset: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
+    keys: np.ndarray | None = None  # each sensor's stored key (``sensor_keys``); -1 when it has none
+    unit_keys: np.ndarray | None = None  # the stored key of each sensor's unit (``unit_keys``); -1: none
 
     @classmethod
     def from_table(cls, t: pa.Table) -> Registry:
-        """``t``: the ``_sensor_ready`` relation (id, kind, unit, unit_code, factor, offset, min/max)."""
+        """``t``: the ``_sensor_ready`` relation (id, kind, unit, unit_code, factor, offset, min/max
+        and, on the DuckDB store, sensor_key)."""
 
         def num(name: str) -> np.ndarray:
             return t.column(name).combine_chunks().cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+
+        def key(name: str) -> np.ndarray | None:
+            if name not in t.column_names:
+                return None
+            return t.column(name).combine_chunks().cast(pa.int64()).fill_null(-1).to_numpy(zero_copy_only=False)
 
         return cls(
             ids=t.column("id").combine_chunks().cast(pa.string()),
@@ -63,9 +71,15 @@ class Registry:
             kinds=t.column("kind").combine_chunks().cast(pa.string()),
             unit_codes=t.column("unit_code").combine_chunks().cast(pa.string()),
             factor=num("factor"), offset=num("offset"), lo=num("min_value"), hi=num("max_value"),
+            keys=key("sensor_key"), unit_keys=key("unit_key"),
         )
 
     def __post_init__(self) -> None:
+        if self.keys is None:
+            self.keys = np.full(len(self.ids), -1, np.int64)
+        if self.unit_keys is None:
+            self.unit_keys = np.full(len(self.ids), -1, np.int64)
+        self._by_key: np.ndarray | None = None
         _, offsets, data = self.ids.buffers()
         n = len(self.ids)
         off = np.frombuffer(offsets, np.int32)[self.ids.offset: self.ids.offset + n + 1].astype(np.int64)
@@ -85,6 +99,29 @@ class Registry:
         if ids.null_count:
             codes[np.asarray(ids.is_null().to_numpy(zero_copy_only=False))] = -1
         return codes
+
+    def code_of_key(self, keys: np.ndarray) -> np.ndarray:
+        """Registry row of each stored sensor key, -1 for a key no registered sensor has:
+        a gather through a table indexed by key (keys are small dense integers)."""
+        if self._by_key is None:
+            known = np.flatnonzero(self.keys >= 0)
+            self._by_key = np.full(int(self.keys.max(initial=-1)) + 2, -1, np.int64)
+            self._by_key[self.keys[known]] = known
+        keys = np.asarray(keys, np.int64)
+        out = np.full(len(keys), -1, np.int64)
+        inside = (keys >= 0) & (keys < len(self._by_key))
+        out[inside] = self._by_key[keys[inside]]
+        return out
+
+    def unit_key_array(self, codes: np.ndarray) -> pa.Array:
+        """The stored unit key of the given rows' sensors, null for a sensor not located."""
+        keys = self.unit_keys[codes]
+        none = keys < 0
+        if none.any() and self.unit_codes.null_count < len(self.unit_codes):
+            located = ~np.asarray(self.unit_codes.is_null().to_numpy(zero_copy_only=False))
+            if np.any(none & located[codes]):  # ensure_keys gives every unit one: never store a unit as none
+                raise RuntimeError("a sensor's unit has no key in unit_keys")
+        return pa.array(keys, pa.int32(), mask=none)
 
     def strings(self, column: pa.Array, codes: np.ndarray) -> pa.DictionaryArray:
         """A registry column for the given rows, dictionary-encoded: no string is copied."""

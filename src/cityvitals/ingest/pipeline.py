@@ -223,18 +223,25 @@ def load_kind_tables(con, kinds) -> None:
 
 def load_sensor_table(con, registry: pa.Table | None) -> None:
     """``_sensor_ready``: each sensor's own-unit conversion and its kind's range, from a copy
-    of the registry (``registry_table``) or, ``None``, from the store's own ``sensors`` table."""
+    of the registry (``registry_table``) or, ``None``, from the store's own ``sensors`` table.
+
+    On the DuckDB store's own connection each sensor also carries its stored integer keys (its
+    own and its unit's; the store's ``ensure_keys`` made them): accepted readings are written
+    with them. A copy of the registry (a server store, Spark's executors) has no keys."""
     if registry is not None:
         con.register("_sensors_src", registry)
         con.execute("CREATE OR REPLACE TEMP TABLE _sensors_copy AS SELECT * FROM _sensors_src")
         con.unregister("_sensors_src")
+    keys, joins = ("NULL::INTEGER AS sensor_key, NULL::INTEGER AS unit_key", "") if registry is not None else (
+        "k.key AS sensor_key, u.key AS unit_key",
+        "LEFT JOIN sensor_keys k ON k.sensor_id = s.id LEFT JOIN unit_keys u ON u.unit_code = s.unit_code")
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _sensor_ready AS
            SELECT s.id, s.kind, s.unit, s.unit_code, c.factor, c."offset",
-                  r.canonical_unit, r.min_value, r.max_value
+                  r.canonical_unit, r.min_value, r.max_value, {keys}
            FROM {'_sensors_copy' if registry is not None else 'sensors'} s
            LEFT JOIN _kind_conv c ON c.kind = s.kind AND c.unit = s.unit
-           LEFT JOIN _kind_range r ON r.kind = s.kind"""
+           LEFT JOIN _kind_range r ON r.kind = s.kind {joins}"""
     )
 
 
@@ -269,6 +276,8 @@ class Ingestor:
         if version == self._sensors_version:
             return
         with self.lock:
+            if not self.private:
+                self.store.sensors.ensure_keys()
             load_sensor_table(self.con, registry_table(self.store) if self.private else None)
         self._sensors_version = version
 
@@ -278,7 +287,8 @@ class Ingestor:
         with self.lock:
             if self._registry is None or self._registry_version != self._sensors_version:
                 self._registry = _fast().Registry.from_table(self.con.sql(
-                    'SELECT id, kind, unit, unit_code, factor, "offset", min_value, max_value FROM _sensor_ready'
+                    'SELECT id, kind, unit, unit_code, factor, "offset", min_value, max_value, sensor_key, unit_key '
+                    'FROM _sensor_ready'
                 ).to_arrow_table())
                 self._registry_version = self._sensors_version
             return self._registry
@@ -345,9 +355,15 @@ class Ingestor:
         ``checked`` has the validation's columns (``CHECKED_COLUMNS``: seq, raw, sensor_id, ts,
         value, quality, kind, unit_code, reason, message), so only persistence runs here.
         """
+        cols = ", ".join(f"c.{c}" for c in ("seq",) + CHECKED_COLUMNS[2:])
+
         def validated(con) -> None:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _val AS SELECT {', '.join(('seq',) + CHECKED_COLUMNS[2:])} "
-                        "FROM _batch_raw")
+            # the DuckDB store writes accepted rows by their integer keys, which a copy of the
+            # registry elsewhere does not have: take them from this connection's registry
+            keys = ("NULL::INTEGER AS sensor_key, NULL::INTEGER AS unit_key" if self.private else
+                    "r.sensor_key, r.unit_key")
+            join = "" if self.private else " LEFT JOIN _sensor_ready r ON r.id = c.sensor_id"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE _val AS SELECT {cols}, {keys} FROM _batch_raw c{join}")
 
         report = self._persist(checked, validated, RAW_JSON, rejects, self.clock(), source=source,
                                location_kind=location_kind, origins=origins)
@@ -448,7 +464,7 @@ class Ingestor:
         with self.store.transaction() as con:
             if len(valid.seq):
                 stored = self._stored_keys(con, valid, registry)
-                s_code = registry.code(stored.column("sensor_id").combine_chunks()) if stored.num_rows else np.zeros(0, np.int64)
+                s_code = registry.code_of_key(_ints(stored.column("sensor_key"))) if stored.num_rows else np.zeros(0, np.int64)
                 outcome, other = _fast().dedupe(
                     valid.code, valid.ts, valid.value, np.argsort(valid.seq, kind="stable"), s_code,
                     _ints(stored.column("ts")), _floats(stored.column("value")))
@@ -463,17 +479,20 @@ class Ingestor:
                 codes = valid.code[take]
                 quality = valid.quality
                 quality = pa.nulls(len(take), pa.string()) if quality.null_count == len(quality) else quality.take(pa.array(take))
+                keys = registry.keys[codes]
+                if np.any(keys < 0):  # ensure_keys gives every registered sensor one; never write a row without
+                    raise RuntimeError("a registered sensor has no key in sensor_keys")
                 con.register("_accepted", pa.table({
-                    "sensor_id": registry.strings(registry.ids, codes),
+                    "sensor_key": pa.array(keys, pa.int32()),
                     "ts": pa.array(valid.ts[take], pa.timestamp("us", tz="UTC")),
                     "value": pa.array(valid.value[take], pa.float64()),
                     "quality": quality,
                     "kind": registry.strings(registry.kinds, codes),
-                    "unit_code": registry.strings(registry.unit_codes, codes),
+                    "unit_key": registry.unit_key_array(codes),
                 }))
                 try:
-                    con.execute("INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at) "
-                                "SELECT sensor_id, ts, value, quality, kind, unit_code, $now FROM _accepted",
+                    con.execute("INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_key, ingested_at) "
+                                "SELECT sensor_key, ts, value, quality, kind, unit_key, $now FROM _accepted",
                                 {"now": batch.now})
                 finally:
                     con.unregister("_accepted")
@@ -498,21 +517,21 @@ class Ingestor:
 
     @staticmethod
     def _stored_keys(con, valid: _Valid, registry: fast.Registry) -> pa.Table:
-        """Stored (sensor_id, ts, value) that may share a key with the batch. Usually the
+        """Stored (sensor_key, ts, value) that may share a key with the batch. Usually the
         stored rows of the batch's time range are few (live data) and come back whole for
         the compiled dedupe; when the range holds many (a backfill over a long span), DuckDB
         first keeps only the rows whose key is in the batch, so memory stays bounded."""
         params = {"lo": _instant(int(valid.ts.min())), "hi": _instant(int(valid.ts.max()))}
-        in_range = con.execute("SELECT count(*) FROM readings WHERE ts BETWEEN $lo AND $hi", params).fetchall()[0][0]
+        in_range = con.execute("SELECT count(*) FROM reading_rows WHERE ts BETWEEN $lo AND $hi", params).fetchall()[0][0]
         if in_range <= max(STORED_FETCH_ROWS, 2 * len(valid.seq)):
-            return con.sql("SELECT sensor_id, epoch_us(ts) AS ts, value FROM readings WHERE ts BETWEEN $lo AND $hi",
+            return con.sql("SELECT sensor_key, epoch_us(ts) AS ts, value FROM reading_rows WHERE ts BETWEEN $lo AND $hi",
                            params=params).to_arrow_table()
-        con.register("_keys", pa.table({"sensor_id": registry.strings(registry.ids, valid.code),
+        con.register("_keys", pa.table({"sensor_key": pa.array(registry.keys[valid.code], pa.int32()),
                                         "ts": pa.array(valid.ts, pa.timestamp("us", tz="UTC"))}))
         try:
             return con.sql(
-                """SELECT r.sensor_id, epoch_us(r.ts) AS ts, r.value FROM readings r
-                   SEMI JOIN _keys k ON r.sensor_id = k.sensor_id AND r.ts = k.ts
+                """SELECT r.sensor_key, epoch_us(r.ts) AS ts, r.value FROM reading_rows r
+                   SEMI JOIN _keys k ON r.sensor_key = k.sensor_key AND r.ts = k.ts
                    WHERE r.ts BETWEEN $lo AND $hi""", params=params).to_arrow_table()
         finally:
             con.unregister("_keys")
@@ -542,9 +561,10 @@ class Ingestor:
             valid = con.execute("SELECT count(*) FROM _val WHERE reason IS NULL").fetchall()[0][0]
             report.accepted = valid - sum(outcome.values())
             report.duplicates = outcome.get("duplicate", 0)
+            # a valid record's sensor is registered, so it has a key (ensure_keys; sensor_key is NOT NULL)
             con.execute(
-                """INSERT INTO readings (sensor_id, ts, value, quality, kind, unit_code, ingested_at)
-                   SELECT v.sensor_id, v.ts, v.value, v.quality, v.kind, v.unit_code, $now
+                """INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_key, ingested_at)
+                   SELECT v.sensor_key, v.ts, v.value, v.quality, v.kind, v.unit_key, $now
                    FROM _val v ANTI JOIN _ded d USING (seq) WHERE v.reason IS NULL
                    ORDER BY v.ts""",
                 {"now": batch.now},

@@ -8,7 +8,8 @@ the field and the value, so a person reading the quarantine knows what to fix.
 A batch arrives as the view ``_batch_raw`` (``seq`` plus either one JSON text column
 ``raw`` or the reading columns). A *decode* query turns it into text columns: seq,
 pre_reason, pre_message, sensor_id, ts, value, unit, quality. ``validate_sql`` wraps
-that query and yields temp table ``_val`` (no raw text: it is fetched back by seq for
+that query and yields temp table ``_val`` (with the sensor's kind, unit and, on the DuckDB
+store, its stored keys; no raw text: it is fetched back by seq for
 the few rejected rows only, which keeps the hot path from copying every string).
 Temp tables ``_sensor_ready`` and ``_kind_conv`` must exist (see ``Ingestor``).
 """
@@ -83,7 +84,7 @@ joined AS (
     -- _sensor_ready carries each sensor's own-unit conversion and its kind's range, so
     -- the common case (no unit in the record) costs one join; an explicit unit looks up
     -- its conversion separately.
-    SELECT t.*, s.kind, s.unit_code, coalesce(t.unit, s.unit) AS in_unit,
+    SELECT t.*, s.kind, s.unit_code, s.sensor_key, s.unit_key, coalesce(t.unit, s.unit) AS in_unit,
            CASE WHEN t.unit IS NULL OR t.unit = s.unit THEN s.factor ELSE c.factor END AS factor,
            CASE WHEN t.unit IS NULL OR t.unit = s.unit THEN s."offset" ELSE c."offset" END AS "offset",
            s.canonical_unit, s.min_value, s.max_value
@@ -109,7 +110,7 @@ reasoned AS (
        END AS reason
     FROM scored
 )
-SELECT seq, sensor_id, ts_parsed AS ts, canonical AS value, quality, kind, unit_code, reason,
+SELECT seq, sensor_id, ts_parsed AS ts, canonical AS value, quality, kind, unit_code, sensor_key, unit_key, reason,
        CASE reason
          WHEN 'missing_field' THEN format('field {{}} is missing or empty',
               CASE WHEN sensor_id IS NULL OR sensor_id = '' THEN 'sensor_id' WHEN ts IS NULL OR ts = '' THEN 'ts' ELSE 'value' END)
@@ -131,11 +132,12 @@ FROM reasoned
 # Duplicates and conflicts, within the batch and against what is stored. The first
 # valid record of a key (by arrival order) is the candidate; a later record with the
 # same value is a duplicate, with another value a conflict. Stored readings are
-# looked up only in the batch's time range.
+# looked up only in the batch's time range, by the sensor's stored key (the DuckDB store's
+# ``reading_rows``; ``_val`` carries each valid record's sensor key from ``_sensor_ready``).
 DEDUPE_SQL = """
 CREATE OR REPLACE TEMP TABLE _ded AS
 WITH ok AS (
-    SELECT seq, sensor_id, ts, value FROM _val WHERE reason IS NULL
+    SELECT seq, sensor_id, sensor_key, ts, value FROM _val WHERE reason IS NULL
 ),
 multi AS (  -- keys seen more than once in this batch: rare, so the join below is cheap
     SELECT sensor_id, ts, min(seq) AS first_seq, arg_min(value, seq) AS first_v
@@ -143,10 +145,10 @@ multi AS (  -- keys seen more than once in this batch: rare, so the join below i
 ),
 bounds AS (SELECT min(ts) lo, max(ts) hi FROM ok),
 stored AS (
-    SELECT r.sensor_id, r.ts, any_value(r.value) AS stored_v
-    FROM readings r, bounds
+    SELECT r.sensor_key, r.ts, any_value(r.value) AS stored_v
+    FROM reading_rows r, bounds
     WHERE r.ts BETWEEN bounds.lo AND bounds.hi
-    GROUP BY r.sensor_id, r.ts
+    GROUP BY r.sensor_key, r.ts
 )
 SELECT * FROM (
     SELECT ok.seq,
@@ -160,6 +162,6 @@ SELECT * FROM (
            coalesce(st.stored_v, m.first_v) AS other_v
     FROM ok
     LEFT JOIN multi m ON m.sensor_id = ok.sensor_id AND m.ts = ok.ts
-    LEFT JOIN stored st ON st.sensor_id = ok.sensor_id AND st.ts = ok.ts
+    LEFT JOIN stored st ON st.sensor_key = ok.sensor_key AND st.ts = ok.ts
 ) WHERE outcome <> 'accept'  -- only the refused: every other valid record is accepted
 """

@@ -253,7 +253,8 @@ class VectorDetector:
         det._grow(max(n, 16))
         det._n = n
         for field in det.FIELDS:
-            det._arrays[field][:n] = data[f"f_{field}"]
+            if f"f_{field}" in data.files:  # a field added since the checkpoint keeps its default
+                det._arrays[field][:n] = data[f"f_{field}"]
         det._load_extra(data)
         return det
 

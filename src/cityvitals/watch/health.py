@@ -50,6 +50,7 @@ FAULT_MASK = sum(FLAGS.values())
 # a jump whose ratio is one of these, both sides well clear of zero, is a unit fault.
 UNIT_FACTORS = np.log(np.array([3.6, 1.609344, 1000.0, 10.0, 100.0]))
 UNIT_TOL = 0.12  # on the log scale (12%)
+SHARED = 128  # ``kbits``: the kind shares one regime across the city
 
 
 class SensorHealthDetector(VectorDetector):
@@ -81,6 +82,9 @@ class SensorHealthDetector(VectorDetector):
         "sticky": ("uint8", 0, ()),  # OR of flags since the last ``take_flags``
         "nnear": ("uint8", 0, ()),
         "dhold": ("uint16", 0, ()),  # seconds the drift condition has held in a row (capped)
+        # bit i < 5: the kind accepts a unit ``UNIT_FACTORS[i]`` away (``set_units``); bit 7: the
+        # kind shares one regime across the city (``set_shared``)
+        "kbits": ("uint8", 0, ()),
         "nbs": ("float32", np.nan, ()),  # the neighbours' robust mean over the last hours (are they steady?)  # how many of its CSR entries are near neighbours (the rest: drift references)
     }
 
@@ -156,6 +160,8 @@ class SensorHealthDetector(VectorDetector):
         ptr = data["nb_ptr"]
         self._nb_ptr = np.concatenate([ptr, np.full(self._cap + 1 - ptr.size, ptr[-1], dtype=np.int32)]).astype(np.int32)
         self._nb_idx = data["nb_idx"].astype(np.int32)
+        # (checkpoints from before ``kbits`` keep 0: no unit slip looked for under a full jump and
+        # no shared regime, as before, for the series configured then)
         if "f_nnear" not in data:  # checkpoints from before drift references: every entry is a near neighbour
             self.nnear[: self._n] = np.minimum(np.diff(self._nb_ptr[: self._n + 1]), 255)
 
@@ -164,6 +170,31 @@ class SensorHealthDetector(VectorDetector):
         s = np.asarray(series, dtype=np.int64).reshape(-1)
         self._touch(s)
         self.lo[s], self.hi[s] = lo, hi
+
+    def set_units(self, series: Any, factors: Sequence[float]) -> None:
+        """The conversion factors of the units the series' kind accepts (a slip into one of them is plausible).
+
+        Why: a unit slip is looked for from half a jump on only where the kind has such a unit
+        (a traffic-speed sensor can report mph, a crowd sensor cannot report km/h); elsewhere a
+        chance ratio of a half-size jump is noise.
+        """
+        s = np.asarray(series, dtype=np.int64).reshape(-1)
+        self._touch(s)
+        lf = np.abs(np.log(np.asarray([f for f in factors if f and f > 0], dtype=np.float64)))
+        bits = np.abs(lf[:, None] - UNIT_FACTORS[None, :]) < UNIT_TOL if lf.size else np.zeros((0, UNIT_FACTORS.size), bool)
+        self.kbits[s] = (self.kbits[s] & SHARED) | int(sum(1 << i for i in np.flatnonzero(bits.any(axis=0))))
+
+    def set_shared(self, series: Any, shared: bool = True) -> None:
+        """Mark series whose kind shares one regime across the city (one network's demand, the weather).
+
+        Why: drift needs the neighbours steady because a ratio to them wanders while each
+        follows its own local cycle (roads emptying at night, each by its own factor); where
+        all follow one curve (a water network's morning demand) the ratio holds through the
+        ramp, and a drift that starts in it is seen there.
+        """
+        s = np.asarray(series, dtype=np.int64).reshape(-1)
+        self._touch(s)
+        self.kbits[s] = np.where(shared, self.kbits[s] | SHARED, self.kbits[s] & ~np.uint8(SHARED))
 
     def set_neighbours(self, mapping: Mapping[int, Sequence[int]],
                        references: Mapping[int, Sequence[int]] | None = None) -> None:
@@ -230,7 +261,12 @@ class SensorHealthDetector(VectorDetector):
         nspk = self.nspk[ix] / 32.0 * np.exp(-step / max(self.spike_window, 1)) + spike
         # a wrong unit: a big jump by a known conversion factor, both values clear of zero
         # (checked on the rare big jumps only: this runs for every point)
-        big_jump = np.flatnonzero(warm & has_last & (np.abs(jz) >= self.jump_z))
+        # A sensor with neighbours is a candidate from half a jump on: a slow road read in mph
+        # at night drops by 38%, about 6 step deviations (seed 4 at 400 sensors: 5.98), and the
+        # neighbours' verdict ten minutes later (still displaced from them) keeps chance matches out
+        ufac = self.kbits[ix] & ~np.uint8(SHARED)
+        half = np.where((self.nnear[ix] > 0) & (ufac > 0), 0.5, 1.0) if self._nb_idx.size else 1.0
+        big_jump = np.flatnonzero(warm & has_last & (np.abs(jz) >= self.jump_z * half))
         if big_jump.size:
             xa, la, sa = np.abs(x[big_jump]), np.abs(last[big_jump]), dsd[big_jump]
             big, small = np.maximum(xa, la), np.minimum(xa, la)
@@ -240,6 +276,9 @@ class SensorHealthDetector(VectorDetector):
             # of 2 m/s read as 8.3 km/h is 4.2x, not 3.6x)
             tol = UNIT_TOL + sa / np.maximum(small, 1e-12)
             near = np.abs(lr[:, None] - UNIT_FACTORS[None, :]) < np.minimum(tol, 0.25)[:, None]
+            # below a full jump only the factors of the kind's own units count
+            allowed = (ufac[big_jump, None].astype(np.int64) >> np.arange(UNIT_FACTORS.size)[None, :]) & 1 > 0
+            near &= allowed | (np.abs(jz[big_jump]) >= self.jump_z)[:, None]
             # x10 and more: the small side may sit near zero; 3.6 and 1.6: both sides must be clear of it
             clear = np.where(near[:, 2:].any(axis=1), (big > 3 * sa) & (small > 0), small > 3 * sa)
             unit = near.any(axis=1) & clear
@@ -349,12 +388,13 @@ class SensorHealthDetector(VectorDetector):
         nn = self.nnear[iu].astype(np.int64)
         ju = self.jz[iu]
         now_u = self.last_ts[iu]
-        jumped = np.abs(ju) >= self.jump_z
+        cand = (self.flags[iu] & FLAGS["unit"]) > 0
+        jumped = (np.abs(ju) >= self.jump_z) | (cand & (np.abs(ju) >= 0.5 * self.jump_z))
         # a jump straight back to where a pending jump started is the end of a glitch:
         # it settles that jump (no verdict needed) instead of opening a new one
         gap = 0.5 * self.jump_z * np.sqrt(self.dvar[iu].astype(np.float64))
         back = jumped & (self.pending[iu] > 0) & (np.sign(ju) == -self.js[iu]) & (
-            np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) < gap)
+            np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) <= gap)  # (<=: exactly back, even with no spread yet)
         if back.any():
             self.pending[iu] = np.where(back, 0, self.pending[iu])
             jumped &= ~back
@@ -363,7 +403,6 @@ class SensorHealthDetector(VectorDetector):
             self.jt[iu] = np.where(jumped, now_u, self.jt[iu])
             self.js[iu] = np.where(jumped, np.sign(ju), self.js[iu]).astype(np.int8)
             self.jb[iu] = np.where(jumped, self.before[iu], self.jb[iu])
-        cand = (self.flags[iu] & FLAGS["unit"]) > 0
         pending = np.where(jumped, np.where(cand, 2, 1), self.pending[iu])
         # Verdict once ``confirm_after`` has passed, so neighbours that follow a few minutes
         # later (a wave through the city, sensors reporting out of phase) still count.
@@ -412,14 +451,22 @@ class SensorHealthDetector(VectorDetector):
             wsum[need] = np.bincount(rs, weights=w, minlength=need.size)
             nb_mean[need] = _robust_group_mean(rs, last_c, w, need.size)
         ok_nb = (wsum > 0) & ~np.isnan(self.last[iu])
-        # relative to the larger of its own and the neighbours' level (bounded, so a gauge beside
-        # dry ponds at 0 is not "infinitely" off), plus a few steps of noise for series near 0
-        den = np.maximum(np.abs(nb_mean), np.abs(np.nan_to_num(self.last[iu]))) + 3.0 * np.sqrt(
-            self.dvar[iu].astype(np.float64)) + 1e-9
-        rel_now = np.where(ok_nb, (self.last[iu] - nb_mean) / den, np.nan)
+        # relative to the geometric mean of its own and the neighbours' level, each plus a few
+        # steps of noise (a series near 0 is not "infinitely" off): symmetric (x3 and /3 give the
+        # same size) and unbounded, where the larger of the two levels capped an upward drift's
+        # offset below 1 (an isolated pm2.5 sensor read 3.5x its far references at +0.72, under
+        # six of its spreads)
+        nz = 3.0 * np.sqrt(self.dvar[iu].astype(np.float64)) + 1e-9
+        den = np.sqrt((np.abs(nb_mean) + nz) * (np.abs(np.nan_to_num(self.last[iu])) + nz))
+        # (capped at 2, about x5: beyond that it is a step or a unit slip, the jump checks' business,
+        # and four hours of a slip by 1000 must not drag the day-long reference with them)
+        rel_now = np.where(ok_nb, np.clip((self.last[iu] - nb_mean) / den, -2.0, 2.0), np.nan)
         if due.any():
             self.agree[iu] = np.where(due, agree, self.agree[iu]).astype(np.int16)
-        due &= nn > 0  # without near neighbours there is no one to agree: no jump verdict
+        # without near neighbours there is no one to agree: no jump verdict, but the jump is
+        # settled all the same (a pending jump holds the drift spread still)
+        settled = due
+        due = due & (nn > 0)
         # (verdicts, jumps and pinned sensors are rare: their work is done only on the steps
         # where some series has one, with the same outcome as doing it for all every step)
         any_due = bool(due.any())
@@ -427,7 +474,9 @@ class SensorHealthDetector(VectorDetector):
             event = due & (agree >= self.agree_share * nn)
             # a jump that has already come back (a one-off glitch) is no disagreement: only a
             # sensor still displaced when the verdict is due (a step, a wrong unit) is at fault
-            displaced = np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) >= 0.5 * self.jump_z * np.sqrt(self.dvar[iu])
+            # (strictly: a rain gauge back at exactly 0 after its first drop of the day, with no
+            # step spread learnt yet, is not displaced)
+            displaced = np.abs(self.last[iu] - self.jb[iu].astype(np.float64)) > 0.5 * self.jump_z * np.sqrt(self.dvar[iu])
             # ... and displaced from its neighbours: its offset to them now is off its slow average
             # offset by more than the usual spread, so a daily change the neighbours make a few
             # minutes apart is not a fault (while a return from a drift, alone, still is)
@@ -437,8 +486,8 @@ class SensorHealthDetector(VectorDetector):
             ref0 = np.where((pending == 2) & ~np.isnan(self.off_ref[iu]), self.off_ref[iu], self.off[iu])
             displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
             fault = due & ~event & displaced
-        if any_due or any_jump:
-            self.pending[iu] = np.where(due, 0, pending).astype(np.uint8)
+        if any_due or any_jump or bool(settled.any()):
+            self.pending[iu] = np.where(settled, 0, pending).astype(np.uint8)
         fl = self.flags[iu] & ~np.uint8(FLAGS["unit"])
         # pinned at the top of its range (saturated humidity, a full gauge) is a state when the
         # neighbours are up there too, and a fault when they are well below it
@@ -505,6 +554,10 @@ class SensorHealthDetector(VectorDetector):
         lim = np.where((n < self.warmup) | ~(self.off_sd[iu] > 0), np.inf, 3.0 * self.off_sd[iu])
         dev = np.clip(np.nan_to_num(dev), -lim, lim)
         sd = np.sqrt((1 - g) * np.nan_to_num(self.off_sd[iu]) ** 2 + g * dev**2)
+        # ... nor does a jump while its verdict is pending: in a young series (fast learning) ten
+        # minutes of a unit slip had widened the spread fivefold by the time the verdict was due,
+        # and the slip no longer looked displaced (mph on a traffic-speed sensor, seed 3)
+        sd = np.where(self.pending[iu] > 0, np.nan_to_num(self.off_sd[iu]), sd)
         self.off[iu], self.off_ref[iu], self.off_sd[iu] = off, new_ref, sd
         # the neighbours' level over the last ``4 * drift_fast_s``: a ratio to them means
         # something only while they hold steady (traffic falls by a factor at night, each road
@@ -514,6 +567,7 @@ class SensorHealthDetector(VectorDetector):
         nbs = np.where(ok_nb, np.where(np.isnan(nbs_old), nb_mean, (1 - anb) * nbs_old + anb * nb_mean), nbs_old)
         self.nbs[iu] = nbs
         steady = np.abs(nb_mean - nbs) <= self.drift_steady * (np.abs(nbs) + 3.0 * np.sqrt(self.dvar[iu].astype(np.float64)))
+        steady |= (self.kbits[iu] & SHARED) > 0
         # a recent jump is a step, not a ramp: ``disagree`` (or an event) speaks for it
         calm = self.last_ts[iu] - self.jt[iu] > 2 * self.drift_fast_s
         # with one neighbour a divergence cannot say which of the two moved; a series that rests
@@ -534,6 +588,11 @@ class SensorHealthDetector(VectorDetector):
             g_u = np.nan_to_num(off - new_ref)[rs]
             shared = (np.sign(g_cols) == np.sign(g_u)) & (np.abs(g_cols) > 0.5 * self.drift_min)
             nb_drift = (self.flags[cc] & FLAGS["drift"]) > 0
+            # ... and a near neighbour whose own offset opened further, the other way, is the one
+            # that moved: it left the mean while it was off and opens a mirror gap here when it
+            # comes back (a pressure sensor beside a burst main, as the zone's pressure returned)
+            mirror = (np.sign(g_cols) == -np.sign(g_u)) & (np.abs(g_cols) > np.abs(g_u))
+            nb_drift |= mirror & (within[es] < nn[ix][rs])
             # ... one near neighbour is enough; far references (a district or two away) each
             # have their own incidents, so it takes most of them
             near_e = within[es] < nn[ix][rs]

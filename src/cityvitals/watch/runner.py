@@ -51,8 +51,9 @@ BREACH = {"horizon": 3600, "alpha": 0.2, "beta": 0.05, "k": 3.0, "warmup": 30}
 # minutes (neighbours reporting out of phase still count), spikes as a habit (two in an hour) or
 # one implausible one (25 step sd and a quarter of its level), stuck after an hour, drift when the
 # offset to the neighbours (with ``drift_refs``, for a sensor with fewer than two, to far sensors
-# of its kind) has moved by 30% of their level and 6 of its usual spread, held for 15 minutes while
-# they held steady. Drift is judged at every point: judging it every 5 minutes (``drift_every_s=300``,
+# of its kind when the kind shares one regime: ``DRIFT_REF_KINDS``) has moved by 30% of their level
+# and 6 of its usual spread, held for 15 minutes while they held steady (or, for those kinds, at any
+# time: they follow one curve). Drift is judged at every point: judging it every 5 minutes (``drift_every_s=300``,
 # all detectors 16-22% faster) gave more false drift and disagreement alerts on the simulator (up to
 # 3.75 per 100 sensor-days).
 HEALTH = {
@@ -60,6 +61,17 @@ HEALTH = {
     "spike_rel": 0.25, "flat_min_s": 3600, "drift_ref_n": 60, "drift_k": 6.0, "drift_min": 0.3,
     "drift_slow_s": 86400.0, "drift_hold_s": 900.0, "drift_steady": 0.15,
 }
+# Kinds whose sensors a district or two apart still share one regime, so a far sensor of the
+# kind is a fair drift reference: the weather and the regional air (fine particles, ozone) are
+# mesoscale fields (a front, a haze episode, a humid night cover the city), and one water
+# network's pressure and flow follow one demand curve. Not so for what local activity drives (a
+# crowd's rush, a road's queue, a feeder's load, a plant's temperature, a leak's gas, the traffic
+# exhaust of CO and NO2, a stack's SO2): a far crowd sensor rushes at its own hour, and against it
+# an isolated one's morning rush looks like drift (1.67 false alerts per 100 sensor-days on the
+# quiet day with every kind referenced; an isolated CO sensor's evening peak did the same).
+DRIFT_REF_KINDS = frozenset({
+    "temperature", "humidity", "wind_speed", "pm25", "pm10", "o3", "water_pressure", "water_flow",
+})
 SUM_WINDOW = 3600  # kinds the catalogue judges on a 1-hour sum are watched on a rolling 1-hour sum
 
 
@@ -173,14 +185,19 @@ def nearest_neighbours(sensors: pl.DataFrame, k: int = 5, max_km: float = 3.0) -
 
 
 def drift_references(sensors: pl.DataFrame, near: Mapping[str, Sequence[str]], k: int = 5,
-                     min_near: int = 2) -> dict[str, list[str]]:
+                     min_near: int = 2, kinds: frozenset[str] | None = None) -> dict[str, list[str]]:
     """For sensors with fewer than ``min_near`` neighbours: the ``k`` nearest of the same kind, at any distance.
+
+    ``kinds``: only sensors of these kinds get references (all kinds when None); the runner
+    passes ``DRIFT_REF_KINDS``.
 
     Why: drift is a sensor slowly leaving what its kind does; with one neighbour it cannot be
     told which of the two moved, with none it cannot be seen at all on the first day. The
     same kind a district or two away shares the weather, the network's demand and the
     daily cycle well enough for a ratio that should hold steady over hours.
     """
+    if kinds is not None:
+        sensors = sensors.filter(pl.col("kind").is_in(sorted(kinds)))
     few = sensors.filter(~pl.col("id").is_in([s for s, ns in near.items() if len(ns) >= min_near]))
     if few.height == 0:
         return {}
@@ -231,7 +248,7 @@ def _nearest(sensors: pl.DataFrame, k: int, max_km: float, only: set[str] | None
 
 def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping[str, Threshold],
                neighbours: Mapping[str, Sequence[str]] | None, use_assets: bool = True,
-               user_kinds: frozenset[str] = frozenset(), drift_refs: bool = False) -> None:
+               user_kinds: frozenset[str] = frozenset(), drift_refs: bool | str | frozenset[str] = True) -> None:
     """Ranges, levels (kind, then per sensor from its asset unless the caller set the kind) and neighbours.
 
     Kinds the catalogue judges on a 1-hour sum (rainfall) get that indicator's levels on a
@@ -254,8 +271,10 @@ def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping
                 thresholds = {**thresholds, kind: sums[kind]}
         if kind in kinds:
             st.health.set_range(sel, kinds[kind].min, kinds[kind].max)
+            st.health.set_units(sel, [f for f, off in kinds[kind].accepts.values() if not off])
             if kinds[kind].unit == "code":  # a status code: only thresholds and staleness mean anything
                 st.categorical.extend(int(i) for i in sel)
+        st.health.set_shared(sel, kind in DRIFT_REF_KINDS)
         th = thresholds.get(kind)
         if th is not None:
             st.threshold.set_levels(sel, th.levels, th.direction, th.min_duration)
@@ -273,7 +292,8 @@ def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping
                 st.breach.set_levels([i], th.levels[0], th.direction)
     st.configured = len(st.ids)
     nb = neighbours if neighbours is not None else nearest_neighbours(sensors)
-    refs = drift_references(sensors, nb) if neighbours is None and drift_refs else {}
+    ref_kinds = None if drift_refs == "all" else DRIFT_REF_KINDS if drift_refs is True else frozenset(drift_refs or ())
+    refs = drift_references(sensors, nb, kinds=ref_kinds) if neighbours is None and drift_refs else {}
 
     def positions(m: Mapping[str, Sequence[str]]) -> dict[int, list[int]]:
         out = {pos[s]: [pos[n] for n in ns if n in pos] for s, ns in m.items() if s in pos}
@@ -286,7 +306,8 @@ def watch_readings(
     store, *, thresholds: Mapping[str, Threshold] | None = None, neighbours: Mapping[str, Sequence[str]] | None = None,
     policy: AlertPolicy | None = None, clock: Callable[[], datetime] = utcnow, window_seconds: int = 300,
     step_seconds: int = 60, warmup: int = 0, use_catalog: bool = True, anomaly_alerts: bool = False,
-    progress: Callable[[int], None] | None = None, session: WatchSession | None = None, drift_refs: bool = False,
+    progress: Callable[[int], None] | None = None, session: WatchSession | None = None,
+    drift_refs: bool | str | frozenset[str] = True,
 ) -> dict:
     """Watch readings ingested since the last run; returns counts of points, series and alert changes.
 
@@ -298,11 +319,11 @@ def watch_readings(
     in the first ``warmup`` seconds of this batch are learnt, not alerted on. Level-shift and
     seasonal verdicts always run and learn, but raise alerts only with ``anomaly_alerts``:
     on the simulator's third quiet day they still gave about 17 false alerts per 100
-    sensor-days (weather-driven days, night noise), against a bar of 1. ``drift_refs`` also
-    judges drift, for sensors with fewer than two neighbours, against far sensors of their kind
-    (``drift_references``): on the simulator it finds a drift at an isolated pressure sensor but
-    calls the morning rush at an isolated crowd sensor a drift too (up to 2-3 false alerts per
-    100 sensor-days on the first day), so it is off by default.
+    sensor-days (weather-driven days, night noise), against a bar of 1. ``drift_refs`` (on by
+    default) also judges drift, for sensors with fewer than two neighbours, against far sensors
+    of their kind (``drift_references``), for the kinds in ``DRIFT_REF_KINDS`` (``True``), the
+    kinds given, every kind (``"all"``: an isolated crowd sensor's morning rush then looks
+    like drift) or none (``False``).
     """
     user_kinds = set(thresholds or {})
     if use_catalog:

@@ -2,6 +2,12 @@
 
 ``unit`` is the unit of measure the sensor reports in; ``unit_code`` is the spatial
 unit it was located in when registered (cached so readings never need geometry).
+
+Each sensor id also gets a ``key`` in ``sensor_keys`` when first registered, and each
+spatial unit a sensor is located in a ``key`` in ``unit_keys``: the integers the stored
+readings carry instead of the two strings (see ``readings.py``). Keys are assigned once
+and never changed or reused, so a cached key can only be missing, never wrong; they
+outlive a sensor's registry row (its readings keep theirs).
 """
 
 from __future__ import annotations
@@ -26,11 +32,36 @@ class SensorRepo:
             meta VARCHAR,
             registered_at TIMESTAMPTZ DEFAULT current_timestamp
         )""",
+        "CREATE SEQUENCE IF NOT EXISTS sensor_key_seq",
+        """CREATE TABLE IF NOT EXISTS sensor_keys (
+            key INTEGER PRIMARY KEY DEFAULT nextval('sensor_key_seq'),
+            sensor_id VARCHAR NOT NULL UNIQUE
+        )""",
+        "CREATE SEQUENCE IF NOT EXISTS unit_key_seq",
+        """CREATE TABLE IF NOT EXISTS unit_keys (
+            key INTEGER PRIMARY KEY DEFAULT nextval('unit_key_seq'),
+            unit_code VARCHAR NOT NULL UNIQUE
+        )""",
     )
+    _ADD_KEYS = ("INSERT INTO sensor_keys (sensor_id) SELECT id FROM sensors "
+                 "WHERE id NOT IN (SELECT sensor_id FROM sensor_keys) ORDER BY 1",
+                 "INSERT INTO unit_keys (unit_code) SELECT DISTINCT unit_code FROM sensors WHERE unit_code IS NOT NULL "
+                 "AND unit_code NOT IN (SELECT unit_code FROM unit_keys) ORDER BY 1")
 
     def __init__(self, store):
         self.store = store
         self.version = 0  # bumped on every change, so lookups built from the registry know to refresh
+
+    def upgrade(self) -> None:
+        """Give the sensors and units of a store written before the key tables their keys."""
+        self.ensure_keys()
+
+    def ensure_keys(self) -> None:
+        """Every registered sensor and the unit it is in have keys (``upsert`` gives them; this
+        covers a store written before the keys and any other way in)."""
+        with self.store.transaction() as con:
+            for sql in self._ADD_KEYS:
+                con.execute(sql)
 
     def upsert(self, table: pa.Table | pl.DataFrame) -> int:
         if isinstance(table, pl.DataFrame):
@@ -42,6 +73,8 @@ class SensorRepo:
                 con.execute(
                     f"INSERT OR REPLACE INTO sensors ({', '.join(cols)}) SELECT {', '.join(cols)} FROM _sensors_in"
                 )
+                for sql in self._ADD_KEYS:
+                    con.execute(sql)
             finally:
                 con.unregister("_sensors_in")
         self.version += 1

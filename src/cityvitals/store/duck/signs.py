@@ -299,7 +299,7 @@ class SignRepo:
         with self.store.lock:
             frame = _pl(self.store.con.sql(
                 "SELECT kind, unit_code, (epoch_us(ts) // 60000000) * 60000000 AS minute, count(*)::BIGINT AS n, "
-                f"max(epoch_us(ts)) AS _t, max(ingested_at) AS _ing FROM {self._readings_source()} WHERE {w} GROUP BY ALL",
+                f"max(epoch_us(ts)) AS _t, max(ingested_at) AS _ing FROM {self.store.readings.by_key} WHERE {w} GROUP BY ALL",
                 params=params,
             ).to_arrow_table())
         if frame.is_empty():

@@ -6,7 +6,10 @@ and the ``alerts`` table, so the watch stage never imports the simulator.
 Measures (the issue's quality bar):
 
 * ``incident_detection``: share of injected incidents with a non-health alert on one of
-  their affected sensors between their start and ``grace`` after their end;
+  their affected sensors between their start and ``grace`` after their end. An incident
+  that touches no sensor at all (in a small city a burst main's zone may have no pressure,
+  flow or quality sensor: seed 4 at 300 sensors) cannot be seen by watching readings; it is
+  counted in ``incidents_unobservable`` and left out of the share, not scored as a miss;
 * ``false_alerts_per_100_sensor_days``: alerts on sensors touched by no incident, fault or
   background event in its time span, per 100 sensor-days of the run;
 * ``faults_as_faults``: share of injected sensor faults that raised a ``health:*`` alert
@@ -43,7 +46,9 @@ def evaluate_against_truth(store, truth: dict[str, Any], *, grace: timedelta = t
                 out.append(a)
         return out
 
-    incidents = [i for i in truth.get("incidents", []) if i.get("category", "incident") == "incident"]
+    every_incident = [i for i in truth.get("incidents", []) if i.get("category", "incident") == "incident"]
+    incidents = [i for i in every_incident if i.get("affected_sensors")]
+    unobservable = [i["id"] for i in every_incident if not i.get("affected_sensors")]
     detected = 0
     lead: list[float] = []
     for inc in incidents:
@@ -68,7 +73,7 @@ def evaluate_against_truth(store, truth: dict[str, Any], *, grace: timedelta = t
 
     # alerts explained by nothing injected are false alerts
     spans: dict[str, list[tuple[datetime, datetime]]] = {}
-    for ev in incidents + truth.get("background", []) + [i for i in truth.get("incidents", []) if i not in incidents]:
+    for ev in every_incident + truth.get("background", []) + [i for i in truth.get("incidents", []) if i not in every_incident]:
         # sensors whose tracked crossings the event caused (a heatwave's thermometers) are
         # affected by it too, even when the truth does not list them as affected sensors
         tracked = [sid for tr in ev.get("thresholds", []) for sid in (tr.get("sensors") or {})]
@@ -93,6 +98,7 @@ def evaluate_against_truth(store, truth: dict[str, Any], *, grace: timedelta = t
         "incidents": len(incidents),
         "incidents_detected": detected,
         "incident_detection": detected / len(incidents) if incidents else None,
+        "incidents_unobservable": unobservable,
         "faults": len(faults),
         "faults_as_faults": as_fault / len(faults) if faults else None,
         "faults_as_incidents": as_incident / len(faults) if faults else None,
