@@ -59,9 +59,14 @@ def _state(store) -> tuple[list, list]:
     return readings, sorted(quarantine, key=lambda r: int(r["location"].split()[-1]))
 
 
-def _compare(tmp_path, clock, *batches: list[bytes]) -> tuple[list, list]:
-    """Ingest each batch on both paths; both stores and both reports must agree."""
+def _compare(tmp_path, clock, *batches: list[bytes], fast_url: str | None = None) -> tuple[list, list]:
+    """Ingest each batch on both paths; both stores and both reports must agree.
+    ``fast_url``: the fast path's store is this PostgreSQL schema (the server's path)."""
     a, b = _stores(tmp_path)
+    if fast_url is not None:
+        a.close()
+        a = open_store(tmp_path / "pg", url=fast_url, migrate=True)
+        a.sensors.upsert(SENSORS)
     try:
         fast_ing, sql_ing = Ingestor(a, clock=clock), Ingestor(b, clock=clock)
         fast_ing.fast_min_lines = 0  # every batch here is small
@@ -187,6 +192,29 @@ EDGE_LINES = [
 def test_every_edge_case_gets_the_same_fate_on_both_paths(tmp_path, clock):
     readings, quarantine = _compare(tmp_path, clock, EDGE_LINES)
     assert len(readings) > 20 and len(quarantine) > 30  # both outcomes are exercised
+
+
+def test_the_server_store_takes_the_fast_path_with_the_same_fates(tmp_path, clock, pg_schema, monkeypatch):
+    # PostgreSQL: the fast path's valid records go to the backend's COPY; the refused (SQL
+    # rules, duplicates and conflicts found by the primary key) reach quarantine as on DuckDB
+    calls = []
+    accept = fast.accept
+    monkeypatch.setattr(fast, "accept", lambda *a, **k: calls.append(1) or accept(*a, **k))
+    first = [_canon(), _canon(ts="2026-05-01T00:01:00Z", value="0.5"), _canon(sid="T1", value="20")]
+    second = [
+        _canon(),  # duplicate of a stored reading
+        b'{"sensor_id" : "P1","ts":"2026-05-01T00:01:00Z","value":0.6}',  # conflict with the store, SQL path
+        _canon(ts="2026-05-01T00:02:00Z", value="0.7"),
+        _canon(ts="2026-05-01T00:02:00Z", value="0.8"),  # in-batch conflict, fast path
+        _canon(ts="2026-05-01T00:01:00Z", value="0.9"),  # conflict with the store, fast path
+        _canon(sid="T1", value="68", tail=b',"unit":"degF"'),  # 20 degC already stored
+    ]
+    # (without the edge lines of other centuries: PostgreSQL makes a partition for every month
+    # between a batch's oldest and newest reading)
+    edges = [x for x in EDGE_LINES if not any(y in x for y in (b'"1899-', b'"1969-', b'"2100-', b'"2024-'))]
+    readings, quarantine = _compare(tmp_path, clock, edges, first, second, second, fast_url=pg_schema)
+    assert calls and len(readings) > 20
+    assert sum(q["reason"] == "conflict" for q in quarantine) >= 6  # the second batch, twice
 
 
 def test_canonical_lines_take_the_fast_path(tmp_path):

@@ -93,6 +93,15 @@ def test_decode_takes_sensor_from_topic_unless_the_record_names_it():
     assert [r.reason for r in batch.rejects] == ["malformed"]  # the bare 5 in the array
     assert origins[batch.rejects[0].line][0] == "site/A1/data/pm25"
     assert origins[batch.rejects[0].line][1].endswith("record 2")
+    # every record has its origin, computed on lookup: (topic, message digest, record index)
+    assert sorted(origins) == list(range(1, 6)) and len(origins) == 5
+    assert [origins[q][1].split()[-2:] for q in (2, 3, 4)] == [["record", "0"], ["record", "1"], ["record", "2"]]
+    assert origins[1][1].startswith("message ") and origins[1][1] != origins[2][1]
+    assert origins[5][0] == "other/A1" and 6 not in origins and 0 not in origins
+    # a payload refused whole is one record named by its message
+    batch, origins = decode_messages([_msg("site/A1/data/pm25", {"ts": 1, "value": 2}),
+                                      _Msg("site/B2/data/pm25", b"{not json", 2, 1, 0, 0.0)], cfg, first_seq=10)
+    assert [r.line for r in batch.rejects] == [11] and origins[11][1].count(" ") == 1 and sorted(origins) == [10, 11]
 
 
 # -- back-pressure and lag ---------------------------------------------------------------------

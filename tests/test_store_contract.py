@@ -291,6 +291,46 @@ SIGN_KINDS = {"pm25": "ug/m3", "equipment_temperature": "degC", "water_pressure"
 SIGN_T0 = datetime(2024, 6, 1, tzinfo=timezone.utc)
 
 
+def test_pg_binary_copy_and_column_reads_keep_every_value(pg_schema, tmp_path):
+    # the server's hot paths write with binary COPY and read with column aggregates: the
+    # rows must be what the CSV COPY and a plain SELECT give, NULLs, NaN and quoting included
+    from cityvitals.store.pg._sql import copy_arrow, copy_arrow_binary, read_columns
+
+    s = open_store(tmp_path / "h", url=pg_schema, migrate=True)
+    try:
+        con = s.con
+        con.raw("CREATE TABLE t (i INT, a TEXT, b DOUBLE PRECISION, c TIMESTAMPTZ, d BIGINT, e BOOLEAN, f TEXT)")
+        t0 = datetime(2026, 11, 28, 1, 2, 3, 456789, tzinfo=timezone.utc)
+        rows = pa.table({
+            "a": pa.array(["x", None, "", 'hé,"q"\n\\N', "B00001"]),
+            "b": pa.array([1.5, -0.1, None, float("nan"), 1e300]),
+            "c": pa.array([t0, None, t0 - timedelta(days=20000), t0, t0 + timedelta(microseconds=1)],
+                          pa.timestamp("us", "UTC")),
+            "d": pa.array([1, None, -5, 2**62, 0], pa.int64()),
+            "e": pa.array([True, False, None, True, False]),
+            "f": pa.array(["a", "b", "c", None, "e"]).dictionary_encode(),
+        })
+        copy_arrow(con, rows.append_column("i", pa.array([0] * 5, pa.int64())), "t", ["i", *rows.column_names])
+        copy_arrow_binary(con, rows, "t", rows.column_names)
+        got = con.raw("SELECT i IS NULL, a, b::TEXT, c, d, e, f FROM t ORDER BY i IS NULL, d NULLS FIRST, a").fetchall()
+        assert [r[1:] for r in got[:5]] == [r[1:] for r in got[5:]] and all(r[0] for r in got[5:])
+        assert copy_arrow_binary(con, rows.slice(0, 0), "t", rows.column_names) == 0
+        schema = pa.schema([("a", pa.string()), ("c", pa.timestamp("us", tz="UTC")), ("d", pa.int64()),
+                            ("b", pa.float64())])
+        cols = read_columns(con, "SELECT a, c, d, b FROM t WHERE i IS NULL AND a IS NOT NULL AND c IS NOT NULL "
+                                 "AND d IS NOT NULL AND b IS NOT NULL", [], schema, ("d",))
+        want = con.raw("SELECT a, c, d, b FROM t WHERE i IS NULL AND a IS NOT NULL AND c IS NOT NULL "
+                       "AND d IS NOT NULL AND b IS NOT NULL ORDER BY d").fetchall()
+        norm = lambda r: (r[0], r[1].timestamp(), r[2], repr(r[3]))  # noqa: E731  (NaN, zone objects)
+        assert [norm(r) for r in zip(*[cols.column(n).to_pylist() for n in schema.names])] == [norm(r) for r in want]
+        assert len(want) == 3
+        assert read_columns(con, "SELECT a, c, d, b FROM t WHERE false", [], schema).num_rows == 0
+        with pytest.raises(ValueError):
+            read_columns(con, "SELECT a, c, d, b FROM t", [], schema)  # a NULL would misalign the columns
+    finally:
+        s.close()
+
+
 def _sign_data(hours: int = 4) -> pl.DataFrame:
     import numpy as np
 

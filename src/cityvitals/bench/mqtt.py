@@ -426,7 +426,11 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
     alert_lat = [stages.alert_seen[s] - times[i] for i, s in planted.items() if s in stages.alert_seen and times[i] > 0]
     pub_secs = times[times > 0].max() - first if (times > 0).any() else 0
     return {
-        "messages": len(msgs), "stored_messages": int(ok.sum()), "readings_stored": int(ok.sum()) * per_message,
+        # published: how many the publisher sent (a stall there, not in the pipeline, shows here);
+        # source_error: what stopped the ingest, if it stopped
+        "messages": len(msgs), "published_messages": int((times > 0).sum()), "stored_messages": int(ok.sum()),
+        "source_error": repr(source.error) if source.error is not None else None,
+        "readings_stored": int(ok.sum()) * per_message,
         "accepted": stats["accepted"], "quarantined": stats["quarantined"], "batches": stats["batches"],
         "seconds": round(secs, 3), "readings_per_s": round(int(ok.sum()) * per_message / secs),
         "offered_readings_per_s": round(len(msgs) * per_message / pub_secs) if pub_secs else None,

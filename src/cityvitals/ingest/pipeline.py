@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 import orjson
@@ -37,8 +37,10 @@ Clock = Callable[[], datetime]
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FAST_MIN_LINES = 20_000
 """Batches of JSON lines at least this long take the fast path (``fast.py``). Smaller ones
-(HTTP posts, MQTT batches) stay on the SQL rules alone: there the compiled scanner's
-one-time load per process (about a second) would cost more than it saves."""
+(HTTP posts) stay on the SQL rules alone: there the compiled scanner's one-time load per
+process (about a second) would cost more than it saves. A long-running source lowers it for
+its own ingestor (the MQTT source: ``mqtt.FAST_MIN_LINES``); on a server store the fast
+path's valid records go to the backend's ``write_batch`` (``_run_lines_server``)."""
 STORED_FETCH_ROWS = 1_000_000
 """Up to this many stored rows in a batch's time range are fetched whole for the dedupe."""
 NOT_REPLAYABLE = ("too_large", "bad_encoding")
@@ -146,21 +148,45 @@ class Batch:
     source: str
     location_kind: str
     rejects: list[Reject]
-    origins: dict[int, tuple[str, str]]
+    origins: Mapping[int, tuple[str, str]]
     replay: bool = False
     once: bool = False
+    valid: _Valid | None = None  # the fast path's valid records (their refusals are found from these)
+    registry: Any = None  # with ``valid``: the registry they were coded against
+    lines: pa.StringArray | None = None  # with ``valid``: the batch's lines (raw text of a conflict)
 
     def bad_rows(self, outcomes: pa.Table | None = None) -> pa.Table:
-        """The batch's quarantine rows; ``outcomes`` (seq, outcome, other_v) from the store
-        replaces ``_ded`` when deduplication ran elsewhere (PostgreSQL)."""
+        """The batch's quarantine rows; ``outcomes`` (seq, outcome, other_v) of the records the
+        store refused (duplicates, conflicts) replaces ``_ded`` when deduplication ran elsewhere
+        (PostgreSQL). ``_origins`` is registered here, for the refused records only: a live
+        batch has 10,000 records and usually no refused one."""
         con = self.con
-        if outcomes is not None:
-            con.register("_ded_src", outcomes)
-            con.execute("CREATE OR REPLACE TEMP TABLE _ded AS SELECT * FROM _ded_src")
-            con.unregister("_ded_src")
-        con.execute(BAD_SQL.format(raw_sql=self.raw_sql))
-        return con.sql(QUARANTINE_ROWS_SQL.format(location_kind=self.location_kind),
-                       params={"source": self.source}).to_arrow_table()
+        if self.valid is not None:  # _val holds only the records the fast path left to SQL
+            con.register("_conf", self.valid.conflicts(outcomes, self.registry, self.lines))
+            try:
+                con.execute(FAST_BAD_SQL)
+            finally:
+                con.unregister("_conf")
+        else:
+            if outcomes is not None:
+                con.register("_ded_src", outcomes)
+                con.execute("CREATE OR REPLACE TEMP TABLE _ded AS SELECT * FROM _ded_src")
+                con.unregister("_ded_src")
+            con.execute(BAD_SQL.format(raw_sql=self.raw_sql))
+        return self.quarantine_rows()
+
+    def quarantine_rows(self) -> pa.Table:
+        """The quarantine rows of ``_bad``, with the origins of those records only."""
+        con = self.con
+        if self.origins:
+            seqs = con.sql("SELECT seq FROM _bad").to_arrow_table().column("seq").to_pylist()
+            con.register("_origins", _origins_table(self.origins, seqs))
+        try:
+            return con.sql(QUARANTINE_ROWS_SQL.format(location_kind=self.location_kind),
+                           params={"source": self.source}).to_arrow_table()
+        finally:
+            if self.origins:
+                con.register("_origins", _NO_ORIGINS)
 
     def reject_rows(self) -> pa.Table:
         """Records refused before decoding (too large, bad encoding, malformed payloads)."""
@@ -276,10 +302,12 @@ class Ingestor:
         come from different places (MQTT topics); such a batch's quarantine rows are
         written once per (source, location) even when the source delivers them again.
         """
-        if self.private or len(batch.lines) < self.fast_min_lines:
+        if len(batch.lines) < self.fast_min_lines:
             raw = pa.table({"seq": pa.array(batch.line_numbers, pa.int64()), "raw": batch.lines})
             report = self._run(raw, DECODE_JSON, RAW_JSON, batch.rejects, source=source, location_kind=location_kind,
                                origins=origins)
+        elif self.private:
+            report = self._run_lines_server(batch, source=source, location_kind=location_kind, origins=origins)
         else:
             report = self._run_lines(batch, source=source, location_kind=location_kind, origins=origins)
         report.bytes = batch.nbytes
@@ -351,7 +379,7 @@ class Ingestor:
         with self.lock:
             con = self.con
             con.register("_batch_raw", raw)
-            con.register("_origins", _origins_table(origins) if origins else _NO_ORIGINS)
+            con.register("_origins", _NO_ORIGINS)  # Batch.bad_rows registers the refused records' origins
             try:
                 validated(con)
                 batch = Batch(con, raw_sql, now, source, location_kind, rejects, origins or {}, replay, bool(origins))
@@ -383,7 +411,7 @@ class Ingestor:
             con = self.con
             con.register("_batch_raw", pa.table({"seq": pa.array(numbers[rest], pa.int64()),
                                                  "raw": lines.lines.take(pa.array(rest, pa.int64()))}))
-            con.register("_origins", _origins_table(origins) if origins else _NO_ORIGINS)
+            con.register("_origins", _NO_ORIGINS)  # Batch.quarantine_rows registers the refused records' origins
             try:
                 con.execute(validate_sql(DECODE_JSON), {"now": now, "tolerance": self.future_tolerance_s})
                 slow = con.sql("SELECT seq, sensor_id, epoch_us(ts) AS ts, value, quality FROM _val "
@@ -391,6 +419,38 @@ class Ingestor:
                 valid = _Valid.combine(got, numbers, rest, slow, registry)
                 batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False, bool(origins))
                 self._write_valid(batch, valid, lines.lines, registry, report)
+            finally:
+                con.unregister("_batch_raw")
+                con.unregister("_origins")
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _run_lines_server(self, lines: LineBatch, *, source: str, location_kind: str,
+                          origins: Mapping[int, tuple[str, str]] | None) -> IngestReport:
+        """JSON lines on a server store (PostgreSQL): the fast path proves the canonical
+        records valid as on the embedded store, the SQL rules judge the rest on the private
+        connection, and the backend stores every valid record (``readings.write_batch`` with
+        ``valid``), telling duplicates from conflicts by its key."""
+        started = time.perf_counter()
+        now = self.clock()
+        report = IngestReport(records=len(lines.lines) + len(lines.rejects))
+        with self.lock:
+            registry = self.fast_registry()
+            got = _fast().accept(lines.lines, registry, _micros(now), self.future_tolerance_s * 1_000_000)
+            numbers = np.asarray(lines.line_numbers, np.int64)
+            rest = got.rest
+            con = self.con
+            con.register("_batch_raw", pa.table({"seq": pa.array(numbers[rest], pa.int64()),
+                                                 "raw": lines.lines.take(pa.array(rest, pa.int64()))}))
+            con.register("_origins", _NO_ORIGINS)
+            try:
+                con.execute(validate_sql(DECODE_JSON), {"now": now, "tolerance": self.future_tolerance_s})
+                slow = con.sql("SELECT seq, sensor_id, epoch_us(ts) AS ts, value, quality FROM _val "
+                               "WHERE reason IS NULL").to_arrow_table()
+                valid = _Valid.combine(got, numbers, rest, slow, registry)
+                batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False,
+                              bool(origins), valid=valid, registry=registry, lines=lines.lines)
+                self.store.readings.write_batch(batch, report, valid=valid.stage_table(registry))
             finally:
                 con.unregister("_batch_raw")
                 con.unregister("_origins")
@@ -449,8 +509,7 @@ class Ingestor:
                 con.execute(FAST_BAD_SQL)
             finally:
                 con.unregister("_conf")
-            rows = con.sql(QUARANTINE_ROWS_SQL.format(location_kind=batch.location_kind),
-                           params={"source": batch.source}).to_arrow_table()
+            rows = batch.quarantine_rows()
             if batch.rejects:
                 rows = pa.concat_tables([rows, batch.reject_rows()])
             self._quarantine(con, batch, rows)
@@ -576,8 +635,9 @@ An ART index on (source, location) does not help: DuckDB does not use it for thi
 and point lookups through it were slower than the scan."""
 
 
-def _origins_table(origins: dict[int, tuple[str, str]]) -> pa.Table:
-    seqs = list(origins)
+def _origins_table(origins: Mapping[int, tuple[str, str]], seqs: Iterable[int] | None = None) -> pa.Table:
+    """(seq, source, location) of ``seqs`` (default: every record) that have an origin."""
+    seqs = list(origins) if seqs is None else [q for q in seqs if q in origins]
     return pa.table({
         "seq": pa.array(seqs, pa.int64()),
         "source": pa.array([origins[s][0] for s in seqs], pa.string()),
@@ -618,6 +678,50 @@ class _Valid:
             np.concatenate([got.value, _floats(slow.column("value"))]),
             pa.concat_arrays([got.quality, slow.column("quality").combine_chunks().cast(pa.string())]),
         )
+
+
+    def stage_table(self, registry: fast.Registry) -> pa.Table:
+        """The valid records as a server backend stores them, in time order: seq, sensor_id,
+        ts, value, quality, kind, unit_code, and ``first`` (the first arrival of its key in
+        the batch; a later one is a duplicate or a conflict of it)."""
+        n = len(self.seq)
+        order = np.lexsort((self.seq, self.ts, self.code))
+        first = np.zeros(n, bool)
+        if n:
+            c, t = self.code[order], self.ts[order]
+            first[order] = np.r_[True, (c[1:] != c[:-1]) | (t[1:] != t[:-1])]
+        by_ts = np.argsort(self.ts, kind="stable")
+        codes = self.code[by_ts]
+        return pa.table({
+            "seq": pa.array(self.seq[by_ts], pa.int64()),
+            "sensor_id": registry.strings(registry.ids, codes),
+            "ts": pa.array(self.ts[by_ts], pa.timestamp("us", tz="UTC")),
+            "value": pa.array(self.value[by_ts], pa.float64()),
+            "quality": self.quality.take(pa.array(by_ts, pa.int64())).cast(pa.string()),
+            "kind": registry.strings(registry.kinds, codes),
+            "unit_code": registry.strings(registry.unit_codes, codes),
+            "first": pa.array(first[by_ts], pa.bool_()),
+        })
+
+    def conflicts(self, outcomes: pa.Table | None, registry: fast.Registry, lines: pa.StringArray) -> pa.Table:
+        """``_conf`` (seq, sensor_id, ts, value, other_v, raw) for the records ``outcomes``
+        (seq, outcome, other_v) calls conflicts."""
+        if outcomes is None or outcomes.num_rows == 0:
+            return _NO_CONFLICTS
+        c = outcomes.filter(pc.equal(outcomes.column("outcome"), "conflict"))
+        if c.num_rows == 0:
+            return _NO_CONFLICTS
+        seqs = _ints(c.column("seq"))
+        order = np.argsort(self.seq, kind="stable")
+        at = order[np.searchsorted(self.seq[order], seqs)]
+        return pa.table({
+            "seq": pa.array(seqs, pa.int64()),
+            "sensor_id": pc.take(registry.ids, pa.array(self.code[at], pa.int64())),
+            "ts": pa.array(self.ts[at], pa.timestamp("us", tz="UTC")),
+            "value": pa.array(self.value[at], pa.float64()),
+            "other_v": pa.array(_floats(c.column("other_v")), pa.float64()),
+            "raw": pc.utf8_rtrim(lines.take(pa.array(self.pos[at], pa.int64())), characters="\r\n"),
+        })
 
 
 def _fast():

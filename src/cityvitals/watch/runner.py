@@ -439,9 +439,16 @@ def _observations(
     A clear verdict is given at the moment the condition is known to have been clear since
     (so auto-resolve hysteresis counts from then) and at the series' last point.
     """
-    open_pairs = {(a["source"], a["type"]) for a in store.alerts.open_alerts()}
-    obs: list[Observation] = []
     ids = st.ids
+    # the series of each type with an open alert, as sorted positions: a clear verdict is
+    # only looked for among them (a few), not by a Python test per touched series and type
+    open_by_type: dict[str, list[str]] = {}
+    for a in store.alerts.open_alerts():
+        open_by_type.setdefault(a["type"], []).append(a["source"])
+    pos = {sid: i for i, sid in enumerate(ids)} if open_by_type else {}
+    open_pos = {t: np.unique(np.asarray([pos[s] for s in srcs if s in pos], dtype=np.int64))
+                for t, srcs in open_by_type.items()}
+    obs: list[Observation] = []
     last_t = st.health.last_ts
 
     def add(type_: str, levels: np.ndarray, det, scores: np.ndarray | None = None, clear_from: np.ndarray | None = None) -> None:
@@ -449,11 +456,14 @@ def _observations(
         for i in fire:
             sc = float(scores[i]) if scores is not None else float(levels[i]) / 3
             obs.append(Observation(ids[i], type_, int(levels[i]), _at(last_t[i]), det.explain(sc, series=int(i))))
+        opened = open_pos.get(type_)
+        if opened is None or not opened.size:
+            return
         since = first_t if clear_from is None else clear_from
-        for i in touched[levels[touched] == 0]:
-            if (ids[i], type_) in open_pairs:
-                obs.append(Observation(ids[i], type_, 0, _at(min(since[i], last_t[i]))))
-                obs.append(Observation(ids[i], type_, 0, _at(last_t[i])))
+        quiet = touched[levels[touched] == 0]
+        for i in quiet[np.isin(quiet, opened, assume_unique=True)]:
+            obs.append(Observation(ids[i], type_, 0, _at(min(since[i], last_t[i]))))
+            obs.append(Observation(ids[i], type_, 0, _at(last_t[i])))
 
     n = len(ids)
     numeric = np.ones(n, dtype=bool)

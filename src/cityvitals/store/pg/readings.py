@@ -1,7 +1,8 @@
 """Readings on PostgreSQL: monthly partitions on ``ts``, COPY in, idempotent on (sensor_id, ts).
 
 ``write_batch`` persists one validated batch (see ``cityvitals.ingest.pipeline.Batch``)
-in one transaction. Live data is new: its valid records are COPYed straight into
+in one transaction. Live data is new: its valid records are COPYed (binary format, see
+``_sql.binary_copy_data``: no text to print and parse per value) straight into
 ``readings`` under a savepoint. When that meets a stored key (a redelivery after a crash)
 or the batch repeats a key, the records are COPYed into a staging table instead, the first record
 of each key is inserted with ``ON CONFLICT DO NOTHING``, and every record not inserted
@@ -20,16 +21,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cityvitals.store.duck.readings import ReadingRepo
-from cityvitals.store.pg._sql import copy_arrow, copy_out_arrow, to_arrow
+from cityvitals.store.pg._sql import copy_arrow, copy_arrow_binary, read_columns, to_arrow
 
 _PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
-_SINCE = pa.schema([("sensor_id", pa.string()), ("t", pa.int64()), ("value", pa.float64()),
-                    ("ingested_at", pa.int64())])
+_SINCE_READ = pa.schema([("sensor_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
+                         ("ingested_at", pa.timestamp("us", tz="UTC"))])
 STAGE_COLUMNS = ("seq", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "first")
 
 
@@ -78,16 +80,19 @@ class PgReadingRepo(ReadingRepo):
     def since(self, ingested_after: datetime | None):
         """As the DuckDB repository: readings ingested after a watermark (index on ingested_at).
 
-        Read through COPY (``copy_out_arrow``): the watch runs this after every ingest batch
-        in server mode, and a Python tuple per row cost more than the query itself."""
+        Read as column aggregates (``read_columns``): the watch runs this after every ingest
+        batch in server mode, and a Python tuple (or a COPY row) per reading cost more than
+        the query itself."""
         with self.store.lock:
             self.store.flush()
-            t = copy_out_arrow(
-                self.store.con,
-                "SELECT sensor_id, extract(epoch FROM ts)::BIGINT AS t, value, epoch_us(ingested_at) AS ingested_at "
-                "FROM readings WHERE ingested_at > ? ORDER BY ts, sensor_id",
-                [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)], _SINCE)
-        return t.set_column(3, "ingested_at", t.column("ingested_at").cast(pa.timestamp("us", tz="UTC")))
+            t = read_columns(
+                self.store.con, "SELECT sensor_id, ts, value, ingested_at FROM readings WHERE ingested_at > ?",
+                [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)], _SINCE_READ, ("ts", "sensor_id"))
+        us = t.column("ts").cast(pa.int64()).to_numpy()
+        # whole seconds rounded half away from zero, as PostgreSQL's numeric -> bigint cast
+        secs = np.where(us >= 0, (us + 500_000) // 1_000_000, -((500_000 - us) // 1_000_000))
+        return pa.table({"sensor_id": t.column("sensor_id"), "t": pa.array(secs, pa.int64()),
+                         "value": t.column("value"), "ingested_at": t.column("ingested_at")})
 
     # -- partitions ---------------------------------------------------------------
     def partitions(self) -> list[dict]:
@@ -131,19 +136,31 @@ class PgReadingRepo(ReadingRepo):
         return made
 
     # -- the ingest write path ---------------------------------------------------------
-    def write_batch(self, batch, report) -> None:
-        """Persist one validated batch in one transaction (see the module docstring)."""
+    def write_batch(self, batch, report, valid: pa.Table | None = None) -> None:
+        """Persist one validated batch in one transaction (see the module docstring).
+
+        ``valid``: the batch's valid records (``STAGE_COLUMNS``, in time order) when the
+        ingest's fast path proved them; otherwise they are read from the SQL rules' ``_val``."""
         vcon = batch.con
-        ok = vcon.sql(
+        ok = valid if valid is not None else vcon.sql(
             """SELECT seq, sensor_id, ts, value, quality, kind, unit_code,
                       row_number() OVER (PARTITION BY sensor_id, ts ORDER BY seq) = 1 AS first
                FROM _val WHERE reason IS NULL ORDER BY ts"""
         ).to_arrow_table()
+        refused = vcon.execute("SELECT count(*) FROM _val WHERE reason IS NOT NULL").fetchall()[0][0]
         with self.store.transaction() as con:
             outcomes = self._store_valid(con, ok, batch.now)
             report.accepted = ok.num_rows - outcomes.num_rows
             report.duplicates = sum(1 for o in outcomes.column("outcome").to_pylist() if o == "duplicate")
-            accepted = self._accepted_outcomes(ok, outcomes)
+            if not refused and not outcomes.num_rows and not batch.replay:  # the live case: all stored
+                if batch.rejects:
+                    rows = batch.reject_rows()
+                    self._quarantine(con, rows, batch.now, once=batch.once)
+                    report.add_quarantined(_count(rows))
+                return
+            # BAD_SQL reads only the refused from _ded (a conflict's other value); a replay
+            # also needs the accepted, to resolve their quarantine rows
+            accepted = self._accepted_outcomes(ok, outcomes) if batch.replay else outcomes.slice(0, 0)
             rows = batch.bad_rows(pa.concat_tables([accepted, outcomes]))
             if batch.replay:
                 self._finish_replay(con, batch, pa.concat_tables([accepted, outcomes]), rows)
@@ -172,7 +189,7 @@ class PgReadingRepo(ReadingRepo):
         # Emptied first: ON COMMIT only empties it when the caller's transaction ends, and a
         # caller may write several batches in one (a Spark micro-batch of several files).
         con.raw("TRUNCATE _stage")
-        copy_arrow(con, ok, "_stage", STAGE_COLUMNS)
+        copy_arrow_binary(con, ok, "_stage", STAGE_COLUMNS)
         con.raw("CREATE TEMP TABLE IF NOT EXISTS _inserted (sensor_id TEXT, ts TIMESTAMPTZ) ON COMMIT DELETE ROWS")
         con.raw("TRUNCATE _inserted")
         inserted = con.raw(
@@ -207,10 +224,10 @@ class PgReadingRepo(ReadingRepo):
         import psycopg
 
         table = ok.select(["sensor_id", "ts", "value", "quality", "kind", "unit_code"]).append_column(
-            "ingested_at", pa.array([now] * ok.num_rows, pa.timestamp("us", "UTC")))
+            "ingested_at", pa.repeat(pa.scalar(now, pa.timestamp("us", "UTC")), ok.num_rows))
         try:
             with con.conn.transaction():  # a savepoint inside the batch's transaction
-                copy_arrow(con, table, "readings", table.column_names)
+                copy_arrow_binary(con, table, "readings", table.column_names)
         except psycopg.errors.UniqueViolation:
             return False
         return True
