@@ -14,6 +14,8 @@ from test_api_stream import read_events
 
 from cityvitals.api import create_app
 
+pytestmark = pytest.mark.both_backends  # DuckDB and PostgreSQL in every run (tests/conftest.py)
+
 pytest.importorskip("cityvitals.dispose")
 
 

@@ -18,7 +18,8 @@ from cityvitals.diagnose import (
 )
 from cityvitals.diagnose.evaluate import score
 from cityvitals.diagnose.run import diagnose_store
-from cityvitals.store import open_store
+
+pytestmark = pytest.mark.both_backends  # DuckDB and PostgreSQL in every run (tests/conftest.py)
 
 T0 = datetime(2024, 7, 15, 2, 0, tzinfo=UTC)
 
@@ -136,8 +137,10 @@ def test_score_counts_fragments_and_mixing():
 
 
 @pytest.fixture
-def store(tmp_path):
-    st = open_store(tmp_path / "home")
+def store(store, tmp_path):
+    """conftest's store (DuckDB, or PostgreSQL with CITYVITALS_TEST_BACKEND) holding the test network
+    and its alerts, with the reports file."""
+    st = store
     assets, edges, sens = network()
     st.assets.replace(assets.with_columns(pl.lit(None, pl.Binary).alias("geometry_wkb"), pl.lit("{}").alias("props")),
                       edges)
@@ -147,8 +150,7 @@ def store(tmp_path):
             st.alerts.insert(con, {k: v for k, v in a.items() if k != "id"})
     rp = tmp_path / "reports.ndjson"
     rp.write_text("\n".join(json.dumps(r) for r in REPORTS) + "\n")
-    yield st, rp
-    st.close()
+    return st, rp
 
 
 def test_store_lifecycle_keeps_ids_and_closes(store):
@@ -177,23 +179,25 @@ def test_cli_list_show_run(store, tmp_path):
     from cityvitals.cli.incidents import app, diagnose_app
 
     st, rp = store
+    # the CLI opens the store itself: the same DuckDB file, or the same PostgreSQL schema
+    url = getattr(st, "url", None)
+    where = ["--store", url] if url else ["--home", str(tmp_path / "home")]
     st.close()
     root = typer.Typer()
     root.add_typer(app, name="incidents")
     root.add_typer(diagnose_app, name="diagnose")
     runner = CliRunner()
-    home = str(tmp_path / "home")
-    r = runner.invoke(root, ["diagnose", "run", "--home", home, "--reports", str(rp), "--json"])
+    r = runner.invoke(root, ["diagnose", "run", *where, "--reports", str(rp), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["opened"] == 3
-    r = runner.invoke(root, ["incidents", "list", "--state", "all", "--home", home, "--json"])
+    r = runner.invoke(root, ["incidents", "list", "--state", "all", *where, "--json"])
     rows = json.loads(r.output)["incidents"]
     assert len(rows) == 3
-    r = runner.invoke(root, ["incidents", "show", str(rows[0]["id"]), "--home", home])
+    r = runner.invoke(root, ["incidents", "show", str(rows[0]["id"]), *where])
     assert r.exit_code == 0 and "probable causes" in r.output
-    r = runner.invoke(root, ["incidents", "show", "999", "--home", home])
+    r = runner.invoke(root, ["incidents", "show", "999", *where])
     assert r.exit_code != 0
-    r = runner.invoke(root, ["incidents", "list", "--state", "bogus", "--home", home])
+    r = runner.invoke(root, ["incidents", "list", "--state", "bogus", *where])
     assert r.exit_code != 0
 
 

@@ -14,6 +14,8 @@ from cityvitals.dispose import Actor, CaseDesk, TransitionError, WorkCalendar, a
 from cityvitals.dispose.calendar import Limit
 from cityvitals.errors import InputError
 
+pytestmark = pytest.mark.both_backends  # DuckDB and PostgreSQL in every run (tests/conftest.py)
+
 UTC = timezone.utc
 SH = timezone(timedelta(hours=8))
 LON, LAT = 121.40, 31.20

@@ -13,6 +13,8 @@ import pytest
 from cityvitals.ingest import Ingestor, ingest_file, ingest_frame, ingest_records, replay
 from cityvitals.ingest.lines import iter_line_batches
 
+pytestmark = pytest.mark.both_backends  # DuckDB and PostgreSQL in every run (tests/conftest.py)
+
 SENSORS = pl.DataFrame({
     "id": ["P1", "P2", "T1", "A1"],
     "kind": ["water_pressure", "water_pressure", "temperature", "pm25"],
@@ -90,6 +92,23 @@ def test_each_rule_quarantines_with_reason_and_message(reg, tmp_path, clock, lin
     assert q["location"] == "line 2" and q["source"] == str(path)
     if reason != "bad_encoding":
         assert q["raw"] == line.decode()
+    else:  # undecodable bytes and NUL (which PostgreSQL text cannot hold) shown escaped, on both backends
+        assert q["raw"] == "\\xff\\xfe\\x00garbage"
+
+
+def test_nul_characters_are_quarantined_shown_escaped(reg, tmp_path, clock):
+    """U+0000 is valid UTF-8 but PostgreSQL text cannot store it: a record holding one, raw or
+    JSON-escaped, is quarantined like any other, its raw text and message showing it as \\x00."""
+    good = b'{"sensor_id":"T1","ts":"2026-05-01T08:00:00+08:00","value":21.5}'
+    raw_nul = b'{"sensor_id":"T1","ts":"2026-05-01T08:01:00+08:00","value":2\x001}'
+    escaped_nul = b'{"sensor_id":"T\\u00001","ts":"2026-05-01T08:02:00+08:00","value":21}'
+    path = _ndjson(tmp_path / "r.ndjson", [good, raw_nul, escaped_nul])
+    report = ingest_file(reg, path, ingestor=Ingestor(reg, clock=clock))
+    assert report.accepted == 1 and report.quarantined == {"malformed": 1, "unknown_sensor": 1}
+    by_line = {q["location"]: q for q in _quarantine(reg)}
+    assert by_line["line 2"]["raw"] == raw_nul.decode().replace("\0", "\\x00")
+    assert by_line["line 3"]["raw"] == escaped_nul.decode()
+    assert "T\\x001" in by_line["line 3"]["message"] and "\0" not in by_line["line 3"]["message"]
 
 
 def test_duplicates_and_conflicts_within_batch_and_against_store(reg, tmp_path, clock):

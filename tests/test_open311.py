@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 from cityvitals.api import create_app
 from cityvitals.dispose import Actor, CaseDesk
 
+pytestmark = pytest.mark.both_backends  # DuckDB and PostgreSQL in every run (tests/conftest.py)
+
 NOW = datetime(2026, 5, 6, 2, 0, tzinfo=timezone.utc)
 PII = ["王小明", "13812345678", "xm@example.com", "11010519491231002X", "acct-77", "dev-99", "Wang"]
 

@@ -8,6 +8,8 @@ from cityvitals.errors import InputError
 from cityvitals.registry import load_kinds
 from cityvitals.registry.sensors import import_sensors
 
+pytestmark = pytest.mark.both_backends  # DuckDB and PostgreSQL in every run (tests/conftest.py)
+
 REQUIRED_KINDS = {
     "water_pressure", "water_level", "rainfall", "pm25", "pm10", "o3", "no2", "so2", "co", "noise", "traffic_speed",
     "traffic_flow", "road_occupancy", "power_load", "temperature", "humidity", "wind_speed", "gas_concentration",

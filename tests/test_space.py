@@ -18,6 +18,8 @@ from cityvitals.errors import InputError
 from cityvitals.space import Locator, build_grid, import_layer, tree
 from cityvitals.store import open_store
 
+pytestmark = pytest.mark.both_backends  # DuckDB and PostgreSQL in every run (tests/conftest.py)
+
 BOROUGHS = Path(__file__).resolve().parents[2] / "shared" / "data" / "nyc" / "boroughs.geojson"
 NYC_BBOX = (-74.26, 40.49, -73.70, 40.92)
 KNOWN = [  # (lon, lat, borough or None)
@@ -164,15 +166,14 @@ def test_grid_population_adds_up_and_border_cells_are_flagged(nyc):
     assert sum(border) == nyc["grid"]["border_cells"]
 
 
-def test_grid_needs_a_polygon_layer_and_a_valid_resolution(tmp_path):
-    with open_store(tmp_path) as store:
-        with pytest.raises(InputError, match="import one first"):
-            build_grid(store, 8)
-        import_layer(store, BOROUGHS, level="district", name_field="BoroName")
-        with pytest.raises(InputError, match="resolution"):
-            build_grid(store, 16)
-        with pytest.raises(InputError, match="coarser resolution"):
-            build_grid(store, 15)
+def test_grid_needs_a_polygon_layer_and_a_valid_resolution(store):
+    with pytest.raises(InputError, match="import one first"):
+        build_grid(store, 8)
+    import_layer(store, BOROUGHS, level="district", name_field="BoroName")
+    with pytest.raises(InputError, match="resolution"):
+        build_grid(store, 16)
+    with pytest.raises(InputError, match="coarser resolution"):
+        build_grid(store, 15)
 
 
 # --- locating points --------------------------------------------------------------
@@ -226,8 +227,8 @@ def test_locate_handles_bad_coordinates_as_outside(nyc):
     assert nyc["locator"].locate(np.array([]), np.array([])).shape == (0,)
 
 
-def test_locator_needs_units(tmp_path):
-    with open_store(tmp_path) as store, pytest.raises(InputError, match="space import"):
+def test_locator_needs_units(store):
+    with pytest.raises(InputError, match="space import"):
         Locator.from_store(store)
 
 
@@ -266,22 +267,22 @@ def test_tree_nests_and_collapses_grid_cells(nyc):
 SQUARE = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
 
 
-def _import_error(tmp_path, features, **kw) -> str:
+def _import_error(store, tmp_path, features, **kw) -> str:
     path = _write(tmp_path / "layer.geojson", features)
     kw = {"level": "district", "name_field": "name", **kw}
-    with open_store(tmp_path / "home") as store, pytest.raises(InputError) as info:
+    with pytest.raises(InputError) as info:
         import_layer(store, path, **kw)
     return str(info.value)
 
 
-def test_bow_tie_polygon_is_named(tmp_path):
+def test_bow_tie_polygon_is_named(store, tmp_path):
     bow_tie = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
-    msg = _import_error(tmp_path, [_feature({"name": "Fine"}, SQUARE), _feature({"name": "Bow Tie"}, bow_tie)])
+    msg = _import_error(store, tmp_path, [_feature({"name": "Fine"}, SQUARE), _feature({"name": "Bow Tie"}, bow_tie)])
     assert "feature 1 ('Bow Tie')" in msg and "invalid geometry" in msg and "Self-intersection" in msg
 
 
-def test_missing_name_field_is_named(tmp_path):
-    msg = _import_error(tmp_path, [_feature({"name": "A"}, SQUARE), _feature({"title": "B"}, SQUARE)])
+def test_missing_name_field_is_named(store, tmp_path):
+    msg = _import_error(store, tmp_path, [_feature({"name": "A"}, SQUARE), _feature({"title": "B"}, SQUARE)])
     assert "feature 1" in msg and "'name'" in msg and "title" in msg
 
 
@@ -296,24 +297,23 @@ def test_missing_name_field_is_named(tmp_path):
         ([], "has no features"),
     ],
 )
-def test_feature_errors(tmp_path, features, expected):
+def test_feature_errors(store, tmp_path, features, expected):
     kw = {"code_field": "c"} if any("c" in f["properties"] for f in features) else {}
     if any("p" in f["properties"] for f in features):
         kw["population_field"] = "p"
-    assert expected in _import_error(tmp_path, features, **kw)
+    assert expected in _import_error(store, tmp_path, features, **kw)
 
 
-def test_unreadable_and_wrong_files(tmp_path):
-    with open_store(tmp_path / "home") as store:
-        for content, expected in [(b"\x00\xff garbage", "cannot read"), (b'{"type": "Feature"}', "not a GeoJSON FeatureCollection")]:
-            path = tmp_path / "bad.geojson"
-            path.write_bytes(content)
-            with pytest.raises(InputError, match=expected):
-                import_layer(store, path, level="district", name_field="name")
-        with pytest.raises(InputError, match="cannot read"):
-            import_layer(store, tmp_path / "missing.geojson", level="district", name_field="name")
-        with pytest.raises(InputError, match="not one of"):
-            import_layer(store, BOROUGHS, level="grid", name_field="BoroName")
+def test_unreadable_and_wrong_files(store, tmp_path):
+    for content, expected in [(b"\x00\xff garbage", "cannot read"), (b'{"type": "Feature"}', "not a GeoJSON FeatureCollection")]:
+        path = tmp_path / "bad.geojson"
+        path.write_bytes(content)
+        with pytest.raises(InputError, match=expected):
+            import_layer(store, path, level="district", name_field="name")
+    with pytest.raises(InputError, match="cannot read"):
+        import_layer(store, tmp_path / "missing.geojson", level="district", name_field="name")
+    with pytest.raises(InputError, match="not one of"):
+        import_layer(store, BOROUGHS, level="grid", name_field="BoroName")
 
 
 def test_a_layer_in_shanghai_nests_nowhere(boroughs_only, tmp_path):
@@ -342,39 +342,37 @@ def _halves(west: str, east: str, split: float) -> list[dict]:
     return [_feature({"name": west}, box(0, 0, split, 1)), _feature({"name": east}, box(split, 0, 2, 1))]
 
 
-def test_reimport_reparents_finer_levels_and_rebuilds_the_grid(tmp_path):
-    with open_store(tmp_path / "home") as store:
-        import_layer(store, _write(tmp_path / "d1.geojson", _halves("West", "East", 1.0)), level="district", name_field="name")
-        streets = [_feature({"name": f"S{i}"}, box(i * 0.5, 0, (i + 1) * 0.5, 1)) for i in range(4)]
-        import_layer(store, _write(tmp_path / "s.geojson", streets), level="street", name_field="name")
-        parents = dict(zip(store.units.frame("street")["name"].to_list(), store.units.frame("street")["parent_code"].to_list()))
-        assert parents == {"S0": "02", "S1": "02", "S2": "01", "S3": "01"}  # East=01, West=02
-        # move the district border: S1 (0.5..1.0) now lies mostly in East (0.6..2)
-        result = import_layer(store, _write(tmp_path / "d2.geojson", _halves("West", "East", 0.6)), level="district", name_field="name")
-        assert result["reparented"] == {"street": 4}
-        parents = dict(zip(store.units.frame("street")["name"].to_list(), store.units.frame("street")["parent_code"].to_list()))
-        assert parents == {"S0": "02", "S1": "01", "S2": "01", "S3": "01"}
-        build_grid(store, 5)
-        cells = store.units.frame("grid").height
-        # re-importing the finest polygon level rebuilds the grid under it
-        result = import_layer(store, _write(tmp_path / "s.geojson", streets), level="street", name_field="name")
-        assert result["grid_rebuilt"] == cells
-        assert set(store.units.frame("grid")["parent_code"].to_list()) <= set(store.units.frame("street")["code"].to_list())
-        # a new district layer that leaves streets outside is refused before anything changes
-        before = store.units.frame("district").sort("code")
-        with pytest.raises(InputError, match="re-import the street layer"):
-            import_layer(store, _write(tmp_path / "d3.geojson", [_feature({"name": "Tiny"}, box(0, 0, 0.1, 0.1))]), level="district", name_field="name")
-        assert store.units.frame("district").sort("code").equals(before)
+def test_reimport_reparents_finer_levels_and_rebuilds_the_grid(store, tmp_path):
+    import_layer(store, _write(tmp_path / "d1.geojson", _halves("West", "East", 1.0)), level="district", name_field="name")
+    streets = [_feature({"name": f"S{i}"}, box(i * 0.5, 0, (i + 1) * 0.5, 1)) for i in range(4)]
+    import_layer(store, _write(tmp_path / "s.geojson", streets), level="street", name_field="name")
+    parents = dict(zip(store.units.frame("street")["name"].to_list(), store.units.frame("street")["parent_code"].to_list()))
+    assert parents == {"S0": "02", "S1": "02", "S2": "01", "S3": "01"}  # East=01, West=02
+    # move the district border: S1 (0.5..1.0) now lies mostly in East (0.6..2)
+    result = import_layer(store, _write(tmp_path / "d2.geojson", _halves("West", "East", 0.6)), level="district", name_field="name")
+    assert result["reparented"] == {"street": 4}
+    parents = dict(zip(store.units.frame("street")["name"].to_list(), store.units.frame("street")["parent_code"].to_list()))
+    assert parents == {"S0": "02", "S1": "01", "S2": "01", "S3": "01"}
+    build_grid(store, 5)
+    cells = store.units.frame("grid").height
+    # re-importing the finest polygon level rebuilds the grid under it
+    result = import_layer(store, _write(tmp_path / "s.geojson", streets), level="street", name_field="name")
+    assert result["grid_rebuilt"] == cells
+    assert set(store.units.frame("grid")["parent_code"].to_list()) <= set(store.units.frame("street")["code"].to_list())
+    # a new district layer that leaves streets outside is refused before anything changes
+    before = store.units.frame("district").sort("code")
+    with pytest.raises(InputError, match="re-import the street layer"):
+        import_layer(store, _write(tmp_path / "d3.geojson", [_feature({"name": "Tiny"}, box(0, 0, 0.1, 0.1))]), level="district", name_field="name")
+    assert store.units.frame("district").sort("code").equals(before)
 
 
-def test_city_layer_replaces_the_generated_root(tmp_path):
-    with open_store(tmp_path / "home") as store:
-        import_layer(store, _write(tmp_path / "d.geojson", _halves("West", "East", 1.0)), level="district", name_field="name")
-        assert _unit(store, "0")["name"] == "City"
-        result = import_layer(store, _write(tmp_path / "c.geojson", [_feature({"name": "Metropolis"}, box(-0.1, -0.1, 2.1, 1.1))]), level="city", name_field="name")
-        assert result["reparented"] == {"district": 2}
-        assert _unit(store, "0")["name"] == "Metropolis"
-        assert set(store.units.frame("district")["parent_code"].to_list()) == {"0"}
+def test_city_layer_replaces_the_generated_root(store, tmp_path):
+    import_layer(store, _write(tmp_path / "d.geojson", _halves("West", "East", 1.0)), level="district", name_field="name")
+    assert _unit(store, "0")["name"] == "City"
+    result = import_layer(store, _write(tmp_path / "c.geojson", [_feature({"name": "Metropolis"}, box(-0.1, -0.1, 2.1, 1.1))]), level="city", name_field="name")
+    assert result["reparented"] == {"district": 2}
+    assert _unit(store, "0")["name"] == "Metropolis"
+    assert set(store.units.frame("district")["parent_code"].to_list()) == {"0"}
 
 
 # --- CLI --------------------------------------------------------------------------

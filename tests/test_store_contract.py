@@ -85,6 +85,20 @@ def test_sensors_upsert_get_count_status_and_version(store):
     assert store.sensors.frame()["id"].to_list() == ["A1", "P1", "P2", "T1"]
 
 
+def test_bulk_load_appends_rows_as_they_are(reg):
+    """Benches and tests build stores with ``readings.bulk_load``: the same rows read back on both
+    backends, registered sensor or not, in any month (PostgreSQL makes the partitions)."""
+    ts = [NOW, NOW, datetime(2025, 11, 30, 23, 59, tzinfo=timezone.utc)]
+    df = pl.DataFrame({"sensor_id": ["P1", "Z9", "P1"], "ts": ts, "value": [0.2, 5.0, 0.3],
+                       "quality": [None, "ok", None], "kind": ["water_pressure", "noise", "water_pressure"],
+                       "unit_code": ["g1", None, "g1"], "ingested_at": [NOW, NOW, NOW]})
+    assert reg.readings.bulk_load(df) == 3 and reg.readings.bulk_load(df.head(0)) == 0
+    got = reg.readings.frame().sort("ts", "sensor_id").select("sensor_id", "ts", "value", "quality", "unit_code")
+    assert got.rows() == [("P1", ts[2], 0.3, None, "g1"), ("P1", NOW, 0.2, None, "g1"), ("Z9", NOW, 5.0, "ok", None)]
+    with pytest.raises(ValueError, match="missing"):
+        reg.readings.bulk_load(df.drop("kind"))
+
+
 # -- ingestion: the same outcome on both backends -----------------------------------------
 def test_ingest_converts_dedupes_and_quarantines_the_same(reg):
     ing = _ing(reg)

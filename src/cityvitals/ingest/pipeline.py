@@ -89,6 +89,13 @@ class IngestReport:
         }
 
 
+def _show_nul(text: str) -> str:
+    """PostgreSQL text cannot hold U+0000, so a refused record's raw text and message show it as
+    ``\\x00`` (the notation undecodable bytes already get) on every backend: quarantine reads the
+    same on both. ``BAD_SQL`` and ``FAST_BAD_SQL`` do the same with ``replace(.., chr(0), ..)``."""
+    return text.replace("\0", "\\x00")
+
+
 BAD_SQL = """
 CREATE OR REPLACE TEMP TABLE _bad AS
 WITH bad AS (
@@ -99,7 +106,9 @@ WITH bad AS (
                   d.other_v, strftime(v.ts, '%Y-%m-%dT%H:%M:%SZ'), v.value)
     FROM _val v JOIN _ded d USING (seq) WHERE d.outcome = 'conflict'
 )
-SELECT bad.seq, r.raw, bad.reason, bad.message FROM bad JOIN ({raw_sql}) r USING (seq)
+SELECT bad.seq, replace(r.raw, chr(0), '\\x00') AS raw, bad.reason,
+       replace(bad.message, chr(0), '\\x00') AS message
+FROM bad JOIN ({raw_sql}) r USING (seq)
 """
 """Refused records of a batch (temp table ``_bad``) from ``_val`` and the outcomes in ``_ded``."""
 
@@ -113,9 +122,10 @@ FROM _bad b LEFT JOIN _origins o USING (seq) ORDER BY b.seq
 
 FAST_BAD_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _bad AS
-SELECT v.seq, r.raw, v.reason, v.message FROM _val v JOIN ({RAW_JSON}) r USING (seq) WHERE v.reason IS NOT NULL
+SELECT v.seq, replace(r.raw, chr(0), '\\x00') AS raw, v.reason, replace(v.message, chr(0), '\\x00') AS message
+FROM _val v JOIN ({RAW_JSON}) r USING (seq) WHERE v.reason IS NOT NULL
 UNION ALL
-SELECT seq, raw, 'conflict',
+SELECT seq, replace(raw, chr(0), '\\x00'), 'conflict',
        format('sensor {{}} already has value {{}} at {{}}; this record says {{}}', sensor_id, other_v,
               strftime(ts, '%Y-%m-%dT%H:%M:%SZ'), value)
 FROM _conf
@@ -195,8 +205,8 @@ class Batch:
             "source": pa.array([s for s, _ in loc], pa.string()),
             "location": pa.array([lc for _, lc in loc], pa.string()),
             "reason": pa.array([r.reason for r in self.rejects], pa.string()),
-            "message": pa.array([r.message for r in self.rejects], pa.string()),
-            "raw": pa.array([r.raw for r in self.rejects], pa.string()),
+            "message": pa.array([_show_nul(r.message) for r in self.rejects], pa.string()),
+            "raw": pa.array([_show_nul(r.raw) for r in self.rejects], pa.string()),
             "raw_truncated": pa.array([bool(r.truncated) for r in self.rejects], pa.bool_()),
         })
 

@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cityvitals.store.duck.readings import ReadingRepo
+from cityvitals.store.duck.readings import READING_COLUMNS, ReadingRepo
 from cityvitals.store.pg._sql import copy_arrow, copy_arrow_binary, read_columns, to_arrow
 
 _PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
@@ -134,6 +134,25 @@ class PgReadingRepo(ReadingRepo):
                 create(c)
         self._known.update(partition_name(m) for m in missing)
         return made
+
+    def bulk_load(self, table: pa.Table | pl.DataFrame) -> int:
+        """Append rows with the ``readings`` columns as they are, no validation or dedupe, as
+        on DuckDB (whose version writes its integer-keyed ``reading_rows``, which this schema
+        does not have): COPY into the months the rows need. A key already stored fails the
+        whole load (the primary key), where DuckDB would keep both rows."""
+        if isinstance(table, pl.DataFrame):
+            table = table.to_arrow()
+        missing = [c for c in READING_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"bulk_load needs the readings columns; missing {missing}")
+        if table.num_rows == 0:
+            return 0
+        table = table.select(list(READING_COLUMNS))
+        with self.store.transaction() as con:
+            ts = table.column("ts")
+            self.ensure_partitions(pc.min(ts).as_py(), pc.max(ts).as_py(), con)
+            copy_arrow(con, table, "readings", READING_COLUMNS)
+        return table.num_rows
 
     # -- the ingest write path ---------------------------------------------------------
     def write_batch(self, batch, report, valid: pa.Table | None = None) -> None:
