@@ -172,3 +172,38 @@ def test_session_keeps_state_in_memory_and_checkpoints(tmp_path):
     assert watch_readings(stores["session"], thresholds=th, clock=lambda: now, session=WatchSession())["points"] == 0
     for s in stores.values():
         s.close()
+
+
+def test_sensor_registered_after_first_run_without_levels_is_watched(tmp_path):
+    """A later batch brings a series of a kind without threshold levels (issue #11 round 2).
+
+    Sixteen series fill the detectors' first arrays exactly; the seventeenth, a kind no
+    threshold covers, made the time-to-breach assignment index past the breach arrays.
+    """
+    store = open_store(tmp_path)
+    ids = [f"Q{i:02d}" for i in range(16)]
+    store.sensors.upsert(pl.DataFrame({
+        "id": ids, "kind": ["water_pressure"] * 16, "unit": ["MPa"] * 16,
+        "lon": [121.0 + 0.001 * i for i in range(16)], "lat": [31.0] * 16,
+    }))
+    th = {"water_pressure": Threshold((0.30, 0.25, 0.20), "lower")}
+
+    def load(rows):
+        df = pl.DataFrame(rows, schema=["sensor_id", "ts", "value", "quality", "kind", "unit_code", "ingested_at"],
+                          orient="row")
+        store.readings.bulk_load(df)
+
+    load([(sid, T0 + timedelta(minutes=m), 0.4, None, "water_pressure", None, T0 + timedelta(minutes=m, seconds=5))
+          for m in range(30) for sid in ids])
+    now = [T0 + timedelta(minutes=30)]
+    assert watch_readings(store, thresholds=th, use_catalog=False, clock=lambda: now[0])["series"] == 16
+    store.sensors.upsert(pl.DataFrame({"id": ["H1"], "kind": ["humidity"], "unit": ["%"],
+                                       "lon": [121.02], "lat": [31.0]}))
+    load([(sid, T0 + timedelta(minutes=m), 0.4 if sid != "H1" else 60.0, None,
+           "humidity" if sid == "H1" else "water_pressure", None, T0 + timedelta(minutes=m, seconds=5))
+          for m in range(30, 60) for sid in [*ids, "H1"]])
+    now[0] = T0 + timedelta(minutes=60)
+    res = watch_readings(store, thresholds=th, use_catalog=False, clock=lambda: now[0])
+    assert res["series"] == 17 and res["points"] == 17 * 30
+    assert store.alerts.list(state="open", type_="threshold") == []
+    store.close()
