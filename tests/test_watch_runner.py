@@ -172,3 +172,80 @@ def test_session_keeps_state_in_memory_and_checkpoints(tmp_path):
     assert watch_readings(stores["session"], thresholds=th, clock=lambda: now, session=WatchSession())["points"] == 0
     for s in stores.values():
         s.close()
+
+
+def test_sensor_registered_after_first_run_without_levels_is_watched(tmp_path):
+    """A later batch brings a series of a kind without threshold levels (issue #11 round 2).
+
+    Sixteen series fill the detectors' first arrays exactly; the seventeenth, a kind no
+    threshold covers, made the time-to-breach assignment index past the breach arrays.
+    """
+    store = open_store(tmp_path)
+    ids = [f"Q{i:02d}" for i in range(16)]
+    store.sensors.upsert(pl.DataFrame({
+        "id": ids, "kind": ["water_pressure"] * 16, "unit": ["MPa"] * 16,
+        "lon": [121.0 + 0.001 * i for i in range(16)], "lat": [31.0] * 16,
+    }))
+    th = {"water_pressure": Threshold((0.30, 0.25, 0.20), "lower")}
+
+    def load(rows):
+        df = pl.DataFrame(rows, schema=["sensor_id", "ts", "value", "quality", "kind", "unit_code", "ingested_at"],
+                          orient="row")
+        store.readings.bulk_load(df)
+
+    load([(sid, T0 + timedelta(minutes=m), 0.4, None, "water_pressure", None, T0 + timedelta(minutes=m, seconds=5))
+          for m in range(30) for sid in ids])
+    now = [T0 + timedelta(minutes=30)]
+    assert watch_readings(store, thresholds=th, use_catalog=False, clock=lambda: now[0])["series"] == 16
+    store.sensors.upsert(pl.DataFrame({"id": ["H1"], "kind": ["humidity"], "unit": ["%"],
+                                       "lon": [121.02], "lat": [31.0]}))
+    load([(sid, T0 + timedelta(minutes=m), 0.4 if sid != "H1" else 60.0, None,
+           "humidity" if sid == "H1" else "water_pressure", None, T0 + timedelta(minutes=m, seconds=5))
+          for m in range(30, 60) for sid in [*ids, "H1"]])
+    now[0] = T0 + timedelta(minutes=60)
+    res = watch_readings(store, thresholds=th, use_catalog=False, clock=lambda: now[0])
+    assert res["series"] == 17 and res["points"] == 17 * 30
+    assert store.alerts.list(state="open", type_="threshold") == []
+    store.close()
+
+
+def test_wet_well_gauge_judged_against_its_own_rest(tmp_path):
+    """A pumping station's wet-well gauge fills (its pumps cannot keep up): an alert, though
+    river levels would never fire at 3 m; a quiet well a few centimetres off its rest does not,
+    and a river gauge keeps its own levels (a 0.46 m rise from 2.8 m stays below attention at 3.5 m)."""
+    store = open_store(tmp_path)
+    store.assets.replace(
+        pl.DataFrame({"id": ["DPS1", "DPS2", "RG1"], "type": ["drainage_pumping_station"] * 2 + ["river_gauge"],
+                      "name": ["D1", "D2", "R1"], "geometry_wkb": [None] * 3, "lon": [121.0, 121.05, 121.1],
+                      "lat": [31.0] * 3, "unit_code": ["g1"] * 3,
+                      "props": ['{"capacity_m3_per_s": 10}', '{"capacity_m3_per_s": 12}',
+                                '{"normal_level_m": 2.8, "warning_level_m": 4.2}']}),
+        pl.DataFrame({"src": [], "dst": [], "relation": []}, schema={"src": pl.Utf8, "dst": pl.Utf8, "relation": pl.Utf8}))
+    ids = ["W1", "W2", "R1"]
+    store.sensors.upsert(pl.DataFrame({
+        "id": ids, "kind": ["water_level"] * 3, "unit": ["m"] * 3, "lon": [121.0, 121.05, 121.1], "lat": [31.0] * 3,
+        "meta": ['{"asset_id": "DPS1"}', '{"asset_id": "DPS2"}', '{"asset_id": "RG1"}']}))
+    rng = np.random.default_rng(5)
+
+    def level(sid, m):
+        rise = min(2.3, max(0.0, (m - 180) * 0.05)) if m >= 180 else 0.0  # fills from 03:00, 5 cm a minute
+        base = {"W1": 1.0, "W2": 0.85, "R1": 2.8}[sid]
+        return base + {"W1": rise, "W2": 0.0, "R1": rise / 5}[sid] + rng.normal(0, 0.003)
+
+    def load(minutes):
+        rows = [(sid, T0 + timedelta(minutes=m), float(level(sid, m)), None, "water_level", None,
+                 T0 + timedelta(minutes=m, seconds=5)) for m in minutes for sid in ids]
+        store.readings.bulk_load(pl.DataFrame(rows, schema=["sensor_id", "ts", "value", "quality", "kind", "unit_code",
+                                                            "ingested_at"], orient="row"))
+
+    load(range(0, 180))
+    now = [T0 + timedelta(minutes=180)]
+    watch_readings(store, clock=lambda: now[0])
+    assert store.alerts.list(type_="threshold") == []  # quiet: no well is off its rest
+    load(range(180, 300))
+    now[0] = T0 + timedelta(minutes=300)
+    watch_readings(store, clock=lambda: now[0])
+    alerts = {a["source"]: a for a in store.alerts.list(type_="threshold")}
+    assert set(alerts) == {"W1"}
+    assert alerts["W1"]["level"] == "alarm"
+    store.close()

@@ -484,7 +484,21 @@ class SensorHealthDetector(VectorDetector):
             # (a jump by a unit factor is judged against the slow average itself: the fast one has
             # taken in a third of the step by the time the verdict is due)
             ref0 = np.where((pending == 2) & ~np.isnan(self.off_ref[iu]), self.off_ref[iu], self.off[iu])
-            displaced &= ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
+            off_far = ~(sd0 > 0) | ~(np.abs(rel_now - ref0) <= self.drift_k * sd0)
+            # ... or, for a unit candidate, its level moved by a factor its neighbours' did not
+            # (against their level of the last hours): the offset's noise floor (three step
+            # deviations) swallows most of a light, gusty wind's x3.6 slip to km/h (1.4 m/s with
+            # one neighbour: 0.88 against a bar of 0.94, held-out seed 9), a ratio does not
+            unit_c = pending == 2
+            if unit_c.any():
+                jb = self.jb[iu].astype(np.float64)
+                nbs = self.nbs[iu].astype(np.float64)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    own = np.log(np.abs(self.last[iu] / jb))
+                    theirs = np.log(np.abs(nb_mean / nbs))
+                    alone = unit_c & ok_nb & (np.abs(own) >= np.log(1.5)) & (np.abs(own - theirs) >= 0.5 * np.abs(own))
+                off_far |= np.nan_to_num(alone, nan=False).astype(bool)
+            displaced &= off_far
             fault = due & ~event & displaced
         if any_due or any_jump or bool(settled.any()):
             self.pending[iu] = np.where(settled, 0, pending).astype(np.uint8)

@@ -16,7 +16,12 @@ Rules (asset property -> levels attention / warning / alarm, direction):
 * ``water_level`` on an asset with ``warning_level_m`` (a river gauge): half-way from its
   ``normal_level_m``, the warning level, and half as far again above it;
 * ``water_level`` on a ``low_spot`` or ``tunnel``: the catalogue's ponding depths
-  (``sf.waterlogging_depth``).
+  (``sf.waterlogging_depth``);
+* ``water_level`` in a ``drainage_pumping_station``'s wet well (no warning level of its own):
+  ``WELL_RISE`` metres above the well's own resting level (``cityvitals.watch.rest``), higher is worse.
+  A wet well always holds its metre or so (its pumps start and stop around it) and fills
+  when the pumps cannot keep up; river levels would never fire on it and one fixed depth
+  would not fit every well, so the gauge is judged against itself (``relative_thresholds``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ SHARES = {"power_load": ((0.8, 0.9, 1.0), "rated_mw", "higher"),
           "traffic_speed": ((0.33, 0.27, 0.20), "free_speed_kmh", "lower")}
 PONDING_ASSETS = ("low_spot", "tunnel")
 PONDING_INDICATOR = "sf.waterlogging_depth"
+WELL_ASSETS = ("drainage_pumping_station",)
+WELL_RISE = (0.5, 1.0, 2.0)  # metres above the resting level: attention, warning, alarm
 
 
 def _ponding_levels() -> tuple[float, float, float] | None:
@@ -66,3 +73,15 @@ def asset_thresholds(store) -> dict[str, Threshold]:
         for sid in wl.filter(pl.col("atype").is_in(PONDING_ASSETS) & pl.col("warn_m").is_null())["id"].to_list():
             out[sid] = Threshold(list(pond), "higher")
     return out
+
+
+def relative_thresholds(store) -> dict[str, Threshold]:
+    """Sensor id -> levels as *offsets* above the sensor's own resting level (wet-well gauges)."""
+    if not hasattr(store, "assets"):
+        return {}
+    df = store.assets.sensor_asset_props(["water_level"], {"warn_m": "warning_level_m"})
+    if df.height == 0:
+        return {}
+    wells = df.filter(pl.col("atype").is_in(WELL_ASSETS) & pl.col("warn_m").is_null())["id"].to_list()
+    return {sid: Threshold(list(WELL_RISE), "higher") for sid in wells}
+

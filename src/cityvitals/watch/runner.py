@@ -37,6 +37,7 @@ import polars as pl
 from cityvitals.watch.alerts import AlertManager, AlertPolicy, Observation, utcnow
 from cityvitals.watch.breach import BreachForecaster
 from cityvitals.watch.health import FLAGS, SensorHealthDetector
+from cityvitals.watch.rest import RestLevels
 from cityvitals.watch.rolling import RollingSum
 from cityvitals.watch.seasonal import SeasonalDetector
 from cityvitals.watch.shift import LevelShiftDetector
@@ -100,13 +101,15 @@ class WatchState:
     # ``sums`` holds one ring per such series, at its position in ``summed``
     summed: list[int] = field(default_factory=list)
     sums: RollingSum = field(default_factory=lambda: RollingSum(window=SUM_WINDOW, bin_s=SUM_WINDOW // 12))
+    # series whose levels sit above their own resting level (wet-well gauges, ``levels.relative_thresholds``)
+    rest: RestLevels = field(default_factory=RestLevels)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
         blobs = {name: np.frombuffer(getattr(self, name).to_bytes(), dtype=np.uint8) for name in (*_DETS, "sums")}
         meta = json.dumps({"ids": self.ids, "configured": self.configured, "categorical": self.categorical,
                            "summed": self.summed}).encode()
-        np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **blobs)
+        np.savez(buf, __meta__=np.frombuffer(meta, dtype=np.uint8), **blobs, **self.rest.to_arrays())
         return buf.getvalue()
 
     @classmethod
@@ -119,6 +122,7 @@ class WatchState:
             setattr(st, name, kls.from_bytes(bytes(data[name])))
         if "sums" in data:  # (checkpoints from before rolling sums have none)
             st.sums = RollingSum.from_bytes(bytes(data["sums"]))
+        st.rest = RestLevels.from_arrays(data)
         return st
 
     def summed_view(self, n: int) -> np.ndarray:
@@ -281,7 +285,7 @@ def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping
             first = [v for v in th.levels if v is not None and np.isfinite(v)][0]
             st.breach.set_levels(sel, first, th.direction)
     if use_assets:
-        from cityvitals.watch.levels import asset_thresholds
+        from cityvitals.watch.levels import asset_thresholds, relative_thresholds
 
         per_sensor = asset_thresholds(store)
         new = set(st.ids[i] for i in idx)
@@ -290,6 +294,10 @@ def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping
                 i = pos[sid]
                 st.threshold.set_levels([i], th.levels, th.direction, th.min_duration)
                 st.breach.set_levels([i], th.levels[0], th.direction)
+        for sid, th in relative_thresholds(store).items():  # no levels until their rest is learnt
+            if sid in new and kind_of.get(sid) not in user_kinds:
+                st.threshold.set_levels([pos[sid]], [np.nan] * 3, th.direction, th.min_duration)
+                st.rest.add([pos[sid]], th.levels)
     st.configured = len(st.ids)
     nb = neighbours if neighbours is not None else nearest_neighbours(sensors)
     ref_kinds = None if drift_refs == "all" else DRIFT_REF_KINDS if drift_refs is True else frozenset(drift_refs or ())
@@ -374,10 +382,18 @@ def watch_readings(
             if on.any():
                 xs = x.copy()
                 xs[on] = st.sums.update_many(row[on], t[on], x[on])
-        st.threshold.update_many(s, t, xs)
+        if st.rest.idx.size:  # levels above the rest learnt before this window, then learn it
+            rs, lv = st.rest.levels()
+            st.threshold.thr[rs] = lv
+            st.threshold.update_many(s, t, xs)
+            st.rest.learn(s, t, xs)
+        else:
+            st.threshold.update_many(s, t, xs)
         # time-to-breach aims at the next level the series has not reached yet, warning or
         # above (a forecast attention is not worth a duty officer's call)
+        # (a series new in this batch without levels of its kind has no breach state yet)
         nxt = np.clip(st.threshold.level[s].astype(np.int64), BREACH_MIN_LEVEL - 1, 2)
+        st.breach._touch(s)
         st.breach.thr[s] = st.threshold.thr[s, nxt]
         st.breach.update_many(s, t, xs)
         if st.health._nb_idx.size:  # the neighbour check compares readings of one time step
