@@ -328,12 +328,6 @@ def watch_readings(
     to the alerts window by window. (The Spark engine is meant to run the first in a stateful
     operator: docs/scaling.md.)
     """
-    user_kinds = set(thresholds or {})
-    if use_catalog:
-        from cityvitals.watch.catalog import catalog_thresholds
-
-        thresholds = {**catalog_thresholds(), **(thresholds or {})}
-    thresholds = thresholds or {}
     if session is not None:
         watermark, st = session.load(store)
     else:
@@ -346,15 +340,14 @@ def watch_readings(
         result["escalated"] = len(mgr.escalate())
         return result
 
-    def config() -> WatchConfig:
-        from cityvitals.watch.levels import asset_thresholds
-
-        return WatchConfig(store.sensors.frame(), thresholds, asset_thresholds(store) if use_catalog else {},
-                           neighbours, use_catalog, frozenset(user_kinds), drift_refs)
+    def config() -> WatchConfig:  # (read only when new series appear)
+        return watch_config(store, thresholds=thresholds, neighbours=neighbours, use_catalog=use_catalog,
+                            drift_refs=drift_refs)
 
     t_all = df["t"].to_numpy().astype(np.int64)
     windows = watch_windows(t_all, int(clock().timestamp()), window_seconds, warmup)
-    events = advance(st, df.select("sensor_id", "t", "value"), windows, config, step_seconds=step_seconds,
+    events = advance(st, df.select("sensor_id", "t", "value"), windows, config, window_seconds=window_seconds,
+                     step_seconds=step_seconds,
                      anomaly_alerts=anomaly_alerts, reconfigure=neighbours is not None)
     result["alerts"], result["escalated"] = apply_verdicts(mgr, events, windows, clock, progress)
     now = clock()
@@ -380,6 +373,39 @@ class WatchConfig:
     use_assets: bool = True
     user_kinds: frozenset[str] = frozenset()
     drift_refs: bool | str | frozenset[str] = True
+
+
+def watch_config(store, *, thresholds: Mapping[str, Threshold] | None = None,
+                 neighbours: Mapping[str, Sequence[str]] | None = None, use_catalog: bool = True,
+                 drift_refs: bool | str | frozenset[str] = True) -> WatchConfig:
+    """The configuration ``watch_readings`` uses (its parameters mean the same), read from the store."""
+    user_kinds = frozenset(thresholds or {})
+    per_sensor: Mapping[str, Threshold] = {}
+    if use_catalog:
+        from cityvitals.watch.catalog import catalog_thresholds
+        from cityvitals.watch.levels import asset_thresholds
+
+        thresholds = {**catalog_thresholds(), **(thresholds or {})}
+        per_sensor = asset_thresholds(store)
+    return WatchConfig(store.sensors.frame(), thresholds or {}, per_sensor, neighbours, use_catalog, user_kinds,
+                       drift_refs)
+
+
+def advance_series(state: bytes | None, readings: pl.DataFrame, windows: pl.DataFrame, config: WatchConfig, *,
+                   window_seconds: int = 300, step_seconds: int = 60,
+                   anomaly_alerts: bool = False) -> tuple[bytes, pl.DataFrame]:
+    """``advance`` from state bytes to state bytes: the form a stateful operator holds.
+
+    Why it can hold the series of one sensor kind apart from the rest: every check that
+    compares series (neighbours, drift references) compares sensors of one kind, and
+    staleness is judged at the instants ``windows`` gives, the same for every kind. Watching
+    each kind's readings this way and applying all verdicts with ``apply_verdicts`` gives the
+    alerts of one ``watch_readings`` over every series (tests/test_watch_runner.py).
+    """
+    st = WatchState.from_bytes(state) if state else WatchState()
+    events = advance(st, readings, windows, lambda: config, window_seconds=window_seconds, step_seconds=step_seconds,
+                     anomaly_alerts=anomaly_alerts)
+    return st.to_bytes(), events
 
 
 WINDOW_SCHEMA = {"window": pl.Int64, "t_end": pl.Int64, "stale_at": pl.Int64, "quiet": pl.Boolean, "points": pl.Int64}
@@ -425,6 +451,11 @@ def advance(st: WatchState, readings: pl.DataFrame, windows: pl.DataFrame, confi
         c = config()
         _configure(st, c.sensors, c.thresholds, c.neighbours, c.asset_levels, c.use_assets, c.user_kinds,
                    c.drift_refs)
+    # verdicts read every series' arrays, also of series new in this batch that have no reading
+    # in a window yet (a kind's first windows, when its state is advanced apart): capacity only,
+    # so the state's bytes do not change
+    for name in _DETS:
+        getattr(st, name)._grow(len(st.ids))
     id_frame = pl.DataFrame({"sensor_id": st.ids, "sidx": np.arange(len(st.ids), dtype=np.int64)})
     df = readings.join(id_frame, on="sensor_id", how="left")
     s_all = df["sidx"].to_numpy()
