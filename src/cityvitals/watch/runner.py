@@ -500,7 +500,9 @@ def advance_window(st: WatchState, s: np.ndarray, t: np.ndarray, x: np.ndarray, 
         st.threshold.update_many(s, t, xs)
         # time-to-breach aims at the next level the series has not reached yet, warning or
         # above (a forecast attention is not worth a duty officer's call)
+        # (a series new in this batch without levels of its kind has no breach state yet)
         nxt = np.clip(st.threshold.level[s].astype(np.int64), BREACH_MIN_LEVEL - 1, 2)
+        st.breach._touch(s)
         st.breach.thr[s] = st.threshold.thr[s, nxt]
         st.breach.update_many(s, t, xs)
         if st.health._nb_idx.size:  # the neighbour check compares readings of one time step
