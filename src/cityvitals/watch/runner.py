@@ -250,9 +250,11 @@ def _nearest(sensors: pl.DataFrame, k: int, max_km: float, only: set[str] | None
     return out
 
 
-def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping[str, Threshold],
-               neighbours: Mapping[str, Sequence[str]] | None, use_assets: bool = True,
-               user_kinds: frozenset[str] = frozenset(), drift_refs: bool | str | frozenset[str] = True) -> None:
+def _configure(st: WatchState, sensors: pl.DataFrame, thresholds: Mapping[str, Threshold],
+               neighbours: Mapping[str, Sequence[str]] | None, per_sensor: Mapping[str, Threshold],
+               use_assets: bool = True,
+               user_kinds: frozenset[str] = frozenset(), drift_refs: bool | str | frozenset[str] = True,
+               rest_levels: Mapping[str, Threshold] | None = None) -> None:
     """Ranges, levels (kind, then per sensor from its asset unless the caller set the kind) and neighbours.
 
     Kinds the catalogue judges on a 1-hour sum (rainfall) get that indicator's levels on a
@@ -285,16 +287,13 @@ def _configure(st: WatchState, store, sensors: pl.DataFrame, thresholds: Mapping
             first = [v for v in th.levels if v is not None and np.isfinite(v)][0]
             st.breach.set_levels(sel, first, th.direction)
     if use_assets:
-        from cityvitals.watch.levels import asset_thresholds, relative_thresholds
-
-        per_sensor = asset_thresholds(store)
         new = set(st.ids[i] for i in idx)
         for sid, th in per_sensor.items():
             if sid in new and kind_of.get(sid) not in user_kinds:
                 i = pos[sid]
                 st.threshold.set_levels([i], th.levels, th.direction, th.min_duration)
                 st.breach.set_levels([i], th.levels[0], th.direction)
-        for sid, th in relative_thresholds(store).items():  # no levels until their rest is learnt
+        for sid, th in (rest_levels or {}).items():  # no levels until their rest is learnt
             if sid in new and kind_of.get(sid) not in user_kinds:
                 st.threshold.set_levels([pos[sid]], [np.nan] * 3, th.direction, th.min_duration)
                 st.rest.add([pos[sid]], th.levels)
@@ -332,13 +331,12 @@ def watch_readings(
     of their kind (``drift_references``), for the kinds in ``DRIFT_REF_KINDS`` (``True``), the
     kinds given, every kind (``"all"``: an isolated crowd sensor's morning rush then looks
     like drift) or none (``False``).
-    """
-    user_kinds = set(thresholds or {})
-    if use_catalog:
-        from cityvitals.watch.catalog import catalog_thresholds
 
-        thresholds = {**catalog_thresholds(), **(thresholds or {})}
-    thresholds = thresholds or {}
+    The run is two steps with the store only in the second: ``advance`` takes the detectors
+    over the readings and returns their verdicts as a table; ``apply_verdicts`` applies them
+    to the alerts window by window. (The Spark engine is meant to run the first in a stateful
+    operator: docs/scaling.md.)
+    """
     if session is not None:
         watermark, st = session.load(store)
     else:
@@ -346,34 +344,163 @@ def watch_readings(
         st = WatchState.from_bytes(blob) if blob else WatchState()
     df = pl.from_arrow(store.readings.since(watermark))  # backend-neutral
     result = {"points": df.height, "series": 0, "alerts": {}}
+    mgr = AlertManager(store, policy or AlertPolicy(), clock)
     if df.height == 0:
-        mgr = AlertManager(store, policy or AlertPolicy(), clock)
         result["escalated"] = len(mgr.escalate())
         return result
-    new_ids = sorted(set(df["sensor_id"].unique().to_list()) - set(st.ids))
+
+    def config() -> WatchConfig:  # (read only when new series appear)
+        return watch_config(store, thresholds=thresholds, neighbours=neighbours, use_catalog=use_catalog,
+                            drift_refs=drift_refs)
+
+    t_all = df["t"].to_numpy().astype(np.int64)
+    windows = watch_windows(t_all, int(clock().timestamp()), window_seconds, warmup)
+    events = advance(st, df.select("sensor_id", "t", "value"), windows, config, window_seconds=window_seconds,
+                     step_seconds=step_seconds,
+                     anomaly_alerts=anomaly_alerts, reconfigure=neighbours is not None)
+    result["alerts"], result["escalated"] = apply_verdicts(mgr, events, windows, clock, progress)
+    now = clock()
+    result["series"] = df["sensor_id"].n_unique()
+    if session is not None:
+        session.advance(store, df["ingested_at"].max(), now)
+        return result
+    with store.transaction() as con:
+        store.alerts.put_watch_state(con, STATE_NAME, df["ingested_at"].max(), st.to_bytes(), now)
+    return result
+
+
+@dataclass
+class WatchConfig:
+    """What configuring new series needs: the registry's sensors, levels per kind and per
+    sensor (from its asset), neighbours. Plain data, so it can be shipped to where the
+    detectors run."""
+
+    sensors: pl.DataFrame
+    thresholds: Mapping[str, Threshold]
+    asset_levels: Mapping[str, Threshold] = field(default_factory=dict)
+    rest_levels: Mapping[str, Threshold] = field(default_factory=dict)  # wet wells: levels above their rest
+    neighbours: Mapping[str, Sequence[str]] | None = None
+    use_assets: bool = True
+    user_kinds: frozenset[str] = frozenset()
+    drift_refs: bool | str | frozenset[str] = True
+
+
+def watch_config(store, *, thresholds: Mapping[str, Threshold] | None = None,
+                 neighbours: Mapping[str, Sequence[str]] | None = None, use_catalog: bool = True,
+                 drift_refs: bool | str | frozenset[str] = True) -> WatchConfig:
+    """The configuration ``watch_readings`` uses (its parameters mean the same), read from the store."""
+    user_kinds = frozenset(thresholds or {})
+    per_sensor: Mapping[str, Threshold] = {}
+    rest: Mapping[str, Threshold] = {}
+    if use_catalog:
+        from cityvitals.watch.catalog import catalog_thresholds
+        from cityvitals.watch.levels import asset_thresholds, relative_thresholds
+
+        thresholds = {**catalog_thresholds(), **(thresholds or {})}
+        per_sensor = asset_thresholds(store)
+        rest = relative_thresholds(store)
+    return WatchConfig(store.sensors.frame(), thresholds or {}, per_sensor, rest, neighbours, use_catalog, user_kinds,
+                       drift_refs)
+
+
+def advance_series(state: bytes | None, readings: pl.DataFrame, windows: pl.DataFrame, config: WatchConfig, *,
+                   window_seconds: int = 300, step_seconds: int = 60,
+                   anomaly_alerts: bool = False) -> tuple[bytes, pl.DataFrame]:
+    """``advance`` from state bytes to state bytes: the form a stateful operator holds.
+
+    Why it can hold the series of one sensor kind apart from the rest: every check that
+    compares series (neighbours, drift references) compares sensors of one kind, and
+    staleness is judged at the instants ``windows`` gives, the same for every kind. Watching
+    each kind's readings this way and applying all verdicts with ``apply_verdicts`` gives the
+    alerts of one ``watch_readings`` over every series (tests/test_watch_runner.py).
+    """
+    st = WatchState.from_bytes(state) if state else WatchState()
+    events = advance(st, readings, windows, lambda: config, window_seconds=window_seconds, step_seconds=step_seconds,
+                     anomaly_alerts=anomaly_alerts)
+    return st.to_bytes(), events
+
+
+WINDOW_SCHEMA = {"window": pl.Int64, "t_end": pl.Int64, "stale_at": pl.Int64, "quiet": pl.Boolean, "points": pl.Int64}
+VERDICT_SCHEMA = {"window": pl.Int64, "ord": pl.Int64, "source": pl.Utf8, "type": pl.Utf8, "level": pl.Int64,
+                  "at": pl.Int64, "message": pl.Utf8, "clear": pl.Boolean}
+
+
+def watch_windows(t: np.ndarray, now: int, window_seconds: int = 300, warmup: int = 0) -> pl.DataFrame:
+    """The windows a batch of readings (``t``: epoch seconds, ascending) is watched in.
+
+    Why a table: a backlog is replayed in windows of ``window_seconds`` so each alert carries
+    the time its condition was seen, as if watch had been running all along, and staleness is
+    judged at each window's last reading time over *all* series (``stale_at``; at the last
+    window, at ``now``, the clock). Whoever advances only some series (one sensor kind) is
+    given this table to judge at the same instants.
+    """
+    t = np.asarray(t, dtype=np.int64)
+    win_of = t // window_seconds
+    bounds = np.r_[0, np.flatnonzero(np.diff(win_of)) + 1, t.size]
+    ends = t[bounds[1:] - 1]
+    stale_at = ends.copy()
+    if stale_at.size:
+        stale_at[-1] = now
+    quiet_until = int(t[0]) + int(warmup) if t.size else 0
+    return pl.DataFrame({"window": win_of[bounds[:-1]], "t_end": ends, "stale_at": stale_at,
+                         "quiet": ends < quiet_until, "points": np.diff(bounds)}, schema=WINDOW_SCHEMA)
+
+
+def advance(st: WatchState, readings: pl.DataFrame, windows: pl.DataFrame, config: Callable[[], WatchConfig], *,
+            window_seconds: int = 300, step_seconds: int = 60, anomaly_alerts: bool = False,
+            reconfigure: bool = False) -> pl.DataFrame:
+    """Take the detectors in ``st`` over ``readings`` (sensor_id, t, value; ascending t) and
+    return their verdicts (``VERDICT_SCHEMA``), one group per window of ``windows``.
+
+    No store: series not seen before are added and configured from ``config()`` (called only
+    then), so the same call serves the local runner (every series in one state) and a
+    stateful operator holding some of them. Clear verdicts are given for every touched series
+    whose condition is clear (``clear``): only the alert lifecycle knows which are open.
+    """
+    new_ids = sorted(set(readings["sensor_id"].unique().to_list()) - set(st.ids))
     st.ids.extend(new_ids)
+    if new_ids or reconfigure:
+        c = config()
+        _configure(st, c.sensors, c.thresholds, c.neighbours, c.asset_levels, c.use_assets, c.user_kinds,
+                   c.drift_refs, rest_levels=c.rest_levels)
+    # verdicts read every series' arrays, also of series new in this batch that have no reading
+    # in a window yet (a kind's first windows, when its state is advanced apart): capacity only,
+    # so the state's bytes do not change
+    for name in _DETS:
+        getattr(st, name)._grow(len(st.ids))
     id_frame = pl.DataFrame({"sensor_id": st.ids, "sidx": np.arange(len(st.ids), dtype=np.int64)})
-    df = df.join(id_frame, on="sensor_id", how="left")
-    if new_ids or neighbours is not None:
-        _configure(st, store, store.sensors.frame(), thresholds, neighbours, use_catalog, frozenset(user_kinds),
-                   drift_refs)
+    df = readings.join(id_frame, on="sensor_id", how="left")
     s_all = df["sidx"].to_numpy()
     t_all = df["t"].to_numpy().astype(np.int64)
     x_all = df["value"].to_numpy().astype(np.float64)
-    n = len(st.ids)
-    mgr = AlertManager(store, policy or AlertPolicy(), clock)
-    totals: dict[str, int] = {}
-    escalated = 0
     st.health.take_flags()
-    # A backlog is replayed in windows of ``window_seconds`` so each alert carries the time
-    # its condition was seen, as if watch had been running all along.
+    sum_row = st.summed_view(len(st.ids))
     win_of = t_all // window_seconds
-    bounds = np.r_[0, np.flatnonzero(np.diff(win_of)) + 1, t_all.size]
-    quiet_until = int(t_all[0]) + int(warmup)
-    sum_row = st.summed_view(n)
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        s, t, x = s_all[a:b], t_all[a:b], x_all[a:b]
-        peak = {name: np.zeros(n) for name in ("shift", "seasonal")}
+    out: list[pl.DataFrame] = []
+    for w, stale_at, quiet in windows.select("window", "stale_at", "quiet").iter_rows():
+        a, b = np.searchsorted(win_of, [w, w + 1])
+        touched, first_t, peak, flags = advance_window(st, s_all[a:b], t_all[a:b], x_all[a:b], stale_at, sum_row,
+                                                       step_seconds)
+        if quiet:
+            continue
+        if not anomaly_alerts:
+            peak = {k: np.zeros_like(v) for k, v in peak.items()}
+        out.append(verdicts(st, touched, first_t, peak, flags).with_columns(pl.lit(w, pl.Int64).alias("window")))
+    if not out:
+        return pl.DataFrame(schema=VERDICT_SCHEMA)
+    return pl.concat(out).select(list(VERDICT_SCHEMA))
+
+
+def advance_window(st: WatchState, s: np.ndarray, t: np.ndarray, x: np.ndarray, stale_at: int, sum_row: np.ndarray,
+                   step_seconds: int = 60) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """One window's readings through every detector, then staleness at ``stale_at``.
+
+    Returns the series touched, each one's first time in the window, the shift and seasonal
+    peak scores and the health flags raised.
+    """
+    n = len(st.ids)
+    peak = {name: np.zeros(n) for name in ("shift", "seasonal")}
+    if s.size:
         # rain gauges are judged (and forecast) on their rolling 1-hour sum, not per interval
         xs = x
         if st.summed:
@@ -411,75 +538,80 @@ def watch_readings(
         if mature.any():
             sc = st.shift.update_many(s[mature], t[mature], x[mature] - loc[mature])
             np.maximum.at(peak["shift"], s[mature], sc)
-        touched = np.flatnonzero(np.bincount(s, minlength=n))
-        first_t = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_t, s, t)
-        flags = st.health.take_flags()
-        # staleness at the end of every window (a dropout inside a backlog is seen too),
-        # and against the clock at the last one
-        now_t = int(clock().timestamp()) if b == t_all.size else int(t[-1])
-        st.health.check_stale(now_t)
-        flags |= st.health.flags[:n] & FLAGS["stale"]
-        if int(t[-1]) < quiet_until:
-            if progress:
-                progress(int(b - a))
-            continue
-        if not anomaly_alerts:
-            peak = {k: np.zeros_like(v) for k, v in peak.items()}
-        for k, v in mgr.observe(_observations(st, touched, first_t, peak, flags, store)).items():
-            totals[k] = totals.get(k, 0) + v
-        escalated += len(mgr.escalate(min(clock(), _at(int(t[-1])))))
+    touched = np.flatnonzero(np.bincount(s, minlength=n))
+    first_t = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_t, s, t)
+    flags = st.health.take_flags()
+    # staleness at the end of every window (a dropout inside a backlog is seen too),
+    # and against the clock at the last one
+    st.health.check_stale(int(stale_at))
+    flags |= st.health.flags[:n] & FLAGS["stale"]
+    return touched, first_t, peak, flags
+
+
+def apply_verdicts(mgr: AlertManager, events: pl.DataFrame, windows: pl.DataFrame, clock: Callable[[], datetime],
+                   progress: Callable[[int], None] | None = None) -> tuple[dict[str, int], int]:
+    """Apply ``advance``'s verdicts to the alerts window by window, in window order.
+
+    Clear verdicts count only for alerts open at that window (the lifecycle's hysteresis
+    starts from them); escalation is judged at each window's last reading time. Returns the
+    alert changes and the number of escalations.
+    """
+    by_window = events.partition_by("window", as_dict=True, maintain_order=True) if events.height else {}
+    totals: dict[str, int] = {}
+    escalated = 0
+    for w, t_end, quiet, points in windows.select("window", "t_end", "quiet", "points").iter_rows():
+        if not quiet:
+            ev = by_window.get((w,))
+            obs: list[Observation] = []
+            if ev is not None:
+                # most verdicts are clears of alerts that are not open: dropped before Python sees them
+                open_keys = [f"{a['source']}\x00{a['type']}" for a in mgr.repo.open_alerts()]
+                ev = ev.filter(~pl.col("clear") | pl.concat_str("source", "type", separator="\x00").is_in(open_keys))
+                obs = [Observation(source, type_, level, _at(at), message) for source, type_, level, at, message
+                       in ev.select("source", "type", "level", "at", "message").iter_rows()]
+            for k, v in mgr.observe(obs).items():
+                totals[k] = totals.get(k, 0) + v
+            escalated += len(mgr.escalate(min(clock(), _at(int(t_end)))))
         if progress:
-            progress(int(b - a))
-    now = clock()
-    result["alerts"] = totals
-    result["escalated"] = escalated
-    result["series"] = int(np.count_nonzero(np.bincount(s_all)))
-    if session is not None:
-        session.advance(store, df["ingested_at"].max(), now)
-        return result
-    with store.transaction() as con:
-        store.alerts.put_watch_state(con, STATE_NAME, df["ingested_at"].max(), st.to_bytes(), now)
-    return result
+            progress(int(points))
+    return totals, escalated
 
 
 def _at(ts: int) -> datetime:
     return datetime.fromtimestamp(int(ts), tz=timezone.utc)
 
 
-def _observations(
-    st: WatchState, touched: np.ndarray, first_t: np.ndarray, peak: dict[str, np.ndarray], flags: np.ndarray, store
-) -> list[Observation]:
-    """Verdicts for series that fire, and 'clear' for series whose alerts are open.
+def verdicts(st: WatchState, touched: np.ndarray, first_t: np.ndarray, peak: dict[str, np.ndarray],
+             flags: np.ndarray) -> pl.DataFrame:
+    """Verdicts for series that fire, and candidate clears for touched series whose condition is clear.
 
     A clear verdict is given at the moment the condition is known to have been clear since
-    (so auto-resolve hysteresis counts from then) and at the series' last point.
+    (so auto-resolve hysteresis counts from then) and at the series' last point; it counts
+    only where that alert is open (``apply_verdicts``).
     """
+    cols: dict[str, list] = {k: [] for k in ("source", "type", "level", "at", "message", "clear")}
     ids = st.ids
-    # the series of each type with an open alert, as sorted positions: a clear verdict is
-    # only looked for among them (a few), not by a Python test per touched series and type
-    open_by_type: dict[str, list[str]] = {}
-    for a in store.alerts.open_alerts():
-        open_by_type.setdefault(a["type"], []).append(a["source"])
-    pos = {sid: i for i, sid in enumerate(ids)} if open_by_type else {}
-    open_pos = {t: np.unique(np.asarray([pos[s] for s in srcs if s in pos], dtype=np.int64))
-                for t, srcs in open_by_type.items()}
-    obs: list[Observation] = []
     last_t = st.health.last_ts
 
     def add(type_: str, levels: np.ndarray, det, scores: np.ndarray | None = None, clear_from: np.ndarray | None = None) -> None:
         fire = np.flatnonzero(levels > 0)
         for i in fire:
             sc = float(scores[i]) if scores is not None else float(levels[i]) / 3
-            obs.append(Observation(ids[i], type_, int(levels[i]), _at(last_t[i]), det.explain(sc, series=int(i))))
-        opened = open_pos.get(type_)
-        if opened is None or not opened.size:
-            return
+            for k, v in zip(cols, (ids[i], type_, int(levels[i]), int(last_t[i]), det.explain(sc, series=int(i)), False)):
+                cols[k].append(v)
         since = first_t if clear_from is None else clear_from
-        quiet = touched[levels[touched] == 0]
-        for i in quiet[np.isin(quiet, opened, assume_unique=True)]:
-            obs.append(Observation(ids[i], type_, 0, _at(min(since[i], last_t[i]))))
-            obs.append(Observation(ids[i], type_, 0, _at(last_t[i])))
+        calm = touched[levels[touched] == 0]
+        if calm.size:  # two verdicts each: clear since, clear at the last point
+            lt = last_t[calm].astype(np.int64)
+            at = np.column_stack([np.minimum(since[calm], lt), lt]).ravel().tolist()
+            src = np.repeat(np.asarray(ids, dtype=object)[calm], 2).tolist()
+            cols["source"].extend(src)
+            cols["type"].extend([type_] * len(src))
+            cols["level"].extend([0] * len(src))
+            cols["at"].extend(at)
+            cols["message"].extend([""] * len(src))
+            cols["clear"].extend([True] * len(src))
 
     n = len(ids)
     numeric = np.ones(n, dtype=bool)
@@ -503,4 +635,5 @@ def _observations(
     add("breach", np.where((breach_score >= 0.5) & sure & ~crossed & numeric, 2, 0), st.breach, breach_score)
     for name, bit in FLAGS.items():
         add(f"health:{name}", np.where(flags & bit, 2, 0), st.health, np.ones(n))
-    return obs
+    out = pl.DataFrame(cols, schema={k: VERDICT_SCHEMA[k] for k in cols})
+    return out.with_columns(pl.int_range(0, out.height, dtype=pl.Int64).alias("ord"))
