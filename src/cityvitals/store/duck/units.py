@@ -47,6 +47,10 @@ class UnitRepo:
                     f"INSERT OR REPLACE INTO units ({', '.join(cols)}) "
                     f"SELECT {', '.join(cols)} FROM _units_in"
                 )
+                # a unit gets its integer id in the signs store when it is created, as a sensor
+                # gets its key when registered: the first recompute of a city then only reads them
+                con.execute("INSERT INTO sign_units (unit_code) SELECT code FROM _units_in "
+                            "WHERE code NOT IN (SELECT unit_code FROM sign_units) ORDER BY code")
             finally:
                 con.unregister("_units_in")
         return table.num_rows
