@@ -171,25 +171,6 @@ def to_arrow(cur) -> pa.Table:
     return pa.table(arrays, names=names) if names else pa.table({})
 
 
-def copy_out_arrow(con, sql: str, params: Sequence[Any], schema: pa.Schema) -> pa.Table:
-    """A query's result through ``COPY ... TO STDOUT`` in CSV, parsed by pyarrow: for large
-    reads on hot paths, where building a Python tuple per row (``to_arrow``) costs more than
-    the query. ``schema`` names and types the columns in order (text, integers, floats,
-    booleans; send times as ``epoch_us(...)`` and cast). Parameters are bound client-side.
-    NULL and the empty string stay apart (PostgreSQL quotes empty strings in CSV)."""
-    with con.conn.cursor() as cur:
-        with cur.copy(f"COPY ({qmarks(sql)}) TO STDOUT (FORMAT csv)", [_param(p) for p in params]) as cp:
-            data = b"".join(bytes(chunk) for chunk in cp)
-    if not data:
-        return schema.empty_table()
-    return pacsv.read_csv(
-        io.BytesIO(data),
-        read_options=pacsv.ReadOptions(column_names=schema.names),
-        convert_options=pacsv.ConvertOptions(column_types={f.name: f.type for f in schema}, strings_can_be_null=True,
-                                             quoted_strings_can_be_null=False, null_values=[""]),
-    ).select(schema.names)
-
-
 _PG_EPOCH_US = 946_684_800_000_000  # PostgreSQL's binary times count from 2000-01-01
 
 
@@ -197,7 +178,7 @@ def read_columns(con, sql: str, params: Sequence[Any], schema: pa.Schema,
                  sort_by: Sequence[str] = ()) -> pa.Table:
     """A query's result as one row of column aggregates, for reads on hot paths.
 
-    Why not ``copy_out_arrow``: libpq hands COPY out one row at a time, and psycopg's
+    Why not ``COPY ... TO STDOUT``: libpq hands COPY out one row at a time, and psycopg's
     Python per row cost about 1.5 µs (30 ms for the watch's 20,000 new readings every
     batch). Here each column comes back as one value: text as a ``text[]`` (psycopg's C
     loader), integers and floats as one ``bytea`` of big-endian 8-byte values

@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from cityvitals.store.duck.signs import SignRepo, _pl, from_us
-from cityvitals.store.pg._sql import copy_out_arrow
+from cityvitals.store.pg._sql import read_columns
 
 _UTC_US = pl.Datetime("us", "UTC")
 
@@ -74,19 +74,25 @@ class PgSignRepo(SignRepo):
         return df.drop("mx_ing", "mx_t"), info
 
     def _fetch_readings(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
-        """Raw readings through COPY (``copy_out_arrow``): a run reads every reading of the
-        windows it computes, and a Python tuple per row cost more than the query."""
+        """Raw readings as one row of column aggregates (``read_columns``): a run reads every
+        reading of the windows it computes, and COPY out hands them over one Python call per
+        row, which in the server process held the interpreter long enough to delay the ingest
+        and the watch threads (publish → alert p99). Sensor ids are read only for some kinds
+        (NULL otherwise), so they travel as '' and come back as nulls (ids are never empty)."""
         schema = pa.schema([("kid", pa.int64()), ("sensor_id", pa.string()), ("ts", pa.int64()), ("value", pa.float64()),
                             ("unit_code", pa.string())])
+        wrapped = f"SELECT kid, coalesce(sensor_id, '') AS sensor_id, ts, value, unit_code FROM ({sql}) r_"
         with self.store.lock:
             con = self.store.con
             for name, f in frames.items():
                 con.register(name, _keys(f))
             try:
-                return pl.from_arrow(copy_out_arrow(con, sql, params, schema))
+                out = pl.from_arrow(read_columns(con, wrapped, params, schema))
             finally:
                 for name in frames:
                     con.unregister(name)
+        return out.with_columns(pl.when(pl.col("sensor_id") == "").then(None).otherwise(pl.col("sensor_id"))
+                                .alias("sensor_id"))
 
     # -- values ----------------------------------------------------------------------
     def _select(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
