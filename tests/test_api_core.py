@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 from cityvitals.api import Limits, create_app
 from cityvitals.ingest import Ingestor, ingest_records
 
+pytestmark = pytest.mark.both_backends  # the read paths on DuckDB and PostgreSQL
+
 UTC = timezone.utc
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 LON, LAT = 116.30, 39.90

@@ -11,6 +11,8 @@ from test_api_core import NOW, H, build_city
 
 from cityvitals.api import create_app
 
+pytestmark = pytest.mark.both_backends  # the read paths on DuckDB and PostgreSQL
+
 
 @pytest.fixture
 def city(store):

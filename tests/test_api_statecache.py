@@ -16,6 +16,8 @@ from test_api_core import NOW, H, build_city
 from cityvitals.api import create_app
 from cityvitals.api.statecache import StateCache
 
+pytestmark = pytest.mark.both_backends  # the read paths on DuckDB and PostgreSQL
+
 
 @pytest.fixture
 def city(store):

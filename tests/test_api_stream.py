@@ -14,6 +14,8 @@ from cityvitals.api import create_app
 from cityvitals.api.events import EventHub
 from cityvitals.ingest import Ingestor, ingest_records
 
+pytestmark = pytest.mark.both_backends  # the read paths on DuckDB and PostgreSQL
+
 
 def read_events(response) -> list[dict]:
     events, cur = [], {}
