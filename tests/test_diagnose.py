@@ -370,3 +370,21 @@ def test_a_queue_one_blockage_explains_is_not_the_weather():
     jam = next(d for d in diagnose_symptoms(s, g, link(s, g)) if d.type == "traffic_congestion")
     assert [c.cause for c in jam.causes[:2]] == ["RD1", "RD2"]  # where the queue started, then its neighbour
     assert "weather" not in [c.cause for c in jam.causes[:3]]
+
+
+def test_health_findings_alone_group_per_sensor():
+    """Only sensor-health findings and no plain alert (the demo's first minutes): they group per
+    sensor. An empty list of plain alerts used to make a column of nulls that could not join."""
+    import numpy as np
+
+    from cityvitals.diagnose.group import attach_health
+    from cityvitals.diagnose.symptoms import Symptoms
+
+    n = 3
+    s = Symptoms(ref=["A1", "A2", "A3"], origin=np.array(["alert"] * n), source=["P1", "P1", "P2"],
+                 type=["stale", "flatline", "stale"], kind=["water_pressure"] * n, domain=["water"] * n,
+                 level=np.array([1, 1, 1]), t0=np.array([0.0, 60.0, 0.0]), t1=np.array([120.0, 180.0, 120.0]),
+                 open=np.ones(n, bool), health=np.ones(n, bool), asset=[None] * n, unit=["G1"] * n,
+                 x=np.zeros(n), y=np.zeros(n))
+    labels = attach_health(s, np.arange(n))
+    assert labels[0] == labels[1] != labels[2]

@@ -329,8 +329,10 @@ def attach_health(s: Symptoms, labels: np.ndarray, slack_s: float = SLACK_S) -> 
     if len(h):
         src = np.asarray(s.source, dtype=object)
         nh = np.flatnonzero(~s.health & (s.origin == "alert"))
-        hf = pl.DataFrame({"i": h, "src": src[h].tolist(), "t0": s.t0[h], "t1": s.t1[h]})
-        nf = pl.DataFrame({"j": nh, "src": src[nh].tolist(), "u0": s.t0[nh], "u1": s.t1[nh]})
+        # typed sources: with no plain alert at all (only health findings) an empty list would
+        # make a column of nulls, which cannot join strings
+        hf = pl.DataFrame({"i": h, "src": pl.Series(src[h].tolist(), dtype=pl.String), "t0": s.t0[h], "t1": s.t1[h]})
+        nf = pl.DataFrame({"j": nh, "src": pl.Series(src[nh].tolist(), dtype=pl.String), "u0": s.t0[nh], "u1": s.t1[nh]})
         best = (hf.join(nf, on="src", how="inner")
                 .filter((pl.col("t0") <= pl.col("u1") + slack_s) & (pl.col("u0") <= pl.col("t1") + slack_s))
                 .group_by("i").agg(pl.col("j").min()))
