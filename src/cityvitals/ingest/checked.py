@@ -60,7 +60,7 @@ class Checker(Ingestor):
         self.clock = lambda: self.now
         self.future_tolerance_s = int(future_tolerance_s)
         # the SQL rules alone, whatever the batch size: the compiled fast path writes through a
-        # store (``_run_lines_server``), and a checker has none; the two paths give the same
+        # store (``Ingestor._run_lines``), and a checker has none; the two paths give the same
         # fates (tests/test_ingest_fast.py), so the driver stores the same rows either way
         self.private = True
         self.fast_min_lines = sys.maxsize

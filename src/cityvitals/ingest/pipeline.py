@@ -40,7 +40,7 @@ FAST_MIN_LINES = 20_000
 (HTTP posts) stay on the SQL rules alone: there the compiled scanner's one-time load per
 process (about a second) would cost more than it saves. A long-running source lowers it for
 its own ingestor (the MQTT source: ``mqtt.FAST_MIN_LINES``); on a server store the fast
-path's valid records go to the backend's ``write_batch`` (``_run_lines_server``)."""
+path's valid records go to the backend's ``write_batch`` (``_run_lines``)."""
 STORED_FETCH_ROWS = 1_000_000
 """Up to this many stored rows in a batch's time range are fetched whole for the dedupe."""
 NOT_REPLAYABLE = ("too_large", "bad_encoding")
@@ -316,8 +316,6 @@ class Ingestor:
             raw = pa.table({"seq": pa.array(batch.line_numbers, pa.int64()), "raw": batch.lines})
             report = self._run(raw, DECODE_JSON, RAW_JSON, batch.rejects, source=source, location_kind=location_kind,
                                origins=origins)
-        elif self.private:
-            report = self._run_lines_server(batch, source=source, location_kind=location_kind, origins=origins)
         else:
             report = self._run_lines(batch, source=source, location_kind=location_kind, origins=origins)
         report.bytes = batch.nbytes
@@ -404,43 +402,12 @@ class Ingestor:
         return report
 
     def _run_lines(self, lines: LineBatch, *, source: str, location_kind: str,
-                   origins: dict[int, tuple[str, str]] | None) -> IngestReport:
-        """JSON lines on the DuckDB store: the fast path proves the canonical records valid
-        (``fast.accept``), the SQL rules judge the rest, and the store keeps sensors as
-        integer codes through dedupe until the insert joins the strings back."""
-        started = time.perf_counter()
-        now = self.clock()
-        report = IngestReport(records=len(lines.lines) + len(lines.rejects))
-        fast = _fast()
-        now_us = _micros(now)
-        with self.lock:
-            registry = self.fast_registry()
-            got = fast.accept(lines.lines, registry, now_us, self.future_tolerance_s * 1_000_000)
-            numbers = np.asarray(lines.line_numbers, np.int64)
-            rest = got.rest
-            con = self.con
-            con.register("_batch_raw", pa.table({"seq": pa.array(numbers[rest], pa.int64()),
-                                                 "raw": lines.lines.take(pa.array(rest, pa.int64()))}))
-            con.register("_origins", _NO_ORIGINS)  # Batch.quarantine_rows registers the refused records' origins
-            try:
-                con.execute(validate_sql(DECODE_JSON), {"now": now, "tolerance": self.future_tolerance_s})
-                slow = con.sql("SELECT seq, sensor_id, epoch_us(ts) AS ts, value, quality FROM _val "
-                               "WHERE reason IS NULL").to_arrow_table()
-                valid = _Valid.combine(got, numbers, rest, slow, registry)
-                batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False, bool(origins))
-                self._write_valid(batch, valid, lines.lines, registry, report)
-            finally:
-                con.unregister("_batch_raw")
-                con.unregister("_origins")
-        report.seconds = time.perf_counter() - started
-        return report
-
-    def _run_lines_server(self, lines: LineBatch, *, source: str, location_kind: str,
-                          origins: Mapping[int, tuple[str, str]] | None) -> IngestReport:
-        """JSON lines on a server store (PostgreSQL): the fast path proves the canonical
-        records valid as on the embedded store, the SQL rules judge the rest on the private
-        connection, and the backend stores every valid record (``readings.write_batch`` with
-        ``valid``), telling duplicates from conflicts by its key."""
+                   origins: Mapping[int, tuple[str, str]] | None) -> IngestReport:
+        """JSON lines through the fast path: it proves the canonical records valid
+        (``fast.accept``) and the SQL rules judge the rest. The DuckDB store keeps sensors as
+        integer codes through dedupe until the insert; a server store (PostgreSQL) gets every
+        valid record from ``readings.write_batch`` with ``valid`` and tells duplicates from
+        conflicts by its key."""
         started = time.perf_counter()
         now = self.clock()
         report = IngestReport(records=len(lines.lines) + len(lines.rejects))
@@ -452,15 +419,20 @@ class Ingestor:
             con = self.con
             con.register("_batch_raw", pa.table({"seq": pa.array(numbers[rest], pa.int64()),
                                                  "raw": lines.lines.take(pa.array(rest, pa.int64()))}))
-            con.register("_origins", _NO_ORIGINS)
+            con.register("_origins", _NO_ORIGINS)  # Batch.quarantine_rows registers the refused records' origins
             try:
                 con.execute(validate_sql(DECODE_JSON), {"now": now, "tolerance": self.future_tolerance_s})
                 slow = con.sql("SELECT seq, sensor_id, epoch_us(ts) AS ts, value, quality FROM _val "
                                "WHERE reason IS NULL").to_arrow_table()
                 valid = _Valid.combine(got, numbers, rest, slow, registry)
-                batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False,
-                              bool(origins), valid=valid, registry=registry, lines=lines.lines)
-                self.store.readings.write_batch(batch, report, valid=valid.stage_table(registry))
+                if self.private:
+                    batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False,
+                                  bool(origins), valid=valid, registry=registry, lines=lines.lines)
+                    self.store.readings.write_batch(batch, report, valid=valid.stage_table(registry))
+                else:
+                    batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False,
+                                  bool(origins))
+                    self._write_valid(batch, valid, lines.lines, registry, report)
             finally:
                 con.unregister("_batch_raw")
                 con.unregister("_origins")
