@@ -3,7 +3,8 @@
 One bounded run on loopback (the Mosquitto and PostgreSQL of this machine), four parts:
 
 1. **broker ceiling**: the same messages published as fast as one publisher can, to a plain
-   subscriber (QoS 1, acknowledged on receipt): the broker's raw publish→subscribe rate.
+   subscriber (QoS 1, acknowledged on receipt, the same MQTT client as the server: gmqtt):
+   the broker's raw publish→subscribe rate.
 2. **store ceiling**: the same readings COPYed straight into an empty ``readings`` table
    (same partitions and indexes) of a scratch schema: PostgreSQL's bulk-load rate.
 3. **saturation**: the messages published unpaced to the server pipeline that ``serve
@@ -164,33 +165,54 @@ def _pct(xs, q: float) -> float | None:
 
 # -- the parts ------------------------------------------------------------------------------
 def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: int, limit_s: float) -> dict:
+    """The same messages from the same publisher to a subscriber that only acknowledges
+    them, with the MQTT client the server uses (gmqtt, QoS 1, acknowledged on receipt): the
+    broker's raw publish→subscribe rate on this machine, and what the pipeline is held to."""
+    import asyncio
+
+    import gmqtt
+    from gmqtt.mqtt.constants import MQTTv50
+
     n = len(msgs)
     got = [0]
     last = [0.0]
     done = threading.Event()
+    subscribed = threading.Event()
+    stop = threading.Event()
 
-    def on_message(c, u, m) -> None:
+    def on_message(client, topic, payload, qos, properties) -> int:
         got[0] += 1
         last[0] = time.monotonic()
         if got[0] >= n:
             done.set()
+        return 0
 
-    sub = _client(host, port)
-    subscribed = threading.Event()
-    sub.on_message = on_message
-    sub.on_subscribe = lambda *_: subscribed.set()
-    sub.subscribe(f"{prefix}/#", qos=1)
+    def subscriber() -> None:
+        async def main() -> None:
+            c = gmqtt.Client(f"cv-bench-raw-{uuid.uuid4().hex[:8]}", receive_maximum=65535)
+            c.on_message = on_message
+            c.on_subscribe = lambda *_: subscribed.set()
+            await c.connect(host, port, version=MQTTv50)
+            c.subscribe(f"{prefix}/#", qos=1)
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            await c.disconnect()
+
+        asyncio.run(main())
+
+    th = threading.Thread(target=subscriber, daemon=True)
+    th.start()
     subscribed.wait(10)
     raw = [(t.replace("/live/", "/raw/", 1), p) for t, p in msgs]
     start, join = _publish(host, port, raw, 0, limit_s)
     start()
     times = join()
     done.wait(limit_s)
-    sub.disconnect()
-    sub.loop_stop()
+    stop.set()
+    th.join(10)
     first = times[times > 0].min() if (times > 0).any() else time.monotonic()
     secs = max(last[0] - first, 1e-9)
-    return {"messages": n, "received": got[0], "seconds": round(secs, 3),
+    return {"messages": n, "received": got[0], "seconds": round(secs, 3), "subscriber": "gmqtt",
             "messages_per_s": round(got[0] / secs), "readings_per_s": round(got[0] * per_message / secs)}
 
 

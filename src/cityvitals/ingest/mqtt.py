@@ -3,12 +3,12 @@ when durable.
 
 Same shape as the file source (``ingest.files``): it turns what arrives into batches for
 the ``Ingestor`` and never crashes on bad input. It subscribes with QoS 1 on a persistent
-session (fixed client id, ``clean_session=False``), so while the process is down the
-broker keeps what it could not deliver, and with manual acknowledgement: a message's
-PUBACK goes out only after the batch holding it committed. A kill at any moment
-therefore loses nothing (unacknowledged messages come again) and duplicates nothing
-(readings are idempotent on (sensor_id, ts); a bad record is quarantined once per
-(topic, message digest, record index), see ``Batch.once``).
+session (fixed client id, clean start off), so while the process is down the broker keeps
+what it could not deliver, and with manual acknowledgement: a message's PUBACK goes out
+only after the batch holding it committed. A kill at any moment therefore loses nothing
+(unacknowledged messages come again) and duplicates nothing (readings are idempotent on
+(sensor_id, ts); a bad record is quarantined once per (topic, message digest, record
+index), see ``Batch.once``).
 
 Payload: one JSON reading or a JSON array of readings. A reading without ``sensor_id``
 takes it from the topic (default layout ``cityvitals/readings/<kind>/<sensor id>``).
@@ -21,33 +21,48 @@ broker's own limit applies (Mosquitto: 20), and since we acknowledge only after 
 a batch could never hold more than 20 messages. The session is persistent (clean start
 off, session expiry ``session_expiry`` seconds, by default never).
 
-Back-pressure: at most ``max_pending`` messages are unacknowledged at once, whether they
-wait in memory or sit in a batch being decoded or stored, so memory is bounded by
-``max_pending`` payloads (plus three batches, should a broker ignore the receive maximum). When the store falls behind, the broker's in-flight window stays full and it
-stops sending (it queues for us; note Mosquitto's ``max_queued_messages``, 1000 by
-default, beyond which it drops QoS 1 messages for a slow client: a deployment sets it to
-0 or to the backlog it must ride out). Should a broker ignore the receive maximum, the
-network thread blocks on the full queue and stops reading the socket: nothing buffers
-without limit. ``stats()`` reports the lag (messages waiting, age of the oldest) and the
-batch latency (last, p50 and p99 of recent batches).
+The client is gmqtt (asyncio), not paho-mqtt: on this machine paho's network loop spent
+134-160 µs of CPU per message (one ``recv`` per packet field, MQTT 5 properties as
+objects) against gmqtt's 31-37 µs with the same manual acknowledgement, and at 20 readings
+per message that was most of the interpreter time of a live batch (docs/benchmarks.md,
+"Server mode"). gmqtt acknowledges a QoS 1 message when the coroutine that received it
+returns, so ``_on_message`` waits for its batch's commit before returning.
 
-Two threads share the work: one gathers a batch (``batch_messages`` or ``batch_seconds``,
-whichever comes first) and decodes it, the other validates, stores and acknowledges. At
-most one decoded batch waits between them, so the next batch is decoded while the store
-commits the last (decoding is pure Python; the store's work is mostly in DuckDB and
-PostgreSQL, which release the interpreter). Acknowledgements still follow commits, in
-order, so the guarantees above do not change.
+Back-pressure: at most ``max_pending`` messages are unacknowledged at once (the receive
+maximum), whether they wait in memory or sit in a batch being decoded or stored, so memory
+is bounded by ``max_pending`` payloads. When the store falls behind, the broker's
+in-flight window stays full and it stops sending (it queues for us; note Mosquitto's
+``max_queued_messages``, 1000 by default, beyond which it drops QoS 1 messages for a slow
+client: a deployment sets it to 0 or to the backlog it must ride out). The maximum is the
+broker's to keep, and Mosquitto 2.0.11 does not always keep it: resuming a session with
+messages queued, it was seen sending 550 to a subscriber whose maximum was 500. So
+should more than ``max_pending + batch_messages`` messages be held anyway (that, or a flood
+of QoS 0 messages, which the maximum does not cover), the source stops reading the socket
+until the store has caught up to ``max_pending``: TCP's own flow control then holds the
+broker back, and memory holds at most that many messages plus what the client had read
+ahead (under 400 KiB). (Disconnecting instead, with MQTT 5's reason 0x93, made the broker resend every
+unacknowledged message on the next connection, more than the maximum again: a cascade.)
+``stats()`` reports the lag (messages held, age of the oldest), the pauses and the batch
+latency (last, p50 and p99 of recent batches).
+
+Three threads share the work: the network thread runs the asyncio loop of the client, one
+thread gathers a batch (``batch_messages`` or ``batch_seconds``, whichever comes first)
+and decodes it, the other validates, stores and settles it. At most one decoded batch
+waits between them, so the next batch is decoded while the store commits the last.
+Acknowledgements still follow commits, so the guarantees above do not change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
+import logging
 import math
 import queue
-from collections import deque
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
 from urllib.parse import urlparse
@@ -66,6 +81,8 @@ FAST_MIN_LINES = 1000
 a long-running source pays its one-time load once, and at 10,000 records a batch it
 validated in a tenth of the SQL rules' CPU."""
 
+log = logging.getLogger("cityvitals.mqtt")
+
 
 @dataclass(frozen=True)
 class MqttConfig:
@@ -80,6 +97,7 @@ class MqttConfig:
     max_pending: int = 2000
     keepalive: int = 30
     session_expiry: int = 0xFFFFFFFF  # seconds the broker keeps our session while we are away (never expires)
+    connect_timeout: float = 10.0
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -91,6 +109,10 @@ class MqttConfig:
     @property
     def subscription(self) -> str:
         return "/".join("+" if p.startswith("{") and p.endswith("}") else p for p in self.layout.split("/"))
+
+    @property
+    def receive_maximum(self) -> int:
+        return max(1, min(int(self.max_pending), 65535))
 
     def topic_fields(self, topic: str) -> dict[str, str]:
         """Values of the named levels of ``topic``.
@@ -108,10 +130,15 @@ class MqttConfig:
 class _Msg:
     topic: str
     payload: bytes
-    mid: int
     qos: int
-    generation: int
+    generation: int  # the connection it came on: only messages of the current one are acknowledged
     received: float
+    done: asyncio.Future | None = None  # resolved (in the network thread's loop) once its batch is settled
+
+
+class ConnectionLost(Exception):
+    """A message's connection ended before its batch committed: it is not acknowledged
+    (the broker delivers it again on the next connection)."""
 
 
 @dataclass
@@ -124,30 +151,32 @@ class MqttStats:
     batch_seconds_sum: float = 0.0
     recent: deque = field(default_factory=lambda: deque(maxlen=1000))  # latencies of the last batches
     connected: bool = False
+    pauses: int = 0  # times the socket was left unread because more than the receive maximum was held
 
 
 class MessageOrigins(Mapping[int, tuple[str, str]]):
     """Where each record of a batch came from: (topic, "message <digest> record <i>"), or
     (topic, "message <digest>") for a payload refused whole. Computed on lookup from one
     entry per message, because only refused records are ever looked up (a dict of 10,000
-    formatted strings per batch cost more than decoding it)."""
+    formatted strings per batch cost more than decoding it), and so is the digest."""
 
     def __init__(self) -> None:
         self._starts: list[int] = []  # first seq of each message
         self._ends: list[int] = []  # one past its last seq
-        self._info: list[tuple[str, str, bool]] = []  # topic, digest, refused whole
+        self._info: list[tuple[str, bytes, bool]] = []  # topic, payload, refused whole
 
-    def add(self, start: int, count: int, topic: str, digest: str, whole: bool = False) -> None:
+    def add(self, start: int, count: int, topic: str, payload: bytes, whole: bool = False) -> None:
         if count:
             self._starts.append(start)
             self._ends.append(start + count)
-            self._info.append((topic, digest, whole))
+            self._info.append((topic, payload, whole))
 
     def __getitem__(self, seq: int) -> tuple[str, str]:
         k = bisect.bisect_right(self._starts, seq) - 1
         if k < 0 or seq >= self._ends[k]:
             raise KeyError(seq)
-        topic, digest, whole = self._info[k]
+        topic, payload, whole = self._info[k]
+        digest = message_digest(topic, payload)
         return (topic, f"message {digest}") if whole else (topic, f"message {digest} record {seq - self._starts[k]}")
 
     def __iter__(self) -> Iterator[int]:
@@ -161,33 +190,94 @@ class MessageOrigins(Mapping[int, tuple[str, str]]):
         return bool(self._starts)
 
 
+def message_digest(topic: str, payload: bytes) -> str:
+    """A message's name in quarantine locations: the same message delivered again gets the
+    same name, so its refused records are kept once."""
+    return hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=10).hexdigest()
+
+
 def decode_messages(msgs: list[_Msg], config: MqttConfig, first_seq: int = 1) -> tuple[LineBatch, MessageOrigins]:
-    """Messages -> one line batch (one JSON record per line) with each record's origin."""
+    """Messages -> one line batch (one JSON record per line) with each record's origin.
+
+    Every payload is parsed once (orjson), so a payload that is not JSON is refused whole.
+    Payloads of the form gateways send -- an array of objects that each begin with
+    ``"sensor_id"`` -- then give their records as the sender wrote them, cut from the
+    payload bytes by compiled code (``fast.split_payloads``); any other form (records that
+    take their sensor from the topic, a bare value in the array) is taken apart record by
+    record here."""
+    from cityvitals.ingest.fast import split_payloads
+
+    parsed: list = [None] * len(msgs)
+    splittable: list[int] = []
+    for k, m in enumerate(msgs):
+        if len(m.payload) > MAX_RECORD_BYTES * 64:
+            continue
+        try:
+            parsed[k] = orjson.loads(m.payload)
+        except orjson.JSONDecodeError as exc:
+            parsed[k] = exc
+            continue
+        splittable.append(k)
+    counts = np.full(len(msgs), -1, np.int64)
+    records = pa.array([], pa.string())
+    if splittable:
+        records, got = split_payloads([msgs[k].payload for k in splittable])
+        counts[splittable] = got
+    if len(splittable) == len(msgs) and (counts >= 0).all():  # the common case: every record as sent
+        origins = MessageOrigins()
+        seq = first_seq
+        for m, n in zip(msgs, counts.tolist()):
+            origins.add(seq, n, m.topic, m.payload)
+            seq += n
+        numbers = np.arange(first_seq, first_seq + len(records), dtype=np.int64)
+        return LineBatch(records, numbers, []), origins
+    return _decode_mixed(msgs, config, first_seq, parsed, counts, records)
+
+
+def _decode_mixed(msgs, config, first_seq, parsed, counts, records) -> tuple[LineBatch, MessageOrigins]:
+    """A batch where some payloads were not split: those are taken apart record by record,
+    the split ones keep their records as sent, all in message order."""
+    pieces: list[pa.Array] = []
     lines: list[str] = []
     numbers: list[int] = []
     rejects: list[Reject] = []
     origins = MessageOrigins()
     seq = first_seq
-    for m in msgs:
-        digest = hashlib.blake2b(m.topic.encode() + b"\0" + m.payload, digest_size=10).hexdigest()
-        if len(m.payload) > MAX_RECORD_BYTES * 64:
-            origins.add(seq, 1, m.topic, digest, whole=True)
-            rejects.append(Reject(seq, "too_large", f"the payload has {len(m.payload):,} bytes", m.payload[:4096].decode("utf-8", "replace"), True))
+    taken = 0  # records of ``records`` used so far
+
+    def flush() -> None:
+        if lines:
+            pieces.append(pa.array(lines, pa.string()))
+            lines.clear()
+
+    for k, m in enumerate(msgs):
+        n = int(counts[k])
+        if n >= 0:
+            flush()
+            pieces.append(records.slice(taken, n))
+            origins.add(seq, n, m.topic, m.payload)
+            numbers.extend(range(seq, seq + n))
+            taken += n
+            seq += n
+            continue
+        doc = parsed[k]
+        if doc is None:  # too large to parse
+            origins.add(seq, 1, m.topic, m.payload, whole=True)
+            rejects.append(Reject(seq, "too_large", f"the payload has {len(m.payload):,} bytes",
+                                  m.payload[:4096].decode("utf-8", "replace"), True))
             seq += 1
             continue
-        try:
-            doc = orjson.loads(m.payload)
-        except orjson.JSONDecodeError as exc:
-            origins.add(seq, 1, m.topic, digest, whole=True)
+        if isinstance(doc, orjson.JSONDecodeError):
+            origins.add(seq, 1, m.topic, m.payload, whole=True)
             text = m.payload[:65536].decode("utf-8", "replace")
-            rejects.append(Reject(seq, "malformed", f"the payload is not JSON: {exc}", text))
+            rejects.append(Reject(seq, "malformed", f"the payload is not JSON: {doc}", text))
             seq += 1
             continue
         items = doc if isinstance(doc, list) else [doc]
         if not items:
             continue
         default_id = None
-        origins.add(seq, len(items), m.topic, digest)
+        origins.add(seq, len(items), m.topic, m.payload)
         for rec in items:
             if isinstance(rec, dict):
                 if "sensor_id" not in rec:
@@ -200,8 +290,15 @@ def decode_messages(msgs: list[_Msg], config: MqttConfig, first_seq: int = 1) ->
             else:
                 rejects.append(Reject(seq, "malformed", "the record is not a JSON object", orjson.dumps(rec).decode()[:4096]))
             seq += 1
-    batch = LineBatch(pa.array(lines, pa.string()), np.asarray(numbers, np.int64), rejects)
-    return batch, origins
+    flush()
+    text = pa.concat_arrays(pieces) if pieces else pa.array([], pa.string())
+    return LineBatch(text, np.asarray(numbers, np.int64), rejects), origins
+
+
+@dataclass
+class _Batch:
+    msgs: list[_Msg]
+    started: float  # perf_counter when it was cut
 
 
 class MqttSource:
@@ -225,83 +322,189 @@ class MqttSource:
         self.clock = clock  # monotonic seconds: message arrival and lag
         self.stats_path = stats_path
         self._last_topic: str | None = None
-        self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=self.config.max_pending)
+        self._inbox: deque[_Msg] = deque()  # received, not yet in a batch (appended by the loop)
+        self._arrived = threading.Event()
+        self._released = 0  # messages whose batch was stored or failed (held = received - released; each
+        # counter has one writer, the network thread and the storing thread, so no update is lost)
         self._stop = threading.Event()
         self._generation = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._net: threading.Thread | None = None  # runs the client's event loop
         self._worker: threading.Thread | None = None  # gathers and decodes batches
-        self._committer: threading.Thread | None = None  # stores them and acknowledges
+        self._committer: threading.Thread | None = None  # stores them and settles their messages
         self._decoded: queue.Queue[tuple] = queue.Queue(maxsize=1)
         self._client = None
-        self._inflight: deque[float] = deque()  # arrival of the first message of each batch past the queue
+        self._paused = False  # the socket is not being read (too much held)
+        self._inflight: deque[float] = deque()  # arrival of the first message of each batch past the inbox
         self.stats_ = MqttStats()
         self.error: BaseException | None = None
 
-    # -- paho callbacks (network thread) ---------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        if reason_code.is_failure:
-            return
-        self._generation += 1
-        self.stats_.connected = True
-        client.subscribe(self.config.subscription, qos=1)
+    # -- the network side: coroutines and callbacks of the client, in its event loop -------
+    async def _on_message(self, client, topic: str, payload: bytes, qos: int, properties) -> int:
+        """Hold the message until its batch is durable; returning acknowledges it (gmqtt
+        sends the PUBACK with the returned reason code), raising does not."""
+        msg = _Msg(topic, payload, qos, self._generation, self.clock())
+        msg.done = asyncio.get_running_loop().create_future()
+        self._receive(msg)
+        await msg.done
+        if msg.generation != self._generation:  # the connection ended meanwhile: the broker sends it again
+            raise ConnectionLost()
+        return 0
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        # The broker resends every unacknowledged message on the new connection; what
-        # waits here from the old one is dropped (and never acknowledged: its packet ids
-        # may be reused by the new connection).
-        self.stats_.connected = False
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-
-    def _on_message(self, client, userdata, msg) -> None:
-        item = _Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._generation, self.clock())
+    def _receive(self, msg: _Msg) -> None:
+        """One message into the inbox (the network thread; no waiting here)."""
         self.stats_.received += 1
-        while not self._stop.is_set():  # back-pressure: block the network thread while full
-            try:
-                self._queue.put(item, timeout=0.5)
-                return
-            except queue.Full:
+        self._inbox.append(msg)
+        if not self._arrived.is_set():
+            self._arrived.set()
+        if self.held() > self.config.max_pending + self.config.batch_messages:
+            self._pause(True)
+
+    def _lose_connection(self) -> None:
+        """What was received on this connection will not be acknowledged (its packet ids
+        mean nothing on the next one, should the broker have dropped the session)."""
+        self._generation += 1
+        self.stats_.connected = False
+
+    def _pause(self, on: bool) -> None:
+        """Stop (or resume) reading the socket: the broker's writes then wait in TCP's window.
+
+        Checked on every message while too much is held, not once: the client's stream
+        reader resumes the transport by itself when its own buffer (2 x 64 KiB) drains, so
+        a pause lasts at most one buffer's worth of messages unless renewed. What is held
+        is thus at most ``max_pending + batch_messages`` messages plus what was already
+        read: that buffer and one socket read (asyncio reads up to 256 KiB at a time)."""
+        transport = getattr(getattr(self._client, "_connection", None), "_transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if on:
+            if transport.is_reading():
+                transport.pause_reading()
+                if not self._paused:
+                    self.stats_.pauses += 1
+                    log.warning("mqtt: %d messages held, more than the receive maximum of %d: not reading until "
+                                "the store catches up", self.held(), self.config.max_pending)
+        elif self._paused:
+            transport.resume_reading()
+        self._paused = on
+
+    def _on_connect(self, client, session_present, result, properties) -> None:
+        self._paused = False  # a new connection is read from the start
+        self.stats_.connected = True
+        if not session_present:  # a new (or expired) session: ask for the subscription again
+            client.subscribe(self.config.subscription, qos=1)
+
+    def _on_disconnect(self, client, packet, exc=None) -> None:
+        self._lose_connection()
+
+    def _settle(self, msgs: list[_Msg], ok: bool) -> None:
+        """In the loop: release the messages of a batch (acknowledged if ``ok`` and still on
+        this connection), and read the socket again once the store has caught up."""
+        gen = self._generation
+        for m in msgs:
+            if m.done is None or m.done.done():
                 continue
+            if ok and m.generation == gen:
+                m.done.set_result(None)
+                if m.qos > 0:
+                    self.stats_.acked += 1
+            else:
+                m.done.set_exception(ConnectionLost())
+        if self._paused and self.held() <= self.config.max_pending:
+            self._pause(False)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> "MqttSource":
-        import paho.mqtt.client as mqtt
-
         if self._warm:
             from cityvitals.ingest import fast
 
             fast.warm()  # load the compiled scanner now, not inside the first batch's latency
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.config.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        client.reconnect_delay_set(0.1, 2)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        host, port = self.config.host_port
-        client.connect(host, port, keepalive=self.config.keepalive, clean_start=False,
-                       properties=connect_properties(self.config))
-        self._client = client
+        ready: queue.Queue = queue.Queue()
+        self._net = threading.Thread(target=self._network, args=(ready,), name="mqtt-network", daemon=True)
+        self._net.start()
+        try:
+            outcome = ready.get(timeout=self.config.connect_timeout + 5)
+        except queue.Empty:
+            outcome = TimeoutError(f"no answer from the broker within {self.config.connect_timeout:g} s")
+        if isinstance(outcome, BaseException):
+            self._stop.set()
+            self._stop_loop()
+            if isinstance(outcome, (OSError, asyncio.TimeoutError)):
+                raise OSError(str(outcome) or type(outcome).__name__) from outcome
+            raise outcome
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
         self._committer = threading.Thread(target=self._commit, name="mqtt-store", daemon=True)
         self._worker.start()
         self._committer.start()
-        client.loop_start()
         return self
+
+    def _network(self, ready: queue.Queue) -> None:
+        """The network thread: the client's event loop, until ``stop()``."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        loop.set_exception_handler(_quiet_lost)
+        try:
+            loop.run_until_complete(self._connect())
+        except BaseException as exc:  # noqa: BLE001  (reported to start())
+            ready.put(exc)
+            loop.close()
+            return
+        ready.put(True)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _connect(self) -> None:
+        import gmqtt
+        from gmqtt.mqtt.constants import UNLIMITED_RECONNECTS, MQTTv50
+
+        cfg = self.config
+        client = gmqtt.Client(cfg.client_id, clean_session=False, optimistic_acknowledgement=False,
+                              receive_maximum=cfg.receive_maximum, session_expiry_interval=int(cfg.session_expiry),
+                              logger=logging.getLogger("cityvitals.mqtt.client"))
+        client.set_config({"reconnect_retries": UNLIMITED_RECONNECTS, "reconnect_delay": 1})
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        host, port = cfg.host_port
+        await asyncio.wait_for(client.connect(host, port, keepalive=cfg.keepalive, version=MQTTv50),
+                               cfg.connect_timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         for t in (self._worker, self._committer):
             if t:
                 t.join(timeout)
-        if self._client:
-            self._client.disconnect()
-            self._client.loop_stop()
+        self._stop_loop(timeout)
+
+    def _stop_loop(self, timeout: float = 10.0) -> None:
+        loop, client = self._loop, self._client
+        if loop is None or loop.is_closed():
+            return
+        if client is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(client.disconnect(), loop).result(timeout)
+            except Exception:  # noqa: BLE001  (already gone: nothing to tell the broker)
+                pass
+
+        def finish() -> None:
+            for task in asyncio.all_tasks(loop):
+                task.cancel()  # messages never stored: not acknowledged, the broker keeps them
+            loop.call_soon(loop.stop)
+
+        try:
+            loop.call_soon_threadsafe(finish)
+        except RuntimeError:  # the loop already closed
+            return
+        if self._net is not None and self._net is not threading.current_thread():
+            self._net.join(timeout)
 
     def alive(self) -> bool:
-        """Both ingest threads run (readiness)."""
-        threads = (self._worker, self._committer)
+        """Every thread runs (readiness)."""
+        threads = (self._net, self._worker, self._committer)
         return all(t is not None and t.is_alive() for t in threads) and self.error is None
 
     def wait(self) -> None:
@@ -312,27 +515,37 @@ class MqttSource:
             raise self.error
 
     # -- the workers: batch and decode | store and acknowledge ------------------------------
+    def _take(self) -> _Batch | None:
+        """The next batch: what waits in the inbox (up to ``batch_messages``) and, if that is
+        fewer, what arrives until ``batch_seconds`` after the first; None when stopping."""
+        cfg, inbox = self.config, self._inbox
+        while not inbox:
+            if self._stop.is_set():
+                return None
+            self._arrived.wait(0.2)
+            self._arrived.clear()
+        msgs = [inbox.popleft()]
+        deadline = time.monotonic() + cfg.batch_seconds
+        while len(msgs) < cfg.batch_messages:
+            if inbox:
+                msgs.append(inbox.popleft())
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stop.is_set():
+                break
+            self._arrived.clear()
+            if not inbox:
+                self._arrived.wait(min(left, 0.05))
+        return _Batch(msgs, time.perf_counter())
+
     def _work(self) -> None:
-        cfg = self.config
         try:
             while not self._stop.is_set():
-                try:
-                    first = self._queue.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                msgs = [first]
-                deadline = time.monotonic() + cfg.batch_seconds
-                while len(msgs) < cfg.batch_messages:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    try:
-                        msgs.append(self._queue.get(timeout=left))
-                    except queue.Empty:
-                        break
-                started = time.perf_counter()
-                item = (msgs, *decode_messages(msgs, self.config), started)
-                self._inflight.append(first.received)
+                batch = self._take()
+                if batch is None:
+                    return
+                item = (batch, *decode_messages(batch.msgs, self.config))
+                self._inflight.append(batch.msgs[0].received)
                 while not self._stop.is_set():  # one decoded batch waits at most
                     try:
                         self._decoded.put(item, timeout=0.2)
@@ -347,30 +560,30 @@ class MqttSource:
         try:
             while not self._stop.is_set():
                 try:
-                    msgs, batch, origins, started = self._decoded.get(timeout=0.2)
+                    batch, lines, origins = self._decoded.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                self._store(msgs, batch, origins, started)
+                self._store(batch.msgs, lines, origins, batch.started)
                 if self._inflight:
                     self._inflight.popleft()
         except BaseException as exc:
             self.error = exc
             self._stop.set()
 
-    def _store(self, msgs: list[_Msg], batch: LineBatch | None = None, origins: dict | None = None,
-               started: float | None = None) -> None:
-        """Validate and store one batch, then acknowledge its messages (decoded here unless given)."""
+    def _store(self, msgs: list[_Msg], batch: LineBatch | None = None, origins: MessageOrigins | None = None,
+               started: float | None = None) -> IngestReport:
+        """Validate and store one batch, then release its messages for acknowledgement
+        (decoded here unless given)."""
         if started is None:
             started = time.perf_counter()
         if batch is None:
             batch, origins = decode_messages(msgs, self.config)
-        report = self.ingestor.ingest_lines(batch, source="mqtt", location_kind="message", origins=origins)
-        # durable now: acknowledge, in arrival order, only what came on this connection
-        gen = self._generation
-        for m in msgs:
-            if m.generation == gen and m.qos > 0:
-                self._client.ack(m.mid, m.qos)
-                self.stats_.acked += 1
+        try:
+            report = self.ingestor.ingest_lines(batch, source="mqtt", location_kind="message", origins=origins)
+        except BaseException:
+            self._release(msgs, ok=False)
+            raise
+        self._release(msgs, ok=True)  # durable now: acknowledge, only what came on this connection
         took = time.perf_counter() - started
         st = self.stats_
         st.batches += 1
@@ -385,15 +598,32 @@ class MqttSource:
             self.on_stored(msgs, report)
         if self.on_batch:
             self.on_batch(report)
+        return report
+
+    def held(self) -> int:
+        """Messages received and not yet stored (or failed)."""
+        return self.stats_.received - self._released
+
+    def _release(self, msgs: list[_Msg], ok: bool) -> None:
+        """The batch is stored (``ok``) or failed: no longer held; the network thread then
+        acknowledges its messages (or not)."""
+        self._released += len(msgs)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._settle, msgs, ok)
+            except RuntimeError:  # the loop closed meanwhile (stopping): nothing is acknowledged
+                pass
 
     def stats(self) -> dict:
-        """Counters and lag: messages waiting in memory and the age of the oldest one."""
+        """Counters and lag: messages held (received, not yet stored) and the age of the oldest."""
+        oldest = None
         try:
             oldest = self._inflight[0]
         except IndexError:
-            oldest = None
+            pass
         try:
-            head = self._queue.queue[0].received if self._queue.qsize() else None
+            head = self._inbox[0].received
         except IndexError:
             head = None
         if oldest is None or (head is not None and head < oldest):
@@ -402,11 +632,11 @@ class MqttSource:
         return {
             "connected": s.connected, "received": s.received, "acked": s.acked, "batches": s.batches,
             "accepted": s.report.accepted, "duplicates": s.report.duplicates,
-            "quarantined": s.report.quarantined_total, "lag_messages": self._queue.qsize(),
+            "quarantined": s.report.quarantined_total, "lag_messages": self.held(),
             "lag_seconds": round(self.clock() - oldest, 3) if oldest is not None else 0.0,
             "last_batch_seconds": round(s.last_batch_seconds, 4),
             "batch_seconds_p50": round(_quantile(s.recent, 0.5), 4), "batch_seconds_p99": round(_quantile(s.recent, 0.99), 4),
-            "batch_seconds_sum": round(s.batch_seconds_sum, 4),
+            "batch_seconds_sum": round(s.batch_seconds_sum, 4), "pauses": s.pauses,
         }
 
     def _write_stats(self) -> None:
@@ -432,6 +662,7 @@ class MqttSource:
             ("cityvitals_mqtt_lag_messages", "lag_messages", "gauge"),
             ("cityvitals_mqtt_lag_seconds", "lag_seconds", "gauge"),
             ("cityvitals_mqtt_connected", "connected", "gauge"),
+            ("cityvitals_mqtt_read_pauses_total", "pauses", "counter"),
             ("cityvitals_batch_last_seconds", "last_batch_seconds", "gauge"),
         ):
             lines += [f"# TYPE {name} {kind}", f"{name} {float(st[key])}"]
@@ -442,6 +673,15 @@ class MqttSource:
                   f"cityvitals_batch_seconds_sum {st['batch_seconds_sum']}",
                   f"cityvitals_batch_seconds_count {st['batches']}"]
         return "\n".join(lines) + "\n"
+
+
+def _quiet_lost(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """The loop's exception handler: a message not acknowledged on purpose (its connection
+    ended, or the source stopped before storing it) is not an error worth a traceback."""
+    exc = context.get("exception")
+    if isinstance(exc, (ConnectionLost, asyncio.CancelledError)):
+        return
+    loop.default_exception_handler(context)
 
 
 def _quantile(values, q: float) -> float:
@@ -456,49 +696,35 @@ def _quantile(values, q: float) -> float:
     return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
-def connect_properties(config: MqttConfig):
-    """MQTT 5 CONNECT properties: our receive maximum (the back-pressure window) and how
-    long the broker keeps the session while we are away."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
+async def _session(config: MqttConfig, *, keep: bool, timeout: float) -> None:
+    import gmqtt
+    from gmqtt.mqtt.constants import MQTTv50
 
-    props = Properties(PacketTypes.CONNECT)
-    props.ReceiveMaximum = max(1, min(int(config.max_pending), 65535))
-    props.SessionExpiryInterval = int(config.session_expiry)
-    return props
+    subscribed = asyncio.get_running_loop().create_future()
+    client = gmqtt.Client(config.client_id, clean_session=not keep, receive_maximum=config.receive_maximum,
+                          session_expiry_interval=int(config.session_expiry) if keep else 0,
+                          logger=logging.getLogger("cityvitals.mqtt.client"))
+    client.set_config({"reconnect_retries": 0})
+    client.on_subscribe = lambda *_: subscribed.done() or subscribed.set_result(True)
+    host, port = config.host_port
+    await asyncio.wait_for(client.connect(host, port, version=MQTTv50), timeout)
+    try:
+        if keep:
+            client.subscribe(config.subscription, qos=1)
+            await asyncio.wait_for(subscribed, timeout)
+    finally:
+        await client.disconnect()
 
 
 def ensure_session(config: MqttConfig, timeout: float = 10.0) -> None:
     """Create the persistent session and its subscription on the broker now, so that what
     is published before the ingesting server first connects is kept for it."""
-    import paho.mqtt.client as mqtt
-
-    done = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, *_: c.subscribe(config.subscription, qos=1)
-    client.on_subscribe = lambda *_: done.set()
-    host, port = config.host_port
-    client.connect(host, port, clean_start=False, properties=connect_properties(config))
-    client.loop_start()
     try:
-        if not done.wait(timeout):
-            raise InputError(f"--mqtt {config.url}: the broker did not confirm the subscription within {timeout:g} s")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        asyncio.run(_session(config, keep=True, timeout=timeout))
+    except (asyncio.TimeoutError, TimeoutError) as exc:
+        raise InputError(f"--mqtt {config.url}: the broker did not confirm the subscription within {timeout:g} s") from exc
 
 
-def drop_session(config: MqttConfig) -> None:
+def drop_session(config: MqttConfig, timeout: float = 10.0) -> None:
     """Remove the persistent session from the broker (bench and test clean-up)."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 0
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=mqtt.MQTTv5)
-    host, port = config.host_port
-    client.connect(host, port, clean_start=True, properties=props)
-    client.loop_start()
-    client.disconnect()
-    client.loop_stop()
+    asyncio.run(_session(config, keep=False, timeout=timeout))
