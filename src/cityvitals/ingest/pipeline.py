@@ -137,6 +137,11 @@ _NO_CONFLICTS = pa.table({"seq": pa.array([], pa.int64()), "sensor_id": pa.array
                           "ts": pa.array([], pa.timestamp("us", tz="UTC")), "value": pa.array([], pa.float64()),
                           "other_v": pa.array([], pa.float64()), "raw": pa.array([], pa.string())})
 
+_NO_SLOW = pa.table({"seq": pa.array([], pa.int64()), "sensor_id": pa.array([], pa.string()),
+                     "ts": pa.array([], pa.int64()), "value": pa.array([], pa.float64()),
+                     "quality": pa.array([], pa.string())})
+"""No record left to the SQL rules (the fast path proved them all)."""
+
 _NO_ORIGINS = pa.table({"seq": pa.array([], pa.int64()), "source": pa.array([], pa.string()),
                         "location": pa.array([], pa.string())})
 
@@ -164,12 +169,26 @@ class Batch:
     valid: _Valid | None = None  # the fast path's valid records (their refusals are found from these)
     registry: Any = None  # with ``valid``: the registry they were coded against
     lines: pa.StringArray | None = None  # with ``valid``: the batch's lines (raw text of a conflict)
+    judge: Callable[[], None] | None = None  # makes ``_val`` and registers ``_batch_raw`` when they are needed
+    refused: int | None = None  # records the SQL rules refused, when known without asking ``_val``
+
+    def refused_count(self) -> int:
+        """Records the validation refused (not counting duplicates and conflicts)."""
+        if self.refused is None:
+            self._judged()
+            self.refused = self.con.execute("SELECT count(*) FROM _val WHERE reason IS NOT NULL").fetchall()[0][0]
+        return self.refused
+
+    def _judged(self) -> None:
+        if self.judge is not None:
+            self.judge()
 
     def bad_rows(self, outcomes: pa.Table | None = None) -> pa.Table:
         """The batch's quarantine rows; ``outcomes`` (seq, outcome, other_v) of the records the
         store refused (duplicates, conflicts) replaces ``_ded`` when deduplication ran elsewhere
         (PostgreSQL). ``_origins`` is registered here, for the refused records only: a live
         batch has 10,000 records and usually no refused one."""
+        self._judged()
         con = self.con
         if self.valid is not None:  # _val holds only the records the fast path left to SQL
             con.register("_conf", self.valid.conflicts(outcomes, self.registry, self.lines))
@@ -187,6 +206,7 @@ class Batch:
 
     def quarantine_rows(self) -> pa.Table:
         """The quarantine rows of ``_bad``, with the origins of those records only."""
+        self._judged()
         con = self.con
         if self.origins:
             seqs = con.sql("SELECT seq FROM _bad").to_arrow_table().column("seq").to_pylist()
@@ -417,25 +437,43 @@ class Ingestor:
             numbers = np.asarray(lines.line_numbers, np.int64)
             rest = got.rest
             con = self.con
-            con.register("_batch_raw", pa.table({"seq": pa.array(numbers[rest], pa.int64()),
-                                                 "raw": lines.lines.take(pa.array(rest, pa.int64()))}))
-            con.register("_origins", _NO_ORIGINS)  # Batch.quarantine_rows registers the refused records' origins
-            try:
+            judged = []
+
+            def judge() -> None:
+                """The SQL rules over what the fast path left (``_val``), with the temp tables a
+                refusal's quarantine row reads: run at once when anything was left, and only on
+                demand (a duplicate or conflict to report) when every record was proven valid --
+                the live case, where they cost more per batch than the fast path itself."""
+                if judged:
+                    return
+                con.register("_batch_raw", pa.table({"seq": pa.array(numbers[rest], pa.int64()),
+                                                     "raw": lines.lines.take(pa.array(rest, pa.int64()))}))
+                con.register("_origins", _NO_ORIGINS)  # Batch.quarantine_rows registers the refused records' origins
+                judged.append(True)
                 con.execute(validate_sql(DECODE_JSON), {"now": now, "tolerance": self.future_tolerance_s})
-                slow = con.sql("SELECT seq, sensor_id, epoch_us(ts) AS ts, value, quality FROM _val "
-                               "WHERE reason IS NULL").to_arrow_table()
+
+            try:
+                if len(rest):
+                    judge()
+                    slow = con.sql("SELECT seq, sensor_id, epoch_us(ts) AS ts, value, quality FROM _val "
+                                   "WHERE reason IS NULL").to_arrow_table()
+                else:
+                    slow = _NO_SLOW
                 valid = _Valid.combine(got, numbers, rest, slow, registry)
+                refused = None if len(rest) else 0
                 if self.private:
                     batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False,
-                                  bool(origins), valid=valid, registry=registry, lines=lines.lines)
+                                  bool(origins), valid=valid, registry=registry, lines=lines.lines, judge=judge,
+                                  refused=refused)
                     self.store.readings.write_batch(batch, report, valid=valid.stage_table(registry))
                 else:
                     batch = Batch(con, RAW_JSON, now, source, location_kind, lines.rejects, origins or {}, False,
-                                  bool(origins))
+                                  bool(origins), judge=judge, refused=refused)
                     self._write_valid(batch, valid, lines.lines, registry, report)
             finally:
-                con.unregister("_batch_raw")
-                con.unregister("_origins")
+                if judged:
+                    con.unregister("_batch_raw")
+                    con.unregister("_origins")
         report.seconds = time.perf_counter() - started
         return report
 
@@ -479,6 +517,13 @@ class Ingestor:
                 finally:
                     con.unregister("_accepted")
             conflict = np.flatnonzero(outcome == 2)
+            if not len(conflict) and batch.refused_count() == 0:  # nothing refused: no quarantine SQL
+                if batch.rejects:
+                    rows = batch.reject_rows()
+                    self._quarantine(con, batch, rows)
+                    report.add_quarantined(_count(rows))
+                return
+            batch._judged()
             con.register("_conf", pa.table({
                 "seq": pa.array(valid.seq[conflict], pa.int64()),
                 "sensor_id": pc.take(registry.ids, pa.array(valid.code[conflict], pa.int64())),

@@ -166,7 +166,7 @@ class PgReadingRepo(ReadingRepo):
                       row_number() OVER (PARTITION BY sensor_id, ts ORDER BY seq) = 1 AS first
                FROM _val WHERE reason IS NULL ORDER BY ts"""
         ).to_arrow_table()
-        refused = vcon.execute("SELECT count(*) FROM _val WHERE reason IS NOT NULL").fetchall()[0][0]
+        refused = batch.refused_count()
         with self.store.transaction() as con:
             outcomes = self._store_valid(con, ok, batch.now)
             report.accepted = ok.num_rows - outcomes.num_rows
