@@ -324,6 +324,7 @@ class MqttSource:
         self._last_topic: str | None = None
         self._inbox: deque[_Msg] = deque()  # received, not yet in a batch (appended by the loop)
         self._arrived = threading.Event()
+        self._wake_at = 1  # inbox length at which the gathering thread wants to be woken
         self._released = 0  # messages whose batch was stored or failed (held = received - released; each
         # counter has one writer, the network thread and the storing thread, so no update is lost)
         self._stop = threading.Event()
@@ -355,7 +356,7 @@ class MqttSource:
         """One message into the inbox (the network thread; no waiting here)."""
         self.stats_.received += 1
         self._inbox.append(msg)
-        if not self._arrived.is_set():
+        if len(self._inbox) >= self._wake_at and not self._arrived.is_set():
             self._arrived.set()
         if self.held() > self.config.max_pending + self.config.batch_messages:
             self._pause(True)
@@ -517,8 +518,13 @@ class MqttSource:
     # -- the workers: batch and decode | store and acknowledge ------------------------------
     def _take(self) -> _Batch | None:
         """The next batch: what waits in the inbox (up to ``batch_messages``) and, if that is
-        fewer, what arrives until ``batch_seconds`` after the first; None when stopping."""
+        fewer, what arrives until ``batch_seconds`` after the first; None when stopping.
+
+        The network thread wakes this one only for the first message and for a full batch
+        (``_wake_at``), not for every message: a thread switch per message cost more than
+        the rest of the message's handling."""
         cfg, inbox = self.config, self._inbox
+        self._wake_at = 1
         while not inbox:
             if self._stop.is_set():
                 return None
@@ -526,16 +532,17 @@ class MqttSource:
             self._arrived.clear()
         msgs = [inbox.popleft()]
         deadline = time.monotonic() + cfg.batch_seconds
-        while len(msgs) < cfg.batch_messages:
-            if inbox:
+        while True:
+            while inbox and len(msgs) < cfg.batch_messages:
                 msgs.append(inbox.popleft())
-                continue
             left = deadline - time.monotonic()
-            if left <= 0 or self._stop.is_set():
+            if len(msgs) >= cfg.batch_messages or left <= 0 or self._stop.is_set():
                 break
+            self._wake_at = cfg.batch_messages - len(msgs)
             self._arrived.clear()
-            if not inbox:
-                self._arrived.wait(min(left, 0.05))
+            if len(inbox) < self._wake_at:
+                self._arrived.wait(left)
+        self._wake_at = 1
         return _Batch(msgs, time.perf_counter())
 
     def _work(self) -> None:
