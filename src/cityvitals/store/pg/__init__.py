@@ -88,6 +88,7 @@ class PostgresStore:
         self.con = PgCon(self.pg)
         self.lock = threading.RLock()
         self._pending: list[tuple[str, list, Callable | None]] = []
+        self._pending_log: list[tuple[str, list, Callable | None]] = []  # sent after ``_pending``
         if migrate_schema:
             migrate.upgrade(self.pg)
         missing = migrate.pending(self.pg)
@@ -126,27 +127,33 @@ class PostgresStore:
                     self.flush()
             finally:
                 self._pending.clear()
+                self._pending_log.clear()
 
-    def defer(self, sql: str, params: list, many: Callable[[psycopg.Cursor, list[list]], None] | None = None) -> None:
+    def defer(self, sql: str, params: list, many: Callable[[psycopg.Cursor, list[list]], None] | None = None,
+              log: bool = False) -> None:
         """Run ``sql`` (``?`` dialect, no result) now, or with the next flush when inside a
         transaction. Statements keep their order.
 
         ``many``: how to send a run of two or more of this statement as one (for example one
         ``UPDATE … FROM unnest(…)``), given a cursor and each statement's parameters in
         order; without it a run is one pipelined executemany, which still costs PostgreSQL
-        a statement per row."""
+        a statement per row. ``log``: an append to a log that no other deferred statement
+        reads or changes (the alert event log); such appends keep their order among
+        themselves but go after the other statements, so a writer that alternates a row
+        change and its log line (a new alert, then its "raise") still sends two long runs
+        instead of one short statement after another."""
         if self.pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             with self.lock:
                 self.con.execute(sql, params)
             return
-        self._pending.append((sql, params, many))
+        (self._pending_log if log else self._pending).append((sql, params, many))
 
     def flush(self) -> None:
-        """Send the deferred statements: each run of the same SQL as one statement (``many``)
-        or one pipelined executemany."""
-        if not self._pending:
+        """Send the deferred statements (then the deferred log appends): each run of the same
+        SQL as one statement (``many``) or one pipelined executemany."""
+        if not self._pending and not self._pending_log:
             return
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_log = self._pending + self._pending_log, [], []
         with self.lock, self.pg.cursor() as cur:
             i = 0
             while i < len(pending):

@@ -112,7 +112,8 @@ class PgAlertRepo(AlertRepo):
     def log(self, con, alert_id: int, at: datetime, event: str, actor: str | None = None,
             level: str | None = None, note: str | None = None) -> None:
         self.store.defer("INSERT INTO alert_events (alert_id, ts, event, actor, level, note) VALUES (?, ?, ?, ?, ?, ?)",
-                         [int(alert_id), at, event, actor, level, note], _insert_many("alert_events", EVENT_COLUMNS))
+                         [int(alert_id), at, event, actor, level, note], _insert_many("alert_events", EVENT_COLUMNS),
+                         log=True)
 
     def events(self, alert_id: int) -> list[dict]:
         return self._rows(
