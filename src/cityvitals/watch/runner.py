@@ -27,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
 
@@ -170,6 +170,44 @@ class WatchSession:
         self.watermark: datetime | None = None
         self._dirty = False
         self._saved_at = self._mono()
+        # (registry version, its sensors frame, neighbours_of it per drift_refs): see ``config``
+        self._registry: tuple[int, pl.DataFrame, dict] | None = None
+
+    def warm(self, store, **config) -> None:
+        """Load the checkpoint and compute the configuration (``config``'s parameters) now:
+        what a server does at start, before it takes traffic, so its first batch's alerts do
+        not wait for them."""
+        self.load(store)
+        self.config(store, **config)
+
+    def reset(self) -> None:
+        """Forget the state and watermark (the next run reloads the last checkpoint), keep the
+        configuration: after a run that failed halfway."""
+        self.state, self.watermark, self._dirty = None, None, False
+        self._saved_at = self._mono()
+
+    def config(self, store, *, thresholds: Mapping[str, Threshold] | None = None,
+               neighbours: Mapping[str, Sequence[str]] | None = None, use_catalog: bool = True,
+               drift_refs: bool | str | frozenset[str] = True) -> WatchConfig:
+        """``watch_config`` with its neighbours computed; the registry's frame and its
+        neighbours are kept until the registry changes (``store.sensors.version``).
+
+        Why: series are configured when they first report, which at a server's start is every
+        sensor over its first batches, and each time the nearest neighbours of the whole
+        registry were computed again (most of a second for 20,000 sensors, inside those
+        batches' publish-to-alert time). Levels from assets are still read each time."""
+        version = store.sensors.version
+        if self._registry is None or self._registry[0] != version:
+            self._registry = (version, store.sensors.frame(), {})
+        _, sensors, near = self._registry
+        cfg = watch_config(store, thresholds=thresholds, neighbours=neighbours, use_catalog=use_catalog,
+                           drift_refs=drift_refs, sensors=sensors)
+        if neighbours is not None:  # the caller's: nothing to compute
+            return cfg.with_neighbours()
+        key = frozenset(drift_refs) if isinstance(drift_refs, (set, list, tuple)) else drift_refs
+        if key not in near:
+            near[key] = cfg.with_neighbours().near
+        return replace(cfg, near=near[key])
 
     def load(self, store) -> tuple[datetime | None, WatchState]:
         if self.state is None:
@@ -261,15 +299,32 @@ def _nearest(sensors: pl.DataFrame, k: int, max_km: float, only: set[str] | None
     return out
 
 
+def neighbours_of(sensors: pl.DataFrame, neighbours: Mapping[str, Sequence[str]] | None = None,
+                  drift_refs: bool | str | frozenset[str] = True) -> tuple[Mapping[str, Sequence[str]],
+                                                                          Mapping[str, Sequence[str]]]:
+    """The neighbours and drift references the watch gives the registry's ``sensors``: the
+    caller's ``neighbours`` (then no drift references), else the nearest of each kind and, as
+    ``drift_refs`` says, far references for sensors with too few of them."""
+    if neighbours is not None:
+        return neighbours, {}
+    nb = nearest_neighbours(sensors)
+    if not drift_refs:
+        return nb, {}
+    ref_kinds = None if drift_refs == "all" else DRIFT_REF_KINDS if drift_refs is True else frozenset(drift_refs)
+    return nb, drift_references(sensors, nb, kinds=ref_kinds)
+
+
 def _configure(st: WatchState, sensors: pl.DataFrame, thresholds: Mapping[str, Threshold],
                neighbours: Mapping[str, Sequence[str]] | None, per_sensor: Mapping[str, Threshold],
                use_assets: bool = True,
                user_kinds: frozenset[str] = frozenset(), drift_refs: bool | str | frozenset[str] = True,
-               rest_levels: Mapping[str, Threshold] | None = None) -> None:
+               rest_levels: Mapping[str, Threshold] | None = None,
+               near: tuple[Mapping[str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None) -> None:
     """Ranges, levels (kind, then per sensor from its asset unless the caller set the kind) and neighbours.
 
     Kinds the catalogue judges on a 1-hour sum (rainfall) get that indicator's levels on a
     rolling 1-hour sum, unless the caller gave levels for the kind (then those, on the sum).
+    ``near``: ``neighbours_of`` these sensors, when already computed (``WatchConfig.near``).
     """
     from cityvitals.registry import load_kinds
     from cityvitals.watch.catalog import sum_thresholds
@@ -309,9 +364,7 @@ def _configure(st: WatchState, sensors: pl.DataFrame, thresholds: Mapping[str, T
                 st.threshold.set_levels([pos[sid]], [np.nan] * 3, th.direction, th.min_duration)
                 st.rest.add([pos[sid]], th.levels)
     st.configured = len(st.ids)
-    nb = neighbours if neighbours is not None else nearest_neighbours(sensors)
-    ref_kinds = None if drift_refs == "all" else DRIFT_REF_KINDS if drift_refs is True else frozenset(drift_refs or ())
-    refs = drift_references(sensors, nb, kinds=ref_kinds) if neighbours is None and drift_refs else {}
+    nb, refs = near if near is not None else neighbours_of(sensors, neighbours, drift_refs)
 
     def positions(m: Mapping[str, Sequence[str]]) -> dict[int, list[int]]:
         out = {pos[s]: [pos[n] for n in ns if n in pos] for s, ns in m.items() if s in pos}
@@ -361,8 +414,8 @@ def watch_readings(
         return result
 
     def config() -> WatchConfig:  # (read only when new series appear)
-        return watch_config(store, thresholds=thresholds, neighbours=neighbours, use_catalog=use_catalog,
-                            drift_refs=drift_refs)
+        kw = {"thresholds": thresholds, "neighbours": neighbours, "use_catalog": use_catalog, "drift_refs": drift_refs}
+        return session.config(store, **kw) if session is not None else watch_config(store, **kw)
 
     t_all = df["t"].to_numpy().astype(np.int64)
     windows = watch_windows(t_all, int(clock().timestamp()), window_seconds, warmup)
@@ -394,12 +447,23 @@ class WatchConfig:
     use_assets: bool = True
     user_kinds: frozenset[str] = frozenset()
     drift_refs: bool | str | frozenset[str] = True
+    # ``neighbours_of(sensors, neighbours, drift_refs)`` when computed ahead (``with_neighbours``):
+    # for 20,000 sensors they cost most of a second, which a server pays at start and a
+    # stateful operator once on its driver, not on the first batch of every series
+    near: tuple[Mapping[str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None
+
+    def with_neighbours(self) -> "WatchConfig":
+        """This configuration with its neighbours and drift references computed."""
+        if self.near is not None:
+            return self
+        return replace(self, near=neighbours_of(self.sensors, self.neighbours, self.drift_refs))
 
 
 def watch_config(store, *, thresholds: Mapping[str, Threshold] | None = None,
                  neighbours: Mapping[str, Sequence[str]] | None = None, use_catalog: bool = True,
-                 drift_refs: bool | str | frozenset[str] = True) -> WatchConfig:
-    """The configuration ``watch_readings`` uses (its parameters mean the same), read from the store."""
+                 drift_refs: bool | str | frozenset[str] = True, sensors: pl.DataFrame | None = None) -> WatchConfig:
+    """The configuration ``watch_readings`` uses (its parameters mean the same), read from the
+    store (``sensors``: the registry's frame, when the caller holds it already)."""
     user_kinds = frozenset(thresholds or {})
     per_sensor: Mapping[str, Threshold] = {}
     rest: Mapping[str, Threshold] = {}
@@ -410,8 +474,8 @@ def watch_config(store, *, thresholds: Mapping[str, Threshold] | None = None,
         thresholds = {**catalog_thresholds(), **(thresholds or {})}
         per_sensor = asset_thresholds(store)
         rest = relative_thresholds(store)
-    return WatchConfig(store.sensors.frame(), thresholds or {}, per_sensor, rest, neighbours, use_catalog, user_kinds,
-                       drift_refs)
+    return WatchConfig(store.sensors.frame() if sensors is None else sensors, thresholds or {}, per_sensor, rest,
+                       neighbours, use_catalog, user_kinds, drift_refs)
 
 
 def advance_series(state: bytes | None, readings: pl.DataFrame, windows: pl.DataFrame, config: WatchConfig, *,
@@ -474,7 +538,7 @@ def advance(st: WatchState, readings: pl.DataFrame, windows: pl.DataFrame, confi
     if new_ids or reconfigure:
         c = config()
         _configure(st, c.sensors, c.thresholds, c.neighbours, c.asset_levels, c.use_assets, c.user_kinds,
-                   c.drift_refs, rest_levels=c.rest_levels)
+                   c.drift_refs, rest_levels=c.rest_levels, near=c.near)
     # verdicts read every series' arrays, also of series new in this batch that have no reading
     # in a window yet (a kind's first windows, when its state is advanced apart): capacity only,
     # so the state's bytes do not change
