@@ -299,3 +299,31 @@ def test_session_warm_up_computes_neighbours_once_until_the_registry_changes(tmp
     assert stale == {*IDS, "Q1"}   # P9 never reported: not stale
     for s in stores.values():
         s.close()
+
+
+def test_session_writes_due_checkpoints_from_a_thread(tmp_path):
+    """With a background store, the run that makes a checkpoint due copies the state and a
+    thread writes the copy: what lands is that run's state and watermark although the watch
+    goes on; ``checkpoint()`` (what close does) waits for it, then writes the newest."""
+    from cityvitals.watch.runner import STATE_NAME, WatchSession
+
+    th = {"water_pressure": Threshold((0.30, 0.25, 0.20), "lower")}
+    store = open_store(tmp_path)
+    _sensors(store)
+    mono = [0.0]
+    session = WatchSession(checkpoint_seconds=30, clock=lambda: mono[0], background_store=store)
+    _insert(store, range(0, 60), _normal)
+    watch_readings(store, thresholds=th, clock=lambda: T0 + timedelta(minutes=60), session=session)
+    _insert(store, range(60, 70), _normal, seed=1)
+    mono[0] = 40.0
+    watch_readings(store, thresholds=th, clock=lambda: T0 + timedelta(minutes=70), session=session)  # due
+    want = session.state.to_bytes()
+    _insert(store, range(70, 80), _normal, seed=2)
+    mono[0] = 41.0
+    watch_readings(store, thresholds=th, clock=lambda: T0 + timedelta(minutes=80), session=session)  # goes on
+    session.wait(60)
+    assert store.alerts.get_watch_state(STATE_NAME) == (T0 + timedelta(minutes=69, seconds=5), want)
+    assert session.state.to_bytes() != want and session.checkpoint_errors == []
+    session.checkpoint(store)
+    assert store.alerts.get_watch_state(STATE_NAME) == (T0 + timedelta(minutes=79, seconds=5), session.state.to_bytes())
+    store.close()

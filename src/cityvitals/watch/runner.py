@@ -24,8 +24,10 @@ oldest readings can also be learnt without raising anything (history loaded in b
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -161,15 +163,26 @@ class WatchSession:
     watches those readings again (the same computation from the same state; alerts already
     open are observed again, not doubled). The process holding a session must be the only
     one watching this store while it runs.
+
+    With ``background_store`` (a store of its own, or the shared one of an embedded store)
+    a due checkpoint is written from a thread of its own: the run that makes it due only
+    copies the state (about 15 ms for 20,000 sensors) instead of serialising and writing
+    14 MB (0.1-0.3 s, which delayed that run's alerts). One is written at a time; a
+    checkpoint that falls due while the last is still being written waits for the next run.
+    ``checkpoint()`` (and so ``close()``) writes in the caller's thread, after any in flight.
     """
 
-    def __init__(self, checkpoint_seconds: float = 10.0, clock: Callable[[], float] | None = None):
+    def __init__(self, checkpoint_seconds: float = 10.0, clock: Callable[[], float] | None = None,
+                 background_store=None):
         self.checkpoint_seconds = checkpoint_seconds
         self._mono = clock or time.monotonic
         self.state: WatchState | None = None
         self.watermark: datetime | None = None
         self._dirty = False
         self._saved_at = self._mono()
+        self.background_store = background_store
+        self._writer: threading.Thread | None = None
+        self.checkpoint_errors: list[str] = []  # background writes that failed
         # (registry version, its sensors frame, neighbours_of it per drift_refs): see ``config``
         self._registry: tuple[int, pl.DataFrame, dict] | None = None
 
@@ -220,10 +233,38 @@ class WatchSession:
         self.watermark = watermark
         self._dirty = True
         if self._mono() - self._saved_at >= self.checkpoint_seconds:
-            self.checkpoint(store, now)
+            if self.background_store is None:
+                self.checkpoint(store, now)
+            elif self._writer is None or not self._writer.is_alive():
+                self._write_behind(now)
+
+    def _write_behind(self, now: datetime) -> None:
+        """Copy the state and watermark as they are now and write the copy from a thread."""
+        snapshot, watermark, out = copy.deepcopy(self.state), self.watermark, self.background_store
+        self._dirty = False
+        self._saved_at = self._mono()
+
+        def write() -> None:
+            try:
+                blob = snapshot.to_bytes()
+                with out.transaction() as con:
+                    out.alerts.put_watch_state(con, STATE_NAME, watermark, blob, now)
+            except Exception as exc:  # noqa: BLE001  (kept for the caller; tried again when the next is due)
+                self.checkpoint_errors.append(repr(exc))
+                self._dirty = True
+
+        self._writer = threading.Thread(target=write, daemon=True, name="watch-checkpoint")
+        self._writer.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a checkpoint being written in the background, if any."""
+        if self._writer is not None:
+            self._writer.join(timeout)
 
     def checkpoint(self, store, now: datetime | None = None) -> None:
-        """Write the state and watermark to the store (one transaction) if they changed."""
+        """Write the state and watermark to the store (one transaction) if they changed, after
+        any checkpoint still being written in the background (the newer must land last)."""
+        self.wait()
         if not self._dirty or self.state is None:
             return
         with store.transaction() as con:

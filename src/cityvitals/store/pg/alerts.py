@@ -78,6 +78,7 @@ class PgAlertRepo(AlertRepo):
         self._resolved: dict[tuple[str, str], dict | None] = {}
         self._key_of: dict[int, tuple[str, str]] = {}
         self._ids: deque[int] = deque()  # alert ids drawn from the sequence, not used yet
+        self._lz4: bool | None = None  # the server can compress values with lz4 (asked on first use)
 
     def _rows(self, sql: str, params: list) -> list[dict]:
         with self.store.lock:
@@ -153,6 +154,14 @@ class PgAlertRepo(AlertRepo):
         return super().last_resolved(source, type_)
 
     def put_watch_state(self, con, name: str, watermark: datetime | None, blob: bytes | None, now: datetime) -> None:
+        """Write a checkpoint, compressed with lz4 where the server has it: the default pglz
+        cost PostgreSQL about 120-180 ms of CPU for the watch's 14 MB every 10 s, lz4 under
+        half of that (and it stores no more)."""
+        if self._lz4 is None:
+            self._lz4 = bool(con.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                                         "WHERE name = 'default_toast_compression'").fetchall()[0][0])
+        if self._lz4:
+            con.execute("SET LOCAL default_toast_compression = lz4")
         con.execute(
             "INSERT INTO watch_state (name, watermark, blob, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET watermark = EXCLUDED.watermark, blob = EXCLUDED.blob, "
