@@ -681,8 +681,11 @@ def apply_verdicts(mgr: AlertManager, events: pl.DataFrame, windows: pl.DataFram
             ev = by_window.get((w,))
             obs: list[Observation] = []
             if ev is not None:
-                # most verdicts are clears of alerts that are not open: dropped before Python sees them
-                open_keys = [f"{a['source']}\x00{a['type']}" for a in mgr.repo.open_alerts()]
+                # most verdicts are clears of alerts that are not open: dropped before Python sees
+                # them, first by source (cheap: a clear of a source with nothing open goes), then by key
+                opened = mgr.repo.open_alerts()
+                ev = ev.filter(~pl.col("clear") | pl.col("source").is_in(sorted({a["source"] for a in opened})))
+                open_keys = [f"{a['source']}\x00{a['type']}" for a in opened]
                 ev = ev.filter(~pl.col("clear") | pl.concat_str("source", "type", separator="\x00").is_in(open_keys))
                 obs = [Observation(source, type_, level, _at(at), message) for source, type_, level, at, message
                        in ev.select("source", "type", "level", "at", "message").iter_rows()]
@@ -748,8 +751,8 @@ def verdicts(st: WatchState, touched: np.ndarray, first_t: np.ndarray, peak: dic
     add("threshold", st.threshold.level[:n].astype(np.int64), st.threshold, clear_from=st.threshold.since[:n])
     add("shift", np.where(peak["shift"][:n] >= 1.0, 2, 0), st.shift, peak["shift"])
     add("seasonal", np.where(peak["seasonal"][:n] >= 1.0, 2, 0), st.seasonal, peak["seasonal"])
-    breach_score = st.breach._score_from_state(np.arange(n))
-    mid, _lo, late = st.breach.eta(np.arange(n))
+    mid, lo, late = st.breach.eta(np.arange(n))
+    breach_score = st.breach.score_of_eta(mid, lo, late)
     crossed = mid == 0
     # warn when even the late end of the interval crosses within two horizons: a confident heading
     sure = late <= 2 * st.breach.horizon
