@@ -183,7 +183,7 @@ class WatchSession:
         self.background_store = background_store
         self._writer: threading.Thread | None = None
         self.checkpoint_errors: list[str] = []  # background writes that failed
-        # (registry version, its sensors frame, neighbours_of it per drift_refs): see ``config``
+        # (registry version, its sensors frame, neighbour_rows of it per drift_refs): see ``config``
         self._registry: tuple[int, pl.DataFrame, dict] | None = None
 
     def warm(self, store, **config) -> None:
@@ -340,32 +340,42 @@ def _nearest(sensors: pl.DataFrame, k: int, max_km: float, only: set[str] | None
     return out
 
 
-def neighbours_of(sensors: pl.DataFrame, neighbours: Mapping[str, Sequence[str]] | None = None,
-                  drift_refs: bool | str | frozenset[str] = True) -> tuple[Mapping[str, Sequence[str]],
-                                                                          Mapping[str, Sequence[str]]]:
-    """The neighbours and drift references the watch gives the registry's ``sensors``: the
-    caller's ``neighbours`` (then no drift references), else the nearest of each kind and, as
-    ``drift_refs`` says, far references for sensors with too few of them."""
+NEAR_SCHEMA = {"sensor_id": pl.Utf8, "near_id": pl.Utf8, "ref": pl.Boolean}
+
+
+def neighbour_rows(sensors: pl.DataFrame, neighbours: Mapping[str, Sequence[str]] | None = None,
+                   drift_refs: bool | str | frozenset[str] = True) -> pl.DataFrame:
+    """The neighbours and drift references the watch gives the registry's ``sensors``, a row
+    each (``NEAR_SCHEMA``; ``ref``: a drift reference), each sensor's neighbours before its
+    references and each list in its order: the caller's ``neighbours`` (then no drift
+    references), else the nearest of each kind and, as ``drift_refs`` says, far references
+    for sensors with too few of them (a reference that is also a neighbour is not repeated).
+
+    Why rows: the series in the watch's state are a subset of the registry that grows as
+    sensors first report, and a join maps these rows onto it at once."""
     if neighbours is not None:
-        return neighbours, {}
-    nb = nearest_neighbours(sensors)
-    if not drift_refs:
-        return nb, {}
-    ref_kinds = None if drift_refs == "all" else DRIFT_REF_KINDS if drift_refs is True else frozenset(drift_refs)
-    return nb, drift_references(sensors, nb, kinds=ref_kinds)
+        nb, refs = neighbours, {}
+    else:
+        nb = nearest_neighbours(sensors)
+        refs = {}
+        if drift_refs:
+            kinds = None if drift_refs == "all" else DRIFT_REF_KINDS if drift_refs is True else frozenset(drift_refs)
+            refs = drift_references(sensors, nb, kinds=kinds)
+    rows = [(s, n, False) for s, ns in nb.items() for n in ns]
+    rows += [(s, r, True) for s, rs in refs.items() for r in rs if r not in nb.get(s, ())]
+    return pl.DataFrame(rows, schema=NEAR_SCHEMA, orient="row")
 
 
 def _configure(st: WatchState, sensors: pl.DataFrame, thresholds: Mapping[str, Threshold],
                neighbours: Mapping[str, Sequence[str]] | None, per_sensor: Mapping[str, Threshold],
                use_assets: bool = True,
                user_kinds: frozenset[str] = frozenset(), drift_refs: bool | str | frozenset[str] = True,
-               rest_levels: Mapping[str, Threshold] | None = None,
-               near: tuple[Mapping[str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None) -> None:
+               rest_levels: Mapping[str, Threshold] | None = None, near: pl.DataFrame | None = None) -> None:
     """Ranges, levels (kind, then per sensor from its asset unless the caller set the kind) and neighbours.
 
     Kinds the catalogue judges on a 1-hour sum (rainfall) get that indicator's levels on a
     rolling 1-hour sum, unless the caller gave levels for the kind (then those, on the sum).
-    ``near``: ``neighbours_of`` these sensors, when already computed (``WatchConfig.near``).
+    ``near``: ``neighbour_rows`` of these sensors, when already computed (``WatchConfig.near``).
     """
     from cityvitals.registry import load_kinds
     from cityvitals.watch.catalog import sum_thresholds
@@ -405,13 +415,13 @@ def _configure(st: WatchState, sensors: pl.DataFrame, thresholds: Mapping[str, T
                 st.threshold.set_levels([pos[sid]], [np.nan] * 3, th.direction, th.min_duration)
                 st.rest.add([pos[sid]], th.levels)
     st.configured = len(st.ids)
-    nb, refs = near if near is not None else neighbours_of(sensors, neighbours, drift_refs)
-
-    def positions(m: Mapping[str, Sequence[str]]) -> dict[int, list[int]]:
-        out = {pos[s]: [pos[n] for n in ns if n in pos] for s, ns in m.items() if s in pos}
-        return {k: v for k, v in out.items() if v}
-
-    st.health.set_neighbours(positions(nb), positions(refs))
+    rows = near if near is not None else neighbour_rows(sensors, neighbours, drift_refs)
+    # onto the series in the state: rows of sensors (or naming neighbours) not in it yet drop out
+    ids = st.id_frame()
+    rows = (rows.join(ids, on="sensor_id", how="inner", maintain_order="left")
+            .join(ids.rename({"sensor_id": "near_id", "sidx": "nidx"}), on="near_id", how="inner", maintain_order="left")
+            .sort("sidx", maintain_order=True))
+    st.health.set_neighbour_rows(rows["sidx"].to_numpy(), rows["nidx"].to_numpy(), rows["ref"].to_numpy())
 
 
 def watch_readings(
@@ -488,16 +498,16 @@ class WatchConfig:
     use_assets: bool = True
     user_kinds: frozenset[str] = frozenset()
     drift_refs: bool | str | frozenset[str] = True
-    # ``neighbours_of(sensors, neighbours, drift_refs)`` when computed ahead (``with_neighbours``):
+    # ``neighbour_rows(sensors, neighbours, drift_refs)`` when computed ahead (``with_neighbours``):
     # for 20,000 sensors they cost most of a second, which a server pays at start and a
     # stateful operator once on its driver, not on the first batch of every series
-    near: tuple[Mapping[str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None
+    near: pl.DataFrame | None = None
 
     def with_neighbours(self) -> "WatchConfig":
         """This configuration with its neighbours and drift references computed."""
         if self.near is not None:
             return self
-        return replace(self, near=neighbours_of(self.sensors, self.neighbours, self.drift_refs))
+        return replace(self, near=neighbour_rows(self.sensors, self.neighbours, self.drift_refs))
 
 
 def watch_config(store, *, thresholds: Mapping[str, Threshold] | None = None,
