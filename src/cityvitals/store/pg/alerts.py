@@ -9,7 +9,7 @@ manager touches every open alert a batch observes, and one network round trip ea
 make a storm of thousands of alerts cost seconds per watch run instead of milliseconds.
 A run of them is sent as one set-based statement over ``unnest`` of column arrays, not a
 statement per row: in server mode every watch run (one per ingest batch, several a
-second) updates every alert still firing, and 200 firing alerts were 200 ``UPDATE``\s a
+second) updates every alert still firing, and 200 firing alerts were 200 ``UPDATE`` statements a
 run, much of PostgreSQL's share of the live path.
 """
 
