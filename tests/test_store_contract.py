@@ -829,3 +829,29 @@ def test_alerts_auto_resolve_reopen_and_flap_in_one_batch(store):
                         Observation("S2", "threshold", 2, end + 12 * m)]) == {
         "raised": 0, "repeated": 0, "reopened": 1, "level_changed": 0, "resolved": 1}
     assert [a["state"] for a in store.alerts.list(source="S2")].count("active") == 1 and store.alerts.count() == 3
+
+
+def test_alert_writes_of_one_batch_keep_last_values_and_event_order(store):
+    """Many alerts raised, seen again twice, raised a level and resolved in one batch (on
+    PostgreSQL each run of like writes is one statement and the event log goes after the
+    rows): every alert ends with its last values, its events in the order they happened."""
+    t = datetime(2026, 3, 2, 8, tzinfo=timezone.utc)
+    m = timedelta(minutes=1)
+    mgr = AlertManager(store, AlertPolicy(resolve_after=timedelta(minutes=10)), clock=lambda: t)
+    ids = [f"S{i:02d}" for i in range(30)]
+    obs = [Observation(s, "threshold", 1, t, "first") for s in ids]
+    obs += [Observation(s, "threshold", 1, t + k * m, f"seen {k}") for k in (1, 2) for s in ids]
+    obs += [Observation(s, "threshold", 3, t + 3 * m, "alarm") for s in ids[::2]]
+    obs += [Observation(s, "threshold", 0, t + k * m) for k in (4, 15) for s in ids[1::2]]
+    assert mgr.observe(obs) == {"raised": 30, "repeated": 0, "reopened": 0, "level_changed": 15, "resolved": 15}
+    got = {a["source"]: a for a in store.alerts.list(state="all", limit=100)}
+    for i, s in enumerate(ids):
+        a = got[s]
+        if i % 2 == 0:
+            assert (a["state"], a["level"], a["message"], a["last_at"]) == ("active", "alarm", "alarm", t + 3 * m)
+            assert [e["event"] for e in store.alerts.events(a["id"])] == ["raise", "level"]
+        else:
+            assert (a["state"], a["level"], a["message"], a["last_at"]) == ("resolved", "attention", "seen 2", t + 2 * m)
+            assert (a["resolved_at"], a["clear_since"]) == (t + 15 * m, None)
+            assert [e["event"] for e in store.alerts.events(a["id"])] == ["raise", "auto_resolve"]
+    assert sorted(got) == ids and store.alerts.count() == 30

@@ -249,3 +249,81 @@ def test_wet_well_gauge_judged_against_its_own_rest(tmp_path):
     assert set(alerts) == {"W1"}
     assert alerts["W1"]["level"] == "alarm"
     store.close()
+
+
+def test_session_warm_up_computes_neighbours_once_until_the_registry_changes(tmp_path, monkeypatch):
+    """A server computes the registry's neighbours at start (``warm``) and reuses them for
+    series that first report later, until the registry changes. Series still enter the
+    state only when they report: a registered sensor that never has is not called stale,
+    and the alerts are those of runs without a session."""
+    import cityvitals.watch.runner as runner
+    from cityvitals.watch.runner import WatchSession
+
+    calls = []
+    real = runner.nearest_neighbours
+    monkeypatch.setattr(runner, "nearest_neighbours", lambda *a, **k: calls.append(1) or real(*a, **k))
+    th = {"water_pressure": Threshold((0.30, 0.25, 0.20), "lower")}
+    stores = {name: open_store(tmp_path / name) for name in ("plain", "session")}
+    for s in stores.values():
+        _sensors(s)
+        s.sensors.upsert(pl.DataFrame({"id": ["P9"], "kind": ["water_pressure"], "unit": ["MPa"],
+                                       "lon": [121.0025], "lat": [31.0]}))   # registered, never reports
+    session = WatchSession()
+    session.warm(stores["session"], thresholds=th)
+    assert len(calls) == 1 and session.state.ids == []
+
+    def run(ids, minutes, value, now):
+        rows = [(sid, T0 + timedelta(minutes=m), value(sid, m), None, "water_pressure", None,
+                 T0 + timedelta(minutes=m, seconds=5)) for m in minutes for sid in ids]
+        for name, s in stores.items():
+            s.readings.bulk_load(pl.DataFrame(rows, schema=["sensor_id", "ts", "value", "quality", "kind", "unit_code",
+                                                            "ingested_at"], orient="row"))
+            watch_readings(s, thresholds=th, clock=lambda: now, session=session if name == "session" else None)
+
+    rng = np.random.default_rng(0)
+    normal = lambda sid, m: 0.40 + float(rng.normal(0, 0.003))  # noqa: E731
+    run(IDS[:3], range(0, 60), normal, T0 + timedelta(minutes=60))
+    run(IDS, range(60, 80), lambda sid, m: 0.18 if sid == "P2" else normal(sid, m), T0 + timedelta(minutes=80))
+    assert len(calls) == 1 + 2   # the plain runs computed them for each batch with new series, the session never
+    assert session.state.ids == IDS
+    for s in stores.values():   # the registry changes: the next new series is configured afresh
+        s.sensors.upsert(pl.DataFrame({"id": ["Q1"], "kind": ["water_pressure"], "unit": ["MPa"],
+                                       "lon": [121.003], "lat": [31.0]}))
+    run([*IDS, "Q1"], range(80, 100), normal, T0 + timedelta(minutes=130))   # half an hour past the data: stale
+    assert len(calls) == 3 + 2
+    alerts = {n: sorted((a["source"], a["type"], a["level"], a["state"]) for a in s.alerts.list(state="all"))
+              for n, s in stores.items()}
+    assert alerts["plain"] == alerts["session"]
+    assert ("P2", "threshold", "alarm", "resolved") in alerts["session"]   # raised, then recovered
+    stale = {src for src, typ, _, _ in alerts["session"] if typ == "health:stale"}
+    assert stale == {*IDS, "Q1"}   # P9 never reported: not stale
+    for s in stores.values():
+        s.close()
+
+
+def test_session_writes_due_checkpoints_from_a_thread(tmp_path):
+    """With a background store, the run that makes a checkpoint due copies the state and a
+    thread writes the copy: what lands is that run's state and watermark although the watch
+    goes on; ``checkpoint()`` (what close does) waits for it, then writes the newest."""
+    from cityvitals.watch.runner import STATE_NAME, WatchSession
+
+    th = {"water_pressure": Threshold((0.30, 0.25, 0.20), "lower")}
+    store = open_store(tmp_path)
+    _sensors(store)
+    mono = [0.0]
+    session = WatchSession(checkpoint_seconds=30, clock=lambda: mono[0], background_store=store)
+    _insert(store, range(0, 60), _normal)
+    watch_readings(store, thresholds=th, clock=lambda: T0 + timedelta(minutes=60), session=session)
+    _insert(store, range(60, 70), _normal, seed=1)
+    mono[0] = 40.0
+    watch_readings(store, thresholds=th, clock=lambda: T0 + timedelta(minutes=70), session=session)  # due
+    want = session.state.to_bytes()
+    _insert(store, range(70, 80), _normal, seed=2)
+    mono[0] = 41.0
+    watch_readings(store, thresholds=th, clock=lambda: T0 + timedelta(minutes=80), session=session)  # goes on
+    session.wait(60)
+    assert store.alerts.get_watch_state(STATE_NAME) == (T0 + timedelta(minutes=69, seconds=5), want)
+    assert session.state.to_bytes() != want and session.checkpoint_errors == []
+    session.checkpoint(store)
+    assert store.alerts.get_watch_state(STATE_NAME) == (T0 + timedelta(minutes=79, seconds=5), session.state.to_bytes())
+    store.close()

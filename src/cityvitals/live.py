@@ -9,7 +9,9 @@ checkpointed every ``checkpoint_seconds`` and on ``close()``), and the ingest ``
 it after each commit, so the watch starts on a batch the moment it is durable instead of
 at the next poll. Each stage runs in its own thread on its own store connection
 (PostgreSQL; the DuckDB store is shared behind its lock), so a slow signs run never
-delays an alert. Both stages read what is *stored* (the watermark on ``ingested_at``), so
+delays an alert; the watch's checkpoints are written from a third thread and connection,
+so writing one never delays a run either. What the watch's first run would pay (its
+checkpoint, every sensor's neighbours) is paid by ``start()`` before the server subscribes. Both stages read what is *stored* (the watermark on ``ingested_at``), so
 readings that arrive by HTTP or ``cityvitals ingest`` are watched too.
 
 A stage that fails is reported (``errors``) and retried after ``retry_seconds``; it never
@@ -43,13 +45,14 @@ class LiveStages:
         lag by up to this much; alerts do not wait for it)."""
         self.watch_store = open_store()
         self.signs_store = open_store() if signs else None
+        self.checkpoint_store = open_store()
         self.thresholds = thresholds
         self.use_catalog = use_catalog
         self.signs_every = signs_every
         self.retry_seconds = retry_seconds
         self.on_watch = on_watch
         self.clock = clock
-        self.session = WatchSession(checkpoint_seconds)
+        self.session = WatchSession(checkpoint_seconds, background_store=self.checkpoint_store)
         self.stop_ = threading.Event()
         self.kick = threading.Event()
         self.idle = threading.Event()  # the watch's last run found nothing new
@@ -64,9 +67,22 @@ class LiveStages:
             self._threads.append(threading.Thread(target=self._signs, daemon=True, name="live-signs"))
 
     def start(self) -> "LiveStages":
+        """Load the watch's checkpoint and configuration (``warm``), then start the stages."""
+        self.warm()
         for t in self._threads:
             t.start()
         return self
+
+    def warm(self) -> None:
+        """What the watch's first run would otherwise pay inside the first batch's latency: the
+        checkpoint (about 14 MB for 20,000 sensors) and the configuration with every sensor's
+        neighbours (most of a second for 20,000). Kept until the registry changes; series still
+        enter the watch's state when they first report (a registered sensor that never has is
+        not called stale). A failure here is left to the first run, which retries it."""
+        try:
+            self.session.warm(self.watch_store, thresholds=self.thresholds, use_catalog=self.use_catalog)
+        except Exception as exc:  # noqa: BLE001  (the watch thread reports it if it persists)
+            self.errors.append(f"watch warm-up: {exc!r}")
 
     def notify(self, *_: Any) -> None:
         """New readings are durable: wake the watch now (an ingest ``on_batch`` callback)."""
@@ -84,11 +100,13 @@ class LiveStages:
                                      clock=self.clock)
             except Exception as exc:  # noqa: BLE001  (reported; the ingest goes on)
                 self.errors.append(f"watch: {exc!r}")
-                self.session = WatchSession(self.session.checkpoint_seconds)  # reload from the last checkpoint
+                self.session.reset()  # reload from the last checkpoint
                 self.stop_.wait(self.retry_seconds)
                 continue
             done = time.monotonic()
             self.watch_cpu += time.thread_time() - c0
+            while self.session.checkpoint_errors:
+                self.errors.append(f"watch checkpoint: {self.session.checkpoint_errors.pop(0)}")
             if res["points"]:
                 self.idle.clear()
                 self.watch_runs.append(done - t0)
@@ -122,8 +140,13 @@ class LiveStages:
         self.kick.set()
         return self.idle.wait(limit_s)
 
+    def stores(self) -> list:
+        """The stores the stages opened (each once; with an embedded store, the one shared)."""
+        return list({id(s): s for s in (self.watch_store, self.signs_store, self.checkpoint_store)
+                     if s is not None}.values())
+
     def close(self) -> None:
-        """Stop both stages and checkpoint the watch's state."""
+        """Stop both stages and checkpoint the watch's state (after any checkpoint in flight)."""
         self.stop_.set()
         self.kick.set()
         for t in self._threads:

@@ -364,7 +364,7 @@ class _Stages:
         self.alert_seen: dict[str, float] = {}  # sensor -> when its threshold alert was committed
         self.live = LiveStages(lambda: PostgresStore(url), thresholds=thresholds, use_catalog=False,
                                on_watch=self._seen)
-        self.pids = [_backend_pid(self.live.watch_store), _backend_pid(self.live.signs_store)]
+        self.pids = [_backend_pid(s) for s in self.live.stores()]
 
     def _seen(self, res: dict, store, done: float) -> None:
         if not res["alerts"]:
@@ -391,8 +391,8 @@ class _Stages:
         return dict(zip(rows["type"].to_list(), rows["n"].to_list())) if rows.height else {}
 
     def close_stores(self) -> None:
-        self.live.watch_store.close()
-        self.live.signs_store.close()
+        for s in self.live.stores():
+            s.close()
 
 
 def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int, str], rate_msgs: float,

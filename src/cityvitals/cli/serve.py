@@ -104,8 +104,9 @@ def serve(
             source.stop()
         if stages is not None:
             stages.close()
-            for s in {id(x): x for x in (stages.watch_store, stages.signs_store) if x is not store}.values():
-                s.close()
+            for s in stages.stores():
+                if s is not store:
+                    s.close()
         if store.backend == "duckdb":
             withdraw_server(home)
         store.close()

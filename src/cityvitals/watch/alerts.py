@@ -150,18 +150,20 @@ class AlertManager:
     def escalate(self, now: datetime | None = None) -> list[dict]:
         """Escalate alarms left unacknowledged past ``escalate_after``; returns the escalated alerts."""
         now = now or self.clock()
-        out = []
+
+        def due() -> list[dict]:
+            return [a for a in self.repo.open_alerts() if a["state"] == "active" and a["level"] == "alarm"
+                    and not a["flapping"] and now - (a["escalated_at"] or a["first_at"]) >= self.policy.escalate_after]
+
+        if not due():  # the usual case, asked after every window the watch runs: no transaction
+            return []
         with self.store.transaction() as con:  # type: ignore[attr-defined]
-            for a in self.repo.open_alerts():
-                if a["state"] != "active" or a["level"] != "alarm" or a["flapping"]:
-                    continue
-                since = a["escalated_at"] or a["first_at"]
-                if now - since >= self.policy.escalate_after:
-                    ch = {"escalation": a["escalation"] + 1, "escalated_at": now}
-                    self.repo.update(con, a["id"], ch)
-                    self.repo.log(con, a["id"], now, "escalate", "auto", a["level"], f"step {ch['escalation']}")
-                    a.update(ch)
-                    out.append(a)
+            out = due()  # again, under the transaction (an officer may have acknowledged one since)
+            for a in out:
+                ch = {"escalation": a["escalation"] + 1, "escalated_at": now}
+                self.repo.update(con, a["id"], ch)
+                self.repo.log(con, a["id"], now, "escalate", "auto", a["level"], f"step {ch['escalation']}")
+                a.update(ch)
         return out
 
     def _open_or_fail(self, alert_id: int) -> dict:

@@ -106,7 +106,10 @@ class BreachForecaster(VectorDetector):
         return mid, lo, hi
 
     def _score_from_state(self, idx: np.ndarray) -> np.ndarray:
-        mid, _lo, hi = self.eta(idx)
+        return self.score_of_eta(*self.eta(idx))
+
+    def score_of_eta(self, mid: np.ndarray, _lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The score of ``eta``'s answer (for a caller that needs both: one ``eta``, not two)."""
         sig = np.isfinite(hi) | (mid == 0)  # slope clearly positive (or crossed)
         return np.where(sig, np.clip(1.0 - mid / self.horizon, 0.0, 1.0), 0.0)
 

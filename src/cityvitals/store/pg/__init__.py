@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 import polars as pl
@@ -87,7 +87,8 @@ class PostgresStore:
         self.pg.execute("SET TIME ZONE 'UTC'")
         self.con = PgCon(self.pg)
         self.lock = threading.RLock()
-        self._pending: list[tuple[str, list]] = []
+        self._pending: list[tuple[str, list, Callable | None]] = []
+        self._pending_log: list[tuple[str, list, Callable | None]] = []  # sent after ``_pending``
         if migrate_schema:
             migrate.upgrade(self.pg)
         missing = migrate.pending(self.pg)
@@ -126,28 +127,45 @@ class PostgresStore:
                     self.flush()
             finally:
                 self._pending.clear()
+                self._pending_log.clear()
 
-    def defer(self, sql: str, params: list) -> None:
+    def defer(self, sql: str, params: list, many: Callable[[psycopg.Cursor, list[list]], None] | None = None,
+              log: bool = False) -> None:
         """Run ``sql`` (``?`` dialect, no result) now, or with the next flush when inside a
-        transaction. Statements keep their order."""
+        transaction. Statements keep their order.
+
+        ``many``: how to send a run of two or more of this statement as one (for example one
+        ``UPDATE … FROM unnest(…)``), given a cursor and each statement's parameters in
+        order; without it a run is one pipelined executemany, which still costs PostgreSQL
+        a statement per row. ``log``: an append to a log that no other deferred statement
+        reads or changes (the alert event log); such appends keep their order among
+        themselves but go after the other statements, so a writer that alternates a row
+        change and its log line (a new alert, then its "raise") still sends two long runs
+        instead of one short statement after another."""
         if self.pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             with self.lock:
                 self.con.execute(sql, params)
             return
-        self._pending.append((sql, params))
+        (self._pending_log if log else self._pending).append((sql, params, many))
 
     def flush(self) -> None:
-        """Send the deferred statements: each run of the same SQL as one pipelined executemany."""
-        if not self._pending:
+        """Send the deferred statements (then the deferred log appends): each run of the same
+        SQL as one statement (``many``) or one pipelined executemany."""
+        if not self._pending and not self._pending_log:
             return
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._pending_log = self._pending + self._pending_log, [], []
         with self.lock, self.pg.cursor() as cur:
             i = 0
             while i < len(pending):
                 j = i
                 while j < len(pending) and pending[j][0] == pending[i][0]:
                     j += 1
-                cur.executemany(qmarks(pending[i][0]), [[_param(p) for p in ps] for _, ps in pending[i:j]])
+                rows = [[_param(p) for p in ps] for _, ps, _m in pending[i:j]]
+                many = pending[i][2]
+                if many is not None and j - i > 1:
+                    many(cur, rows)
+                else:
+                    cur.executemany(qmarks(pending[i][0]), rows)
                 i = j
 
     def arrow(self, sql: str, params: list | None = None):
