@@ -127,3 +127,57 @@ def test_an_older_store_with_string_keyed_readings_is_upgraded_on_open(tmp_path)
     with open_store(tmp_path) as store:  # opening again changes nothing
         assert store.readings.count() == 5
         assert store.frame("SELECT count(*) AS n FROM sensor_keys")["n"][0] == 4
+
+
+# -- ingested_at: the instant readers poll by --------------------------------------------------
+def test_each_batch_is_stamped_after_the_last_even_with_a_frozen_clock(tmp_path, pg_schema):
+    """The watch, the signs stage and the change feed read "ingested after the last instant
+    I saw": two batches stamped alike would hide the second from a reader that looked
+    between them. A frozen clock (tests, a replay) and two batches in one microsecond must
+    still give later stamps, on both backends."""
+    for url in (None, pg_schema):
+        with open_store(tmp_path / ("pg" if url else "duck"), url=url, migrate=True) as store:
+            store.sensors.upsert(SENSORS)
+            ing = Ingestor(store, clock=lambda: NOW)
+            ing.fast_min_lines = 0
+            assert ing.ingest_records([_line("P1", 0, 0.3)]).accepted == 1
+            seen = store.frame("SELECT max(ingested_at) AS m FROM readings")["m"][0]
+            assert ing.ingest_records([_line("P1", 1, 0.4), _line("T1", 1, 20.0)]).accepted == 2
+            assert Ingestor(store, clock=lambda: NOW).ingest_records([_line("P2", 2, 310.0)]).accepted == 1
+            stamps = store.frame("SELECT sensor_id, ingested_at FROM readings ORDER BY ingested_at, sensor_id")
+            assert stamps["ingested_at"].to_list()[0] == NOW
+            assert stamps["ingested_at"].n_unique() == 3  # one per batch, each later than the last
+            since = store.readings.since(seen)
+            assert sorted(since.column("sensor_id").to_pylist()) == ["P1", "P2", "T1"]
+
+
+def test_postgresql_stamps_follow_commit_order_across_writers(pg_schema):
+    """A writer that commits second stamps later, even when its clock says earlier: the stamp
+    row stays locked until the first writer's transaction ends."""
+    import threading
+
+    from cityvitals.store.pg import PostgresStore
+    from cityvitals.store.pg.readings import PgReadingRepo
+
+    a, b = PostgresStore(pg_schema, migrate_schema=True), PostgresStore(pg_schema)
+    try:
+        got: dict[str, datetime] = {}
+        entered = threading.Event()
+
+        def second() -> None:
+            with b.transaction() as con:
+                entered.set()
+                got["b"] = PgReadingRepo._stamp(con, NOW.replace(hour=0))  # an earlier clock
+
+        with a.transaction() as con:
+            got["a"] = PgReadingRepo._stamp(con, NOW)
+            th = threading.Thread(target=second)
+            th.start()
+            assert entered.wait(10)
+            th.join(0.5)
+            assert th.is_alive() and "b" not in got  # waits for the first writer to end
+        th.join(10)
+        assert got["a"] == NOW and got["b"] > got["a"]
+    finally:
+        a.close()
+        b.close()

@@ -104,11 +104,13 @@ class ChangeWatcher:
         self.store = store
         self.hub = hub
         self._lock = threading.Lock()
-        # row ids and unit codes without the sensor id join (DuckDB: the ``readings_by_key`` view)
+        # unit codes without the sensor id join (DuckDB: the ``readings_by_key`` view), and the
+        # column new readings are told by: DuckDB's row id, PostgreSQL's ingested_at
         self._table = getattr(store.readings, "by_key", "readings")
+        self._cursor = getattr(store.readings, "cursor_column", "rowid")
         with store.lock:
             con = store.con
-            self._row = con.execute(f"SELECT coalesce(max(rowid), -1) FROM {self._table}").fetchall()[0][0]
+            self._row = con.execute(f"SELECT max({self._cursor}) FROM {self._table}").fetchall()[0][0]
             self._qcounts = store.quarantine.counts()
             self._alert_row = con.execute("SELECT coalesce(max(rowid), -1) FROM alert_events").fetchall()[0][0] if hasattr(store, "alerts") else -1
             self._health = con.execute("SELECT max(as_of) FROM sign_health").fetchall()[0][0] if hasattr(store, "signs") else None
@@ -121,11 +123,12 @@ class ChangeWatcher:
                     + self._incident_changes() + self._case_events())
 
     def _readings(self) -> list[int]:
+        after = "true" if self._row is None else f"{self._cursor} > ?"
         with self.store.lock:
             rows = self.store.con.execute(
-                f"SELECT unit_code, count(*), max(rowid), max(ts) FROM {self._table} "
-                "WHERE rowid > ? GROUP BY unit_code ORDER BY count(*) DESC",
-                [self._row],
+                f"SELECT unit_code, count(*), max({self._cursor}), max(ts) FROM {self._table} "
+                f"WHERE {after} GROUP BY unit_code ORDER BY count(*) DESC",
+                [] if self._row is None else [self._row],
             ).fetchall()
         if not rows:
             return []

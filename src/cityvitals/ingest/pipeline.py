@@ -513,7 +513,7 @@ class Ingestor:
                 try:
                     con.execute("INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_key, ingested_at) "
                                 "SELECT sensor_key, ts, value, quality, kind, unit_key, $now FROM _accepted",
-                                {"now": batch.now})
+                                {"now": self.store.readings.stamp(batch.now)})
                 finally:
                     con.unregister("_accepted")
             conflict = np.flatnonzero(outcome == 2)
@@ -591,10 +591,10 @@ class Ingestor:
             # a valid record's sensor is registered, so it has a key (ensure_keys; sensor_key is NOT NULL)
             con.execute(
                 """INSERT INTO reading_rows (sensor_key, ts, value, quality, kind, unit_key, ingested_at)
-                   SELECT v.sensor_key, v.ts, v.value, v.quality, v.kind, v.unit_key, $now
+                   SELECT v.sensor_key, v.ts, v.value, v.quality, v.kind, v.unit_key, $stamp
                    FROM _val v ANTI JOIN _ded d USING (seq) WHERE v.reason IS NULL
                    ORDER BY v.ts""",
-                {"now": batch.now},
+                {"stamp": self.store.readings.stamp(batch.now)},
             )
             if batch.replay:
                 con.execute(BAD_SQL.format(raw_sql=batch.raw_sql))

@@ -23,7 +23,7 @@ writer).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 import pyarrow as pa
@@ -55,6 +55,9 @@ and the same without the sensor id join (for counts and groups by unit)."""
 
 
 class ReadingRepo:
+    cursor_column = "rowid"
+    """What tells new readings from old for a reader that polls (the API's change feed): the
+    physical row id, which grows as rows are appended."""
     DDL = (
         """CREATE TABLE IF NOT EXISTS reading_rows (
             sensor_key INTEGER NOT NULL,  -- sensor_keys.key
@@ -113,6 +116,22 @@ class ReadingRepo:
         (counts, groups by unit, row ids): ``readings_by_key``, or ``readings`` in an old
         store opened read-only and on PostgreSQL (whose repository inherits this one)."""
         return "readings_by_key" if self._keyed else "readings"
+
+    def stamp(self, now: datetime) -> datetime:
+        """The ``ingested_at`` of a batch being written (under the store's lock): ``now``, or
+        just after the last stamp if that is not earlier. Readers that poll "ingested after
+        the last instant I saw" (the watch, the signs stage) then never meet a batch stored
+        with the same or an earlier stamp after they looked: a frozen or stepped-back clock,
+        or two batches in one microsecond, would otherwise hide one."""
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        last = getattr(self, "_last_stamp", None)
+        if last is None:
+            last = self.store.con.execute(f"SELECT max(ingested_at) FROM {self._physical}").fetchall()[0][0]
+        if last is not None and now <= last:
+            now = last + timedelta(microseconds=1)
+        self._last_stamp = now
+        return now
 
     def bulk_load(self, table: pa.Table | pl.DataFrame) -> int:
         """Append rows with the ``readings`` columns as they are, no validation or dedupe:

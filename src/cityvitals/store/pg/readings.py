@@ -19,7 +19,7 @@ summaries. Both run only when asked (``cityvitals db retention`` / ``db rollup``
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import polars as pl
@@ -33,6 +33,15 @@ _PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
 _SINCE_READ = pa.schema([("sensor_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
                          ("ingested_at", pa.timestamp("us", tz="UTC"))])
 STAGE_COLUMNS = ("seq", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "first")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _epoch_us(t: datetime) -> int:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return (t - _EPOCH) // timedelta(microseconds=1)
 
 
 def month_start(t: datetime) -> datetime:
@@ -55,6 +64,9 @@ def partition_name(start: datetime) -> str:
 
 class PgReadingRepo(ReadingRepo):
     DDL = ()
+    cursor_column = "ingested_at"
+    """What tells new readings from old for a reader that polls (the API's change feed): the
+    instant a batch was stored, b-tree indexed (migration 0008), as the watch reads."""
 
     def __init__(self, store):
         self.store = store
@@ -168,7 +180,7 @@ class PgReadingRepo(ReadingRepo):
         ).to_arrow_table()
         refused = batch.refused_count()
         with self.store.transaction() as con:
-            outcomes = self._store_valid(con, ok, batch.now)
+            outcomes = self._store_valid(con, ok, self._stamp(con, batch.now) if ok.num_rows else batch.now)
             report.accepted = ok.num_rows - outcomes.num_rows
             report.duplicates = sum(1 for o in outcomes.column("outcome").to_pylist() if o == "duplicate")
             if not refused and not outcomes.num_rows and not batch.replay:  # the live case: all stored
@@ -189,6 +201,20 @@ class PgReadingRepo(ReadingRepo):
                 rows = pa.concat_tables([rows, batch.reject_rows()])
             self._quarantine(con, rows, batch.now, once=batch.once)
             report.add_quarantined(_count(rows))
+
+    def stamp(self, now: datetime) -> datetime:
+        raise TypeError("a PostgreSQL batch takes its stamp inside write_batch's transaction (_stamp)")
+
+    @staticmethod
+    def _stamp(con, now: datetime) -> datetime:
+        """The batch's ``ingested_at``: ``now``, or just after the last stamp if that is not
+        earlier. The row it is taken from stays locked until this transaction ends, so a
+        concurrent writer waits and stamps later: stamps follow commit order, and a reader
+        polling "ingested after the last instant I saw" (the watch, the signs stage, the
+        change feed) never finds a batch committed behind its back with an earlier stamp."""
+        us = con.raw("UPDATE store_meta SET value = greatest(value + 1, %s) WHERE key = 'ingest_stamp_us' "
+                     "RETURNING value", [_epoch_us(now)]).fetchall()[0][0]
+        return _EPOCH + timedelta(microseconds=int(us))
 
     def _store_valid(self, con, ok: pa.Table, now: datetime) -> pa.Table:
         """Insert the batch's valid records; returns (seq, outcome, other_v) of those not stored."""
