@@ -11,8 +11,10 @@ at the next poll. Each stage runs in its own thread on its own store connection
 (PostgreSQL; the DuckDB store is shared behind its lock), so a slow signs run never
 delays an alert; the watch's checkpoints are written from a third thread and connection,
 so writing one never delays a run either. What the watch's first run would pay (its
-checkpoint, every sensor's neighbours) is paid by ``start()`` before the server subscribes. Both stages read what is *stored* (the watermark on ``ingested_at``), so
-readings that arrive by HTTP or ``cityvitals ingest`` are watched too.
+checkpoint, every sensor's neighbours) is paid by ``start()`` before the server subscribes.
+Both stages read what is *stored* (the watermark on ``ingested_at``; every batch is stamped
+after the last, in commit order, see ``readings.write_batch``), so readings that arrive by
+HTTP or ``cityvitals ingest`` are watched too.
 
 A stage that fails is reported (``errors``) and retried after ``retry_seconds``; it never
 takes the ingest down with it.

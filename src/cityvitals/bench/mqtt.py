@@ -468,7 +468,7 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
 
 
 def run(*, rate: int = 20_000, seconds: float = 10.0, sensors: int = 20_000, per_message: int = 20,
-        saturation_readings: int = 200_000, spikes: int = 200, pg: str = DEFAULT_PG,
+        saturation_readings: int = 600_000, spikes: int = 200, pg: str = DEFAULT_PG,
         broker: str | None = None, seed: int = 7, limit_s: float = 180.0) -> dict:
     """The whole bench. ``broker`` None: a private Mosquitto on a free loopback port (queues
     without limit, see ``_PrivateBroker``), else that URL (loopback only)."""
@@ -558,7 +558,8 @@ def bench_mqtt(
                                          "(rounds of sensors/rate seconds).")] = 20_000,
     per_message: Annotated[int, typer.Option("--per-message", min=1, max=500, help="Sensors per gateway: readings "
                                              "per MQTT message.")] = 20,
-    saturation: Annotated[int, typer.Option(min=1000, help="Readings published unpaced for the sustained rate.")] = 200_000,
+    saturation: Annotated[int, typer.Option(min=1000, help="Readings published unpaced for the sustained rate "
+                                            "(and the ceilings).")] = 600_000,
     spikes: Annotated[int, typer.Option(min=0, help="Planted spikes whose alert latency is measured.")] = 200,
     pg: Annotated[str, typer.Option("--pg", help="PostgreSQL server for scratch schemas (dropped afterwards).")] = DEFAULT_PG,
     broker: Annotated[Optional[str], typer.Option("--broker", help="MQTT broker on this machine (default: a private "
