@@ -494,22 +494,29 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
     if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
         raise typer.BadParameter("the bench talks to a broker on this machine only (loopback)")
     run_id = uuid.uuid4().hex[:8]
-    now = datetime.now(timezone.utc).replace(microsecond=0)
     # Data time never falls behind the clock (live sensors; the watch calls a sensor whose
-    # data stops "stale"): the saturation rounds are spread over the next two minutes of
-    # data time, and the fixed-load rounds (made once the saturation is stored) follow
-    # them, one round per sensors/rate seconds: ahead of the clock by at most two minutes,
-    # within the ingest's five minutes of future tolerance.
+    # data stops "stale"): the saturation rounds are spread over the two minutes of data
+    # time that start ten seconds after they are made (just before the saturation part: the
+    # ceilings before it take a while with many readings, and data made at the bench's
+    # start would lie behind the clock by then), and the fixed-load rounds (made once the
+    # saturation is stored) follow them, one round per sensors/rate seconds: ahead of the
+    # clock by at most two minutes and a few seconds, within the ingest's five minutes of
+    # future tolerance. The ceilings take the same messages (sizes, topics, values) stamped
+    # at the bench's start: their times do not matter to them.
     period = sensors / rate
     sat_rounds = max(1, saturation_readings // sensors)
     sat_period = max(period, 120.0 / sat_rounds)
-    sat_msgs, _ = workload(f"cvbench/{run_id}/live/sat", readings=saturation_readings, sensors=sensors,
-                           per_message=per_message, seed=seed, spikes=0, period=sat_period, base=now)
-    sat_end = now + timedelta(seconds=(sat_rounds - 1) * sat_period)
+
+    def saturation_messages(base: datetime) -> list:
+        return workload(f"cvbench/{run_id}/live/sat", readings=saturation_readings, sensors=sensors,
+                        per_message=per_message, seed=seed, spikes=0, period=sat_period, base=base)[0]
+
+    ceiling_msgs = saturation_messages(datetime.now(timezone.utc).replace(microsecond=0))
     out: dict = {"machine": machine(), "load_average": os.getloadavg(), "broker": broker_kind,
                  "sensors": sensors, "per_message": per_message, "kind": KIND}
-    out["broker_ceiling"] = broker_ceiling(host, port, f"cvbench/{run_id}/raw", sat_msgs, per_message, limit_s)
-    out["copy_ceiling"] = copy_ceiling(pg, sat_msgs, sensors)
+    out["broker_ceiling"] = broker_ceiling(host, port, f"cvbench/{run_id}/raw", ceiling_msgs, per_message, limit_s)
+    out["copy_ceiling"] = copy_ceiling(pg, ceiling_msgs, sensors)
+    del ceiling_msgs
     thresholds = {KIND: Threshold((300.0, 500.0, 700.0), "higher", 0)}
     with _schema(pg) as url:
         s = PostgresStore(url, migrate_schema=True)
@@ -517,6 +524,9 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
         s.close()
         stages = _Stages(url, thresholds).start()
         try:
+            now = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=10)
+            sat_msgs = saturation_messages(now)
+            sat_end = now + timedelta(seconds=(sat_rounds - 1) * sat_period)
             out["saturation"] = _pipeline(url, broker, f"cvbench/{run_id}/live/sat", sat_msgs, {}, 0, per_message,
                                           stages, limit_s, "sat", broker_pids)
             # the stages catch up first (the watch's first run configures every series)

@@ -383,8 +383,11 @@ class MqttSource:
                 transport.pause_reading()
                 if not self._paused:
                     self.stats_.pauses += 1
-                    log.warning("mqtt: %d messages held, more than the receive maximum of %d: not reading until "
-                                "the store catches up", self.held(), self.config.max_pending)
+                    # once in the log; the count is in the metrics (Mosquitto 2.0.11 does this often)
+                    (log.warning if self.stats_.pauses == 1 else log.debug)(
+                        "mqtt: %d messages held, more than the receive maximum of %d: not reading until the store "
+                        "catches up (reported once; cityvitals_mqtt_read_pauses_total counts them)",
+                        self.held(), self.config.max_pending)
         elif self._paused:
             transport.resume_reading()
         self._paused = on
