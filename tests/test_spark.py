@@ -49,11 +49,21 @@ SNAPSHOT = {
     "sign_health_explain": "SELECT unit_code, as_of, scope, indicator, category, level, value, weight, points "
                            "FROM sign_health_explain ORDER BY unit_code, as_of, scope, indicator",
     "sign_watermark": "SELECT value FROM sign_state WHERE key = 'watermark_us'",
-    "alerts": "SELECT source, type, level, state, message, first_at, last_at, occurrences, clear_since, escalation, "
+    "alerts": "SELECT id, source, type, level, state, message, first_at, last_at, occurrences, clear_since, escalation, "
               "escalated_at, flapping, reopened, resolved_at FROM alerts ORDER BY source, type, first_at",
     "alert_events": "SELECT a.source, a.type, e.ts, e.event, e.level, e.note FROM alert_events e "
                     "JOIN alerts a ON a.id = e.alert_id ORDER BY a.source, a.type, e.ts, e.event, e.level",
-    "watch_state": "SELECT name, md5(blob) AS blob FROM watch_state ORDER BY name",
+    "incidents": "SELECT id, type, state, title, severity, level, confidence, top_cause, start_at, end_at, opened_at, "
+                 "updated_at, closed_at, merged_into, units, population, n_alerts, n_reports FROM incidents ORDER BY id",
+    "incident_members": "SELECT incident_id, ref, origin, source, type FROM incident_members "
+                        "ORDER BY incident_id, ref, origin",
+    "incident_causes": "SELECT incident_id, rank, cause, kind, name, score, evidence FROM incident_causes "
+                       "ORDER BY incident_id, rank",
+    "incident_history": "SELECT incident_id, ts, event, note FROM incident_history ORDER BY incident_id, ts, event, note",
+    "cases": "SELECT id, ref, channel, description, unit_code, state, category, priority, source, reported_at, "
+             "updated_at, filed_at, department, crew, dispatched_at, due_at, escalation FROM cases ORDER BY id",
+    "case_events": "SELECT case_id, seq, ts, action, actor, from_state, to_state, data FROM case_events "
+                   "ORDER BY case_id, seq",
 }
 
 
@@ -145,6 +155,7 @@ def test_parity_with_the_local_runner(reference, uninterrupted):
     assert reference["quarantine"].height > 50  # the simulator's bad records
     assert reference["sign_values"]["level"].max() > 0 and reference["sign_health"].height > 0
     assert reference["alerts"].height > 0  # the burst raises alerts
+    print({k: v.height for k, v in reference.items()})
     assert_same(reference, got)
 
 

@@ -4,6 +4,10 @@ A source directory is read with Spark's ``binaryFile`` source: one row per file,
 micro-batch hands whole files to ``ingest_stream`` exactly as the local engine reads
 them from disk (the same records, the same quarantine locations). Kafka messages are one
 JSON reading each; their topic is partitioned by spatial shard (docs/scaling.md).
+
+The stream job is two chained streaming queries: *ingest* (validation on the executors,
+store, signs, the handoff file) and *watch* (the detectors in a stateful operator keyed by
+sensor kind, the alerts, diagnose and dispose). See ``cityvitals.spark.handoff``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from urllib.parse import parse_qs, urlparse
 
 from cityvitals.errors import InputError
 from cityvitals.runtime.files import format_of, suffixes
+from cityvitals.spark.handoff import HANDOFF_DDL, Handoff
 from cityvitals.spark.sink import BatchReport, Fault, StoreSink
+from cityvitals.spark.watch import OUT_DDL, KindWatch, WatchReport, WatchSink
 
 
 def java_available() -> bool:
@@ -28,9 +34,11 @@ def java_available() -> bool:
 
 
 def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | None = None, kafka: bool = False):
-    """A SparkSession for the job; small shuffles (nothing is shuffled: validation maps, the
-    store's stages run in the driver), no UI. Executors run this interpreter, so they import
-    the same cityvitals as the driver."""
+    """A SparkSession for the job; small shuffles (only the watch query shuffles, its handoff
+    rows by sensor kind), no UI. Executors run this interpreter, so they import the same
+    cityvitals as the driver. The state store is RocksDB with changelog checkpointing: the
+    watch query's operator (``transformWithStateInPandas``) needs RocksDB, and a changelog
+    writes only the keys a batch changed."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # the optional extra
@@ -44,6 +52,10 @@ def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | N
                .config("spark.ui.enabled", "false")
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.streaming.stateStore.providerClass",
+                       "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+               .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
                .config("spark.sql.streaming.stopGracefullyOnShutdown", "true"))
     if kafka:
         import pyspark
@@ -117,40 +129,115 @@ BINARY_FILE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length BIGINT, co
 class StreamResult:
     query: str
     batches: list[BatchReport] = field(default_factory=list)
+    watch: list[WatchReport] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict:
         done = [b for b in self.batches if not b.skipped]
+        watched = [w for w in self.watch if not w.skipped]
+        last = watched[-1] if watched else None
         return {"query": self.query, "batches": len(self.batches), "skipped": len(self.batches) - len(done),
                 "files": sum(b.files for b in done), "records": sum(b.records for b in done),
                 "accepted": sum(b.accepted for b in done), "quarantined": sum(b.quarantined for b in done),
+                "watch_batches": len(self.watch), "watch_skipped": len(self.watch) - len(watched),
+                "watched": sum(w.points for w in watched),
+                "watch_series": last.series if last else 0, "watch_state_bytes": last.state_bytes if last else 0,
                 "seconds": round(self.seconds, 3), "driver_cpu_seconds": round(self.cpu_seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one job keeps its books under ``--checkpoint``: each query's Spark checkpoint and
+    the handoff directory between them (published files, and their staging directory)."""
+
+    root: Path
+
+    @property
+    def ingest(self) -> str:
+        return str(self.root / "ingest")
+
+    @property
+    def watch(self) -> str:
+        return str(self.root / "watch")
+
+    @property
+    def handoff(self) -> str:
+        return str(self.root / "handoff")
+
+    def check(self) -> None:
+        if (self.root / "offsets").is_dir() or (self.root / "commits").is_dir():
+            raise InputError(f"{self.root}: a checkpoint of the one-query Spark job (before the watch moved into Spark "
+                             "state); start from a new --checkpoint directory (the store skips what it committed)")
 
 
 def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str | None = None, files_per_batch: int = 1,
                query: str = "cityvitals", available_now: bool = True, trigger_seconds: float = 2.0,
                home: str | None = None, fault: Fault | None = None,
-               on_batch: Callable[[BatchReport], None] | None = None) -> StreamResult:
-    """Run the Structured Streaming query until the source is drained (``available_now``)
-    or until interrupted; a failure inside a micro-batch is raised here."""
-    df, kind = _stream(spark, source, fmt, files_per_batch)
-    sink = StoreSink(store_url, kind, query=query, home=home, fault=fault, on_batch=on_batch)
+               on_batch: Callable[[BatchReport], None] | None = None,
+               on_watch: Callable[[WatchReport], None] | None = None,
+               stages: tuple[str, ...] = ("ingest", "watch")) -> StreamResult:
+    """Run both streaming queries until the source is drained (``available_now``: the ingest
+    query to the end, then the watch query over every handoff) or until interrupted (both run
+    at once, the watch a micro-batch or so behind); a failure inside a micro-batch is raised
+    here. ``stages`` runs only one of the two (tests restart them apart)."""
+    layout = Layout(Path(checkpoint))
+    layout.check()
     result = StreamResult(query)
     started, cpu0 = time.perf_counter(), time.process_time()
-    writer = df.writeStream.queryName(query).option("checkpointLocation", checkpoint).foreachBatch(sink)
-    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=f"{trigger_seconds} seconds")
-    q = writer.start()
+    ingest_sink = watch_sink = None
     try:
-        q.awaitTermination()
-    except KeyboardInterrupt:
-        q.stop()
+        queries = []
+        if "ingest" in stages:
+            df, kind = _stream(spark, source, fmt, files_per_batch)
+            ingest_sink = StoreSink(store_url, kind, handoff=layout.handoff, query=query, home=home, fault=fault,
+                                    on_batch=on_batch)
+            writer = (df.writeStream.queryName(query).option("checkpointLocation", layout.ingest)
+                      .foreachBatch(ingest_sink))
+            queries.append(writer)
+        if "watch" in stages:
+            Handoff(layout.handoff)  # the directory must exist before the file source reads it
+            watch_sink = WatchSink(store_url, query=query, home=home, fault=fault, on_batch=on_watch)
+            writer = (watch_stream(spark, layout.handoff).writeStream.queryName(f"{query}-watch")
+                      .option("checkpointLocation", layout.watch).foreachBatch(watch_sink))
+            queries.append(writer)
+        if available_now:
+            for writer in queries:  # one after the other: the watch query sees every handoff the ingest made
+                q = writer.trigger(availableNow=True).start()
+                try:
+                    q.awaitTermination()
+                except KeyboardInterrupt:
+                    q.stop()
+                    break
+        else:
+            running = [w.trigger(processingTime=f"{trigger_seconds} seconds").start() for w in queries]
+            try:
+                spark.streams.awaitAnyTermination()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                for q in running:
+                    q.stop()
+            for q in running:
+                if q.exception() is not None:
+                    q.awaitTermination()  # raises the query's failure
     finally:
-        result.batches = list(sink.reports)
+        result.batches = list(ingest_sink.reports) if ingest_sink else []
+        result.watch = list(watch_sink.reports) if watch_sink else []
         result.seconds = time.perf_counter() - started
         result.cpu_seconds = time.process_time() - cpu0
-        sink.close()
+        for sink in (ingest_sink, watch_sink):
+            if sink is not None:
+                sink.close()
     return result
+
+
+def watch_stream(spark, handoff: str):
+    """The watch query's plan: the handoff files, one per micro-batch, through ``KindWatch``
+    grouped by sensor kind; the output goes to ``WatchSink``."""
+    df = (spark.readStream.schema(HANDOFF_DDL).option("maxFilesPerTrigger", "1")
+          .option("maxFileAge", "36500d").option("pathGlobFilter", "batch-*.parquet").parquet(handoff))
+    return df.groupBy("kind").transformWithStateInPandas(KindWatch(), OUT_DDL, "Append", "None")
 
 
 def batch_job(spark, folder: str, store_url: str, start: datetime, end: datetime, *, home: str | None = None,

@@ -1,0 +1,247 @@
+"""What the ingest query hands the watch query for each micro-batch: one Parquet file per batch.
+
+Why a file between two queries: the detectors' state must live in a Spark stateful operator
+keyed by sensor kind (``cityvitals.spark.watch``), and that operator needs inputs a single
+streaming plan cannot give it before it runs: exactly the readings the store accepted (the
+store's dedupe and conflict rules decided that, inside the ingest query's transaction), the
+micro-batch's window table (each window's last reading time over *all* kinds, at which a
+silent kind goes stale), the event clock read after signs, and a call for every kind in every
+batch (Spark calls a group only when it has rows). The ingest query knows all of these once it
+has stored the batch, so it writes them as rows, and the watch query streams the files, one
+per micro-batch (``maxFilesPerTrigger=1``, so its batches are the ingest query's batches).
+
+Rows of a file (``HANDOFF_ARROW``), each under a ``kind`` (the grouping key):
+
+- ``READING``: a reading the store accepted (``store.readings.since`` the last handoff, the
+  very read the local runner's watch makes, in its order: ``seq``), under its sensor's kind
+- ``WINDOW``: the batch's window table (``watch_windows``), repeated under every kind of the
+  registry and under ``META``: every kind is called and judges staleness at these instants
+- ``CONFIG``: a kind's slice of ``WatchConfig`` (its sensors, levels, rest levels), sent
+  when the registry version moved (and in the first batch a sink writes); the operator keeps
+  it in Spark state and configures new series from it
+- ``BATCH``: one row under ``META``: the batch id, the event clock, whether the later stages
+  run for this batch (the local runner runs them when ingest accepted or quarantined anything)
+
+Exactly once: the file is written under a staging name and made durable *before* the ingest
+transaction commits, and is moved into the directory the watch query reads (a rename, so a
+reader sees all of it or nothing) only *after* the commit. A crash before the commit leaves a
+staged file that the replayed batch overwrites; a crash after it leaves a staged file that the
+replay (skipped by ``stream_batches``) publishes. So the watch query only ever reads batches
+whose readings are committed, each once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import os
+from dataclasses import fields
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cityvitals.errors import InputError
+from cityvitals.watch.runner import Threshold, WatchConfig, watch_readings, watch_windows
+
+META = "*"
+"""The group key of the batch row and the window table the watch sink needs (not a sensor kind)."""
+
+BATCH, WINDOW, CONFIG, READING = 0, 1, 2, 3
+
+_WATCH_DEFAULTS = inspect.signature(watch_readings).parameters
+WINDOW_SECONDS = int(_WATCH_DEFAULTS["window_seconds"].default)
+STEP_SECONDS = int(_WATCH_DEFAULTS["step_seconds"].default)
+"""The local runner's watch (``Downstream.watch`` → ``watch_readings``) runs with its defaults;
+the Spark path takes the same values from there, so the two cannot drift apart."""
+
+HANDOFF_ARROW = pa.schema([
+    ("batch", pa.int64()), ("kind", pa.string()), ("row_type", pa.int8()), ("seq", pa.int64()),
+    ("sensor_id", pa.string()), ("t", pa.int64()), ("value", pa.float64()),
+    ("window", pa.int64()), ("t_end", pa.int64()), ("stale_at", pa.int64()), ("quiet", pa.bool_()),
+    ("points", pa.int64()), ("clock_us", pa.int64()), ("downstream", pa.bool_()), ("blob", pa.binary()),
+])
+"""Every column is filled on every row (zeros, empty strings) so pandas on the executors gets
+plain int64 / bool columns: a null would turn an int64 column into floats."""
+
+HANDOFF_DDL = ", ".join(f"{f.name} {_t}" for f, _t in zip(HANDOFF_ARROW, (
+    "BIGINT", "STRING", "TINYINT", "BIGINT", "STRING", "BIGINT", "DOUBLE", "BIGINT", "BIGINT", "BIGINT", "BOOLEAN",
+    "BIGINT", "BIGINT", "BOOLEAN", "BINARY")))
+
+_DEFAULTS = {pa.int64(): 0, pa.int8(): 0, pa.string(): "", pa.float64(): 0.0, pa.bool_(): False, pa.binary(): b""}
+
+
+def _rows(cols: dict, n: int) -> pa.Table:
+    out = []
+    for f in HANDOFF_ARROW:
+        v = cols.get(f.name)
+        if v is None:
+            out.append(pa.array(np.full(n, _DEFAULTS[f.type]) if f.type != pa.binary() and f.type != pa.string()
+                                else [_DEFAULTS[f.type]] * n, f.type))
+        elif isinstance(v, (pa.Array, pa.ChunkedArray)):
+            out.append(v.cast(f.type))
+        elif isinstance(v, pl.Series):
+            out.append(v.to_arrow().cast(f.type))
+        elif isinstance(v, (list, np.ndarray)):
+            out.append(pa.array(v, f.type))
+        else:
+            out.append(pa.array([v] * n, f.type))
+    return pa.Table.from_arrays(out, schema=HANDOFF_ARROW)
+
+
+def batch_table(batch_id: int, clock: datetime | None, downstream: bool, readings: pl.DataFrame,
+                kinds: list[str], configs: dict[str, bytes]) -> pa.Table:
+    """One micro-batch's handoff rows.
+
+    ``readings``: sensor_id, t, value, kind in the order the watch takes them (the store's
+    ``since`` order); ``kinds``: every kind of the registry (each gets the window table);
+    ``configs``: kind -> its configuration slice, for the kinds whose configuration is sent.
+    """
+    if META in kinds or META in configs:
+        raise InputError(f"sensor kind {META!r} is reserved by the Spark engine's watch handoff")
+    clock_us = _us(clock) if clock is not None else 0
+    parts = [_rows({"batch": batch_id, "kind": META, "row_type": BATCH, "clock_us": clock_us,
+                    "downstream": downstream}, 1)]
+    if readings.height:
+        windows = watch_windows(readings["t"].to_numpy(), int(clock.timestamp()), WINDOW_SECONDS)
+        groups = sorted(set(kinds) | set(readings["kind"].unique().to_list()))
+        n = windows.height
+        for kind in [META, *groups]:
+            parts.append(_rows({"batch": batch_id, "kind": kind, "row_type": WINDOW, "seq": np.arange(n),
+                                **{c: windows[c] for c in ("window", "t_end", "stale_at", "quiet", "points")},
+                                "clock_us": clock_us}, n))
+        parts.append(_rows({"batch": batch_id, "kind": readings["kind"], "row_type": READING,
+                            "seq": np.arange(readings.height), "sensor_id": readings["sensor_id"],
+                            "t": readings["t"], "value": readings["value"]}, readings.height))
+    for kind in sorted(configs):
+        parts.append(_rows({"batch": batch_id, "kind": kind, "row_type": CONFIG, "blob": configs[kind]}, 1))
+    return pa.concat_tables(parts)
+
+
+def _us(t: datetime) -> int:
+    return (t - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+
+
+def from_us(us: int) -> datetime:
+    """The event clock as the ingest query read it, to the microsecond (no float on the way)."""
+    return datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=int(us))
+
+
+# -- the watch configuration, one slice per kind ------------------------------------------------
+
+_CONFIG_FIELDS = ("sensors", "thresholds", "asset_levels", "rest_levels", "neighbours", "use_assets", "user_kinds",
+                  "drift_refs")
+
+
+def config_slices(config: WatchConfig, kinds: list[str]) -> dict[str, bytes]:
+    """``config`` cut by sensor kind, each slice as bytes.
+
+    Why a kind's slice is all its series need: every check that compares series (neighbours,
+    drift references) compares sensors of one kind, levels are per kind or per sensor, so
+    ``_configure`` gives a kind's series the same settings from the slice as from the whole.
+    """
+    known = tuple(f.name for f in fields(WatchConfig))
+    if known != _CONFIG_FIELDS:  # a new field must be cut and shipped too, not dropped on the way
+        raise RuntimeError(f"WatchConfig has fields {known}; spark.handoff ships {_CONFIG_FIELDS}: update config_slices")
+    out = {}
+    for kind in kinds:
+        sensors = config.sensors.filter(pl.col("kind") == kind)
+        ids = set(sensors["id"].to_list())
+        sink = io.BytesIO()
+        table = sensors.to_arrow()
+        meta = {
+            "thresholds": {k: _th(v) for k, v in config.thresholds.items() if k == kind},
+            "asset_levels": {s: _th(v) for s, v in config.asset_levels.items() if s in ids},
+            "rest_levels": {s: _th(v) for s, v in config.rest_levels.items() if s in ids},
+            "neighbours": None if config.neighbours is None else
+            {s: list(v) for s, v in config.neighbours.items() if s in ids},
+            "use_assets": bool(config.use_assets),
+            "user_kinds": sorted(config.user_kinds),
+            "drift_refs": sorted(config.drift_refs) if isinstance(config.drift_refs, frozenset) else config.drift_refs,
+        }
+        table = table.replace_schema_metadata({b"cityvitals.watch_config": json.dumps(meta, sort_keys=True).encode()})
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        out[kind] = sink.getvalue()
+    return out
+
+
+def config_from_bytes(blob: bytes) -> WatchConfig:
+    table = pa.ipc.open_stream(blob).read_all()
+    meta = json.loads(table.schema.metadata[b"cityvitals.watch_config"])
+    drift = meta["drift_refs"]
+    return WatchConfig(
+        sensors=pl.from_arrow(table.replace_schema_metadata(None)),
+        thresholds={k: Threshold(**v) for k, v in meta["thresholds"].items()},
+        asset_levels={k: Threshold(**v) for k, v in meta["asset_levels"].items()},
+        rest_levels={k: Threshold(**v) for k, v in meta["rest_levels"].items()},
+        neighbours=meta["neighbours"],
+        use_assets=meta["use_assets"],
+        user_kinds=frozenset(meta["user_kinds"]),
+        drift_refs=frozenset(drift) if isinstance(drift, list) else drift,
+    )
+
+
+def _th(th: Threshold) -> dict:
+    return {"levels": [None if v is None else float(v) for v in th.levels], "direction": th.direction,
+            "min_duration": int(th.min_duration)}
+
+
+# -- the directory ----------------------------------------------------------------------------------
+
+class Handoff:
+    """The handoff directory (``path``, what the watch query reads) and its staging directory.
+
+    Files are named by batch id, so a replayed batch stages the same name again; they are
+    published with strictly increasing modification times (Spark's file source takes the
+    oldest first, to the millisecond), so the watch query takes them in batch order.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.staging = self.path.parent / (self.path.name + "-staging")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self._last_ms = max((p.stat().st_mtime_ns // 1_000_000 for p in self.path.glob("batch-*.parquet")), default=0)
+
+    @staticmethod
+    def name(batch_id: int) -> str:
+        return f"batch-{int(batch_id):012d}.parquet"
+
+    def stage(self, batch_id: int, table: pa.Table) -> Path:
+        """Write the batch's file under its staging name, durably (before the store commits)."""
+        final = self.staging / self.name(batch_id)
+        tmp = self.staging / ("." + final.name + ".tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync(self.staging)
+        return final
+
+    def publish(self, batch_id: int) -> bool:
+        """Move a staged file into the read directory (after the store committed its batch);
+        False when there is none (published already)."""
+        staged = self.staging / self.name(batch_id)
+        if not staged.exists():
+            return False
+        ms = max(staged.stat().st_mtime_ns // 1_000_000, self._last_ms + 1)
+        os.utime(staged, ns=(ms * 1_000_000, ms * 1_000_000))
+        os.replace(staged, self.path / staged.name)
+        _fsync(self.path)
+        self._last_ms = ms
+        return True
+
+    def staged(self, batch_id: int) -> bool:
+        return (self.staging / self.name(batch_id)).exists()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

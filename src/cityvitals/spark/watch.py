@@ -1,0 +1,330 @@
+"""The watch stage on Spark: detectors in a stateful operator keyed by sensor kind, alerts in the sink.
+
+The watch query streams the ingest query's handoff files (``cityvitals.spark.handoff``), one
+per micro-batch, groups them by kind and runs ``KindWatch`` with
+``transformWithStateInPandas``: per kind, Spark's state store holds the detectors' state
+(``advance_series``'s bytes), the kind's slice of the watch configuration and when each
+series was first seen, and checkpoints them with the query. The operator emits verdicts; the
+driver's ``WatchSink`` applies them to the alerts (``apply_verdicts``) and runs diagnose and
+dispose (``Downstream.after_watch``), in one PostgreSQL transaction with its row in
+``stream_batches``.
+
+Why keyed by kind: the neighbour and drift checks compare a sensor with sensors of its own
+kind only, so a kind's group holds every series a check can need (keyed by sensor the
+neighbour check could not run; keyed by spatial shard it would be cut at the shard's edge).
+
+Why ``transformWithStateInPandas`` (Spark ≥ 4.0) and not ``applyInPandasWithState``: a kind
+has three pieces of state that change at very different rates (the detectors every batch, the
+configuration when the registry moves, the first-seen map when new series appear); the newer
+API keeps them as separate state variables, so a batch rewrites only what changed, and Spark's
+state data source reads each by name from a checkpoint (the tests read the detectors' bytes
+straight from it). It runs on the RocksDB state store provider, which is also the production
+choice (changelog checkpointing writes only the keys a batch changed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from cityvitals.spark.handoff import (
+    BATCH, CONFIG, META, READING, STEP_SECONDS, WINDOW, WINDOW_SECONDS, config_from_bytes, from_us,
+)
+from cityvitals.watch.health import FLAGS
+from cityvitals.watch.runner import VERDICT_SCHEMA, WINDOW_SCHEMA, advance_series
+
+log = logging.getLogger("cityvitals.spark")
+
+VERDICT, KIND = 4, 5
+
+OUT_ARROW = pa.schema([
+    ("batch", pa.int64()), ("kind", pa.string()), ("row_type", pa.int8()), ("window", pa.int64()),
+    ("ord", pa.int64()), ("source", pa.string()), ("type", pa.string()), ("level", pa.int64()), ("at", pa.int64()),
+    ("message", pa.string()), ("clear", pa.bool_()), ("born", pa.int64()), ("t_end", pa.int64()),
+    ("stale_at", pa.int64()), ("quiet", pa.bool_()), ("points", pa.int64()), ("clock_us", pa.int64()),
+    ("downstream", pa.bool_()), ("series", pa.int64()), ("state_bytes", pa.int64()),
+])
+OUT_DDL = ", ".join(f"{f.name} {t}" for f, t in zip(OUT_ARROW, (
+    "BIGINT", "STRING", "TINYINT", "BIGINT", "BIGINT", "STRING", "STRING", "BIGINT", "BIGINT", "STRING", "BOOLEAN",
+    "BIGINT", "BIGINT", "BIGINT", "BOOLEAN", "BIGINT", "BIGINT", "BOOLEAN", "BIGINT", "BIGINT")))
+
+VERDICT_TYPES = ("threshold", "shift", "seasonal", "breach", *(f"health:{name}" for name in FLAGS))
+"""The order in which ``watch.runner.verdicts`` lists a window's verdicts by type (fires, then
+clears, each by series). The sink merges the kinds' verdicts into the order one state over
+every series gives, so alerts are created in the same order (and get the same ids) as on the
+local runner; ``merge_key`` checks each kind's table against it."""
+_TYPE_RANK = {t: i for i, t in enumerate(VERDICT_TYPES)}
+
+
+@dataclass
+class KindState:
+    """What Spark keeps per kind: detector state bytes, first-seen map, configuration slice."""
+
+    detectors: bytes | None = None
+    series: bytes | None = None  # Arrow IPC: sensor_id, born (the batch a series was first watched in)
+    config: bytes | None = None
+    changed: set[str] = field(default_factory=set)
+
+
+_CONFIGS: dict[bytes, object] = {}
+"""Decoded configuration slices per Python worker, by digest: a slice changes only when the
+registry does, and workers are reused across batches."""
+
+
+def _config(blob: bytes):
+    key = hashlib.blake2b(blob, digest_size=16).digest()
+    cfg = _CONFIGS.get(key)
+    if cfg is None:
+        if len(_CONFIGS) > 512:
+            _CONFIGS.clear()
+        cfg = _CONFIGS[key] = config_from_bytes(blob)
+    return cfg
+
+
+def advance_kind(kind: str, rows: pl.DataFrame, st: KindState) -> pl.DataFrame:
+    """One kind's handoff rows of one batch through its detectors: the operator's body.
+
+    Returns the output rows (``OUT_ARROW``): under ``META`` the batch row and the window table
+    for the sink; under a kind its verdicts and one summary row. ``st`` is updated in place
+    (``st.changed`` names the state variables to write back).
+    """
+    batches = rows["batch"].unique()
+    if batches.len() != 1:
+        raise RuntimeError(f"watch input for kind {kind!r} mixes micro-batches {sorted(batches.to_list())}: "
+                           "the handoff must be read one file per micro-batch (maxFilesPerTrigger=1)")
+    batch = int(batches[0])
+    rt = rows["row_type"]
+    if kind == META:
+        keep = rows.filter(rt.is_in([BATCH, WINDOW])).sort(["row_type", "seq"])
+        return _out(keep.select("batch", "kind", "row_type", "window", "t_end", "stale_at", "quiet", "points",
+                                "clock_us", "downstream"))
+    cfg = rows.filter(rt == CONFIG)
+    if cfg.height:
+        st.config = bytes(cfg["blob"][-1])
+        st.changed.add("config")
+    windows = (rows.filter(rt == WINDOW).sort("seq")
+               .select([pl.col(c).cast(t) for c, t in WINDOW_SCHEMA.items()]))
+    readings = rows.filter(rt == READING).sort("seq").select("sensor_id", "t", "value")
+    if windows.height == 0 or (st.detectors is None and readings.height == 0):
+        return _out(pl.DataFrame())  # nothing to watch: a configuration update, or a kind never seen yet
+    if st.config is None:
+        raise RuntimeError(f"no watch configuration for kind {kind!r} in the Spark state: the ingest query sends "
+                           "every kind's configuration in the first batch it writes")
+    born = _born(st.series)
+    new = sorted(set(readings["sensor_id"].unique().to_list()) - set(born))
+    if new:
+        born.update(dict.fromkeys(new, batch))
+        st.series = _born_bytes(born)
+        st.changed.add("series")
+    st.detectors, verdicts = advance_series(st.detectors, readings, windows, _config(st.config),
+                                            window_seconds=WINDOW_SECONDS, step_seconds=STEP_SECONDS)
+    st.changed.add("detectors")
+    verdicts = verdicts.with_columns(pl.col("source").replace_strict(born, return_dtype=pl.Int64).alias("born"))
+    _check_order(kind, verdicts)
+    out = verdicts.with_columns(pl.lit(batch, pl.Int64).alias("batch"), pl.lit(kind).alias("kind"),
+                                pl.lit(VERDICT, pl.Int8).alias("row_type"))
+    summary = pl.DataFrame({"batch": [batch], "kind": [kind], "row_type": [KIND], "points": [readings.height],
+                            "series": [len(born)], "state_bytes": [len(st.detectors)]})
+    return _out(pl.concat([out, summary], how="diagonal_relaxed"))
+
+
+def merge_key() -> list:
+    """Sort key that puts verdicts of every kind in the order ``verdicts`` gives over one state:
+    per window, by type, fires before clears, by series (first watched, then id: the order
+    series join one state), then as listed."""
+    return [pl.col("window"), pl.col("type").replace_strict(_TYPE_RANK, return_dtype=pl.Int64), pl.col("clear"),
+            pl.col("born"), pl.col("source"), pl.col("ord")]
+
+
+def _check_order(kind: str, verdicts: pl.DataFrame) -> None:
+    if verdicts.height == 0:
+        return
+    unknown = set(verdicts["type"].unique().to_list()) - set(_TYPE_RANK)
+    if unknown:
+        raise RuntimeError(f"verdict types {sorted(unknown)} unknown to spark.watch.VERDICT_TYPES: add them in the "
+                           "order watch.runner.verdicts gives them")
+    # (``ord`` restarts at 0 in each window)
+    if not verdicts.sort(merge_key())["ord"].equals(verdicts["ord"]):
+        raise RuntimeError(f"kind {kind!r}: watch.runner.verdicts no longer lists verdicts by type, fire/clear and "
+                           "series; update spark.watch.merge_key to the new order")
+
+
+def _born(blob: bytes | None) -> dict[str, int]:
+    if not blob:
+        return {}
+    t = pa.ipc.open_stream(blob).read_all()
+    return dict(zip(t.column("sensor_id").to_pylist(), t.column("born").to_pylist()))
+
+
+def _born_bytes(born: dict[str, int]) -> bytes:
+    t = pa.table({"sensor_id": pa.array(list(born), pa.string()), "born": pa.array(list(born.values()), pa.int64())})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, t.schema) as w:
+        w.write_table(t)
+    return sink.getvalue()
+
+
+def _out(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` in ``OUT_ARROW``'s columns, the missing ones filled (no nulls: see handoff)."""
+    fill = {pa.int64(): 0, pa.int8(): 0, pa.string(): "", pa.bool_(): False}
+    dtypes = {pa.int64(): pl.Int64, pa.int8(): pl.Int8, pa.string(): pl.Utf8, pa.bool_(): pl.Boolean}
+    n = df.height
+    cols = []
+    for f in OUT_ARROW:
+        if f.name in df.columns:
+            cols.append(df[f.name].cast(dtypes[f.type]).fill_null(fill[f.type]).alias(f.name))
+        else:
+            cols.append(pl.repeat(fill[f.type], n, dtype=dtypes[f.type], eager=True).alias(f.name))
+    return pl.DataFrame(cols)
+
+
+try:
+    from pyspark.sql.streaming import StatefulProcessor
+except ImportError:  # the optional extra: only the operator needs pyspark
+    StatefulProcessor = object  # type: ignore[assignment,misc]
+
+
+class KindWatch(StatefulProcessor):
+    """The stateful processor: ``advance_kind`` with its state in Spark's state store."""
+
+    def init(self, handle) -> None:
+        self._vars = {name: handle.getValueState(name, f"{name} BINARY") for name in ("detectors", "series", "config")}
+
+    def handleInputRows(self, key, rows, timerValues):
+        import pandas as pd
+
+        kind = key[0]
+        frame = pd.concat(list(rows), ignore_index=True)
+        table = pl.from_pandas(frame)
+        st = KindState(**{name: (bytes(v.get()[0]) if v.exists() else None) for name, v in self._vars.items()})
+        out = advance_kind(kind, table, st)
+        for name in st.changed:
+            self._vars[name].update((getattr(st, name),))
+        if out.height:
+            yield out.to_pandas()
+
+    def close(self) -> None:
+        pass
+
+
+# -- the sink ---------------------------------------------------------------------------------------
+
+@dataclass
+class WatchReport:
+    batch_id: int  # the ingest query's micro-batch
+    skipped: bool = False
+    points: int = 0
+    series: int = 0
+    state_bytes: int = 0
+    stages: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+Fault = Callable[[int, str], None]
+
+
+class WatchSink:
+    """``foreachBatch`` target of the watch query: the verdicts of one ingest batch applied to
+    the alerts, then diagnose and dispose, committed once.
+
+    The batch is known by the *ingest* query's batch id, which its rows carry: it is recorded
+    in ``stream_batches`` under ``<query>-watch``, so a replay is skipped even if this query's
+    own checkpoint were lost, and a gap (a handoff file missing) is refused, not skipped over.
+    """
+
+    def __init__(self, store_url: str, *, query: str = "cityvitals", home: str | None = None,
+                 fault: Fault | None = None, on_batch: Callable[[WatchReport], None] | None = None):
+        self.store_url = store_url
+        self.query = f"{query}-watch"
+        self.home = home
+        self.fault = fault
+        self.on_batch = on_batch
+        self.store = None
+        self.reports: list[WatchReport] = []
+
+    def _open(self):
+        if self.store is None:
+            from cityvitals.runtime.stages import Downstream
+            from cityvitals.store import open_store
+
+            self.store = open_store(self.home, url=self.store_url)
+            self.downstream = Downstream(self.store)
+        return self.store
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def __call__(self, df, batch_id: int) -> None:
+        self.commit(df.toArrow())
+
+    def commit(self, out: pa.Table) -> WatchReport | None:
+        from cityvitals.watch.alerts import AlertManager, AlertPolicy
+        from cityvitals.watch.runner import apply_verdicts
+
+        started = time.perf_counter()
+        rows = pl.from_arrow(out) if out.num_rows else pl.DataFrame(schema={f.name: pl.Int64 for f in OUT_ARROW})
+        head = rows.filter(pl.col("row_type") == BATCH)
+        if rows.height == 0:
+            return None  # Spark ran a micro-batch with no input: nothing was handed over
+        if head.height != 1 or rows["batch"].n_unique() != 1:
+            raise RuntimeError(f"a watch micro-batch must hold exactly one ingest batch: got batch rows "
+                               f"{head['batch'].to_list()} and batches {sorted(rows['batch'].unique().to_list())}")
+        batch = int(head["batch"][0])
+        now = from_us(int(head["clock_us"][0]))
+        report = WatchReport(batch)
+        kinds = rows.filter(pl.col("row_type") == KIND)
+        report.points, report.series = int(kinds["points"].sum()), int(kinds["series"].sum())
+        report.state_bytes = int(kinds["state_bytes"].sum())
+        store = self._open()
+        with store.transaction():
+            done = store.pg.execute("SELECT max(batch_id), bool_or(batch_id = %s) FROM stream_batches WHERE query = %s",
+                                    [batch, self.query]).fetchall()[0]
+            if done[1]:
+                report.skipped = True
+                log.info("watch of ingest batch %s was committed before a restart; skipped", batch)
+            else:
+                if done[0] is not None and batch != done[0] + 1:
+                    raise RuntimeError(f"{self.query}: ingest batch {batch} arrived after batch {done[0]}: "
+                                       f"the handoff of batch {done[0] + 1} is missing")
+                if bool(head["downstream"][0]):
+                    report.stages = self._stages(rows, lambda: now, AlertManager, AlertPolicy, apply_verdicts)
+                store.pg.execute(
+                    "INSERT INTO stream_batches (query, batch_id, records, accepted, committed_at) "
+                    "VALUES (%s, %s, %s, %s, %s)", [self.query, batch, report.points, report.points,
+                                                    datetime.now(timezone.utc)])
+                if self.fault:
+                    self.fault(batch, "watch_before_commit")
+        if self.fault and not report.skipped:
+            self.fault(batch, "watch_after_commit")
+        report.seconds = time.perf_counter() - started
+        self.reports.append(report)
+        if self.on_batch:
+            self.on_batch(report)
+        return report
+
+    def _stages(self, rows: pl.DataFrame, clock, AlertManager, AlertPolicy, apply_verdicts) -> dict:
+        """What ``Downstream.run`` does after the detectors, with the verdicts from Spark:
+        ``watch_readings``'s second half (alerts; only escalation when nothing new came in),
+        then ``after_watch``."""
+        windows = (rows.filter((pl.col("row_type") == WINDOW)).sort("window")
+                   .select([pl.col(c).cast(t) for c, t in WINDOW_SCHEMA.items()]))
+        verdicts = (rows.filter(pl.col("row_type") == VERDICT).sort(merge_key())
+                    .select([pl.col(c).cast(t) for c, t in VERDICT_SCHEMA.items()]))
+        mgr = AlertManager(self.store, AlertPolicy(), clock)
+        watch: dict = {"points": int(rows.filter(pl.col("row_type") == KIND)["points"].sum()), "alerts": {}}
+        if windows.height == 0:
+            watch["escalated"] = len(mgr.escalate())
+        else:
+            watch["alerts"], watch["escalated"] = apply_verdicts(mgr, verdicts, windows, clock)
+        return {"watch": watch, **self.downstream.after_watch(clock)}
