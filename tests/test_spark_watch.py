@@ -1,10 +1,11 @@
-"""The Spark watch query's parts without a JVM: the handoff rows, the operator's body per kind
-(``advance_kind``), the merge of the kinds' verdicts, and the handoff directory's publishing.
+"""The Spark watch query's parts without a JVM: the handoff rows, the operator's body per group
+of kinds (``advance_kinds``), the merge of the groups' verdicts, and the handoff directory's
+publishing.
 
-What the operator does inside Spark is ``advance_kind`` on the rows of one kind (Spark only
-groups, stores the state bytes between batches and collects the output), so checking it here
-against one state over every series — verdict for verdict, in the same order — checks the
-Spark path's watch logic; tests/test_spark.py checks the same end to end through Spark.
+What the operator does inside Spark is ``advance_kinds`` on the rows of one group (Spark only
+groups, stores the state between batches and collects the output), so checking it here against
+one state over every series — verdict for verdict, in the same order — checks the Spark path's
+watch logic; tests/test_spark.py checks the same end to end through Spark.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import pytest
 sim = pytest.importorskip("cityvitals.sim")
 
 from cityvitals.spark.handoff import (  # noqa: E402
-    META, READING, WINDOW, Handoff, batch_table, config_from_bytes, config_slices,
+    META, READING, WINDOW, Handoff, batch_table, config_from_bytes, config_slices, group_of, merge_configs,
 )
-from cityvitals.spark.watch import KIND, VERDICT, KindState, advance_kind, merge_key  # noqa: E402
+from cityvitals.spark.watch import GROUP, VERDICT, OperatorState, advance_kinds, merge_key  # noqa: E402
 from cityvitals.store import open_store  # noqa: E402
 from cityvitals.watch.runner import WatchState, advance, watch_config, watch_windows  # noqa: E402
 
@@ -41,10 +42,13 @@ def scenario(tmp_path_factory):
     store.close()
 
 
-def test_kinds_through_the_operator_body_give_one_state_s_verdicts_in_its_order(scenario):
+@pytest.mark.parametrize("groups", [1, 3])
+def test_kinds_through_the_operator_body_give_one_state_s_verdicts_in_its_order(scenario, groups):
     """Three batches: in the second a whole kind is silent (it must still go stale) and a few
     sensors of another kind report for the first time in the third (they join the state after
-    every series seen before, whatever their kind: the merge must place their verdicts so)."""
+    every series seen before, whatever their kind: the merge must place their verdicts so).
+    Whatever the number of groups, the verdicts are the same (one kind per group:
+    tests/test_watch_by_kind.py)."""
     store, readings = scenario
     counts = readings.group_by("kind").len().sort(["len", "kind"], descending=True)
     silent, late_kind = counts["kind"][0], counts["kind"][1]
@@ -59,35 +63,37 @@ def test_kinds_through_the_operator_body_give_one_state_s_verdicts_in_its_order(
     ]
     cfg = watch_config(store)
     registry_kinds = sorted(set(cfg.sensors["kind"].to_list()))
+    assert len({group_of(k, 3) for k in registry_kinds}) == 3  # (the 3 groups are all used)
     one = WatchState()
-    states = {k: KindState() for k in [META, *registry_kinds]}
+    states = {g: OperatorState() for g in [META, *range(groups)]}
     fired = set()
     for b, batch in enumerate(batches):
         now = datetime.fromtimestamp(int(batch["t"].max()), tz=timezone.utc)
         windows = watch_windows(batch["t"].to_numpy(), int(now.timestamp()))
         expect = advance(one, batch.select("sensor_id", "t", "value"), windows, lambda: cfg)
-        rows = pl.from_arrow(batch_table(b, now, True, batch.select("sensor_id", "t", "value", "kind"), registry_kinds,
-                                         config_slices(cfg, registry_kinds) if b == 0 else {}))
+        rows = pl.from_arrow(batch_table(b, now, True, batch.select("sensor_id", "t", "value", "kind"),
+                                         config_slices(cfg, registry_kinds) if b == 0 else {}, groups))
         assert rows.filter(pl.col("row_type") == READING).height == batch.height
-        assert rows.filter(pl.col("row_type") == WINDOW)["kind"].n_unique() == len(registry_kinds) + 1
+        assert rows.filter(pl.col("row_type") == WINDOW)["group"].n_unique() == groups + 1
         outs = []
-        for (kind,), part in rows.sample(fraction=1.0, shuffle=True, seed=b).group_by("kind"):
-            outs.append(advance_kind(kind, part, states[kind]))  # (Spark hands a group's rows in any order)
+        for (group,), part in rows.sample(fraction=1.0, shuffle=True, seed=b).group_by("group"):
+            outs.append(advance_kinds(group, part, states[group]))  # (Spark hands a group's rows in any order)
         out = pl.concat(outs)
         got = out.filter(pl.col("row_type") == VERDICT).sort(merge_key())
         assert got.select(COLS).equals(expect.select(COLS))
-        windows_back = out.filter((pl.col("kind") == META) & (pl.col("row_type") == WINDOW))
+        windows_back = out.filter((pl.col("group") == META) & (pl.col("row_type") == WINDOW))
         assert windows_back.select(windows.columns).equals(windows)
-        summary = out.filter(pl.col("row_type") == KIND)
+        summary = out.filter(pl.col("row_type") == GROUP)
         assert summary["points"].sum() == batch.height
         if b == 1:
-            assert silent in summary["kind"].to_list()  # advanced without a reading: its series go stale
+            # the silent kind's group is advanced even where it has no reading: its series go stale
+            assert group_of(silent, groups) in summary["group"].to_list()
             fired |= set(got.filter((pl.col("type") == "health:stale") & ~pl.col("clear"))["source"])
         if b == 2:
             assert set(got["source"]) >= set(late)
     silent_ids = set(readings.filter(pl.col("kind") == silent)["sensor_id"])
     assert fired & silent_ids  # the silent kind's sensors were judged stale
-    ids = [s for k, st in states.items() if st.detectors for s in WatchState.from_bytes(st.detectors).ids]
+    ids = [s for st in states.values() if st.detectors for s in WatchState.from_bytes(st.detectors).ids]
     assert sorted(ids) == sorted(one.ids)
 
 
@@ -97,32 +103,37 @@ def test_a_kind_s_configuration_slice_configures_as_the_whole(scenario):
     kinds = sorted(set(cfg.sensors["kind"].to_list()))
     slices = config_slices(cfg, kinds)
     assert set(slices) == set(kinds)
+    whole = merge_configs([config_from_bytes(b) for b in slices.values()])
+    assert whole.sensors.sort("id").equals(cfg.sensors.sort("id"))
+    same = repr  # (levels may hold NaN, which equals nothing)
+    assert same((whole.thresholds, whole.asset_levels, whole.rest_levels)) == same((
+        {k: v for k, v in sorted(cfg.thresholds.items()) if k in kinds}, cfg.asset_levels, cfg.rest_levels))
     for kind in kinds:
         part = config_from_bytes(slices[kind])
         assert part.sensors.equals(cfg.sensors.filter(pl.col("kind") == kind))
-        assert set(part.thresholds) <= {kind} and (kind in part.thresholds) == (kind in cfg.thresholds)
+        assert repr(part.thresholds) == repr({k: v for k, v in cfg.thresholds.items() if k == kind})
         ids = set(part.sensors["id"])
-        assert part.asset_levels == {s: th for s, th in cfg.asset_levels.items() if s in ids}
-        assert part.rest_levels == {s: th for s, th in cfg.rest_levels.items() if s in ids}
+        assert repr(part.asset_levels) == repr({s: th for s, th in cfg.asset_levels.items() if s in ids})
+        assert repr(part.rest_levels) == repr({s: th for s, th in cfg.rest_levels.items() if s in ids})
         assert (part.use_assets, part.user_kinds, part.drift_refs) == (cfg.use_assets, cfg.user_kinds, cfg.drift_refs)
 
 
 def test_operator_refuses_a_batch_it_cannot_watch_rightly(scenario):
     """Rows of two micro-batches in one call, or readings of a kind with no configuration:
     a clear error, not verdicts from the wrong windows or unconfigured detectors."""
-    store, readings = scenario
+    _, readings = scenario
     kind = readings["kind"][0]
     part = readings.filter(pl.col("kind") == kind).head(50)
     now = datetime.fromtimestamp(int(part["t"].max()), tz=timezone.utc)
-    rows = [pl.from_arrow(batch_table(b, now, True, part.select("sensor_id", "t", "value", "kind"), [kind], {}))
+    rows = [pl.from_arrow(batch_table(b, now, True, part.select("sensor_id", "t", "value", "kind"), {}, 1))
             for b in (0, 1)]
-    mine = [r.filter(pl.col("kind") == kind) for r in rows]
+    mine = [r.filter(pl.col("group") == 0) for r in rows]
     with pytest.raises(RuntimeError, match="mixes micro-batches"):
-        advance_kind(kind, pl.concat(mine), KindState())
+        advance_kinds(0, pl.concat(mine), OperatorState())
     with pytest.raises(RuntimeError, match="no watch configuration"):
-        advance_kind(kind, mine[0], KindState())
-    with pytest.raises(Exception, match="reserved"):
-        batch_table(0, now, True, part.select("sensor_id", "t", "value", "kind"), [META], {})
+        advance_kinds(0, mine[0], OperatorState())
+    with pytest.raises(Exception, match="at least one"):
+        batch_table(0, now, True, part.select("sensor_id", "t", "value", "kind"), {}, 0)
 
 
 def test_handoff_files_are_published_after_staging_once_in_batch_order(tmp_path):
@@ -130,7 +141,7 @@ def test_handoff_files_are_published_after_staging_once_in_batch_order(tmp_path)
 
     h = Handoff(tmp_path / "handoff")
     table = batch_table(0, None, False, pl.DataFrame(schema={"sensor_id": pl.Utf8, "t": pl.Int64,
-                                                             "value": pl.Float64, "kind": pl.Utf8}), [], {})
+                                                             "value": pl.Float64, "kind": pl.Utf8}), {}, 2)
     for b in range(3):  # staged within the same millisecond, as fast batches may be
         h.stage(b, table.set_column(0, "batch", pa.array([b] * table.num_rows, pa.int64())))
     assert list(h.path.iterdir()) == [] and h.staged(1)

@@ -12,6 +12,7 @@ sensor kind, the alerts, diagnose and dispose). See ``cityvitals.spark.handoff``
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -170,19 +171,42 @@ class Layout:
             raise InputError(f"{self.root}: a checkpoint of the one-query Spark job (before the watch moved into Spark "
                              "state); start from a new --checkpoint directory (the store skips what it committed)")
 
+    def watch_groups(self, requested: int | None, default: int) -> int:
+        """The number of operator groups the sensor kinds are hashed into, fixed when the job
+        first runs: the watch state is keyed by group, so another count would put kinds in
+        groups whose state never saw them."""
+        meta = self.root / "watch.json"
+        if meta.exists():
+            stored = int(json.loads(meta.read_text())["groups"])
+            if requested is not None and requested != stored:
+                raise InputError(f"--watch-groups {requested}: this checkpoint's watch state is kept in {stored} groups; "
+                                 "keep that number, or start from a new --checkpoint directory")
+            return stored
+        groups = int(requested or default)
+        if groups < 1:
+            raise InputError(f"--watch-groups {groups}: must be at least 1")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"groups": groups}))
+        os.replace(tmp, meta)
+        return groups
+
 
 def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str | None = None, files_per_batch: int = 1,
                query: str = "cityvitals", available_now: bool = True, trigger_seconds: float = 2.0,
                home: str | None = None, fault: Fault | None = None,
                on_batch: Callable[[BatchReport], None] | None = None,
-               on_watch: Callable[[WatchReport], None] | None = None,
+               on_watch: Callable[[WatchReport], None] | None = None, watch_groups: int | None = None,
                stages: tuple[str, ...] = ("ingest", "watch")) -> StreamResult:
     """Run both streaming queries until the source is drained (``available_now``: the ingest
     query to the end, then the watch query over every handoff) or until interrupted (both run
     at once, the watch a micro-batch or so behind); a failure inside a micro-batch is raised
-    here. ``stages`` runs only one of the two (tests restart them apart)."""
+    here. ``stages`` runs only one of the two (tests restart them apart). ``watch_groups``:
+    how many groups of sensor kinds the watch's state is kept in (default: the shuffle
+    partitions; fixed by the checkpoint's first run)."""
     layout = Layout(Path(checkpoint))
     layout.check()
+    groups = layout.watch_groups(watch_groups, int(spark.conf.get("spark.sql.shuffle.partitions")))
     result = StreamResult(query)
     started, cpu0 = time.perf_counter(), time.process_time()
     ingest_sink = watch_sink = None
@@ -190,8 +214,8 @@ def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str 
         queries = []
         if "ingest" in stages:
             df, kind = _stream(spark, source, fmt, files_per_batch)
-            ingest_sink = StoreSink(store_url, kind, handoff=layout.handoff, query=query, home=home, fault=fault,
-                                    on_batch=on_batch)
+            ingest_sink = StoreSink(store_url, kind, handoff=layout.handoff, watch_groups=groups, query=query,
+                                    home=home, fault=fault, on_batch=on_batch)
             writer = (df.writeStream.queryName(query).option("checkpointLocation", layout.ingest)
                       .foreachBatch(ingest_sink))
             queries.append(writer)
@@ -234,10 +258,10 @@ def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str 
 
 def watch_stream(spark, handoff: str):
     """The watch query's plan: the handoff files, one per micro-batch, through ``KindWatch``
-    grouped by sensor kind; the output goes to ``WatchSink``."""
+    by group of sensor kinds; the output goes to ``WatchSink``."""
     df = (spark.readStream.schema(HANDOFF_DDL).option("maxFilesPerTrigger", "1")
           .option("maxFileAge", "36500d").option("pathGlobFilter", "batch-*.parquet").parquet(handoff))
-    return df.groupBy("kind").transformWithStateInPandas(KindWatch(), OUT_DDL, "Append", "None")
+    return df.groupBy("group").transformWithStateInPandas(KindWatch(), OUT_DDL, "Append", "None")
 
 
 def batch_job(spark, folder: str, store_url: str, start: datetime, end: datetime, *, home: str | None = None,

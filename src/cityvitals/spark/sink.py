@@ -68,8 +68,8 @@ class StoreSink:
     registry's broadcast, renewed when the registry changes.
     """
 
-    def __init__(self, store_url: str, kind: str, *, handoff: str | Path, query: str = "cityvitals",
-                 home: str | None = None, fault: Fault | None = None,
+    def __init__(self, store_url: str, kind: str, *, handoff: str | Path, watch_groups: int = 2,
+                 query: str = "cityvitals", home: str | None = None, fault: Fault | None = None,
                  on_batch: Callable[[BatchReport], None] | None = None):
         self.store_url = store_url
         self.kind = kind
@@ -78,6 +78,7 @@ class StoreSink:
         self.fault = fault
         self.on_batch = on_batch
         self.handoff = Handoff(handoff)
+        self.watch_groups = int(watch_groups)
         self.store = None
         self.reports: list[BatchReport] = []
         self._now = datetime.now(timezone.utc)
@@ -204,7 +205,8 @@ class StoreSink:
 
         registry = self.registry()
         version = self._registry[0]
-        kinds = sorted(k for k in set(registry.column("kind").to_pylist()) if k is not None)
+        # every kind's slice, and kind "" (readings of a sensor no longer registered: configured as no kind)
+        kinds = sorted({k for k in registry.column("kind").to_pylist() if k is not None} | {""})
         readings = pl.DataFrame(schema={"sensor_id": pl.Utf8, "t": pl.Int64, "value": pl.Float64, "kind": pl.Utf8})
         if ran:
             name = HANDOFF_STATE.format(query=self.query)
@@ -220,4 +222,4 @@ class StoreSink:
         configs: dict[str, bytes] = {}
         if self._config_sent != version:
             configs = config_slices(watch_config(store), kinds)
-        return batch_table(batch_id, clock, ran, readings, kinds, configs), (version if configs else None)
+        return batch_table(batch_id, clock, ran, readings, configs, self.watch_groups), (version if configs else None)

@@ -1,19 +1,21 @@
-"""The watch stage on Spark: detectors in a stateful operator keyed by sensor kind, alerts in the sink.
+"""The watch stage on Spark: detectors in a stateful operator keyed by groups of sensor kinds, alerts in the sink.
 
 The watch query streams the ingest query's handoff files (``cityvitals.spark.handoff``), one
-per micro-batch, groups them by kind and runs ``KindWatch`` with
-``transformWithStateInPandas``: per kind, Spark's state store holds the detectors' state
-(``advance_series``'s bytes), the kind's slice of the watch configuration and when each
-series was first seen, and checkpoints them with the query. The operator emits verdicts; the
-driver's ``WatchSink`` applies them to the alerts (``apply_verdicts``) and runs diagnose and
-dispose (``Downstream.after_watch``), in one PostgreSQL transaction with its row in
+per micro-batch, groups them by a group of sensor kinds and runs ``KindWatch`` with
+``transformWithStateInPandas``: per group, Spark's state store holds the detectors' state
+(``advance_series``'s bytes), the configuration slices of its kinds and when each series was
+first seen, and checkpoints them with the query. The operator emits verdicts; the driver's
+``WatchSink`` applies them to the alerts (``apply_verdicts``) and runs diagnose and dispose
+(``Downstream.after_watch``), in one PostgreSQL transaction with its row in
 ``stream_batches``.
 
-Why keyed by kind: the neighbour and drift checks compare a sensor with sensors of its own
-kind only, so a kind's group holds every series a check can need (keyed by sensor the
-neighbour check could not run; keyed by spatial shard it would be cut at the shard's edge).
+Why keyed by whole sensor kinds: the neighbour and drift checks compare a sensor with sensors
+of its own kind only, so a group of whole kinds holds every series a check can need (keyed by
+sensor the neighbour check could not run; keyed by spatial shard it would be cut at the
+shard's edge). Several kinds share a group because the detectors' cost per call is mostly
+fixed (see ``handoff``).
 
-Why ``transformWithStateInPandas`` (Spark ≥ 4.0) and not ``applyInPandasWithState``: a kind
+Why ``transformWithStateInPandas`` (Spark ≥ 4.0) and not ``applyInPandasWithState``: a group
 has three pieces of state that change at very different rates (the detectors every batch, the
 configuration when the registry moves, the first-seen map when new series appear); the newer
 API keeps them as separate state variables, so a batch rewrites only what changed, and Spark's
@@ -37,24 +39,24 @@ import polars as pl
 import pyarrow as pa
 
 from cityvitals.spark.handoff import (
-    BATCH, CONFIG, META, READING, STEP_SECONDS, WINDOW, WINDOW_SECONDS, config_from_bytes, from_us,
+    BATCH, CONFIG, META, READING, STEP_SECONDS, WINDOW, WINDOW_SECONDS, config_from_bytes, from_us, merge_configs,
 )
 from cityvitals.watch.health import FLAGS
 from cityvitals.watch.runner import VERDICT_SCHEMA, WINDOW_SCHEMA, advance_series
 
 log = logging.getLogger("cityvitals.spark")
 
-VERDICT, KIND = 4, 5
+VERDICT, GROUP = 4, 5
 
 OUT_ARROW = pa.schema([
-    ("batch", pa.int64()), ("kind", pa.string()), ("row_type", pa.int8()), ("window", pa.int64()),
+    ("batch", pa.int64()), ("group", pa.int32()), ("row_type", pa.int8()), ("window", pa.int64()),
     ("ord", pa.int64()), ("source", pa.string()), ("type", pa.string()), ("level", pa.int64()), ("at", pa.int64()),
     ("message", pa.string()), ("clear", pa.bool_()), ("born", pa.int64()), ("t_end", pa.int64()),
     ("stale_at", pa.int64()), ("quiet", pa.bool_()), ("points", pa.int64()), ("clock_us", pa.int64()),
     ("downstream", pa.bool_()), ("series", pa.int64()), ("state_bytes", pa.int64()),
 ])
 OUT_DDL = ", ".join(f"{f.name} {t}" for f, t in zip(OUT_ARROW, (
-    "BIGINT", "STRING", "TINYINT", "BIGINT", "BIGINT", "STRING", "STRING", "BIGINT", "BIGINT", "STRING", "BOOLEAN",
+    "BIGINT", "INT", "TINYINT", "BIGINT", "BIGINT", "STRING", "STRING", "BIGINT", "BIGINT", "STRING", "BOOLEAN",
     "BIGINT", "BIGINT", "BIGINT", "BOOLEAN", "BIGINT", "BIGINT", "BOOLEAN", "BIGINT", "BIGINT")))
 
 VERDICT_TYPES = ("threshold", "shift", "seasonal", "breach", *(f"health:{name}" for name in FLAGS))
@@ -66,73 +68,81 @@ _TYPE_RANK = {t: i for i, t in enumerate(VERDICT_TYPES)}
 
 
 @dataclass
-class KindState:
-    """What Spark keeps per kind: detector state bytes, first-seen map, configuration slice."""
+class OperatorState:
+    """What Spark keeps per group of kinds: detector state bytes, first-seen map, configuration slices."""
 
     detectors: bytes | None = None
     series: bytes | None = None  # Arrow IPC: sensor_id, born (the batch a series was first watched in)
-    config: bytes | None = None
+    config: bytes | None = None  # Arrow IPC: kind, blob (its configuration slice)
     changed: set[str] = field(default_factory=set)
 
 
 _CONFIGS: dict[bytes, object] = {}
-"""Decoded configuration slices per Python worker, by digest: a slice changes only when the
-registry does, and workers are reused across batches."""
+"""Decoded configurations per Python worker, by digest: they change only when the registry
+does, and workers are reused across batches."""
 
 
 def _config(blob: bytes):
     key = hashlib.blake2b(blob, digest_size=16).digest()
     cfg = _CONFIGS.get(key)
     if cfg is None:
-        if len(_CONFIGS) > 512:
+        if len(_CONFIGS) > 256:
             _CONFIGS.clear()
-        cfg = _CONFIGS[key] = config_from_bytes(blob)
+        cfg = _CONFIGS[key] = merge_configs([config_from_bytes(b) for b in _table(blob).column("blob").to_pylist()])
     return cfg
 
 
-def advance_kind(kind: str, rows: pl.DataFrame, st: KindState) -> pl.DataFrame:
-    """One kind's handoff rows of one batch through its detectors: the operator's body.
+def advance_kinds(group: int, rows: pl.DataFrame, st: OperatorState) -> pl.DataFrame:
+    """One group's handoff rows of one batch through its detectors: the operator's body.
 
     Returns the output rows (``OUT_ARROW``): under ``META`` the batch row and the window table
-    for the sink; under a kind its verdicts and one summary row. ``st`` is updated in place
+    for the sink; under a group its verdicts and one summary row. ``st`` is updated in place
     (``st.changed`` names the state variables to write back).
     """
     batches = rows["batch"].unique()
     if batches.len() != 1:
-        raise RuntimeError(f"watch input for kind {kind!r} mixes micro-batches {sorted(batches.to_list())}: "
+        raise RuntimeError(f"watch input for group {group} mixes micro-batches {sorted(batches.to_list())}: "
                            "the handoff must be read one file per micro-batch (maxFilesPerTrigger=1)")
     batch = int(batches[0])
     rt = rows["row_type"]
-    if kind == META:
+    if group == META:
         keep = rows.filter(rt.is_in([BATCH, WINDOW])).sort(["row_type", "seq"])
-        return _out(keep.select("batch", "kind", "row_type", "window", "t_end", "stale_at", "quiet", "points",
+        return _out(keep.select("batch", "group", "row_type", "window", "t_end", "stale_at", "quiet", "points",
                                 "clock_us", "downstream"))
     cfg = rows.filter(rt == CONFIG)
     if cfg.height:
-        st.config = bytes(cfg["blob"][-1])
+        slices = dict(zip(*_table(st.config).to_pydict().values())) if st.config else {}
+        slices.update(zip(cfg["kind"].to_list(), (bytes(b) for b in cfg["blob"].to_list())))
+        st.config = _ipc(pa.table({"kind": pa.array(sorted(slices), pa.string()),
+                                   "blob": pa.array([slices[k] for k in sorted(slices)], pa.binary())}))
         st.changed.add("config")
     windows = (rows.filter(rt == WINDOW).sort("seq")
                .select([pl.col(c).cast(t) for c, t in WINDOW_SCHEMA.items()]))
-    readings = rows.filter(rt == READING).sort("seq").select("sensor_id", "t", "value")
+    readings = rows.filter(rt == READING).sort("seq")
     if windows.height == 0 or (st.detectors is None and readings.height == 0):
-        return _out(pl.DataFrame())  # nothing to watch: a configuration update, or a kind never seen yet
-    if st.config is None:
-        raise RuntimeError(f"no watch configuration for kind {kind!r} in the Spark state: the ingest query sends "
-                           "every kind's configuration in the first batch it writes")
+        return _out(pl.DataFrame())  # nothing to watch: a configuration update, or kinds not seen yet
+    kinds = set(readings["kind"].unique().to_list())
+    have = set(_table(st.config).column("kind").to_pylist()) if st.config else set()
+    if kinds - have:
+        raise RuntimeError(f"no watch configuration for kinds {sorted(kinds - have)} in the Spark state of "
+                           f"group {group}: the ingest query sends every kind's configuration in the first batch it "
+                           "writes and when the registry changes")
     born = _born(st.series)
     new = sorted(set(readings["sensor_id"].unique().to_list()) - set(born))
     if new:
         born.update(dict.fromkeys(new, batch))
-        st.series = _born_bytes(born)
+        st.series = _ipc(pa.table({"sensor_id": pa.array(list(born), pa.string()),
+                                   "born": pa.array(list(born.values()), pa.int64())}))
         st.changed.add("series")
-    st.detectors, verdicts = advance_series(st.detectors, readings, windows, _config(st.config),
+    config = _config(st.config)
+    st.detectors, verdicts = advance_series(st.detectors, readings.select("sensor_id", "t", "value"), windows, config,
                                             window_seconds=WINDOW_SECONDS, step_seconds=STEP_SECONDS)
     st.changed.add("detectors")
     verdicts = verdicts.with_columns(pl.col("source").replace_strict(born, return_dtype=pl.Int64).alias("born"))
-    _check_order(kind, verdicts)
-    out = verdicts.with_columns(pl.lit(batch, pl.Int64).alias("batch"), pl.lit(kind).alias("kind"),
+    _check_order(group, verdicts)
+    out = verdicts.with_columns(pl.lit(batch, pl.Int64).alias("batch"), pl.lit(group, pl.Int32).alias("group"),
                                 pl.lit(VERDICT, pl.Int8).alias("row_type"))
-    summary = pl.DataFrame({"batch": [batch], "kind": [kind], "row_type": [KIND], "points": [readings.height],
+    summary = pl.DataFrame({"batch": [batch], "group": [group], "row_type": [GROUP], "points": [readings.height],
                             "series": [len(born)], "state_bytes": [len(st.detectors)]})
     return _out(pl.concat([out, summary], how="diagonal_relaxed"))
 
@@ -145,7 +155,7 @@ def merge_key() -> list:
             pl.col("born"), pl.col("source"), pl.col("ord")]
 
 
-def _check_order(kind: str, verdicts: pl.DataFrame) -> None:
+def _check_order(group: int, verdicts: pl.DataFrame) -> None:
     if verdicts.height == 0:
         return
     unknown = set(verdicts["type"].unique().to_list()) - set(_TYPE_RANK)
@@ -154,29 +164,33 @@ def _check_order(kind: str, verdicts: pl.DataFrame) -> None:
                            "order watch.runner.verdicts gives them")
     # (``ord`` restarts at 0 in each window)
     if not verdicts.sort(merge_key())["ord"].equals(verdicts["ord"]):
-        raise RuntimeError(f"kind {kind!r}: watch.runner.verdicts no longer lists verdicts by type, fire/clear and "
+        raise RuntimeError(f"group {group}: watch.runner.verdicts no longer lists verdicts by type, fire/clear and "
                            "series; update spark.watch.merge_key to the new order")
 
 
 def _born(blob: bytes | None) -> dict[str, int]:
     if not blob:
         return {}
-    t = pa.ipc.open_stream(blob).read_all()
+    t = _table(blob)
     return dict(zip(t.column("sensor_id").to_pylist(), t.column("born").to_pylist()))
 
 
-def _born_bytes(born: dict[str, int]) -> bytes:
-    t = pa.table({"sensor_id": pa.array(list(born), pa.string()), "born": pa.array(list(born.values()), pa.int64())})
+def _table(blob: bytes) -> pa.Table:
+    return pa.ipc.open_stream(blob).read_all()
+
+
+def _ipc(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, t.schema) as w:
-        w.write_table(t)
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
     return sink.getvalue()
 
 
 def _out(df: pl.DataFrame) -> pl.DataFrame:
     """``df`` in ``OUT_ARROW``'s columns, the missing ones filled (no nulls: see handoff)."""
-    fill = {pa.int64(): 0, pa.int8(): 0, pa.string(): "", pa.bool_(): False}
-    dtypes = {pa.int64(): pl.Int64, pa.int8(): pl.Int8, pa.string(): pl.Utf8, pa.bool_(): pl.Boolean}
+    fill = {pa.int64(): 0, pa.int32(): 0, pa.int8(): 0, pa.string(): "", pa.bool_(): False}
+    dtypes = {pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.int8(): pl.Int8, pa.string(): pl.Utf8,
+              pa.bool_(): pl.Boolean}
     n = df.height
     cols = []
     for f in OUT_ARROW:
@@ -194,7 +208,7 @@ except ImportError:  # the optional extra: only the operator needs pyspark
 
 
 class KindWatch(StatefulProcessor):
-    """The stateful processor: ``advance_kind`` with its state in Spark's state store."""
+    """The stateful processor: ``advance_kinds`` with its state in Spark's state store."""
 
     def init(self, handle) -> None:
         self._vars = {name: handle.getValueState(name, f"{name} BINARY") for name in ("detectors", "series", "config")}
@@ -202,11 +216,10 @@ class KindWatch(StatefulProcessor):
     def handleInputRows(self, key, rows, timerValues):
         import pandas as pd
 
-        kind = key[0]
         frame = pd.concat(list(rows), ignore_index=True)
         table = pl.from_pandas(frame)
-        st = KindState(**{name: (bytes(v.get()[0]) if v.exists() else None) for name, v in self._vars.items()})
-        out = advance_kind(kind, table, st)
+        st = OperatorState(**{name: (bytes(v.get()[0]) if v.exists() else None) for name, v in self._vars.items()})
+        out = advance_kinds(int(key[0]), table, st)
         for name in st.changed:
             self._vars[name].update((getattr(st, name),))
         if out.height:
@@ -283,9 +296,9 @@ class WatchSink:
         batch = int(head["batch"][0])
         now = from_us(int(head["clock_us"][0]))
         report = WatchReport(batch)
-        kinds = rows.filter(pl.col("row_type") == KIND)
-        report.points, report.series = int(kinds["points"].sum()), int(kinds["series"].sum())
-        report.state_bytes = int(kinds["state_bytes"].sum())
+        groups = rows.filter(pl.col("row_type") == GROUP)
+        report.points, report.series = int(groups["points"].sum()), int(groups["series"].sum())
+        report.state_bytes = int(groups["state_bytes"].sum())
         store = self._open()
         with store.transaction():
             done = store.pg.execute("SELECT max(batch_id), bool_or(batch_id = %s) FROM stream_batches WHERE query = %s",
@@ -322,7 +335,7 @@ class WatchSink:
         verdicts = (rows.filter(pl.col("row_type") == VERDICT).sort(merge_key())
                     .select([pl.col(c).cast(t) for c, t in VERDICT_SCHEMA.items()]))
         mgr = AlertManager(self.store, AlertPolicy(), clock)
-        watch: dict = {"points": int(rows.filter(pl.col("row_type") == KIND)["points"].sum()), "alerts": {}}
+        watch: dict = {"points": int(rows.filter(pl.col("row_type") == GROUP)["points"].sum()), "alerts": {}}
         if windows.height == 0:
             watch["escalated"] = len(mgr.escalate())
         else:
