@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -376,6 +377,40 @@ def test_restart_from_the_checkpoint_neither_loses_nor_duplicates(city, schemas,
     watch = go("watch")
     assert [(w.batch_id, w.skipped) for w in watch.watch] == [(1, False), (2, False)]
     assert committed("restart-watch") == [0, 1, 2]
+    assert_same(uninterrupted[2], snapshot(city, url))
+
+
+def test_both_queries_at_once_as_a_long_running_job(city, schemas, spark, uninterrupted, tmp_path):
+    """Without ``--once`` both queries run at the same time in one driver (the watch a batch or
+    so behind the ingest, each sink on its own connection); stopped once the watch has
+    committed every batch, the store is the uninterrupted run's."""
+    import threading
+
+    url = schemas(city)
+    out: dict = {}
+
+    def job() -> None:
+        try:
+            out["result"] = stream_job(spark, str(city / "stream"), url, str(tmp_path / "ckpt"), query="live",
+                                       home=str(city / "home"), available_now=False, trigger_seconds=0.5)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            out["error"] = exc
+
+    runner = threading.Thread(target=job, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 300
+    with open_store(city / "home", url=url) as store:
+        while time.monotonic() < deadline and runner.is_alive():
+            n = store.frame("SELECT count(*) AS n FROM stream_batches WHERE query = 'live-watch'")["n"][0]
+            if n == 3:
+                break
+            time.sleep(0.5)
+    for q in spark.streams.active:
+        if q.name in ("live", "live-watch"):
+            q.stop()
+    runner.join(120)
+    assert not runner.is_alive() and "error" not in out, out.get("error")
+    assert [w.batch_id for w in out["result"].watch] == [0, 1, 2]
     assert_same(uninterrupted[2], snapshot(city, url))
 
 

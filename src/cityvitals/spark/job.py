@@ -133,6 +133,9 @@ class StreamResult:
     watch: list[WatchReport] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    query_seconds: dict = field(default_factory=dict)  # wall time of each query (run one after the other)
+    trigger_ms: dict = field(default_factory=dict)  # each query's micro-batches as Spark timed them (triggerExecution)
+    watch_groups: int = 0
 
     def to_dict(self) -> dict:
         done = [b for b in self.batches if not b.skipped]
@@ -144,7 +147,10 @@ class StreamResult:
                 "watch_batches": len(self.watch), "watch_skipped": len(self.watch) - len(watched),
                 "watched": sum(w.points for w in watched),
                 "watch_series": last.series if last else 0, "watch_state_bytes": last.state_bytes if last else 0,
-                "seconds": round(self.seconds, 3), "driver_cpu_seconds": round(self.cpu_seconds, 3)}
+                "watch_groups": self.watch_groups, "seconds": round(self.seconds, 3),
+                **{f"{name}_seconds": round(v, 3) for name, v in self.query_seconds.items()},
+                **{f"{name}_trigger_ms": v for name, v in self.trigger_ms.items()},
+                "driver_cpu_seconds": round(self.cpu_seconds, 3)}
 
 
 @dataclass(frozen=True)
@@ -207,36 +213,43 @@ def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str 
     layout = Layout(Path(checkpoint))
     layout.check()
     groups = layout.watch_groups(watch_groups, int(spark.conf.get("spark.sql.shuffle.partitions")))
-    result = StreamResult(query)
+    result = StreamResult(query, watch_groups=groups)
     started, cpu0 = time.perf_counter(), time.process_time()
     ingest_sink = watch_sink = None
     try:
-        queries = []
+        queries = []  # (stage, writer)
         if "ingest" in stages:
             df, kind = _stream(spark, source, fmt, files_per_batch)
             ingest_sink = StoreSink(store_url, kind, handoff=layout.handoff, watch_groups=groups, query=query,
                                     home=home, fault=fault, on_batch=on_batch)
             writer = (df.writeStream.queryName(query).option("checkpointLocation", layout.ingest)
                       .foreachBatch(ingest_sink))
-            queries.append(writer)
+            queries.append(("ingest", writer))
         if "watch" in stages:
             Handoff(layout.handoff)  # the directory must exist before the file source reads it
             watch_sink = WatchSink(store_url, query=query, home=home, fault=fault, on_batch=on_watch)
             writer = (watch_stream(spark, layout.handoff).writeStream.queryName(f"{query}-watch")
                       .option("checkpointLocation", layout.watch).foreachBatch(watch_sink))
-            queries.append(writer)
+            queries.append(("watch", writer))
         if available_now:
-            for writer in queries:  # one after the other: the watch query sees every handoff the ingest made
+            for stage, writer in queries:  # one after the other: the watch query sees every handoff the ingest made
+                t0 = time.perf_counter()
                 q = writer.trigger(availableNow=True).start()
                 try:
                     q.awaitTermination()
                 except KeyboardInterrupt:
                     q.stop()
                     break
+                finally:
+                    result.query_seconds[stage] = time.perf_counter() - t0
+                    result.trigger_ms[stage] = [p.durationMs.get("triggerExecution") for p in q.recentProgress
+                                                if p.numInputRows]
         else:
-            running = [w.trigger(processingTime=f"{trigger_seconds} seconds").start() for w in queries]
+            running = [w.trigger(processingTime=f"{trigger_seconds} seconds").start() for _, w in queries]
             try:
-                spark.streams.awaitAnyTermination()
+                # until one query ends (stopped, or failed: awaitTermination raises its failure)
+                while all(q.isActive for q in running):
+                    running[0].awaitTermination(1.0)
             except KeyboardInterrupt:
                 pass
             finally:
