@@ -482,6 +482,24 @@ def test_checked_parts_survive_the_trip_from_executors_in_order(city, schemas):
     assert len(seqs) == 21 and locs == [f"offset {o}" for o in range(7, 28)]
     assert split[-1][1].rows["reason"].to_pylist()[-1] == "malformed"  # "{not json", offset 27
 
+def test_executors_import_the_driver_s_cityvitals(spark):
+    """Executor workers run this interpreter with this ``PYTHONPATH``: the operator code they run
+    is the code under test, not another installed copy."""
+    import cityvitals
+
+    def where(batches):
+        import pyarrow as pa
+
+        import cityvitals as c
+
+        for _ in batches:
+            yield pa.RecordBatch.from_pydict({"f": [c.__file__]})
+
+    where.__module__ = "__main__"  # (pickled by value: executors cannot import this test module)
+    got = spark.range(4).repartition(2).mapInArrow(where, "f STRING").toArrow()["f"].to_pylist()
+    assert got and set(got) == {cityvitals.__file__}
+
+
 def test_run_command_local_engine_and_its_refusals(city, tmp_path):
     """``cityvitals run``: the local engine over a directory (embedded store), and clear errors."""
     from typer.testing import CliRunner

@@ -41,9 +41,13 @@ def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | N
     watch query's operator (``transformWithStateInPandas``) needs RocksDB, and a changelog
     writes only the keys a batch changed."""
     try:
+        import pyspark
         from pyspark.sql import SparkSession
     except ImportError as exc:  # the optional extra
         raise InputError("the Spark engine needs pyspark: pip install 'cityvitals[spark]'") from exc
+    if int(pyspark.__version__.split(".")[0]) < 4:
+        raise InputError(f"the Spark engine needs pyspark >= 4.0 (the watch's transformWithStateInPandas), "
+                         f"not {pyspark.__version__}: pip install 'cityvitals[spark]'")
     if not java_available():
         raise InputError("the Spark engine needs Java 17+ (java on PATH or JAVA_HOME)")
     # PySpark starts executor workers with $PYSPARK_PYTHON (else "python3" on PATH, which may
@@ -59,8 +63,6 @@ def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | N
                .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
                .config("spark.sql.streaming.stopGracefullyOnShutdown", "true"))
     if kafka:
-        import pyspark
-
         scala = "2.13"
         builder = builder.config("spark.jars.packages", f"org.apache.spark:spark-sql-kafka-0-10_{scala}:{pyspark.__version__}")
     for k, v in (conf or {}).items():

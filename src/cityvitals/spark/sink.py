@@ -64,8 +64,9 @@ class StoreSink:
     modificationTime, content) or ``kafka`` (rows: topic, partition, offset, value).
 
     The store is opened lazily in the driver process on the first batch and kept for the
-    query's life (the watch and diagnose caches live in ``Downstream``), and so is the
-    registry's broadcast, renewed when the registry changes.
+    query's life, and so is the registry's broadcast, renewed when the registry changes.
+    ``handoff``: the directory the watch query reads (``cityvitals.spark.handoff``);
+    ``watch_groups``: how many operator groups the sensor kinds are hashed into there.
     """
 
     def __init__(self, store_url: str, kind: str, *, handoff: str | Path, watch_groups: int = 2,
