@@ -153,3 +153,21 @@ def test_handoff_files_are_published_after_staging_once_in_batch_order(tmp_path)
     again.stage(3, table)
     again.publish(3)
     assert os.stat(again.path / Handoff.name(3)).st_mtime_ns > files[-1].stat().st_mtime_ns
+
+
+def test_the_group_count_is_fixed_by_the_checkpoint_s_first_run(tmp_path):
+    """The watch state is keyed by group: a restart with another count, or a checkpoint of the
+    one-query job, is refused with a clear error instead of watching with the wrong state."""
+    from cityvitals.errors import InputError
+    from cityvitals.spark.job import Layout
+
+    layout = Layout(tmp_path / "ckpt")
+    layout.check()
+    assert layout.watch_groups(None, 2) == 2
+    assert Layout(tmp_path / "ckpt").watch_groups(None, 8) == 2  # the stored count wins over the default
+    assert layout.watch_groups(2, 8) == 2
+    with pytest.raises(InputError, match="kept in 2 groups"):
+        layout.watch_groups(3, 2)
+    (tmp_path / "old" / "offsets").mkdir(parents=True)
+    with pytest.raises(InputError, match="one-query Spark job"):
+        Layout(tmp_path / "old").check()

@@ -27,7 +27,7 @@ from cityvitals.errors import InputError
 from cityvitals.runtime.files import format_of, suffixes
 from cityvitals.spark.handoff import HANDOFF_DDL, Handoff
 from cityvitals.spark.sink import BatchReport, Fault, StoreSink
-from cityvitals.spark.watch import OUT_DDL, KindWatch, WatchReport, WatchSink
+from cityvitals.spark.watch import OUT_DDL, KindGroupWatch, WatchReport, WatchSink
 
 
 def java_available() -> bool:
@@ -177,7 +177,8 @@ class Layout:
     def check(self) -> None:
         if (self.root / "offsets").is_dir() or (self.root / "commits").is_dir():
             raise InputError(f"{self.root}: a checkpoint of the one-query Spark job (before the watch moved into Spark "
-                             "state); start from a new --checkpoint directory (the store skips what it committed)")
+                             "state); start a new --checkpoint directory with a new --query name (the store knows "
+                             "committed micro-batches by query name and batch id)")
 
     def watch_groups(self, requested: int | None, default: int) -> int:
         """The number of operator groups the sensor kinds are hashed into, fixed when the job
@@ -272,11 +273,11 @@ def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str 
 
 
 def watch_stream(spark, handoff: str):
-    """The watch query's plan: the handoff files, one per micro-batch, through ``KindWatch``
+    """The watch query's plan: the handoff files, one per micro-batch, through ``KindGroupWatch``
     by group of sensor kinds; the output goes to ``WatchSink``."""
     df = (spark.readStream.schema(HANDOFF_DDL).option("maxFilesPerTrigger", "1")
           .option("maxFileAge", "36500d").option("pathGlobFilter", "batch-*.parquet").parquet(handoff))
-    return df.groupBy("group").transformWithStateInPandas(KindWatch(), OUT_DDL, "Append", "None")
+    return df.groupBy("group").transformWithStateInPandas(KindGroupWatch(), OUT_DDL, "Append", "None")
 
 
 def batch_job(spark, folder: str, store_url: str, start: datetime, end: datetime, *, home: str | None = None,

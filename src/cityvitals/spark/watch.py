@@ -1,7 +1,7 @@
 """The watch stage on Spark: detectors in a stateful operator keyed by groups of sensor kinds, alerts in the sink.
 
 The watch query streams the ingest query's handoff files (``cityvitals.spark.handoff``), one
-per micro-batch, groups them by a group of sensor kinds and runs ``KindWatch`` with
+per micro-batch, groups them by a group of sensor kinds and runs ``KindGroupWatch`` with
 ``transformWithStateInPandas``: per group, Spark's state store holds the detectors' state
 (``advance_series``'s bytes), the configuration slices of its kinds and when each series was
 first seen, and checkpoints them with the query. The operator emits verdicts; the driver's
@@ -61,9 +61,9 @@ OUT_DDL = ", ".join(f"{f.name} {t}" for f, t in zip(OUT_ARROW, (
 
 VERDICT_TYPES = ("threshold", "shift", "seasonal", "breach", *(f"health:{name}" for name in FLAGS))
 """The order in which ``watch.runner.verdicts`` lists a window's verdicts by type (fires, then
-clears, each by series). The sink merges the kinds' verdicts into the order one state over
+clears, each by series). The sink merges the groups' verdicts into the order one state over
 every series gives, so alerts are created in the same order (and get the same ids) as on the
-local runner; ``merge_key`` checks each kind's table against it."""
+local runner; the operator checks each group's table against ``merge_key``."""
 _TYPE_RANK = {t: i for i, t in enumerate(VERDICT_TYPES)}
 
 
@@ -148,7 +148,7 @@ def advance_kinds(group: int, rows: pl.DataFrame, st: OperatorState) -> pl.DataF
 
 
 def merge_key() -> list:
-    """Sort key that puts verdicts of every kind in the order ``verdicts`` gives over one state:
+    """Sort key that puts the verdicts of every group in the order ``verdicts`` gives over one state:
     per window, by type, fires before clears, by series (first watched, then id: the order
     series join one state), then as listed."""
     return [pl.col("window"), pl.col("type").replace_strict(_TYPE_RANK, return_dtype=pl.Int64), pl.col("clear"),
@@ -207,7 +207,7 @@ except ImportError:  # the optional extra: only the operator needs pyspark
     StatefulProcessor = object  # type: ignore[assignment,misc]
 
 
-class KindWatch(StatefulProcessor):
+class KindGroupWatch(StatefulProcessor):
     """The stateful processor: ``advance_kinds`` with its state in Spark's state store."""
 
     def init(self, handle) -> None:
