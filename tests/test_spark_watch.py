@@ -14,14 +14,15 @@ import os
 from datetime import datetime, timezone
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 sim = pytest.importorskip("cityvitals.sim")
 
 from cityvitals.spark.handoff import (  # noqa: E402
-    META, READING, WINDOW, Handoff, batch_table, config_from_bytes, config_slices, group_of, merge_configs,
+    BATCH, GROUP_INPUT, META, Handoff, batch_table, config_from_bytes, config_slices, from_ipc, group_of, merge_configs,
 )
-from cityvitals.spark.watch import GROUP, VERDICT, OperatorState, advance_kinds, merge_key  # noqa: E402
+from cityvitals.spark.watch import VERDICTS, OperatorState, advance_kinds, merge_key  # noqa: E402
 from cityvitals.store import open_store  # noqa: E402
 from cityvitals.watch.runner import WatchState, advance, watch_config, watch_windows  # noqa: E402
 
@@ -73,17 +74,18 @@ def test_kinds_through_the_operator_body_give_one_state_s_verdicts_in_its_order(
         expect = advance(one, batch.select("sensor_id", "t", "value"), windows, lambda: cfg)
         rows = pl.from_arrow(batch_table(b, now, True, batch.select("sensor_id", "t", "value", "kind"),
                                          config_slices(cfg, registry_kinds) if b == 0 else {}, groups))
-        assert rows.filter(pl.col("row_type") == READING).height == batch.height
-        assert rows.filter(pl.col("row_type") == WINDOW)["group"].n_unique() == groups + 1
-        outs = []
-        for (group,), part in rows.sample(fraction=1.0, shuffle=True, seed=b).group_by("group"):
-            outs.append(advance_kinds(group, part, states[group]))  # (Spark hands a group's rows in any order)
+        inputs = rows.filter(pl.col("row_type") == GROUP_INPUT)
+        assert sorted(inputs["group"]) == list(range(groups))  # every group, also one whose kinds sent nothing
+        assert sum(from_ipc(r).num_rows for r in inputs["readings"].to_list() if r) == batch.height
+        outs = [advance_kinds(group, part, states[group]) for (group,), part in rows.group_by("group")]
         out = pl.concat(outs)
-        got = out.filter(pl.col("row_type") == VERDICT).sort(merge_key())
+        got = pl.from_arrow(pa.concat_tables([from_ipc(v) for v in
+                                              out.filter(pl.col("row_type") == VERDICTS)["blob"].to_list()]))
+        got = got.sort(merge_key())
         assert got.select(COLS).equals(expect.select(COLS))
-        windows_back = out.filter((pl.col("group") == META) & (pl.col("row_type") == WINDOW))
+        windows_back = pl.from_arrow(from_ipc(out.filter(pl.col("row_type") == BATCH)["blob"][0]))
         assert windows_back.select(windows.columns).equals(windows)
-        summary = out.filter(pl.col("row_type") == GROUP)
+        summary = out.filter(pl.col("row_type") == VERDICTS)
         assert summary["points"].sum() == batch.height
         if b == 1:
             # the silent kind's group is advanced even where it has no reading: its series go stale
@@ -128,6 +130,7 @@ def test_operator_refuses_a_batch_it_cannot_watch_rightly(scenario):
     rows = [pl.from_arrow(batch_table(b, now, True, part.select("sensor_id", "t", "value", "kind"), {}, 1))
             for b in (0, 1)]
     mine = [r.filter(pl.col("group") == 0) for r in rows]
+    assert [m.height for m in mine] == [1, 1]
     with pytest.raises(RuntimeError, match="mixes micro-batches"):
         advance_kinds(0, pl.concat(mine), OperatorState())
     with pytest.raises(RuntimeError, match="no watch configuration"):
@@ -137,11 +140,10 @@ def test_operator_refuses_a_batch_it_cannot_watch_rightly(scenario):
 
 
 def test_handoff_files_are_published_after_staging_once_in_batch_order(tmp_path):
-    import pyarrow as pa
-
     h = Handoff(tmp_path / "handoff")
     table = batch_table(0, None, False, pl.DataFrame(schema={"sensor_id": pl.Utf8, "t": pl.Int64,
                                                              "value": pl.Float64, "kind": pl.Utf8}), {}, 2)
+    assert table.column("row_type").to_pylist() == [BATCH]  # nothing to watch: the batch row alone
     for b in range(3):  # staged within the same millisecond, as fast batches may be
         h.stage(b, table.set_column(0, "batch", pa.array([b] * table.num_rows, pa.int64())))
     assert list(h.path.iterdir()) == [] and h.staged(1)

@@ -56,12 +56,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cityvitals.errors import InputError
-from cityvitals.watch.runner import Threshold, WatchConfig, watch_readings, watch_windows
+from cityvitals.watch.runner import WINDOW_SCHEMA, Threshold, WatchConfig, watch_readings, watch_windows
 
 META = -1
-"""The group of the batch row and the window table the watch sink needs (no sensor kind's group)."""
+"""The group of the batch row (the clock, the window table) the watch sink needs (no sensor kind's group)."""
 
-BATCH, WINDOW, CONFIG, READING = 0, 1, 2, 3
+BATCH, GROUP_INPUT = 0, 1
 
 _WATCH_DEFAULTS = inspect.signature(watch_readings).parameters
 WINDOW_SECONDS = int(_WATCH_DEFAULTS["window_seconds"].default)
@@ -70,37 +70,22 @@ STEP_SECONDS = int(_WATCH_DEFAULTS["step_seconds"].default)
 the Spark path takes the same values from there, so the two cannot drift apart."""
 
 HANDOFF_ARROW = pa.schema([
-    ("batch", pa.int64()), ("group", pa.int32()), ("kind", pa.string()), ("row_type", pa.int8()), ("seq", pa.int64()),
-    ("sensor_id", pa.string()), ("t", pa.int64()), ("value", pa.float64()),
-    ("window", pa.int64()), ("t_end", pa.int64()), ("stale_at", pa.int64()), ("quiet", pa.bool_()),
-    ("points", pa.int64()), ("clock_us", pa.int64()), ("downstream", pa.bool_()), ("blob", pa.binary()),
+    ("batch", pa.int64()), ("group", pa.int32()), ("row_type", pa.int8()), ("windows", pa.binary()),
+    ("readings", pa.binary()), ("configs", pa.binary()), ("clock_us", pa.int64()), ("downstream", pa.bool_()),
 ])
-"""Every column is filled on every row (zeros, empty strings) so pandas on the executors gets
-plain int64 / bool columns: a null would turn an int64 column into floats."""
+"""One row per group and micro-batch; the tables travel as Arrow IPC bytes (``windows``:
+``WINDOW_SCHEMA``; ``readings``: seq, sensor_id, t, value, kind; ``configs``: kind, blob).
 
-HANDOFF_DDL = ", ".join(f"{f.name} {_t}" for f, _t in zip(HANDOFF_ARROW, (
-    "BIGINT", "INT", "STRING", "TINYINT", "BIGINT", "STRING", "BIGINT", "DOUBLE", "BIGINT", "BIGINT", "BIGINT", "BOOLEAN",
-    "BIGINT", "BIGINT", "BOOLEAN", "BINARY")))
+Why packed, not one Spark row per reading: the operator works on whole Arrow tables anyway,
+and Spark's per-row work (the shuffle, its row format, pandas conversions) on the readings
+and the verdicts cost the JVM and its Python workers 19.5 s of CPU for 245,155 readings
+(1,000 sensors, 4 hours, 2 batches), of which the detectors were about 2 s."""
 
-_DEFAULTS = {pa.int64(): 0, pa.int32(): 0, pa.int8(): 0, pa.string(): "", pa.float64(): 0.0, pa.bool_(): False, pa.binary(): b""}
+HANDOFF_DDL = ("batch BIGINT, group INT, row_type TINYINT, windows BINARY, readings BINARY, configs BINARY, "
+               "clock_us BIGINT, downstream BOOLEAN")
 
-
-def _rows(cols: dict, n: int) -> pa.Table:
-    out = []
-    for f in HANDOFF_ARROW:
-        v = cols.get(f.name)
-        if v is None:
-            out.append(pa.array(np.full(n, _DEFAULTS[f.type]) if f.type != pa.binary() and f.type != pa.string()
-                                else [_DEFAULTS[f.type]] * n, f.type))
-        elif isinstance(v, (pa.Array, pa.ChunkedArray)):
-            out.append(v.cast(f.type))
-        elif isinstance(v, pl.Series):
-            out.append(v.to_arrow().cast(f.type))
-        elif isinstance(v, (list, np.ndarray)):
-            out.append(pa.array(v, f.type))
-        else:
-            out.append(pa.array([v] * n, f.type))
-    return pa.Table.from_arrays(out, schema=HANDOFF_ARROW)
+READINGS_ARROW = pa.schema([("seq", pa.int64()), ("sensor_id", pa.string()), ("t", pa.int64()),
+                            ("value", pa.float64()), ("kind", pa.string())])
 
 
 def group_of(kind: str, groups: int) -> int:
@@ -109,36 +94,57 @@ def group_of(kind: str, groups: int) -> int:
     return zlib.crc32(kind.encode()) % groups
 
 
+def ipc(table: pa.Table | pl.DataFrame) -> bytes:
+    """A table as Arrow IPC stream bytes (how tables travel inside Spark rows and state)."""
+    if isinstance(table, pl.DataFrame):
+        table = table.to_arrow()
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def from_ipc(blob: bytes) -> pa.Table:
+    return pa.ipc.open_stream(blob).read_all()
+
+
 def batch_table(batch_id: int, clock: datetime | None, downstream: bool, readings: pl.DataFrame,
                 configs: dict[str, bytes], groups: int) -> pa.Table:
     """One micro-batch's handoff rows.
 
     ``readings``: sensor_id, t, value, kind in the order the watch takes them (the store's
     ``since`` order); ``configs``: kind -> its configuration slice, for the kinds whose
-    configuration is sent; ``groups``: how many operator groups the kinds are hashed into
-    (each gets the window table).
+    configuration is sent; ``groups``: how many operator groups the kinds are hashed into.
+    Every group gets a row (with the window table) when the batch has readings, so Spark
+    calls it even when none of its kinds sent one.
     """
     if groups < 1:
         raise InputError(f"the watch needs at least one operator group, not {groups}")
     clock_us = _us(clock) if clock is not None else 0
-    parts = [_rows({"batch": batch_id, "group": META, "row_type": BATCH, "clock_us": clock_us,
-                    "downstream": downstream}, 1)]
-    if readings.height:
-        windows = watch_windows(readings["t"].to_numpy(), int(clock.timestamp()), WINDOW_SECONDS)
-        n = windows.height
-        for group in (META, *range(groups)):
-            parts.append(_rows({"batch": batch_id, "group": group, "row_type": WINDOW, "seq": np.arange(n),
-                                **{c: windows[c] for c in ("window", "t_end", "stale_at", "quiet", "points")},
-                                "clock_us": clock_us}, n))
-        kinds = readings["kind"]
-        of = {k: group_of(k, groups) for k in kinds.unique().to_list()}
-        parts.append(_rows({"batch": batch_id, "group": kinds.replace_strict(of, return_dtype=pl.Int32), "kind": kinds,
-                            "row_type": READING, "seq": np.arange(readings.height), "sensor_id": readings["sensor_id"],
-                            "t": readings["t"], "value": readings["value"]}, readings.height))
-    for kind in sorted(configs):
-        parts.append(_rows({"batch": batch_id, "group": group_of(kind, groups), "kind": kind, "row_type": CONFIG,
-                            "blob": configs[kind]}, 1))
-    return pa.concat_tables(parts)
+    windows = (watch_windows(readings["t"].to_numpy(), int(clock.timestamp()), WINDOW_SECONDS) if readings.height
+               else pl.DataFrame(schema=WINDOW_SCHEMA))
+    win = ipc(windows)
+    rows = [(META, BATCH, win, b"", b"")]
+    table = pa.Table.from_arrays([pa.array(np.arange(readings.height), pa.int64()),
+                                  *(readings[c].to_arrow().cast(READINGS_ARROW.field(c).type)
+                                    for c in ("sensor_id", "t", "value", "kind"))], schema=READINGS_ARROW)
+    of = {k: group_of(k, groups) for k in readings["kind"].unique().to_list()}
+    by_group = readings["kind"].replace_strict(of, default=None, return_dtype=pl.Int32).to_numpy() \
+        if readings.height else np.zeros(0, dtype=np.int32)
+    for group in range(groups):
+        mine = sorted(k for k in configs if group_of(k, groups) == group)
+        if not readings.height and not mine:
+            continue
+        part = table.filter(pa.array(by_group == group)) if readings.height else table
+        cfg = ipc(pa.table({"kind": pa.array(mine, pa.string()), "blob": pa.array([configs[k] for k in mine],
+                                                                                    pa.binary())})) if mine else b""
+        rows.append((group, GROUP_INPUT, win if readings.height else b"", ipc(part) if part.num_rows else b"", cfg))
+    cols = list(zip(*rows))
+    return pa.Table.from_arrays([
+        pa.array([batch_id] * len(rows), pa.int64()), pa.array(cols[0], pa.int32()), pa.array(cols[1], pa.int8()),
+        pa.array(cols[2], pa.binary()), pa.array(cols[3], pa.binary()), pa.array(cols[4], pa.binary()),
+        pa.array([clock_us] * len(rows), pa.int64()), pa.array([downstream] * len(rows), pa.bool_())],
+        schema=HANDOFF_ARROW)
 
 
 def _us(t: datetime) -> int:

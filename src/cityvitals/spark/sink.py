@@ -24,14 +24,13 @@ from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cityvitals.ingest import Ingestor, IngestReport
 from cityvitals.ingest.checked import Checker
 from cityvitals.ingest.pipeline import registry_table
 from cityvitals.runtime.stages import Downstream
 from cityvitals.spark.executors import CHECKED_SCHEMA, check_rows, columns, decode, on_executors
-from cityvitals.spark.handoff import READING, Handoff, batch_table, config_slices
+from cityvitals.spark.handoff import Handoff, batch_table, config_slices
 
 HANDOFF_STATE = "spark:{query}"
 """The ``watch_state`` row holding how far the ingest query has handed readings to the watch
@@ -172,8 +171,7 @@ class StoreSink:
                 if ran:
                     report.stages = self.downstream.signs()
                     clock = self.downstream.batch_clock()()
-                table, sent = self._handoff(store, batch_id, clock, ran)
-                report.handed = int(pc.sum(pc.equal(table["row_type"], READING)).as_py() or 0)
+                table, sent, report.handed = self._handoff(store, batch_id, clock, ran)
                 self.handoff.stage(batch_id, table)
                 if self.fault:
                     self.fault(batch_id, "staged")
@@ -196,7 +194,7 @@ class StoreSink:
             self.on_batch(report)
         return report
 
-    def _handoff(self, store, batch_id: int, clock: datetime | None, ran: bool) -> tuple[pa.Table, int | None]:
+    def _handoff(self, store, batch_id: int, clock: datetime | None, ran: bool) -> tuple[pa.Table, int | None, int]:
         """The batch's handoff rows: the readings the watch has not taken yet (read as the local
         runner's watch reads them, and the mark moved past them), the window table and clock, and
         the watch configuration when the registry moved since it was last handed over."""
@@ -223,4 +221,5 @@ class StoreSink:
         configs: dict[str, bytes] = {}
         if self._config_sent != version:
             configs = config_slices(watch_config(store), kinds)
-        return batch_table(batch_id, clock, ran, readings, configs, self.watch_groups), (version if configs else None)
+        table = batch_table(batch_id, clock, ran, readings, configs, self.watch_groups)
+        return table, (version if configs else None), readings.height

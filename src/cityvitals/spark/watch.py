@@ -39,25 +39,25 @@ import polars as pl
 import pyarrow as pa
 
 from cityvitals.spark.handoff import (
-    BATCH, CONFIG, META, READING, STEP_SECONDS, WINDOW, WINDOW_SECONDS, config_from_bytes, from_us, merge_configs,
+    BATCH, META, STEP_SECONDS, WINDOW_SECONDS, config_from_bytes, from_ipc, from_us, ipc, merge_configs,
 )
 from cityvitals.watch.health import FLAGS
 from cityvitals.watch.runner import VERDICT_SCHEMA, WINDOW_SCHEMA, advance_series
 
 log = logging.getLogger("cityvitals.spark")
 
-VERDICT, GROUP = 4, 5
+VERDICTS = 4
 
 OUT_ARROW = pa.schema([
-    ("batch", pa.int64()), ("group", pa.int32()), ("row_type", pa.int8()), ("window", pa.int64()),
-    ("ord", pa.int64()), ("source", pa.string()), ("type", pa.string()), ("level", pa.int64()), ("at", pa.int64()),
-    ("message", pa.string()), ("clear", pa.bool_()), ("born", pa.int64()), ("t_end", pa.int64()),
-    ("stale_at", pa.int64()), ("quiet", pa.bool_()), ("points", pa.int64()), ("clock_us", pa.int64()),
-    ("downstream", pa.bool_()), ("series", pa.int64()), ("state_bytes", pa.int64()),
+    ("batch", pa.int64()), ("group", pa.int32()), ("row_type", pa.int8()), ("blob", pa.binary()),
+    ("points", pa.int64()), ("series", pa.int64()), ("state_bytes", pa.int64()), ("clock_us", pa.int64()),
+    ("downstream", pa.bool_()),
 ])
-OUT_DDL = ", ".join(f"{f.name} {t}" for f, t in zip(OUT_ARROW, (
-    "BIGINT", "INT", "TINYINT", "BIGINT", "BIGINT", "STRING", "STRING", "BIGINT", "BIGINT", "STRING", "BOOLEAN",
-    "BIGINT", "BIGINT", "BIGINT", "BOOLEAN", "BIGINT", "BIGINT", "BOOLEAN", "BIGINT", "BIGINT")))
+"""One row per group and micro-batch: under ``META`` the batch row (``blob``: the window table),
+under a group its verdicts (``blob``: ``VERDICT_SCHEMA`` and ``born``, as Arrow IPC) and how
+many readings, series and state bytes it holds."""
+OUT_DDL = ("batch BIGINT, group INT, row_type TINYINT, blob BINARY, points BIGINT, series BIGINT, "
+           "state_bytes BIGINT, clock_us BIGINT, downstream BOOLEAN")
 
 VERDICT_TYPES = ("threshold", "shift", "seasonal", "breach", *(f"health:{name}" for name in FLAGS))
 """The order in which ``watch.runner.verdicts`` lists a window's verdicts by type (fires, then
@@ -88,41 +88,43 @@ def _config(blob: bytes):
     if cfg is None:
         if len(_CONFIGS) > 256:
             _CONFIGS.clear()
-        cfg = _CONFIGS[key] = merge_configs([config_from_bytes(b) for b in _table(blob).column("blob").to_pylist()])
+        cfg = _CONFIGS[key] = merge_configs([config_from_bytes(b) for b in from_ipc(blob).column("blob").to_pylist()])
     return cfg
 
 
 def advance_kinds(group: int, rows: pl.DataFrame, st: OperatorState) -> pl.DataFrame:
     """One group's handoff rows of one batch through its detectors: the operator's body.
 
-    Returns the output rows (``OUT_ARROW``): under ``META`` the batch row and the window table
-    for the sink; under a group its verdicts and one summary row. ``st`` is updated in place
-    (``st.changed`` names the state variables to write back).
+    Returns the output rows (``OUT_ARROW``): under ``META`` the batch row for the sink; under a
+    group one row of verdicts. ``st`` is updated in place (``st.changed`` names the state
+    variables to write back).
     """
     batches = rows["batch"].unique()
     if batches.len() != 1:
         raise RuntimeError(f"watch input for group {group} mixes micro-batches {sorted(batches.to_list())}: "
                            "the handoff must be read one file per micro-batch (maxFilesPerTrigger=1)")
     batch = int(batches[0])
-    rt = rows["row_type"]
+    head = {"batch": [batch], "group": [group], "clock_us": [int(rows["clock_us"][0])],
+            "downstream": [bool(rows["downstream"][0])]}
     if group == META:
-        keep = rows.filter(rt.is_in([BATCH, WINDOW])).sort(["row_type", "seq"])
-        return _out(keep.select("batch", "group", "row_type", "window", "t_end", "stale_at", "quiet", "points",
-                                "clock_us", "downstream"))
-    cfg = rows.filter(rt == CONFIG)
-    if cfg.height:
-        slices = dict(zip(*_table(st.config).to_pydict().values())) if st.config else {}
-        slices.update(zip(cfg["kind"].to_list(), (bytes(b) for b in cfg["blob"].to_list())))
-        st.config = _ipc(pa.table({"kind": pa.array(sorted(slices), pa.string()),
-                                   "blob": pa.array([slices[k] for k in sorted(slices)], pa.binary())}))
+        return _out({**head, "row_type": [BATCH], "blob": [bytes(rows["windows"][0])]})
+    configs = [from_ipc(b) for b in rows["configs"].to_list() if b]
+    if configs:
+        slices = dict(zip(*from_ipc(st.config).to_pydict().values())) if st.config else {}
+        for t in configs:
+            slices.update(zip(t.column("kind").to_pylist(), t.column("blob").to_pylist()))
+        st.config = ipc(pa.table({"kind": pa.array(sorted(slices), pa.string()),
+                                  "blob": pa.array([slices[k] for k in sorted(slices)], pa.binary())}))
         st.changed.add("config")
-    windows = (rows.filter(rt == WINDOW).sort("seq")
-               .select([pl.col(c).cast(t) for c, t in WINDOW_SCHEMA.items()]))
-    readings = rows.filter(rt == READING).sort("seq")
+    win = next((b for b in rows["windows"].to_list() if b), None)
+    windows = pl.from_arrow(from_ipc(win)) if win else pl.DataFrame(schema=WINDOW_SCHEMA)
+    parts = [from_ipc(b) for b in rows["readings"].to_list() if b]
+    readings = pl.from_arrow(pa.concat_tables(parts)).sort("seq") if parts else \
+        pl.DataFrame(schema={"seq": pl.Int64, "sensor_id": pl.Utf8, "t": pl.Int64, "value": pl.Float64, "kind": pl.Utf8})
     if windows.height == 0 or (st.detectors is None and readings.height == 0):
-        return _out(pl.DataFrame())  # nothing to watch: a configuration update, or kinds not seen yet
+        return _out({})  # nothing to watch: a configuration update, or kinds not seen yet
     kinds = set(readings["kind"].unique().to_list())
-    have = set(_table(st.config).column("kind").to_pylist()) if st.config else set()
+    have = set(from_ipc(st.config).column("kind").to_pylist()) if st.config else set()
     if kinds - have:
         raise RuntimeError(f"no watch configuration for kinds {sorted(kinds - have)} in the Spark state of "
                            f"group {group}: the ingest query sends every kind's configuration in the first batch it "
@@ -131,20 +133,17 @@ def advance_kinds(group: int, rows: pl.DataFrame, st: OperatorState) -> pl.DataF
     new = sorted(set(readings["sensor_id"].unique().to_list()) - set(born))
     if new:
         born.update(dict.fromkeys(new, batch))
-        st.series = _ipc(pa.table({"sensor_id": pa.array(list(born), pa.string()),
-                                   "born": pa.array(list(born.values()), pa.int64())}))
+        st.series = ipc(pa.table({"sensor_id": pa.array(list(born), pa.string()),
+                                  "born": pa.array(list(born.values()), pa.int64())}))
         st.changed.add("series")
-    config = _config(st.config)
-    st.detectors, verdicts = advance_series(st.detectors, readings.select("sensor_id", "t", "value"), windows, config,
-                                            window_seconds=WINDOW_SECONDS, step_seconds=STEP_SECONDS)
+    st.detectors, verdicts = advance_series(st.detectors, readings.select("sensor_id", "t", "value"), windows,
+                                            _config(st.config), window_seconds=WINDOW_SECONDS,
+                                            step_seconds=STEP_SECONDS)
     st.changed.add("detectors")
     verdicts = verdicts.with_columns(pl.col("source").replace_strict(born, return_dtype=pl.Int64).alias("born"))
     _check_order(group, verdicts)
-    out = verdicts.with_columns(pl.lit(batch, pl.Int64).alias("batch"), pl.lit(group, pl.Int32).alias("group"),
-                                pl.lit(VERDICT, pl.Int8).alias("row_type"))
-    summary = pl.DataFrame({"batch": [batch], "group": [group], "row_type": [GROUP], "points": [readings.height],
-                            "series": [len(born)], "state_bytes": [len(st.detectors)]})
-    return _out(pl.concat([out, summary], how="diagonal_relaxed"))
+    return _out({**head, "row_type": [VERDICTS], "blob": [ipc(verdicts)], "points": [readings.height],
+                 "series": [len(born)], "state_bytes": [len(st.detectors)]})
 
 
 def merge_key() -> list:
@@ -171,34 +170,17 @@ def _check_order(group: int, verdicts: pl.DataFrame) -> None:
 def _born(blob: bytes | None) -> dict[str, int]:
     if not blob:
         return {}
-    t = _table(blob)
+    t = from_ipc(blob)
     return dict(zip(t.column("sensor_id").to_pylist(), t.column("born").to_pylist()))
 
 
-def _table(blob: bytes) -> pa.Table:
-    return pa.ipc.open_stream(blob).read_all()
-
-
-def _ipc(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue()
-
-
-def _out(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` in ``OUT_ARROW``'s columns, the missing ones filled (no nulls: see handoff)."""
-    fill = {pa.int64(): 0, pa.int32(): 0, pa.int8(): 0, pa.string(): "", pa.bool_(): False}
-    dtypes = {pa.int64(): pl.Int64, pa.int32(): pl.Int32, pa.int8(): pl.Int8, pa.string(): pl.Utf8,
-              pa.bool_(): pl.Boolean}
-    n = df.height
-    cols = []
-    for f in OUT_ARROW:
-        if f.name in df.columns:
-            cols.append(df[f.name].cast(dtypes[f.type]).fill_null(fill[f.type]).alias(f.name))
-        else:
-            cols.append(pl.repeat(fill[f.type], n, dtype=dtypes[f.type], eager=True).alias(f.name))
-    return pl.DataFrame(cols)
+def _out(cols: dict) -> pl.DataFrame:
+    """Output rows in ``OUT_ARROW``'s columns, the missing ones filled (no nulls: pandas would
+    turn an int64 column with a null into floats)."""
+    n = len(next(iter(cols.values()))) if cols else 0
+    fill = {pa.int64(): 0, pa.int32(): 0, pa.int8(): 0, pa.binary(): b"", pa.bool_(): False}
+    return pl.from_arrow(pa.Table.from_arrays(
+        [pa.array(cols.get(f.name, [fill[f.type]] * n), f.type) for f in OUT_ARROW], schema=OUT_ARROW))
 
 
 try:
@@ -217,7 +199,10 @@ class KindGroupWatch(StatefulProcessor):
         import pandas as pd
 
         frame = pd.concat(list(rows), ignore_index=True)
-        table = pl.from_pandas(frame)
+        table = pl.DataFrame({c: frame[c].tolist() for c in frame.columns},
+                             schema={"batch": pl.Int64, "group": pl.Int32, "row_type": pl.Int8, "windows": pl.Binary,
+                                     "readings": pl.Binary, "configs": pl.Binary, "clock_us": pl.Int64,
+                                     "downstream": pl.Boolean})
         st = OperatorState(**{name: (bytes(v.get()[0]) if v.exists() else None) for name, v in self._vars.items()})
         out = advance_kinds(int(key[0]), table, st)
         for name in st.changed:
@@ -286,17 +271,17 @@ class WatchSink:
         from cityvitals.watch.runner import apply_verdicts
 
         started = time.perf_counter()
-        rows = pl.from_arrow(out) if out.num_rows else pl.DataFrame(schema={f.name: pl.Int64 for f in OUT_ARROW})
-        head = rows.filter(pl.col("row_type") == BATCH)
-        if rows.height == 0:
+        if out.num_rows == 0:
             return None  # Spark ran a micro-batch with no input: nothing was handed over
+        rows = pl.from_arrow(out)
+        head = rows.filter(pl.col("row_type") == BATCH)
         if head.height != 1 or rows["batch"].n_unique() != 1:
             raise RuntimeError(f"a watch micro-batch must hold exactly one ingest batch: got batch rows "
                                f"{head['batch'].to_list()} and batches {sorted(rows['batch'].unique().to_list())}")
         batch = int(head["batch"][0])
         now = from_us(int(head["clock_us"][0]))
         report = WatchReport(batch)
-        groups = rows.filter(pl.col("row_type") == GROUP)
+        groups = rows.filter(pl.col("row_type") == VERDICTS)
         report.points, report.series = int(groups["points"].sum()), int(groups["series"].sum())
         report.state_bytes = int(groups["state_bytes"].sum())
         store = self._open()
@@ -330,12 +315,15 @@ class WatchSink:
         """What ``Downstream.run`` does after the detectors, with the verdicts from Spark:
         ``watch_readings``'s second half (alerts; only escalation when nothing new came in),
         then ``after_watch``."""
-        windows = (rows.filter((pl.col("row_type") == WINDOW)).sort("window")
-                   .select([pl.col(c).cast(t) for c, t in WINDOW_SCHEMA.items()]))
-        verdicts = (rows.filter(pl.col("row_type") == VERDICT).sort(merge_key())
-                    .select([pl.col(c).cast(t) for c, t in VERDICT_SCHEMA.items()]))
+        head = rows.filter(pl.col("row_type") == BATCH)
+        windows = pl.from_arrow(from_ipc(bytes(head["blob"][0]))).select(
+            [pl.col(c).cast(t) for c, t in WINDOW_SCHEMA.items()])
+        parts = [from_ipc(b) for b in rows.filter(pl.col("row_type") == VERDICTS)["blob"].to_list()]
+        verdicts = (pl.from_arrow(pa.concat_tables(parts)).sort(merge_key()) if parts else
+                    pl.DataFrame(schema={**VERDICT_SCHEMA, "born": pl.Int64}))
+        verdicts = verdicts.select([pl.col(c).cast(t) for c, t in VERDICT_SCHEMA.items()])
         mgr = AlertManager(self.store, AlertPolicy(), clock)
-        watch: dict = {"points": int(rows.filter(pl.col("row_type") == GROUP)["points"].sum()), "alerts": {}}
+        watch: dict = {"points": int(rows["points"].sum()), "alerts": {}}
         if windows.height == 0:
             watch["escalated"] = len(mgr.escalate())
         else:
