@@ -1,7 +1,7 @@
 """What the ingest query hands the watch query for each micro-batch: one Parquet file per batch.
 
 Why a file between two queries: the detectors' state must live in a Spark stateful operator
-keyed by sensor kind (``cityvitals.spark.watch``), and that operator needs inputs a single
+keyed by (groups of) sensor kinds (``cityvitals.spark.watch``), and that operator needs inputs a single
 streaming plan cannot give it before it runs: exactly the readings the store accepted (the
 store's dedupe and conflict rules decided that, inside the ingest query's transaction), the
 micro-batch's window table (each window's last reading time over *all* kinds, at which a
@@ -10,18 +10,19 @@ batch (Spark calls a group only when it has rows). The ingest query knows all of
 has stored the batch, so it writes them as rows, and the watch query streams the files, one
 per micro-batch (``maxFilesPerTrigger=1``, so its batches are the ingest query's batches).
 
-Rows of a file (``HANDOFF_ARROW``), each under a ``group`` (the operator's key: a group of
-sensor kinds, ``group_of``) and, where it has one, a ``kind``:
+A file holds one row per operator group (``HANDOFF_ARROW``; a group is a set of whole sensor
+kinds, ``group_of``) and one batch row, with the tables as Arrow IPC bytes:
 
-- ``READING``: a reading the store accepted (``store.readings.since`` the last handoff, the
-  very read the local runner's watch makes, in its order: ``seq``), under its sensor's kind
-- ``WINDOW``: the batch's window table (``watch_windows``), repeated under every group and
-  under ``META``: every group is called and judges staleness at these instants
-- ``CONFIG``: a kind's slice of ``WatchConfig`` (its sensors, levels, rest levels), sent
-  when the registry version moved (and in the first batch a sink writes); the operator keeps
-  it in Spark state and configures new series from it
-- ``BATCH``: one row under ``META``: the batch id, the event clock, whether the later stages
-  run for this batch (the local runner runs them when ingest accepted or quarantined anything)
+- ``readings``: the readings of the group's kinds that the store accepted
+  (``store.readings.since`` the last handoff, the very read the local runner's watch makes, in
+  its order: ``seq``)
+- ``windows``: the batch's window table (``watch_windows``), in every group's row, so every
+  group is called and judges staleness at these instants even when its kinds sent nothing
+- ``configs``: the slices of ``WatchConfig`` (sensors, levels, rest levels) of the group's
+  kinds, sent when the registry version moved (and in the first batch a sink writes); the
+  operator keeps them in Spark state and configures new series from them
+- the batch row (group ``META``): the event clock, whether the later stages run for this batch
+  (the local runner runs them when ingest accepted or quarantined anything), the window table
 
 Why groups of kinds and not one key per kind: a kind's series can be held apart from every
 other kind's (the checks that compare series compare one kind's), so any grouping of whole
