@@ -27,14 +27,12 @@ choice (changelog checkpointing writes only the keys a batch changed).
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
