@@ -4,16 +4,25 @@ One seeded simulator scenario (300 sensors, 3 hours, a water main burst that rai
 alerts) is written as three NDJSON files. The local engine and Spark ``local[2]`` each
 take them, one file per batch, into a fresh PostgreSQL schema; the stores must end equal:
 readings, quarantine, indicator values and levels, health index and its explanation,
-alerts and their events, the detectors' state. The restart test crashes the Spark job
-at the two points that matter (before and after the store commit of a micro-batch) and
-restarts it from its checkpoint; the store must end as after the uninterrupted run.
+alerts (with their ids: created in the same order) and their events, incidents, cases.
+Spark runs two queries: ingest (executors validate; the driver stores, runs signs and hands
+the batch over) and watch (the detectors in a stateful operator keyed by sensor kind, their
+state in Spark's checkpoint; the driver applies the verdicts, diagnoses and disposes). The
+restart test crashes both queries at the points that matter and restarts them from their
+checkpoints; the store must end as after the uninterrupted run.
+
+The store's ``watch_state`` is not compared: the local runner keeps its detectors' state
+there, the Spark job keeps it in its checkpoint (``test_detector_state_lives_in_the_spark_checkpoint``
+compares the two states series by series instead).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,8 +46,18 @@ from cityvitals.runtime.files import FileSource
 from cityvitals.sim import load_folder, run_simulation
 from cityvitals.spark import StoreSink, kafka_options, session, stream_job
 from cityvitals.store import open_store
+from cityvitals.watch.runner import WatchState
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+_RANKS = ("WITH ar AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM alerts), "
+          "ir AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM incidents), "
+          "cr AS (SELECT id, row_number() OVER (ORDER BY id) AS n FROM cases) ")
+"""Alerts, incidents and cases are compared by their rank in id order, not by id: a
+PostgreSQL sequence is not rolled back with a transaction, so a batch redone after a crash
+takes later ids (a gap), but the same rows in the same creation order get the same ranks.
+References to them ("A<alert id>" in incident members, "alert:<id>" / "incident:<id>" in
+case refs) are ranked too."""
 
 SNAPSHOT = {
     "readings": "SELECT sensor_id, ts, value, quality, kind, unit_code FROM readings ORDER BY sensor_id, ts",
@@ -49,11 +68,28 @@ SNAPSHOT = {
     "sign_health_explain": "SELECT unit_code, as_of, scope, indicator, category, level, value, weight, points "
                            "FROM sign_health_explain ORDER BY unit_code, as_of, scope, indicator",
     "sign_watermark": "SELECT value FROM sign_state WHERE key = 'watermark_us'",
-    "alerts": "SELECT source, type, level, state, message, first_at, last_at, occurrences, clear_since, escalation, "
-              "escalated_at, flapping, reopened, resolved_at FROM alerts ORDER BY source, type, first_at",
+    "alerts": _RANKS + "SELECT ar.n AS id, source, type, level, state, message, first_at, last_at, occurrences, "
+              "clear_since, escalation, escalated_at, flapping, reopened, resolved_at FROM alerts JOIN ar USING (id) "
+              "ORDER BY ar.n",
     "alert_events": "SELECT a.source, a.type, e.ts, e.event, e.level, e.note FROM alert_events e "
                     "JOIN alerts a ON a.id = e.alert_id ORDER BY a.source, a.type, e.ts, e.event, e.level",
-    "watch_state": "SELECT name, md5(blob) AS blob FROM watch_state ORDER BY name",
+    "incidents": _RANKS + "SELECT ir.n AS id, type, state, title, severity, level, confidence, top_cause, start_at, "
+                 "end_at, opened_at, updated_at, closed_at, m.n AS merged_into, units, population, n_alerts, n_reports "
+                 "FROM incidents i JOIN ir USING (id) LEFT JOIN ir m ON m.id = i.merged_into ORDER BY ir.n",
+    "incident_members": _RANKS + "SELECT ir.n AS incident_id, CASE WHEN ref ~ '^A[0-9]+$' THEN 'A' || "
+                        "(SELECT n FROM ar WHERE ar.id = substr(ref, 2)::bigint) ELSE ref END AS ref, origin, "
+                        "source, type FROM incident_members JOIN ir ON ir.id = incident_id ORDER BY 1, 2, origin",
+    "incident_causes": _RANKS + "SELECT ir.n AS incident_id, rank, cause, kind, name, score, evidence "
+                       "FROM incident_causes JOIN ir ON ir.id = incident_id ORDER BY 1, rank",
+    "incident_history": _RANKS + "SELECT ir.n AS incident_id, ts, event, note FROM incident_history "
+                        "JOIN ir ON ir.id = incident_id ORDER BY 1, ts, event, note",
+    "cases": _RANKS + "SELECT cr.n AS id, CASE WHEN ref ~ '^alert:[0-9]+$' THEN 'alert:' || "
+             "(SELECT n FROM ar WHERE ar.id = split_part(ref, ':', 2)::bigint) WHEN ref ~ '^incident:[0-9]+$' THEN "
+             "'incident:' || (SELECT n FROM ir WHERE ir.id = split_part(ref, ':', 2)::bigint) ELSE ref END AS ref, "
+             "channel, description, unit_code, state, category, priority, source, reported_at, updated_at, filed_at, "
+             "department, crew, dispatched_at, due_at, escalation FROM cases JOIN cr USING (id) ORDER BY cr.n",
+    "case_events": _RANKS + "SELECT cr.n AS case_id, seq, ts, action, actor, from_state, to_state FROM case_events "
+                   "JOIN cr ON cr.id = case_id ORDER BY 1, seq",
 }
 
 
@@ -101,11 +137,17 @@ def spark():
 
 def snapshot(city: Path, url: str) -> dict[str, pl.DataFrame]:
     with open_store(city / "home", url=url) as store:
-        return {name: store.frame(sql) for name, sql in SNAPSHOT.items()}
+        out = {name: store.frame(sql) for name, sql in SNAPSHOT.items()}
+        ranks = dict(store.frame("SELECT id, row_number() OVER (ORDER BY id) AS n FROM incidents").iter_rows())
+    # history notes name incidents by id ("merged into incident 12"): by rank, as everywhere else
+    out["incident_history"] = out["incident_history"].with_columns(pl.col("note").map_elements(
+        lambda note: re.sub(r"incident (\d+)", lambda m: f"incident #{ranks.get(int(m[1]), m[1])}", note),
+        return_dtype=pl.Utf8))
+    return out
 
 
-def assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
-    for name in SNAPSHOT:
+def assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame], names=tuple(SNAPSHOT)) -> None:
+    for name in names:
         assert a[name].height == b[name].height, f"{name}: {a[name].height} rows vs {b[name].height}"
         try:
             assert_frame_equal(a[name], b[name], check_exact=False, rel_tol=0, abs_tol=1e-9)
@@ -122,30 +164,73 @@ def local_run(city: Path, url: str, folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(city, schemas):
+def local_url(city, schemas):
     """The local engine's store after the whole scenario."""
     url = schemas(city)
     local_run(city, url, city / "stream")
-    return snapshot(city, url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def reference(city, local_url):
+    return snapshot(city, local_url)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(city, schemas, spark, tmp_path_factory):
     url = schemas(city)
-    result = stream_job(spark, str(city / "stream"), url, str(tmp_path_factory.mktemp("ckpt")), query="parity",
-                        home=str(city / "home"))
-    return url, result, snapshot(city, url)
+    ckpt = tmp_path_factory.mktemp("ckpt")
+    result = stream_job(spark, str(city / "stream"), url, str(ckpt), query="parity", home=str(city / "home"))
+    return url, result, snapshot(city, url), ckpt
 
 
 def test_parity_with_the_local_runner(reference, uninterrupted):
-    _, result, got = uninterrupted
+    _, result, got, _ = uninterrupted
     summary = result.to_dict()
     assert summary["batches"] == 3 and summary["files"] == 3 and summary["skipped"] == 0
+    assert summary["watch_batches"] == 3 and summary["watched"] == summary["accepted"]
     assert reference["readings"].height > 50_000
     assert reference["quarantine"].height > 50  # the simulator's bad records
     assert reference["sign_values"]["level"].max() > 0 and reference["sign_health"].height > 0
-    assert reference["alerts"].height > 0  # the burst raises alerts
+    assert reference["alerts"].height > 10  # the burst raises alerts
+    assert reference["incidents"].height > 5 and reference["cases"].height > 10  # diagnose and dispose ran
     assert_same(reference, got)
+
+
+def spark_states(spark, checkpoint) -> dict[int, bytes]:
+    """Each group's detector state as the watch query's checkpoint holds it (Spark's state data source)."""
+    rows = (spark.read.format("statestore").option("stateVarName", "detectors")
+            .load(str(Path(checkpoint) / "watch")).toArrow().to_pylist())
+    return {r["key"]["group"]: bytes(r["value"]["detectors"]) for r in rows}
+
+
+def test_detector_state_lives_in_the_spark_checkpoint(city, spark, local_url, uninterrupted):
+    """The detectors' state is in the watch query's checkpoint, one entry per group of sensor
+    kinds (every kind whole in one group), and nowhere in the store; series by series it is
+    the local runner's state (the same series, each last seen at the same time, at the same
+    threshold level)."""
+    from cityvitals.spark.handoff import group_of
+    from cityvitals.watch.runner import STATE_NAME
+
+    url, _, _, ckpt = uninterrupted
+    with open_store(city / "home", url=local_url) as store:
+        _, blob = store.alerts.get_watch_state(STATE_NAME)
+        kinds = dict(store.sensors.frame().select("id", "kind").iter_rows())
+    with open_store(city / "home", url=url) as store:
+        rows = store.frame("SELECT name, blob IS NULL AS empty FROM watch_state")
+    assert rows.rows() == [("spark:parity", True)]  # only the handoff mark: no detector bytes in the store
+    local = WatchState.from_bytes(blob)
+    states = spark_states(spark, ckpt)
+    groups = json.loads((ckpt / "watch.json").read_text())["groups"]
+    assert sorted(states) == list(range(groups)) and groups == 2  # (the session's shuffle partitions)
+    at = {s: i for i, s in enumerate(local.ids)}
+    for group, data in states.items():
+        st = WatchState.from_bytes(data)
+        assert st.ids and {group_of(kinds[s], groups) for s in st.ids} == {group}
+        idx = [at[s] for s in st.ids]
+        assert list(local.health.last_ts[idx]) == list(st.health.last_ts[: len(st.ids)])
+        assert list(local.threshold.level[idx]) == list(st.threshold.level[: len(st.ids)])
+    assert sorted(s for d in states.values() for s in WatchState.from_bytes(d).ids) == sorted(local.ids)
 
 
 def test_parity_fails_when_the_spark_path_levels_differently(city, schemas, spark, reference, tmp_path, monkeypatch):
@@ -169,66 +254,167 @@ def test_parity_fails_when_the_spark_path_levels_differently(city, schemas, spar
 
 
 
-def test_a_registry_change_reaches_the_executors(city, schemas, spark, tmp_path):
-    """Validation runs on the executors against the broadcast registry: a sensor registered
-    after micro-batch 0 is unknown there and known in micro-batch 1 (the broadcast is renewed)."""
-    url = schemas(city)
-    lines = (city / "stream" / "part-00000.ndjson").read_bytes().splitlines()[:1200]
-    known = json.loads(lines[0])["sensor_id"]
+def test_a_registry_change_and_a_silent_kind_mid_stream(city, schemas, spark, tmp_path):
+    """Two hour-files. A pm2.5 sensor ``NEW-1`` (a copy of a registered one, reading far above
+    the alarm level) is registered after the first: validation on the executors refuses it in
+    the first (the broadcast then) and accepts it in the second (broadcast again), and the
+    watch configures it from the configuration the ingest query hands over when the registry
+    version moves, and alerts on it. The most common other kind sends nothing in the second
+    hour: its group is still called (the window rows) and its sensors go stale. The local
+    runner, given the same files and the same registration between its two batches, ends with
+    the same readings, quarantine, signs, alerts and alert events."""
+    url, local = schemas(city), schemas(city)
+    with open_store(city / "home", url=url) as store:
+        sensors = store.sensors.frame()
+    files = [(city / "stream" / f"part-0000{i}.ndjson").read_bytes().splitlines() for i in (0, 1)]
+    kind_of = dict(sensors.select("id", "kind").iter_rows())
+
+    def record(line: bytes) -> dict:  # (the simulator's files hold deliberately bad lines)
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return {}
+        return rec if isinstance(rec, dict) else {}
+
+    known = next(record(ln)["sensor_id"] for ln in files[1] if kind_of.get(record(ln).get("sensor_id")) == "pm25")
+    counts: dict[str, int] = {}
+    for ln in files[1]:
+        k = kind_of.get(record(ln).get("sensor_id"))
+        if k and k != "pm25":
+            counts[k] = counts.get(k, 0) + 1
+    silent = max(counts, key=lambda k: (counts[k], k))
     src = tmp_path / "src"
     src.mkdir()
-    for i, part in enumerate((lines[:600], lines[600:])):
-        new = [ln.replace(known.encode(), b"NEW-1") for ln in part if json.loads(ln)["sensor_id"] == known]
+    for i, lines in enumerate(files):
+        keep = [ln for ln in lines if i == 0 or kind_of.get(record(ln).get("sensor_id")) != silent]
+        new = [json.dumps({**rec, "sensor_id": "NEW-1", "value": 200.0}).encode() for rec in map(record, lines)
+               if rec.get("sensor_id") == known and isinstance(rec.get("value"), (int, float))]
         assert new
-        (src / f"part-{i}.ndjson").write_bytes(b"\n".join(part + new) + b"\n")
+        (src / f"part-{i}.ndjson").write_bytes(b"\n".join(keep + new) + b"\n")
         os.utime(src / f"part-{i}.ndjson", (1_700_000_000 + 60 * i,) * 2)
 
-    def register(report) -> None:
+    def register(store) -> None:
+        store.sensors.upsert(store.sensors.frame().filter(pl.col("id") == known).with_columns(pl.lit("NEW-1").alias("id")))
+
+    def after_first(report) -> None:
         if report.batch_id == 0:
             with open_store(city / "home", url=url) as store:
-                row = store.sensors.frame().filter(pl.col("id") == known).with_columns(pl.lit("NEW-1").alias("id"))
-                store.sensors.upsert(row)
+                register(store)
 
-    result = stream_job(spark, str(src), url, str(tmp_path / "ckpt"), query="registry", home=str(city / "home"),
-                        on_batch=register)
-    assert [b.batch_id for b in result.batches] == [0, 1]
+    ckpt = tmp_path / "ckpt"
+    result = stream_job(spark, str(src), url, str(ckpt), query="registry", home=str(city / "home"),
+                        on_batch=after_first)
+    assert [b.batch_id for b in result.batches] == [0, 1] and [w.batch_id for w in result.watch] == [0, 1]
+    with open_store(city / "home", url=local) as store:
+        source = FileSource(src)
+        runner = LocalRunner(store, source, lambda: datetime.now(timezone.utc), event_time=True)
+        runner.step()
+        register(store)
+        runner.step()
     with open_store(city / "home", url=url) as store:
         refused = store.frame("SELECT source, reason FROM quarantine WHERE raw LIKE '%NEW-1%'")
         stored = store.frame("SELECT count(*) AS n FROM readings WHERE sensor_id = 'NEW-1'")["n"][0]
+        alerts = store.frame("SELECT source, type, level FROM alerts")
     assert set(refused["reason"]) == {"unknown_sensor"} and set(refused["source"]) == {str(src / "part-0.ndjson")}
-    assert stored == sum(1 for ln in lines[600:] if json.loads(ln)["sensor_id"] == known) > 0
+    assert stored > 0
+    assert alerts.filter((pl.col("source") == "NEW-1") & (pl.col("type") == "threshold"))["level"].to_list() == ["alarm"]
+    silent_ids = {s for s, k in kind_of.items() if k == silent}
+    stale = alerts.filter((pl.col("type") == "health:stale") & pl.col("source").is_in(sorted(silent_ids)))
+    assert stale.height > 0
+    new_state = next(st for st in map(WatchState.from_bytes, spark_states(spark, ckpt).values()) if "NEW-1" in st.ids)
+    i = new_state.ids.index("NEW-1")
+    assert list(new_state.threshold.thr[i]) == [75.0, 115.0, 150.0]  # configured from the handed-over registry
+    got, want = snapshot(city, url), snapshot(city, local)
+    watch_tables = ("readings", "quarantine", "sign_values", "sign_health", "alerts", "alert_events")
+    assert_same({k: want[k] for k in watch_tables}, {k: got[k] for k in watch_tables}, watch_tables)
+
 
 class Crash(RuntimeError):
     pass
 
 
 def test_restart_from_the_checkpoint_neither_loses_nor_duplicates(city, schemas, spark, uninterrupted, tmp_path):
-    url = schemas(city)
-    ckpt = str(tmp_path / "ckpt")
-    run = {"query": "restart", "home": str(city / "home")}
+    """Both queries crash at the points that matter, in turns, and restart from their checkpoints.
 
-    def crash_at(batch: int, point: str):
+    Ingest: after its handoff file is staged but before the store commit (the batch and its
+    file are redone), and after the commit but before the file is published (the replay is
+    skipped and publishes it). Watch: after its commit but before Spark records the batch (the
+    replay is skipped) and inside its transaction (redone from the detector state Spark
+    checkpointed for the batch before). Before the last restart the store's ``watch_state`` is
+    emptied: the detectors' state comes from the checkpoint alone.
+    """
+    url = schemas(city)
+    ckpt = tmp_path / "ckpt"
+    run = {"query": "restart", "home": str(city / "home")}
+    handoff = ckpt / "handoff"
+
+    def go(stage: str, batch: int | None = None, point: str | None = None):
         def fault(batch_id: int, at: str) -> None:
             if batch_id == batch and at == point:
                 raise Crash(f"injected crash at batch {batch_id} {at}")
-        return fault
+        args = (spark, str(city / "stream"), url, str(ckpt))
+        if point is None:
+            return stream_job(*args, stages=(stage,), **run)
+        with pytest.raises(Exception, match="injected crash"):
+            stream_job(*args, stages=(stage,), fault=fault, **run)
 
-    # 1) dies after batch 0 is committed to the store, before Spark records it as done
-    with pytest.raises(Exception, match="injected crash"):
-        stream_job(spark, str(city / "stream"), url, ckpt, fault=crash_at(0, "after_commit"), **run)
-    # 2) Spark replays batch 0 (found in stream_batches: skipped), then dies inside batch 1's transaction
-    with pytest.raises(Exception, match="injected crash"):
-        stream_job(spark, str(city / "stream"), url, ckpt, fault=crash_at(1, "before_commit"), **run)
-    # 3) replays batch 1 (rolled back: applied now) and finishes
-    last = stream_job(spark, str(city / "stream"), url, ckpt, **run)
-    assert [b.batch_id for b in last.batches] == [1, 2] and not any(b.skipped for b in last.batches)
-    with open_store(city / "home", url=url) as store:
-        done = store.frame("SELECT batch_id, files FROM stream_batches WHERE query = 'restart' ORDER BY batch_id")
-    assert done["batch_id"].to_list() == [0, 1, 2] and done["files"].to_list() == [1, 1, 1]
+    def committed(query: str) -> list[int]:
+        with open_store(city / "home", url=url) as store:
+            return store.frame("SELECT batch_id FROM stream_batches WHERE query = ? ORDER BY batch_id",
+                               [query])["batch_id"].to_list()
+
+    go("ingest", 1, "staged")  # batch 0 committed and published; batch 1 staged, rolled back
+    assert committed("restart") == [0] and sorted(p.name for p in handoff.iterdir()) == ["batch-000000000000.parquet"]
+    go("watch", 0, "watch_after_commit")  # watch of batch 0 committed, not recorded by Spark
+    go("ingest", 2, "after_commit")  # batch 1 redone; batch 2 committed, its file still staged
+    assert committed("restart") == [0, 1, 2] and len(list(handoff.iterdir())) == 2
+    go("watch", 1, "watch_before_commit")  # batch 0 replayed (skipped), batch 1 rolled back
+    assert committed("restart-watch") == [0]
+    last = go("ingest")  # batch 2 replayed: skipped, its file published
+    assert [(b.batch_id, b.skipped) for b in last.batches] == [(2, True)] and len(list(handoff.iterdir())) == 3
+    with open_store(city / "home", url=url) as store, store.transaction() as con:
+        con.execute("DELETE FROM watch_state")
+    watch = go("watch")
+    assert [(w.batch_id, w.skipped) for w in watch.watch] == [(1, False), (2, False)]
+    assert committed("restart-watch") == [0, 1, 2]
     assert_same(uninterrupted[2], snapshot(city, url))
 
 
-def test_kafka_reader_options_and_messages_through_the_sink(city, schemas):
+def test_both_queries_at_once_as_a_long_running_job(city, schemas, spark, uninterrupted, tmp_path):
+    """Without ``--once`` both queries run at the same time in one driver (the watch a batch or
+    so behind the ingest, each sink on its own connection); stopped once the watch has
+    committed every batch, the store is the uninterrupted run's."""
+    import threading
+
+    url = schemas(city)
+    out: dict = {}
+
+    def job() -> None:
+        try:
+            out["result"] = stream_job(spark, str(city / "stream"), url, str(tmp_path / "ckpt"), query="live",
+                                       home=str(city / "home"), available_now=False, trigger_seconds=0.5)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            out["error"] = exc
+
+    runner = threading.Thread(target=job, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 300
+    with open_store(city / "home", url=url) as store:
+        while time.monotonic() < deadline and runner.is_alive():
+            n = store.frame("SELECT count(*) AS n FROM stream_batches WHERE query = 'live-watch'")["n"][0]
+            if n == 3:
+                break
+            time.sleep(0.5)
+    for q in spark.streams.active:
+        if q.name in ("live", "live-watch"):
+            q.stop()
+    runner.join(120)
+    assert not runner.is_alive() and "error" not in out, out.get("error")
+    assert [w.batch_id for w in out["result"].watch] == [0, 1, 2]
+    assert_same(uninterrupted[2], snapshot(city, url))
+
+
+def test_kafka_reader_options_and_messages_through_the_sink(city, schemas, tmp_path):
     """No broker here: the reader options are checked, and Kafka-shaped rows go through the sink."""
     import pyarrow as pa
 
@@ -242,13 +428,15 @@ def test_kafka_reader_options_and_messages_through_the_sink(city, schemas):
     lines = (city / "stream" / "part-00000.ndjson").read_bytes().splitlines()[:500]
     rows = pa.table({"topic": ["city.readings"] * (len(lines) + 1), "partition": [3] * (len(lines) + 1),
                      "offset": list(range(1000, 1000 + len(lines) + 1)), "value": lines + [b"{not json"]})
-    sink = StoreSink(url, "kafka", query="kafka", home=str(city / "home"))
+    sink = StoreSink(url, "kafka", query="kafka", home=str(city / "home"), handoff=tmp_path / "handoff")
     try:
         first = sink.apply(rows, 0)
         again = sink.apply(rows, 0)  # a replayed micro-batch
     finally:
         sink.close()
     assert first.records == len(lines) + 1 and first.accepted > 400 and again.skipped
+    assert first.handed == first.accepted and [p.name for p in (tmp_path / "handoff").iterdir()] == [
+        "batch-000000000000.parquet"]
     with open_store(city / "home", url=url) as store:
         q = store.frame("SELECT source, location, reason FROM quarantine WHERE raw = '{not json'")
         n = store.frame("SELECT count(*) AS n FROM readings")["n"][0]
@@ -293,6 +481,24 @@ def test_checked_parts_survive_the_trip_from_executors_in_order(city, schemas):
     locs = [p.origins[s][1] for _, p in split for s in p.rows["seq"].to_pylist()]
     assert len(seqs) == 21 and locs == [f"offset {o}" for o in range(7, 28)]
     assert split[-1][1].rows["reason"].to_pylist()[-1] == "malformed"  # "{not json", offset 27
+
+def test_executors_import_the_driver_s_cityvitals(spark):
+    """Executor workers run this interpreter with this ``PYTHONPATH``: the operator code they run
+    is the code under test, not another installed copy."""
+    import cityvitals
+
+    def where(batches):
+        import pyarrow as pa
+
+        import cityvitals as c
+
+        for _ in batches:
+            yield pa.RecordBatch.from_pydict({"f": [c.__file__]})
+
+    where.__module__ = "__main__"  # (pickled by value: executors cannot import this test module)
+    got = spark.range(4).repartition(2).mapInArrow(where, "f STRING").toArrow()["f"].to_pylist()
+    assert got and set(got) == {cityvitals.__file__}
+
 
 def test_run_command_local_engine_and_its_refusals(city, tmp_path):
     """``cityvitals run``: the local engine over a directory (embedded store), and clear errors."""

@@ -2,13 +2,16 @@
 the local engine in the same run, over the same simulated files into PostgreSQL.
 
 Why these three: the Spark job validates on its executors (``mapInArrow``, one task per
-file) and runs the store's stages on its driver, so what Spark adds or costs per
-micro-batch (file discovery, offsets and commits in the checkpoint, the validated rows to
-the driver as Arrow, one PostgreSQL transaction) is the difference from the local engine,
-and local[1] vs local[2] shows what a second executor core buys when a micro-batch holds
-two files (``files_per_batch``; the local engine takes the same files per step). CPU is
-reported for the driver (this Python process), for Spark (the JVM and its Python workers)
-and for the PostgreSQL backend separately; the machine is shared.
+file), stores and runs signs on its driver, and runs the watch's detectors on its executors
+(a stateful operator keyed by groups of sensor kinds, its state in Spark's state store), so
+what Spark adds or costs per micro-batch (file discovery, offsets, commits and state in the
+checkpoints, the handoff file between the two queries, the validated rows and the verdicts
+to the driver as Arrow, two PostgreSQL transactions) is the difference from the local
+engine, and local[1] vs local[2] shows what a second executor core buys when a micro-batch
+holds two files (``files_per_batch``; the local engine takes the same files per step) and
+the watch has two groups. CPU is reported for the driver (this Python process), for Spark
+(the JVM and its Python workers) and for the PostgreSQL backends separately; the machine is
+shared.
 """
 
 from __future__ import annotations
@@ -41,21 +44,25 @@ def _jvm_cpu() -> float:
     return total
 
 
-def _backend_cpu(admin_url: str, app: str) -> float | None:
+def _backend_cpu(admin_url: str, app: str, seen: dict[int, float] | None = None) -> float | None:
     """CPU seconds so far of the PostgreSQL backends serving ``app`` (same host only): the
-    store's share of the work, which neither the driver's nor the JVM's CPU includes."""
+    store's share of the work, which neither the driver's nor the JVM's CPU includes.
+
+    ``seen`` keeps each backend's latest figure across calls, so a backend that has ended
+    (the Spark job's two queries each have their own connection, one after the other) still
+    counts with what it had used when last seen."""
     import psycopg
 
     with psycopg.connect(admin_url, autocommit=True) as admin:
         pids = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [app]).fetchall()]
-    total = 0.0
+    seen = {} if seen is None else seen
     for pid in pids:
         try:
             t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
         except psutil.Error:
-            return None
-    return total if pids else None
+            continue
+        seen[pid] = max(seen.get(pid, 0.0), t.user + t.system)
+    return sum(seen.values()) if seen else None
 
 
 def _schema(admin_url: str, home: Path, city: Path) -> tuple[str, str]:
@@ -141,13 +148,14 @@ def run(*, sensors: int = 1000, duration: str = "4h", seed: int = 11, masters: t
             startup = time.perf_counter() - s0
             j0 = _jvm_cpu()
             pg: list = [None]
+            backends: dict[int, float] = {}
 
-            def sample(_report, app=schema, pg=pg) -> None:  # the backend lives as long as the query
-                pg[0] = _backend_cpu(admin_url, app)
+            def sample(_report, app=schema, pg=pg, backends=backends) -> None:  # a backend lives as long as its query
+                pg[0] = _backend_cpu(admin_url, app, backends)
 
             try:
                 res = stream_job(spark, str(src), url, str(tmp / f"ckpt-{schema}"), query="bench", home=str(home),
-                                 on_batch=sample, files_per_batch=files_per_batch)
+                                 on_batch=sample, on_watch=sample, files_per_batch=files_per_batch)
                 actual = spark.sparkContext.master
             finally:
                 jvm = _jvm_cpu() - j0
@@ -159,6 +167,12 @@ def run(*, sensors: int = 1000, duration: str = "4h", seed: int = 11, masters: t
                 "readings_per_s": round(d["accepted"] / d["seconds"]),
                 "readings_per_cpu_s": round(d["accepted"] / (d["driver_cpu_seconds"] + jvm + (pg[0] or 0.0))),
                 "stage_seconds_in_batches": round(sum(b.seconds for b in res.batches), 2),
+                "watch_sink_seconds": round(sum(w.seconds for w in res.watch), 2),
+                "ingest_query_seconds": d.get("ingest_seconds"), "watch_query_seconds": d.get("watch_seconds"),
+                "ingest_batch_ms": d.get("ingest_trigger_ms"), "watch_batch_ms": d.get("watch_trigger_ms"),
+                "watch_groups": d["watch_groups"], "watch_series": d["watch_series"],
+                "watch_state_bytes": d["watch_state_bytes"],
+                "watch_state_bytes_per_series": round(d["watch_state_bytes"] / max(d["watch_series"], 1)),
             }
         out["load_average_after"] = list(os.getloadavg())
     finally:

@@ -49,6 +49,9 @@ def run(
     checkpoint: Annotated[Optional[str], typer.Option(help="Spark checkpoint directory (spark engine; required).")] = None,
     fmt: Annotated[Optional[str], typer.Option("--format", help="ndjson or parquet (default: told by the files).")] = None,
     files_per_batch: Annotated[int, typer.Option(min=1, help="Files per batch (micro-batch).")] = 1,
+    watch_groups: Annotated[Optional[int], typer.Option(min=1, help="Spark engine: groups of sensor kinds the watch's "
+                                                        "state is kept in (default: the shuffle partitions; fixed by "
+                                                        "the checkpoint's first run).")] = None,
     query: Annotated[str, typer.Option(help="Streaming query name: its committed batches are kept under it.")] = "cityvitals",
     once: Annotated[bool, typer.Option("--once", "--available-now", help="Take what the source holds now, then stop.")] = False,
     batch: Annotated[bool, typer.Option("--batch", help="Recompute history from a Parquet archive over --from/--to.")] = False,
@@ -66,7 +69,7 @@ def run(
             raise InputError("--batch needs --from and --to")
         out = _batch(engine, source, store, home, lo, hi, master)
     elif engine is Engine.spark:
-        out = _spark(source, store, home, master, checkpoint, fmt, files_per_batch, query, once, say)
+        out = _spark(source, store, home, master, checkpoint, fmt, files_per_batch, query, once, say, watch_groups)
     else:
         out = _local(source, store, home, fmt, files_per_batch, once, say)
     if json:
@@ -121,19 +124,23 @@ def _store_url(store_url: str | None, home: str | None) -> str:
     return url
 
 
-def _spark(source, store_url, home, master, checkpoint, fmt, files_per_batch, query, once, say) -> dict:
+def _spark(source, store_url, home, master, checkpoint, fmt, files_per_batch, query, once, say, watch_groups) -> dict:
     from cityvitals.spark import session, stream_job
 
     if not checkpoint:
-        raise InputError("--engine spark needs --checkpoint DIR (where Spark keeps its offsets and commits)")
+        raise InputError("--engine spark needs --checkpoint DIR (where Spark keeps its offsets, commits and the "
+                         "watch's state)")
     url = _store_url(store_url, home)
     spark = session(master, kafka=source.startswith("kafka://"))
     try:
         result = stream_job(spark, source, url, str(Path(checkpoint)), fmt=fmt, files_per_batch=files_per_batch,
-                            query=query, available_now=once, home=home,
+                            query=query, available_now=once, home=home, watch_groups=watch_groups,
                             on_batch=lambda b: say(f"micro-batch {b.batch_id}: "
                                                    + ("committed before a restart, skipped" if b.skipped else
-                                                      f"{b.accepted:,} accepted, {b.quarantined:,} quarantined, {b.seconds:.1f} s")))
+                                                      f"{b.accepted:,} accepted, {b.quarantined:,} quarantined, {b.seconds:.1f} s")),
+                            on_watch=lambda w: say(f"watch of micro-batch {w.batch_id}: "
+                                                   + ("committed before a restart, skipped" if w.skipped else
+                                                      f"{w.points:,} readings, {w.series:,} series, {w.seconds:.1f} s")))
     finally:
         spark.stop()
     return {"engine": "spark", "master": master, **result.to_dict()}

@@ -41,25 +41,49 @@ class Downstream:
 
     def run(self, clock: Clock | None = None) -> dict:
         """Run every stage present; ``clock`` None: the event clock (read after signs)."""
-        store = self.store
-        out: dict = {}
+        out = self.signs()
+        if clock is None:
+            clock = self.batch_clock()
+        out.update(self.watch(clock))
+        out.update(self.after_watch(clock))
+        return out
+
+    def signs(self) -> dict:
+        """The signs stage over what ingest stored since its watermark."""
         try:
             from cityvitals.signs import compute_signs
-
-            out["signs"] = str(compute_signs(store))
         except ImportError:
-            pass
-        if clock is None:
-            now = event_clock(store) or datetime.now(timezone.utc)
+            return {}
+        return {"signs": str(compute_signs(self.store))}
 
-            def clock() -> datetime:  # one fixed reading for every stage of the batch
-                return now
+    def batch_clock(self) -> Clock:
+        """The event clock read once, after signs: one fixed reading for every later stage of the batch.
+
+        The Spark engine reads it in its ingest query and hands the value to its watch query
+        with the batch (``cityvitals.spark.handoff``), so both stages judge at the same instant.
+        """
+        now = event_clock(self.store) or datetime.now(timezone.utc)
+
+        def clock() -> datetime:
+            return now
+        return clock
+
+    def watch(self, clock: Clock) -> dict:
+        """The watch over readings not yet watched (``watch_readings``: detectors, then alerts)."""
         try:
             from cityvitals.watch import watch_readings
-
-            out["watch"] = watch_readings(store, clock=clock)
         except ImportError:
-            pass
+            return {}
+        return {"watch": watch_readings(self.store, clock=clock)}
+
+    def after_watch(self, clock: Clock) -> dict:
+        """diagnose → dispose, where the store serves them: what follows the alerts of a batch.
+
+        Shared by ``run`` and the Spark engine's watch query, which applies its detectors'
+        verdicts to the alerts and then calls this.
+        """
+        store = self.store
+        out: dict = {}
         if _serves(store, "incidents"):
             try:
                 from cityvitals.diagnose import AssetGraph, diagnose

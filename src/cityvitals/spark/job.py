@@ -4,10 +4,15 @@ A source directory is read with Spark's ``binaryFile`` source: one row per file,
 micro-batch hands whole files to ``ingest_stream`` exactly as the local engine reads
 them from disk (the same records, the same quarantine locations). Kafka messages are one
 JSON reading each; their topic is partitioned by spatial shard (docs/scaling.md).
+
+The stream job is two chained streaming queries: *ingest* (validation on the executors,
+store, signs, the handoff file) and *watch* (the detectors in a stateful operator keyed by
+sensor kind, the alerts, diagnose and dispose). See ``cityvitals.spark.handoff``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -20,7 +25,9 @@ from urllib.parse import parse_qs, urlparse
 
 from cityvitals.errors import InputError
 from cityvitals.runtime.files import format_of, suffixes
+from cityvitals.spark.handoff import HANDOFF_DDL, Handoff
 from cityvitals.spark.sink import BatchReport, Fault, StoreSink
+from cityvitals.spark.watch import OUT_DDL, KindGroupWatch, WatchReport, WatchSink
 
 
 def java_available() -> bool:
@@ -28,13 +35,19 @@ def java_available() -> bool:
 
 
 def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | None = None, kafka: bool = False):
-    """A SparkSession for the job; small shuffles (nothing is shuffled: validation maps, the
-    store's stages run in the driver), no UI. Executors run this interpreter, so they import
-    the same cityvitals as the driver."""
+    """A SparkSession for the job; small shuffles (only the watch query shuffles, its handoff
+    rows by sensor kind), no UI. Executors run this interpreter, so they import the same
+    cityvitals as the driver. The state store is RocksDB with changelog checkpointing: the
+    watch query's operator (``transformWithStateInPandas``) needs RocksDB, and a changelog
+    writes only the keys a batch changed."""
     try:
+        import pyspark
         from pyspark.sql import SparkSession
     except ImportError as exc:  # the optional extra
         raise InputError("the Spark engine needs pyspark: pip install 'cityvitals[spark]'") from exc
+    if int(pyspark.__version__.split(".")[0]) < 4:
+        raise InputError(f"the Spark engine needs pyspark >= 4.0 (the watch's transformWithStateInPandas), "
+                         f"not {pyspark.__version__}: pip install 'cityvitals[spark]'")
     if not java_available():
         raise InputError("the Spark engine needs Java 17+ (java on PATH or JAVA_HOME)")
     # PySpark starts executor workers with $PYSPARK_PYTHON (else "python3" on PATH, which may
@@ -44,10 +57,12 @@ def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | N
                .config("spark.ui.enabled", "false")
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.streaming.stateStore.providerClass",
+                       "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+               .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
                .config("spark.sql.streaming.stopGracefullyOnShutdown", "true"))
     if kafka:
-        import pyspark
-
         scala = "2.13"
         builder = builder.config("spark.jars.packages", f"org.apache.spark:spark-sql-kafka-0-10_{scala}:{pyspark.__version__}")
     for k, v in (conf or {}).items():
@@ -117,40 +132,152 @@ BINARY_FILE_SCHEMA = "path STRING, modificationTime TIMESTAMP, length BIGINT, co
 class StreamResult:
     query: str
     batches: list[BatchReport] = field(default_factory=list)
+    watch: list[WatchReport] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    query_seconds: dict = field(default_factory=dict)  # wall time of each query (run one after the other)
+    trigger_ms: dict = field(default_factory=dict)  # each query's micro-batches as Spark timed them (triggerExecution)
+    watch_groups: int = 0
 
     def to_dict(self) -> dict:
         done = [b for b in self.batches if not b.skipped]
+        watched = [w for w in self.watch if not w.skipped]
+        last = watched[-1] if watched else None
         return {"query": self.query, "batches": len(self.batches), "skipped": len(self.batches) - len(done),
                 "files": sum(b.files for b in done), "records": sum(b.records for b in done),
                 "accepted": sum(b.accepted for b in done), "quarantined": sum(b.quarantined for b in done),
-                "seconds": round(self.seconds, 3), "driver_cpu_seconds": round(self.cpu_seconds, 3)}
+                "watch_batches": len(self.watch), "watch_skipped": len(self.watch) - len(watched),
+                "watched": sum(w.points for w in watched),
+                "watch_series": last.series if last else 0, "watch_state_bytes": last.state_bytes if last else 0,
+                "watch_groups": self.watch_groups, "seconds": round(self.seconds, 3),
+                **{f"{name}_seconds": round(v, 3) for name, v in self.query_seconds.items()},
+                **{f"{name}_trigger_ms": v for name, v in self.trigger_ms.items()},
+                "driver_cpu_seconds": round(self.cpu_seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one job keeps its books under ``--checkpoint``: each query's Spark checkpoint and
+    the handoff directory between them (published files, and their staging directory)."""
+
+    root: Path
+
+    @property
+    def ingest(self) -> str:
+        return str(self.root / "ingest")
+
+    @property
+    def watch(self) -> str:
+        return str(self.root / "watch")
+
+    @property
+    def handoff(self) -> str:
+        return str(self.root / "handoff")
+
+    def check(self) -> None:
+        if (self.root / "offsets").is_dir() or (self.root / "commits").is_dir():
+            raise InputError(f"{self.root}: a checkpoint of the one-query Spark job (before the watch moved into Spark "
+                             "state); start a new --checkpoint directory with a new --query name (the store knows "
+                             "committed micro-batches by query name and batch id)")
+
+    def watch_groups(self, requested: int | None, default: int) -> int:
+        """The number of operator groups the sensor kinds are hashed into, fixed when the job
+        first runs: the watch state is keyed by group, so another count would put kinds in
+        groups whose state never saw them."""
+        meta = self.root / "watch.json"
+        if meta.exists():
+            stored = int(json.loads(meta.read_text())["groups"])
+            if requested is not None and requested != stored:
+                raise InputError(f"--watch-groups {requested}: this checkpoint's watch state is kept in {stored} groups; "
+                                 "keep that number, or start from a new --checkpoint directory")
+            return stored
+        groups = int(requested or default)
+        if groups < 1:
+            raise InputError(f"--watch-groups {groups}: must be at least 1")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"groups": groups}))
+        os.replace(tmp, meta)
+        return groups
 
 
 def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str | None = None, files_per_batch: int = 1,
                query: str = "cityvitals", available_now: bool = True, trigger_seconds: float = 2.0,
                home: str | None = None, fault: Fault | None = None,
-               on_batch: Callable[[BatchReport], None] | None = None) -> StreamResult:
-    """Run the Structured Streaming query until the source is drained (``available_now``)
-    or until interrupted; a failure inside a micro-batch is raised here."""
-    df, kind = _stream(spark, source, fmt, files_per_batch)
-    sink = StoreSink(store_url, kind, query=query, home=home, fault=fault, on_batch=on_batch)
-    result = StreamResult(query)
+               on_batch: Callable[[BatchReport], None] | None = None,
+               on_watch: Callable[[WatchReport], None] | None = None, watch_groups: int | None = None,
+               stages: tuple[str, ...] = ("ingest", "watch")) -> StreamResult:
+    """Run both streaming queries until the source is drained (``available_now``: the ingest
+    query to the end, then the watch query over every handoff) or until interrupted (both run
+    at once, the watch a micro-batch or so behind); a failure inside a micro-batch is raised
+    here. ``stages`` runs only one of the two (tests restart them apart). ``watch_groups``:
+    how many groups of sensor kinds the watch's state is kept in (default: the shuffle
+    partitions; fixed by the checkpoint's first run)."""
+    layout = Layout(Path(checkpoint))
+    layout.check()
+    groups = layout.watch_groups(watch_groups, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    result = StreamResult(query, watch_groups=groups)
     started, cpu0 = time.perf_counter(), time.process_time()
-    writer = df.writeStream.queryName(query).option("checkpointLocation", checkpoint).foreachBatch(sink)
-    writer = writer.trigger(availableNow=True) if available_now else writer.trigger(processingTime=f"{trigger_seconds} seconds")
-    q = writer.start()
+    ingest_sink = watch_sink = None
     try:
-        q.awaitTermination()
-    except KeyboardInterrupt:
-        q.stop()
+        queries = []  # (stage, writer)
+        if "ingest" in stages:
+            df, kind = _stream(spark, source, fmt, files_per_batch)
+            ingest_sink = StoreSink(store_url, kind, handoff=layout.handoff, watch_groups=groups, query=query,
+                                    home=home, fault=fault, on_batch=on_batch)
+            writer = (df.writeStream.queryName(query).option("checkpointLocation", layout.ingest)
+                      .foreachBatch(ingest_sink))
+            queries.append(("ingest", writer))
+        if "watch" in stages:
+            Handoff(layout.handoff)  # the directory must exist before the file source reads it
+            watch_sink = WatchSink(store_url, query=query, home=home, fault=fault, on_batch=on_watch)
+            writer = (watch_stream(spark, layout.handoff).writeStream.queryName(f"{query}-watch")
+                      .option("checkpointLocation", layout.watch).foreachBatch(watch_sink))
+            queries.append(("watch", writer))
+        if available_now:
+            for stage, writer in queries:  # one after the other: the watch query sees every handoff the ingest made
+                t0 = time.perf_counter()
+                q = writer.trigger(availableNow=True).start()
+                try:
+                    q.awaitTermination()
+                except KeyboardInterrupt:
+                    q.stop()
+                    break
+                finally:
+                    result.query_seconds[stage] = time.perf_counter() - t0
+                    result.trigger_ms[stage] = [p.durationMs.get("triggerExecution") for p in q.recentProgress
+                                                if p.numInputRows]
+        else:
+            running = [w.trigger(processingTime=f"{trigger_seconds} seconds").start() for _, w in queries]
+            try:
+                # until one query ends (stopped, or failed: awaitTermination raises its failure)
+                while all(q.isActive for q in running):
+                    running[0].awaitTermination(1.0)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                for q in running:
+                    q.stop()
+            for q in running:
+                if q.exception() is not None:
+                    q.awaitTermination()  # raises the query's failure
     finally:
-        result.batches = list(sink.reports)
+        result.batches = list(ingest_sink.reports) if ingest_sink else []
+        result.watch = list(watch_sink.reports) if watch_sink else []
         result.seconds = time.perf_counter() - started
         result.cpu_seconds = time.process_time() - cpu0
-        sink.close()
+        for sink in (ingest_sink, watch_sink):
+            if sink is not None:
+                sink.close()
     return result
+
+
+def watch_stream(spark, handoff: str):
+    """The watch query's plan: the handoff files, one per micro-batch, through ``KindGroupWatch``
+    by group of sensor kinds; the output goes to ``WatchSink``."""
+    df = (spark.readStream.schema(HANDOFF_DDL).option("maxFilesPerTrigger", "1")
+          .option("maxFileAge", "36500d").option("pathGlobFilter", "batch-*.parquet").parquet(handoff))
+    return df.groupBy("group").transformWithStateInPandas(KindGroupWatch(), OUT_DDL, "Append", "None")
 
 
 def batch_job(spark, folder: str, store_url: str, start: datetime, end: datetime, *, home: str | None = None,

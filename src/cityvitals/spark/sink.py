@@ -1,12 +1,14 @@
-"""The foreachBatch sink: one micro-batch validated on the executors, then stored and
-taken through the later stages in the driver, committed once.
+"""The ingest query's foreachBatch sink: one micro-batch validated on the executors, then
+stored, taken through signs and handed to the watch query, committed once.
 
 Why a batch id table and one transaction: Spark guarantees a micro-batch is re-run with
 the same id and the same data after a failure, not that it runs once. The sink has the
 executors validate the batch (``cityvitals.spark.executors``: ``mapInArrow`` with the
 registry broadcast), then opens one PostgreSQL transaction, returns at once if
 ``stream_batches`` already holds the id (the batch committed before the crash), else
-stores the validated parts, runs the stages and records the id, and commits. The stages'
+stores the validated parts, runs signs, stages the batch's handoff file for the watch query
+(``cityvitals.spark.handoff``: what the store accepted, the window table, the event clock),
+records the id, and commits; the handoff file is published after the commit. The stages'
 own transactions nest inside it as savepoints.
 """
 
@@ -18,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 import pyarrow as pa
@@ -27,12 +30,19 @@ from cityvitals.ingest.checked import Checker
 from cityvitals.ingest.pipeline import registry_table
 from cityvitals.runtime.stages import Downstream
 from cityvitals.spark.executors import CHECKED_SCHEMA, check_rows, columns, decode, on_executors
+from cityvitals.spark.handoff import Handoff, batch_table, config_slices
+
+HANDOFF_STATE = "spark:{query}"
+"""The ``watch_state`` row holding how far the ingest query has handed readings to the watch
+query (its ``ingested_at`` mark; no blob: the detectors' state is in Spark's checkpoint)."""
 
 log = logging.getLogger("cityvitals.spark")
 
 Fault = Callable[[int, str], None]
-"""Called with (batch id, point) at ``"before_commit"`` and ``"after_commit"``: how the
-restart tests make the job die where a crash hurts most."""
+"""Called with (batch id, point) at ``"staged"`` (the handoff file written, the store not
+committed), ``"before_commit"``, ``"after_commit"`` (committed, the handoff not published) and,
+in the watch query, ``"watch_before_commit"`` and ``"watch_after_commit"``: how the restart
+tests make the job die where a crash hurts most."""
 
 
 @dataclass
@@ -45,6 +55,7 @@ class BatchReport:
     quarantined: int = 0
     stages: dict = field(default_factory=dict)
     seconds: float = 0.0
+    handed: int = 0  # readings handed to the watch query
 
 
 class StoreSink:
@@ -52,23 +63,28 @@ class StoreSink:
     modificationTime, content) or ``kafka`` (rows: topic, partition, offset, value).
 
     The store is opened lazily in the driver process on the first batch and kept for the
-    query's life (the watch and diagnose caches live in ``Downstream``), and so is the
-    registry's broadcast, renewed when the registry changes.
+    query's life, and so is the registry's broadcast, renewed when the registry changes.
+    ``handoff``: the directory the watch query reads (``cityvitals.spark.handoff``);
+    ``watch_groups``: how many operator groups the sensor kinds are hashed into there.
     """
 
-    def __init__(self, store_url: str, kind: str, *, query: str = "cityvitals", home: str | None = None,
-                 fault: Fault | None = None, on_batch: Callable[[BatchReport], None] | None = None):
+    def __init__(self, store_url: str, kind: str, *, handoff: str | Path, watch_groups: int = 2,
+                 query: str = "cityvitals", home: str | None = None, fault: Fault | None = None,
+                 on_batch: Callable[[BatchReport], None] | None = None):
         self.store_url = store_url
         self.kind = kind
         self.query = query
         self.home = home
         self.fault = fault
         self.on_batch = on_batch
+        self.handoff = Handoff(handoff)
+        self.watch_groups = int(watch_groups)
         self.store = None
         self.reports: list[BatchReport] = []
         self._now = datetime.now(timezone.utc)
         self._registry: tuple[int, pa.Table] | None = None
         self._broadcast = None
+        self._config_sent: int | None = None  # the registry version whose watch configuration was handed over
 
     def _open(self):
         if self.store is None:
@@ -96,7 +112,7 @@ class StoreSink:
     def registry(self) -> pa.Table:
         """The registry copy validation needs, re-read only when the store's version moved."""
         store = self._open()
-        version = store.sensors.version
+        version = int(store.sensors.version)
         if self._registry is None or self._registry[0] != version:
             self._registry = (version, registry_table(store))
             if self._broadcast is not None:
@@ -129,10 +145,11 @@ class StoreSink:
         return self.commit(checked, batch_id)
 
     def commit(self, checked: pa.Table, batch_id: int) -> BatchReport:
-        """Store the validated micro-batch and run the stages after ingest, once per batch id."""
+        """Store the validated micro-batch, run signs and hand the batch to the watch, once per batch id."""
         started = time.perf_counter()
         store = self._open()
         report = BatchReport(batch_id)
+        sent = None
         with store.transaction():
             done = store.pg.execute("SELECT 1 FROM stream_batches WHERE query = %s AND batch_id = %s",
                                     [self.query, batch_id]).fetchall()
@@ -148,8 +165,16 @@ class StoreSink:
                                                           location_kind=part.location_kind, origins=part.origins,
                                                           nbytes=part.report.bytes))
                 report.accepted, report.quarantined, report.records = ing.accepted, ing.quarantined_total, ing.records
-                if ing.accepted or ing.quarantined_total:
-                    report.stages = self.downstream.run(None)
+                # the local runner runs the stages after ingest when a batch stored or refused anything
+                ran = bool(ing.accepted or ing.quarantined_total)
+                clock = None
+                if ran:
+                    report.stages = self.downstream.signs()
+                    clock = self.downstream.batch_clock()()
+                table, sent, report.handed = self._handoff(store, batch_id, clock, ran)
+                self.handoff.stage(batch_id, table)
+                if self.fault:
+                    self.fault(batch_id, "staged")
                 store.pg.execute(
                     "INSERT INTO stream_batches (query, batch_id, files, records, accepted, quarantined, committed_at) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -160,8 +185,41 @@ class StoreSink:
                     self.fault(batch_id, "before_commit")
         if self.fault and not report.skipped:
             self.fault(batch_id, "after_commit")
+        # committed (now, or by the run that crashed before publishing): the watch query may read it
+        if self.handoff.publish(batch_id) and sent is not None:
+            self._config_sent = sent
         report.seconds = time.perf_counter() - started
         self.reports.append(report)
         if self.on_batch:
             self.on_batch(report)
         return report
+
+    def _handoff(self, store, batch_id: int, clock: datetime | None, ran: bool) -> tuple[pa.Table, int | None, int]:
+        """The batch's handoff rows: the readings the watch has not taken yet (read as the local
+        runner's watch reads them, and the mark moved past them), the window table and clock, and
+        the watch configuration when the registry moved since it was last handed over."""
+        import polars as pl
+
+        from cityvitals.watch.runner import watch_config
+
+        registry = self.registry()
+        version = self._registry[0]
+        # every kind's slice, and kind "" (readings of a sensor no longer registered: configured as no kind)
+        kinds = sorted({k for k in registry.column("kind").to_pylist() if k is not None} | {""})
+        readings = pl.DataFrame(schema={"sensor_id": pl.Utf8, "t": pl.Int64, "value": pl.Float64, "kind": pl.Utf8})
+        if ran:
+            name = HANDOFF_STATE.format(query=self.query)
+            mark, _ = store.alerts.get_watch_state(name)
+            new = pl.from_arrow(store.readings.since(mark))
+            if new.height:
+                kind_of = pl.from_arrow(registry.select(["id", "kind"])).rename({"id": "sensor_id"})
+                # a sensor no longer in the registry: kind "" (the local runner configures it as such)
+                readings = (new.with_row_index("_seq").join(kind_of, on="sensor_id", how="left").sort("_seq")
+                            .select("sensor_id", "t", "value", pl.col("kind").fill_null("")))
+                with store.transaction() as con:
+                    store.alerts.put_watch_state(con, name, new["ingested_at"].max(), None, datetime.now(timezone.utc))
+        configs: dict[str, bytes] = {}
+        if self._config_sent != version:
+            configs = config_slices(watch_config(store), kinds)
+        table = batch_table(batch_id, clock, ran, readings, configs, self.watch_groups)
+        return table, (version if configs else None), readings.height

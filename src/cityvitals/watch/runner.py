@@ -449,8 +449,8 @@ def watch_readings(
 
     The run is two steps with the store only in the second: ``advance`` takes the detectors
     over the readings and returns their verdicts as a table; ``apply_verdicts`` applies them
-    to the alerts window by window. (The Spark engine is meant to run the first in a stateful
-    operator: docs/scaling.md.)
+    to the alerts window by window. (The Spark engine runs the first in a stateful operator,
+    through ``advance_series``: ``cityvitals.spark.watch``.)
     """
     if session is not None:
         watermark, st = session.load(store)
