@@ -118,6 +118,11 @@ def test_a_kind_s_configuration_slice_configures_as_the_whole(scenario):
         assert repr(part.asset_levels) == repr({s: th for s, th in cfg.asset_levels.items() if s in ids})
         assert repr(part.rest_levels) == repr({s: th for s, th in cfg.rest_levels.items() if s in ids})
         assert (part.use_assets, part.user_kinds, part.drift_refs) == (cfg.use_assets, cfg.user_kinds, cfg.drift_refs)
+        assert part.near is None  # not computed ahead: the operator computes a kind's own
+    # neighbours computed ahead on the driver travel with their kind, and come back whole
+    ahead = cfg.with_neighbours()
+    back = merge_configs([config_from_bytes(b) for b in config_slices(ahead, kinds).values()])
+    assert back.near.sort(["sensor_id", "ref", "near_id"]).equals(ahead.near.sort(["sensor_id", "ref", "near_id"]))
 
 
 def test_operator_refuses_a_batch_it_cannot_watch_rightly(scenario):

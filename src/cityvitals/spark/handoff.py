@@ -57,7 +57,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cityvitals.errors import InputError
-from cityvitals.watch.runner import WINDOW_SCHEMA, Threshold, WatchConfig, watch_readings, watch_windows
+from cityvitals.watch.runner import NEAR_SCHEMA, WINDOW_SCHEMA, Threshold, WatchConfig, watch_readings, watch_windows
 
 META = -1
 """The group of the batch row (the clock, the window table) the watch sink needs (no sensor kind's group)."""
@@ -160,7 +160,7 @@ def from_us(us: int) -> datetime:
 # -- the watch configuration, one slice per kind ------------------------------------------------
 
 _CONFIG_FIELDS = ("sensors", "thresholds", "asset_levels", "rest_levels", "neighbours", "use_assets", "user_kinds",
-                  "drift_refs")
+                  "drift_refs", "near")
 
 
 def config_slices(config: WatchConfig, kinds: list[str]) -> dict[str, bytes]:
@@ -188,6 +188,9 @@ def config_slices(config: WatchConfig, kinds: list[str]) -> dict[str, bytes]:
             "use_assets": bool(config.use_assets),
             "user_kinds": sorted(config.user_kinds),
             "drift_refs": sorted(config.drift_refs) if isinstance(config.drift_refs, frozenset) else config.drift_refs,
+            # neighbours and drift references when computed ahead (a kind's are of its own sensors)
+            "near": None if config.near is None else
+            config.near.filter(pl.col("sensor_id").is_in(sorted(ids))).rows(),
         }
         table = table.replace_schema_metadata({b"cityvitals.watch_config": json.dumps(meta, sort_keys=True).encode()})
         with pa.ipc.new_stream(sink, table.schema) as w:
@@ -210,6 +213,7 @@ def merge_configs(parts: list[WatchConfig]) -> WatchConfig:
         asset_levels={k: v for p in parts for k, v in p.asset_levels.items()},
         rest_levels={k: v for p in parts for k, v in p.rest_levels.items()},
         neighbours=neighbours, use_assets=first.use_assets, user_kinds=first.user_kinds, drift_refs=first.drift_refs,
+        near=None if any(p.near is None for p in parts) else pl.concat([p.near for p in parts]),
     )
 
 
@@ -226,6 +230,7 @@ def config_from_bytes(blob: bytes) -> WatchConfig:
         use_assets=meta["use_assets"],
         user_kinds=frozenset(meta["user_kinds"]),
         drift_refs=frozenset(drift) if isinstance(drift, list) else drift,
+        near=None if meta.get("near") is None else pl.DataFrame(meta["near"], schema=NEAR_SCHEMA, orient="row"),
     )
 
 
