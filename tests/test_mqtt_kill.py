@@ -148,10 +148,15 @@ def _kill_run(tmp_path: Path, store_url: str | None, seed: int) -> None:
             return st.get("last_topic") == sentinel and st.get("lag_messages") == 0
 
         stats.unlink(missing_ok=True)
-        _wait_for(lambda: proc.poll() is not None or drained(), 60, "the broker to drain")
-        assert proc.poll() is None, proc.stderr.read().decode()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        try:
+            _wait_for(lambda: proc.poll() is not None or drained(), 60, "the broker to drain")
+            assert proc.poll() is None, proc.stderr.read().decode()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:  # a failed wait must not leave a server behind
+                proc.kill()
+                proc.wait(10)
     finally:
         pub.disconnect()
         pub.loop_stop()
