@@ -31,6 +31,7 @@ from cityvitals.signs.functions import evaluate, input_keys
 from cityvitals.signs.health import health_index
 from cityvitals.signs.levels import assign_levels
 from cityvitals.signs.rollup import rollup
+from cityvitals.signs.session import SignsSession
 from cityvitals.signs.windows import US, bucket_expr, expand_windows, window_values
 from cityvitals.store.duck.signs import from_us
 
@@ -185,7 +186,7 @@ def _store_windows(repo, cat: Catalog, touched: dict[str, pl.DataFrame], *,
     """Values of the touched windows of every sensor-fed indicator, from *all* their stored
     readings: one scan of the readings for every indicator (each kind over the widest range
     that needs it, only the touched units), then ``window_values``. ``ingested_until``: only
-    readings stored by then."""
+    readings stored by then (the live session's bound, see ``signs.session``)."""
     sensor_inds = [i for i in cat.computable() if i.input_kind == "sensor" and touched.get(i.id) is not None
                    and not touched[i.id].is_empty()]
     if not sensor_inds:
@@ -240,8 +241,8 @@ def _compute(store, cat: Catalog, windows: dict[str, pl.DataFrame], report: Sign
     ``window_values`` or ``windows_from``), compute the derived indicators on the same keys,
     roll every value up the tree; returns the keys written.
 
-    Whoever computed the windows (a recompute, or an incremental run reading the store),
-    everything from here on is this one function.
+    Whoever computed the windows (a recompute, an incremental run reading the store, the
+    live session's partials), everything from here on is this one function.
     ``replace=False``: the windows were deleted first (recompute), so values are inserted
     without looking for stored rows with the same key. ``complete``: every direct unit of
     each window is in ``windows`` (a recompute), so the roll-up reads none from the store.
@@ -334,11 +335,14 @@ def _snapshot(store, cat: Catalog, at: datetime, unit_codes: list[str], report: 
 
 
 def compute_signs(store, start: datetime | None = None, end: datetime | None = None, *,
-                  catalog: Catalog | None = None, snapshot: bool = True) -> SignsReport:
+                  catalog: Catalog | None = None, snapshot: bool = True, session: SignsSession | None = None) -> SignsReport:
     """Compute the vital signs.
 
     Without ``start``/``end``: incrementally, for everything ingested since the last run
     (the first run computes everything). With them: ``recompute`` of that period.
+    ``session``: a long-running process's memory of the windows' partials between runs
+    (``signs.session``): the touched windows are combined from them instead of re-read
+    from the store; every other step, and the result, is the same.
     """
     if start is not None or end is not None:
         return recompute(store, start, end, catalog=catalog)
@@ -349,6 +353,8 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
     last_ing = datetime.fromisoformat(st["last_ingested_at"]) if st.get("last_ingested_at") else None
     wm_prev = st.get("watermark_us")
     report = SignsReport("incremental", no_source=cat.no_source())
+    if session is not None:
+        session.begin(last_ing)
     minutes, info = repo.reading_minutes(ingested_after=last_ing)
     report.readings = int(info["n"] or 0)
     if report.readings == 0:
@@ -362,7 +368,11 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
             touched[ind.id], late = _touched(minutes, ind, off, watermark=wm_prev)
             if late:
                 report.late[ind.id] = late
-    written = _compute(store, cat, _store_windows(repo, cat, touched), report)
+    if session is None:
+        windows = _store_windows(repo, cat, touched)
+    else:
+        windows = session.windows(repo, cat, touched, after=last_ing, until=info["max_ingested_at"], store_windows=_store_windows)
+    written = _compute(store, cat, windows, report)
     wm = max(wm_prev if wm_prev is not None else -(2**62), int(info["max_ts_us"]))
     report.watermark = from_us(wm).isoformat()
     if snapshot:
@@ -372,6 +382,8 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
         late_total[k] = late_total.get(k, 0) + n
     mx = info["max_ingested_at"]
     repo.set_state({"last_ingested_at": mx.isoformat() if mx else st.get("last_ingested_at"), "watermark_us": wm, "late": late_total})
+    if session is not None:
+        session.advance(cat, wm)
     report.seconds = time.perf_counter() - t0
     return report
 
