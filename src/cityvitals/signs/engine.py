@@ -353,9 +353,11 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
     last_ing = datetime.fromisoformat(st["last_ingested_at"]) if st.get("last_ingested_at") else None
     wm_prev = st.get("watermark_us")
     report = SignsReport("incremental", no_source=cat.no_source())
-    if session is not None:
+    if session is None:
+        minutes, info = repo.reading_minutes(ingested_after=last_ing)
+    else:  # the new rows themselves, read once: the session merges them
         session.begin(last_ing)
-    minutes, info = repo.reading_minutes(ingested_after=last_ing)
+        minutes, info = session.read(repo, cat, last_ing)
     report.readings = int(info["n"] or 0)
     if report.readings == 0:
         report.watermark = from_us(wm_prev).isoformat() if wm_prev is not None else None
@@ -371,7 +373,7 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
     if session is None:
         windows = _store_windows(repo, cat, touched)
     else:
-        windows = session.windows(repo, cat, touched, after=last_ing, until=info["max_ingested_at"], store_windows=_store_windows)
+        windows = session.windows(repo, cat, touched, until=info["max_ingested_at"], store_windows=_store_windows)
     written = _compute(store, cat, windows, report)
     wm = max(wm_prev if wm_prev is not None else -(2**62), int(info["max_ts_us"]))
     report.watermark = from_us(wm).isoformat()

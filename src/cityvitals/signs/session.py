@@ -188,6 +188,7 @@ class SignsSession:
         self.cursor: datetime | None = None  # ingested_at up to which the partials hold every reading
         self._valid = False
         self.stats: dict[str, int] = {}  # what the last run read: new readings, readings filled from the store, windows read
+        self._new: pl.DataFrame | None = None  # the run's new rows, between ``read`` and ``windows``
 
     def reset(self) -> None:
         """Forget every partial: the next run fills them from the store again."""
@@ -206,11 +207,25 @@ class SignsSession:
             self.reset()
         self.stats = {"new_readings": 0, "filled_readings": 0, "store_windows": 0}
 
-    def windows(self, repo, cat: Catalog, touched: dict[str, pl.DataFrame], *, after: datetime | None,
-                until: datetime, store_windows) -> dict[str, pl.DataFrame]:
+    def read(self, repo, cat: Catalog, after: datetime | None) -> tuple[pl.DataFrame, dict]:
+        """The run's one read of the store's new rows (``repo.new_readings``), kept for
+        ``windows``; returns what ``repo.reading_minutes`` returns for the same rows: per
+        (kind, unit, minute) their count, and the count, latest time and latest stamp."""
+        combine = sorted({k for i in cat.computable() if i.input_kind == "sensor" and i.sensor_combine for k in i.kinds})
+        r = self._new = repo.new_readings(after, combine)
+        self.stats["new_readings"] = r.height
+        if r.is_empty():
+            return pl.DataFrame(schema={"kind": pl.Categorical, "unit_code": pl.Categorical, "minute": pl.Int64,
+                                        "n": pl.Int64}), {"max_ingested_at": None, "max_ts_us": None, "n": 0}
+        minutes = r.group_by("kind", "unit_code", (pl.col("ts") // 60_000_000 * 60_000_000).alias("minute")).agg(
+            pl.len().cast(pl.Int64).alias("n"))
+        return minutes, {"max_ingested_at": r["ingested_at"].max(), "max_ts_us": int(r["ts"].max()), "n": r.height}
+
+    def windows(self, repo, cat: Catalog, touched: dict[str, pl.DataFrame], *, until: datetime,
+                store_windows) -> dict[str, pl.DataFrame]:
         """Values of the touched windows (as ``engine._store_windows``), from the partials where
         the session can serve them, else from the store (``store_windows``, bounded by
-        ``until``). Merges the readings stored in (``after``, ``until``] into the partials."""
+        ``until``, the latest stamp ``read`` saw). Merges the rows ``read`` kept into the partials."""
         self._valid = False  # until this run's merge is complete: a failure half way leaves nothing to trust
         off_h = cat.utc_offset_hours
         off = int(off_h * 3600 * US)
@@ -222,7 +237,8 @@ class SignsSession:
         self._fill(repo, fill, hit, until, off_h, off)
         filled = {i.id for i in fill}
         merge = [i for iid, i in active.items() if iid in self.held and iid not in filled]
-        self._merge_new(repo, merge, after, until, off_h)
+        self._merge_new(merge, off_h)
+        self._new = None
         self.cursor, self._valid = until, True
         out: dict[str, pl.DataFrame] = {}
         from_store: dict[str, pl.DataFrame] = {}
@@ -269,21 +285,12 @@ class SignsSession:
             if p is not None:
                 h.merge(p)  # buckets before the cover (a kind read from further back for another indicator) are left out
 
-    def _merge_new(self, repo, inds: list[Indicator], after: datetime | None, until: datetime, off_h: float) -> None:
-        """Merge the readings stored in (after, until] into the held indicators' partials."""
-        if not inds:
+    def _merge_new(self, inds: list[Indicator], off_h: float) -> None:
+        """Merge the rows ``read`` kept into the held indicators' partials."""
+        r = self._new
+        if not inds or r is None or r.is_empty():
             return
-        kinds: dict[str, bool] = {}
-        for i in inds:
-            for k in i.kinds:
-                kinds[k] = kinds.get(k, False) or i.sensor_combine is not None
-        spans = pl.DataFrame({"kind": list(kinds), "lo": [-_MAX_US] * len(kinds), "hi": [_MAX_US] * len(kinds),
-                              "sensors": list(kinds.values())})
-        r = repo.readings(spans, ingested_after=after, ingested_until=until)
-        self.stats["new_readings"] = r.height
-        if r.is_empty():
-            return
-        by_kind = partition(r, "kind", include_key=False)
+        by_kind = partition(r.drop("ingested_at"), "kind", include_key=False)
         for ind in inds:
             parts = [by_kind[k] for k in ind.kinds if k in by_kind]
             if not parts:

@@ -357,6 +357,37 @@ class SignRepo:
     def _fetch_readings(self, sql: str, params: list, frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
         return self._select(sql, params, frames)
 
+    def new_readings(self, ingested_after: datetime | None, sensor_kinds: list[str]) -> pl.DataFrame:
+        """Every reading with a unit stored after ``ingested_after``: kind, sensor_id (only for
+        ``sensor_kinds``, else null), ts µs, value, unit_code, ingested_at -- the one read of
+        a live signs run (``signs.session``), which merges these readings and finds from the
+        same rows the windows they touch and the stage's new watermark and cursor (what
+        ``reading_minutes`` tells a run without a session), so the new rows are scanned once."""
+        after = ingested_after or datetime(1, 1, 2, tzinfo=timezone.utc)
+        if self._keyed_readings():
+            r = self._select(
+                "SELECT r.kind, CASE WHEN list_contains(?::VARCHAR[], r.kind) THEN r.sensor_key END AS sensor_key, "
+                "epoch_us(r.ts) AS ts, r.value, r.unit_key, r.ingested_at FROM reading_rows r "
+                "WHERE r.unit_key IS NOT NULL AND r.ingested_at > ?", [list(sensor_kinds), after], {})
+            r = r.with_columns(pl.col("sensor_key").cast(pl.String).alias("sensor_id"),
+                               self._unit_lut().gather(r["unit_key"].cast(pl.Int64)).alias("unit_code"))
+        else:
+            r = self._select(
+                "SELECT kind, CASE WHEN list_contains(?::VARCHAR[], kind) THEN sensor_id END AS sensor_id, epoch_us(ts) AS ts, "
+                f"value, unit_code, ingested_at FROM {self._readings_source()} WHERE unit_code IS NOT NULL AND ingested_at > ?",
+                [list(sensor_kinds), after], {})
+        return r.select(pl.col("kind").cast(pl.String).cast(pl.Categorical), pl.col("sensor_id").cast(pl.String).cast(pl.Categorical),
+                        pl.col("ts").cast(pl.Int64), pl.col("value").cast(pl.Float64),
+                        pl.col("unit_code").cast(pl.String).cast(pl.Categorical),
+                        pl.col("ingested_at").cast(pl.Datetime("us", "UTC")))
+
+    def _unit_lut(self) -> pl.Series:
+        """Unit codes (Categorical) indexed by their ``unit_keys`` key (null where none)."""
+        with self.store.lock:
+            keys = _pl(self.store.con.sql("SELECT key, unit_code FROM unit_keys").to_arrow_table())
+        lut = pl.Series("unit_code", [None] * (int(keys["key"].max() or 0) + 1), pl.String)
+        return lut.scatter(keys["key"].cast(pl.Int64), keys["unit_code"].cast(pl.String)).cast(pl.Categorical)
+
     def _keyed_readings(self) -> bool:
         """Whether readings sit in the integer-keyed ``reading_rows`` (a current DuckDB store),
         not in a string-keyed table (an old store opened read-only; PostgreSQL)."""
@@ -373,10 +404,7 @@ class SignRepo:
         if "_sign_units" in frames:
             sql += " AND r.unit_key IN (SELECT u.key FROM unit_keys u SEMI JOIN _sign_units s ON s.unit_code = u.unit_code)"
         r = self._select(sql, params, frames)
-        with self.store.lock:
-            keys = _pl(self.store.con.sql("SELECT key, unit_code FROM unit_keys").to_arrow_table())
-        lut = pl.Series("unit_code", [None] * (int(keys["key"].max() or 0) + 1), pl.String)
-        lut = lut.scatter(keys["key"].cast(pl.Int64), keys["unit_code"].cast(pl.String)).cast(pl.Categorical)
+        lut = self._unit_lut()
         return r.select(
             "kid", pl.col("sensor_key").cast(pl.String).alias("sensor_id"), "ts", "value",
             lut.gather(r["unit_key"].cast(pl.Int64)).alias("unit_code"),
