@@ -110,6 +110,7 @@ def _same(a, b, step: int) -> None:
     assert a.signs.state() == b.signs.state(), step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,steps,fail_at,restart_at", [("duckdb", None, 6, 14), ("postgresql", 10, 3, 5)])
 def test_session_gives_what_compute_signs_gives(city, tmp_path, backend, steps, fail_at, restart_at):
     """DuckDB over the whole stream; PostgreSQL (its own SQL for the reads by ingested_at)
@@ -187,3 +188,26 @@ def test_session_gives_what_compute_signs_gives(city, tmp_path, backend, steps, 
         assert n <= (w.size + cat[iid].lateness) // w.slide + 1, (iid, n)
     assert peak["wx.rain_1h"] > 12  # sliding: more buckets than one window has
 
+
+
+def test_bench_live_signs_small_run_reads_only_what_is_new():
+    """``cityvitals bench live-signs`` at a tiny size: both modes write the same values; with the
+    session each run after the first reads exactly the readings stored since the last one;
+    its scratch schemas are gone afterwards."""
+    psycopg = pytest.importorskip("psycopg")
+    from conftest import PG_ADMIN
+
+    from cityvitals.bench.live_signs import run
+
+    def schemas() -> set[str]:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as c:
+            return {r[0] for r in c.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cv_bench_%'")}
+
+    before = schemas()
+    res = run(PG_ADMIN, sensors=200, minutes=4, at=(1, 2, 4))
+    assert schemas() == before
+    plain, live = res["store_path"], res["session"]
+    assert plain["runs"] == live["runs"] == 4
+    assert [r["values"] for r in plain["at"]] == [r["values"] for r in live["at"]] and plain["at"][0]["values"] > 0
+    assert [r["read_readings"] for r in live["at"][1:]] == [r["new_readings"] for r in live["at"][1:]] == [200, 200]
+    assert 0 < live["peak_session_bytes"] < 2**20
