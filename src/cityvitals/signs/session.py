@@ -210,7 +210,16 @@ class SignsSession:
     def read(self, repo, cat: Catalog, after: datetime | None) -> tuple[pl.DataFrame, dict]:
         """The run's one read of the store's new rows (``repo.new_readings``), kept for
         ``windows``; returns what ``repo.reading_minutes`` returns for the same rows: per
-        (kind, unit, minute) their count, and the count, latest time and latest stamp."""
+        (kind, unit, minute) their count, and the count, latest time and latest stamp.
+
+        A session that holds nothing yet (a start, a restart, after a failure) fills every
+        touched indicator from the store in ``windows`` anyway, so it asks ``reading_minutes``
+        instead: the first run then reads what a run without a session reads, and does not
+        bring every row stored since the cursor (on a store never computed, all of them) into
+        memory only to read them again."""
+        if not self.held:
+            self._new = None
+            return repo.reading_minutes(ingested_after=after)
         combine = sorted({k for i in cat.computable() if i.input_kind == "sensor" and i.sensor_combine for k in i.kinds})
         r = self._new = repo.new_readings(after, combine)
         self.stats["new_readings"] = r.height
