@@ -27,6 +27,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
+from cityvitals.signs.session import SignsSession
 from cityvitals.watch.alerts import utcnow
 from cityvitals.watch.runner import Threshold, WatchSession
 
@@ -42,9 +43,10 @@ class LiveStages:
         """``open_store`` gives each stage its store (called once per stage); ``on_watch``
         (result, store, monotonic time the run ended) is called after every run that saw
         readings (the bench times alerts with it). ``signs_every``: seconds between signs
-        runs; a run re-reads every reading of the windows new readings touched, so running
-        it after every batch would read the current hour again and again (the indicators
-        lag by up to this much; alerts do not wait for it)."""
+        runs (the indicators lag by up to this much; alerts do not wait for it). A run reads
+        only the readings stored since the last one: the windows' partial aggregates stay in
+        memory between runs (``signs_session``, see ``cityvitals.signs.session``), so its
+        cost follows the new readings, not the length of the windows they fall in."""
         self.watch_store = open_store()
         self.signs_store = open_store() if signs else None
         self.checkpoint_store = open_store()
@@ -55,6 +57,7 @@ class LiveStages:
         self.on_watch = on_watch
         self.clock = clock
         self.session = WatchSession(checkpoint_seconds, background_store=self.checkpoint_store)
+        self.signs_session = SignsSession() if signs else None
         self.stop_ = threading.Event()
         self.kick = threading.Event()
         self.idle = threading.Event()  # the watch's last run found nothing new
@@ -125,9 +128,10 @@ class LiveStages:
         while not self.stop_.is_set():
             t0, c0 = time.monotonic(), time.thread_time()
             try:
-                rep = compute_signs(s)
+                rep = compute_signs(s, session=self.signs_session)
             except Exception as exc:  # noqa: BLE001
                 self.errors.append(f"signs: {exc!r}")
+                self.signs_session.reset()  # the next run fills the partials from the store again
                 self.stop_.wait(self.retry_seconds)
                 continue
             self.signs_cpu += time.thread_time() - c0

@@ -67,6 +67,7 @@ def _register() -> None:
     """Benchmarks owned by other stages live next to them; the CLI only lists them."""
     from cityvitals.bench.api import bench_api
     from cityvitals.bench.diagnose import bench_diagnose
+    from cityvitals.bench.live_signs import bench_live_signs
     from cityvitals.bench.mqtt import bench_mqtt
     from cityvitals.bench.share import bench_share
     from cityvitals.bench.signs import bench_signs
@@ -81,6 +82,7 @@ def _register() -> None:
     app.command("diagnose")(bench_diagnose)
     app.command("api")(bench_api)
     app.command("mqtt")(bench_mqtt)
+    app.command("live-signs")(bench_live_signs)
     app.command("spark")(bench_spark)
 
 

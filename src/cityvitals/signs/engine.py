@@ -31,6 +31,7 @@ from cityvitals.signs.functions import evaluate, input_keys
 from cityvitals.signs.health import health_index
 from cityvitals.signs.levels import assign_levels
 from cityvitals.signs.rollup import rollup
+from cityvitals.signs.session import SignsSession
 from cityvitals.signs.windows import US, bucket_expr, expand_windows, window_values
 from cityvitals.store.duck.signs import from_us
 
@@ -180,59 +181,80 @@ def _write(repo, pair: tuple[pl.DataFrame, pl.DataFrame], replace: bool) -> int:
     return repo.write_values(fresh, replace=replace) + repo.write_values(after, replace=True)
 
 
-def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, report: SignsReport, *, replace: bool = True,
-             readings: pl.DataFrame | None = None, between: tuple[int, int] | None = None) -> pl.DataFrame:
-    """Compute, level and store every touched window; returns the keys written.
-
-    ``replace=False``: the touched windows were deleted first (recompute), so values are
-    inserted without looking for stored rows with the same key. A recompute passes the
-    ``readings`` it read and ``between`` (lo, hi µs) instead of ``touched``: every
-    window starting in [lo, hi) that has readings is computed.
-    """
-    repo = store.signs
-    off = cat.utc_offset_hours
-    units = repo.unit_attributes()
-    fresh: dict[str, pl.DataFrame] = {}
-    if touched is None:
-        touched = {}
+def _store_windows(repo, cat: Catalog, touched: dict[str, pl.DataFrame], *,
+                   ingested_until: datetime | None = None) -> dict[str, pl.DataFrame]:
+    """Values of the touched windows of every sensor-fed indicator, from *all* their stored
+    readings: one scan of the readings for every indicator (each kind over the widest range
+    that needs it, only the touched units), then ``window_values``. ``ingested_until``: only
+    readings stored by then (the live session's bound, see ``signs.session``)."""
     sensor_inds = [i for i in cat.computable() if i.input_kind == "sensor" and touched.get(i.id) is not None
                    and not touched[i.id].is_empty()]
-    by_kind: dict[str, pl.DataFrame] = {}
-    read_hi: dict[str, int] = {}
-    if readings is not None:
-        by_kind = partition(readings, "kind", include_key=False)
-        read_hi = dict(_read_spans(cat, between).select("kind", "hi").iter_rows())
-    elif sensor_inds:  # one scan of the readings for every indicator: each kind over the widest range that needs it
-        spans = pl.DataFrame([
-            (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size),
-             i.sensor_combine is not None)
-            for i in sensor_inds for k in i.kinds
-        ], schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64, "sensors": pl.Boolean}, orient="row").group_by(
-            "kind", maintain_order=True).agg(pl.col("lo").min(), pl.col("hi").max(), pl.col("sensors").any())
-        allu = pl.concat([touched[i.id]["unit_code"] for i in sensor_inds]).unique()
-        r = repo.readings(spans, allu)
-        by_kind = partition(r, "kind", include_key=False)
+    if not sensor_inds:
+        return {}
+    off = cat.utc_offset_hours
+    spans = pl.DataFrame([
+        (k, int(touched[i.id]["window_start"].min()), int(touched[i.id]["window_start"].max()) + _us(i.window.size),
+         i.sensor_combine is not None)
+        for i in sensor_inds for k in i.kinds
+    ], schema={"kind": pl.String, "lo": pl.Int64, "hi": pl.Int64, "sensors": pl.Boolean}, orient="row").group_by(
+        "kind", maintain_order=True).agg(pl.col("lo").min(), pl.col("hi").max(), pl.col("sensors").any())
+    allu = pl.concat([touched[i.id]["unit_code"] for i in sensor_inds]).unique()
+    by_kind = partition(repo.readings(spans, allu, ingested_until=ingested_until), "kind", include_key=False)
+    out: dict[str, pl.DataFrame] = {}
+    for ind in sensor_inds:
+        parts = [by_kind[k] for k in ind.kinds if k in by_kind]
+        if not parts:
+            continue
+        t = touched[ind.id]
+        lo = int(t["window_start"].min())
+        hi = int(t["window_start"].max()) + _us(ind.window.size)
+        r = parts[0] if len(parts) == 1 else pl.concat(parts)
+        ts = pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64)
+        r = r.filter((ts >= lo) & (ts < hi))  # the kind may have been read for a wider range
+        out[ind.id] = window_values(r, ind, utc_offset_hours=off, only=t)
+    return out
+
+
+def _period_windows(cat: Catalog, readings: pl.DataFrame, between: tuple[int, int]) -> dict[str, pl.DataFrame]:
+    """Values of every window starting in ``between`` (lo, hi µs) that has readings: a recompute's."""
+    off = cat.utc_offset_hours
+    by_kind = partition(readings, "kind", include_key=False)
+    read_hi = dict(_read_spans(cat, between).select("kind", "hi").iter_rows())
+    out: dict[str, pl.DataFrame] = {}
+    for ind in cat.computable():
+        if ind.input_kind != "sensor":
+            continue
+        parts = [by_kind[k] for k in ind.kinds if k in by_kind]
+        if not parts:
+            continue
+        r = parts[0] if len(parts) == 1 else pl.concat(parts)
+        hi = between[1] + _us(ind.window.size)
+        if any(read_hi[k] > hi for k in ind.kinds if k in read_hi):  # the kind was read for a longer indicator
+            r = r.filter(pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64) < hi)
+        out[ind.id] = window_values(r, ind, utc_offset_hours=off, between=between)
+    return out
+
+
+def _compute(store, cat: Catalog, windows: dict[str, pl.DataFrame], report: SignsReport, *, replace: bool = True,
+             complete: bool = False) -> pl.DataFrame:
+    """Level and store the sensor-fed windows' values (``windows``: indicator -> frame from
+    ``window_values`` or ``windows_from``), compute the derived indicators on the same keys,
+    roll every value up the tree; returns the keys written.
+
+    Whoever computed the windows (a recompute, an incremental run reading the store, the
+    live session's partials), everything from here on is this one function.
+    ``replace=False``: the windows were deleted first (recompute), so values are inserted
+    without looking for stored rows with the same key. ``complete``: every direct unit of
+    each window is in ``windows`` (a recompute), so the roll-up reads none from the store.
+    """
+    repo = store.signs
+    units = repo.unit_attributes()
+    fresh: dict[str, pl.DataFrame] = {}
     for ind in cat.computable():
         if ind.input_kind == "sensor":
-            parts = [by_kind[k] for k in ind.kinds if k in by_kind]
-            if between is not None:
-                if not parts:
-                    continue
-                r = parts[0] if len(parts) == 1 else pl.concat(parts)
-                hi = between[1] + _us(ind.window.size)
-                if any(read_hi[k] > hi for k in ind.kinds if k in read_hi):  # the kind was read for a longer indicator
-                    r = r.filter(pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64) < hi)
-                v = window_values(r, ind, utc_offset_hours=off, between=between)
-            else:
-                t = touched.get(ind.id)
-                if t is None or t.is_empty() or not parts:
-                    continue
-                lo = int(t["window_start"].min())
-                hi = int(t["window_start"].max()) + _us(ind.window.size)
-                r = parts[0] if len(parts) == 1 else pl.concat(parts)
-                ts = pl.col("ts").cast(pl.Datetime("us", "UTC")).cast(pl.Int64)
-                r = r.filter((ts >= lo) & (ts < hi))  # the kind may have been read for a wider range
-                v = window_values(r, ind, utc_offset_hours=off, only=t)
+            v = windows.get(ind.id)
+            if v is None:
+                continue
         else:
             deps = ind.inputs()
             parts = [fresh[d].select(KEYS) for d in deps if d in fresh]
@@ -267,7 +289,7 @@ def _compute(store, cat: Catalog, touched: dict[str, pl.DataFrame] | None, repor
         return direct.select("indicator", "unit_code")
     # the roll-up needs every direct unit of each (indicator, window): read only the pairs
     # where the store holds more direct rows than this batch computed
-    if between is not None:  # a recompute computed every direct unit of each of its windows
+    if complete:  # a recompute computed every direct unit of each of its windows
         wider = pl.DataFrame(schema={"indicator": CATEGORICAL, "window_start": pl.Int64})
     else:
         pairs = direct.group_by("indicator", "window_start").agg(pl.len().cast(pl.Int64).alias("fresh"))
@@ -313,11 +335,14 @@ def _snapshot(store, cat: Catalog, at: datetime, unit_codes: list[str], report: 
 
 
 def compute_signs(store, start: datetime | None = None, end: datetime | None = None, *,
-                  catalog: Catalog | None = None, snapshot: bool = True) -> SignsReport:
+                  catalog: Catalog | None = None, snapshot: bool = True, session: SignsSession | None = None) -> SignsReport:
     """Compute the vital signs.
 
     Without ``start``/``end``: incrementally, for everything ingested since the last run
     (the first run computes everything). With them: ``recompute`` of that period.
+    ``session``: a long-running process's memory of the windows' partials between runs
+    (``signs.session``): the touched windows are combined from them instead of re-read
+    from the store; every other step, and the result, is the same.
     """
     if start is not None or end is not None:
         return recompute(store, start, end, catalog=catalog)
@@ -328,7 +353,11 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
     last_ing = datetime.fromisoformat(st["last_ingested_at"]) if st.get("last_ingested_at") else None
     wm_prev = st.get("watermark_us")
     report = SignsReport("incremental", no_source=cat.no_source())
-    minutes, info = repo.reading_minutes(ingested_after=last_ing)
+    if session is None:
+        minutes, info = repo.reading_minutes(ingested_after=last_ing)
+    else:  # the new rows themselves, read once: the session merges them
+        session.begin(last_ing)
+        minutes, info = session.read(repo, cat, last_ing)
     report.readings = int(info["n"] or 0)
     if report.readings == 0:
         report.watermark = from_us(wm_prev).isoformat() if wm_prev is not None else None
@@ -341,7 +370,11 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
             touched[ind.id], late = _touched(minutes, ind, off, watermark=wm_prev)
             if late:
                 report.late[ind.id] = late
-    written = _compute(store, cat, touched, report)
+    if session is None:
+        windows = _store_windows(repo, cat, touched)
+    else:
+        windows = session.windows(repo, cat, touched, until=info["max_ingested_at"], store_windows=_store_windows)
+    written = _compute(store, cat, windows, report)
     wm = max(wm_prev if wm_prev is not None else -(2**62), int(info["max_ts_us"]))
     report.watermark = from_us(wm).isoformat()
     if snapshot:
@@ -351,6 +384,8 @@ def compute_signs(store, start: datetime | None = None, end: datetime | None = N
         late_total[k] = late_total.get(k, 0) + n
     mx = info["max_ingested_at"]
     repo.set_state({"last_ingested_at": mx.isoformat() if mx else st.get("last_ingested_at"), "watermark_us": wm, "late": late_total})
+    if session is not None:
+        session.advance(cat, wm)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -390,7 +425,7 @@ def recompute(store, start: datetime | None = None, end: datetime | None = None,
     report.readings = readings.height if readings is not None else 0
     repo.delete_windows(start or datetime(1, 1, 2, tzinfo=timezone.utc), end or datetime(9999, 1, 1, tzinfo=timezone.utc))
     if report.readings:
-        _compute(store, cat, None, report, replace=False, readings=readings, between=between)
+        _compute(store, cat, _period_windows(cat, readings, between), report, replace=False, complete=True)
     report.seconds = time.perf_counter() - t0
     return report
 

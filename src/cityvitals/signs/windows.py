@@ -23,6 +23,8 @@ what keeps this above a million readings per second on one core.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -219,6 +221,76 @@ def _between_range(between: tuple[int, int] | None, b0: int, slide: int, off: in
     return first - b0 + k - 1, last - b0 + k - 1
 
 
+@dataclass
+class Partials:
+    """Partial aggregates of one indicator per (series, slide bucket), the cells of a grid.
+
+    What a window is combined from. ``window_values`` makes them from readings in one pass;
+    the live signs session (``signs.session``) keeps them between runs and hands the same
+    structure to ``windows_from``, so a window's value is computed by one piece of code
+    whichever way its partials were gathered. A series is a unit, or a unit and sensor for
+    indicators that combine per-sensor values (``series_sensor`` then names the sensor).
+    """
+
+    units: pl.Series  # distinct unit codes; a series' unit is an index into them
+    series_unit: np.ndarray  # unit index of each series
+    b0: int  # bucket number (slides since the epoch, local offset applied) of grid column 0
+    nb: int  # grid columns (buckets) spanned
+    cells: np.ndarray  # series * nb + column of every non-empty cell, ascending
+    part: dict[str, np.ndarray]  # per cell: c (count), s (sum of the transformed value), mx, mn, lt/lv
+    sensors: pl.Series | None = None  # sensor_combine: distinct sensor ids
+    series_sensor: np.ndarray | None = None  # sensor_combine: sensor index of each series
+
+
+def usable(readings: pl.DataFrame, ind: Indicator, off: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """(row indices kept or None for all, ts µs, value) of the readings that count for ``ind``:
+    a unit, a value that is not NaN, and the indicator's local hours."""
+    t = readings["ts"].cast(pl.Datetime("us", "UTC")).cast(pl.Int64).to_numpy()
+    v = readings["value"].cast(pl.Float64).to_numpy()
+    keep = ~np.isnan(v)
+    if readings["unit_code"].null_count():
+        keep &= readings["unit_code"].is_not_null().to_numpy()
+    if ind.hours:
+        h = ((t + off) // (3600 * US)) % 24
+        lo, hi = ind.hours
+        keep &= ((h >= lo) & (h < hi)) if lo < hi else ((h >= lo) | (h < hi))
+    if keep.all():
+        return None, t, v
+    idx = np.flatnonzero(keep)
+    return idx, t[idx], v[idx]
+
+
+def bucket_partials(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: float = 0.0) -> Partials | None:
+    """The readings' partial aggregates per (series, bucket); None when none counts."""
+    if readings.is_empty():
+        return None
+    off = int(utc_offset_hours * 3600 * US)
+    slide = int(ind.window.slide.total_seconds() * US)
+    idx, t, v = usable(readings, ind, off)  # only the key columns this needs are gathered, not the whole frame
+    if len(t) == 0:
+        return None
+    unit_col = readings["unit_code"] if idx is None else readings["unit_code"].gather(idx)
+    unit, units = factorize(unit_col)
+    sensors = series_sensor = None
+    if ind.sensor_combine:
+        sid = readings["sensor_id"] if idx is None else readings["sensor_id"].gather(idx)
+        if sid.dtype == pl.String:  # sensors only group readings: encounter order will do, no string sort
+            sid = sid.cast(pl.Categorical)
+        sensor, sensors = factorize(sid)
+        series_of, series_keys = group_ids(unit * len(sensors) + sensor)
+        series_unit, series_sensor = series_keys // len(sensors), series_keys % len(sensors)
+    else:
+        series_of, series_unit = unit, np.arange(len(units))
+    b = (t + off) // slide
+    b0 = int(b.min())
+    bi = b - b0
+    nb = int(bi.max()) + 1
+    need = _NEEDS[ind.agg]
+    x = _transform(ind, v) if "s" in need else v
+    inv, cells = group_ids(series_of * nb + bi)
+    return Partials(units, series_unit, b0, nb, cells, _partials(inv, len(cells), need, x, v, t), sensors, series_sensor)
+
+
 def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: float = 0.0,
                   only: pl.DataFrame | None = None, between: tuple[int, int] | None = None) -> pl.DataFrame:
     """Aggregate readings (sensor_id, ts, value, unit_code) into windows of ``ind``.
@@ -231,47 +303,23 @@ def window_values(readings: pl.DataFrame, ind: Indicator, *, utc_offset_hours: f
     only the windows starting in [lo, hi): a recompute of a period.
     """
     unit_dtype = readings.schema.get("unit_code", pl.String)
-    if readings.is_empty():
+    p = bucket_partials(readings, ind, utc_offset_hours=utc_offset_hours)
+    if p is None:
         return _empty(unit_dtype)
-    if readings["unit_code"].null_count():
-        readings = readings.filter(pl.col("unit_code").is_not_null())
-    unit_col = readings["unit_code"]
+    return windows_from(p, ind, utc_offset_hours=utc_offset_hours, only=only, between=between, unit_dtype=unit_dtype)
+
+
+def windows_from(p: Partials, ind: Indicator, *, utc_offset_hours: float = 0.0, only: pl.DataFrame | None = None,
+                 between: tuple[int, int] | None = None, unit_dtype: pl.DataType | None = None) -> pl.DataFrame:
+    """The windows of ``ind`` combined from bucket partials (see ``window_values``, whose
+    ``only`` and ``between`` these are)."""
+    unit_dtype = unit_dtype or p.units.dtype
+    units, series_unit, b0, nb, cells, part = p.units, p.series_unit, p.b0, p.nb, p.cells, p.part
     off = int(utc_offset_hours * 3600 * US)
     size = int(ind.window.size.total_seconds() * US)
     slide = int(ind.window.slide.total_seconds() * US)
     k = ind.window.k
-    t = readings["ts"].cast(pl.Datetime("us", "UTC")).cast(pl.Int64).to_numpy()
-    v = readings["value"].cast(pl.Float64).to_numpy()
-    keep = ~np.isnan(v)
-    if ind.hours:
-        h = ((t + off) // (3600 * US)) % 24
-        lo, hi = ind.hours
-        keep &= ((h >= lo) & (h < hi)) if lo < hi else ((h >= lo) | (h < hi))
-    idx = None
-    if not keep.all():  # only the key columns this needs are gathered, not the whole frame
-        idx = np.flatnonzero(keep)
-        unit_col, t, v = unit_col.gather(idx), t[idx], v[idx]
-    if len(t) == 0:
-        return _empty(unit_dtype)
-    unit, units = factorize(unit_col)
-    if ind.sensor_combine:
-        sid = readings["sensor_id"] if idx is None else readings["sensor_id"].gather(idx)
-        if sid.dtype == pl.String:  # sensors only group readings: encounter order will do, no string sort
-            sid = sid.cast(pl.Categorical)
-        sensor, sensors = factorize(sid)
-        series_of, series_keys = group_ids(unit * len(sensors) + sensor)
-        series_unit = series_keys // len(sensors)
-    else:
-        series_of, series_unit = unit, np.arange(len(units))
     nser = len(series_unit)
-    b = (t + off) // slide
-    b0 = int(b.min())
-    bi = b - b0
-    nb = int(bi.max()) + 1
-    need = _NEEDS[ind.agg]
-    x = _transform(ind, v) if "s" in need else v
-    inv, cells = group_ids(series_of * nb + bi)
-    part = _partials(inv, len(cells), need, x, v, t)
     width = nb + k - 1
     rng = _only_range(only, b0, slide, off, k)
     span = _between_range(between, b0, slide, off, k)
