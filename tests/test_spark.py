@@ -189,6 +189,8 @@ def test_parity_with_the_local_runner(reference, uninterrupted):
     summary = result.to_dict()
     assert summary["batches"] == 3 and summary["files"] == 3 and summary["skipped"] == 0
     assert summary["watch_batches"] == 3 and summary["watched"] == summary["accepted"]
+    # the watch query's file source deleted the handoff files of the batches it recorded
+    assert [p.name for p in (uninterrupted[3] / "handoff").iterdir()] == ["batch-000000000002.parquet"]
     assert reference["readings"].height > 50_000
     assert reference["quarantine"].height > 50  # the simulator's bad records
     assert reference["sign_values"]["level"].max() > 0 and reference["sign_health"].height > 0
@@ -370,13 +372,17 @@ def test_restart_from_the_checkpoint_neither_loses_nor_duplicates(city, schemas,
     assert committed("restart") == [0, 1, 2] and len(list(handoff.iterdir())) == 2
     go("watch", 1, "watch_before_commit")  # batch 0 replayed (skipped), batch 1 rolled back
     assert committed("restart-watch") == [0]
+    names = lambda: sorted(p.name for p in handoff.iterdir())  # noqa: E731
+    # Spark recorded watch batch 0 and deleted its file; batch 1's stays for the replay
+    assert names() == ["batch-000000000001.parquet"]
     last = go("ingest")  # batch 2 replayed: skipped, its file published
-    assert [(b.batch_id, b.skipped) for b in last.batches] == [(2, True)] and len(list(handoff.iterdir())) == 3
+    assert [(b.batch_id, b.skipped) for b in last.batches] == [(2, True)]
+    assert names() == ["batch-000000000001.parquet", "batch-000000000002.parquet"]
     with open_store(city / "home", url=url) as store, store.transaction() as con:
         con.execute("DELETE FROM watch_state")
     watch = go("watch")
     assert [(w.batch_id, w.skipped) for w in watch.watch] == [(1, False), (2, False)]
-    assert committed("restart-watch") == [0, 1, 2]
+    assert committed("restart-watch") == [0, 1, 2] and names() == ["batch-000000000002.parquet"]
     assert_same(uninterrupted[2], snapshot(city, url))
 
 

@@ -58,6 +58,9 @@ def session(master: str = "local[2]", *, app: str = "cityvitals", conf: dict | N
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.ui.showConsoleProgress", "false")
+               # the watch query's finished handoff files are deleted in the query's own thread,
+               # before its next batch, not by a pool that may lag behind (``watch_stream``)
+               .config("spark.sql.streaming.fileSource.cleaner.numThreads", "0")
                .config("spark.sql.streaming.stateStore.providerClass",
                        "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
                .config("spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled", "true")
@@ -274,9 +277,15 @@ def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str 
 
 def watch_stream(spark, handoff: str):
     """The watch query's plan: the handoff files, one per micro-batch, through ``KindGroupWatch``
-    by group of sensor kinds; the output goes to ``WatchSink``."""
+    by group of sensor kinds; the output goes to ``WatchSink``.
+
+    The file source deletes a handoff file once Spark has recorded the batch that read it
+    (``cleanSource``; Spark does it when it plans the next batch, so a batch replayed after a
+    crash still finds its file, and the newest file stays until more arrive): the directory
+    holds what the watch has not finished, not the job's whole history."""
     df = (spark.readStream.schema(HANDOFF_DDL).option("maxFilesPerTrigger", "1")
-          .option("maxFileAge", "36500d").option("pathGlobFilter", "batch-*.parquet").parquet(handoff))
+          .option("maxFileAge", "36500d").option("pathGlobFilter", "batch-*.parquet")
+          .option("cleanSource", "delete").parquet(handoff))
     return df.groupBy("group").transformWithStateInPandas(KindGroupWatch(), OUT_DDL, "Append", "None")
 
 
