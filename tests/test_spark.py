@@ -549,3 +549,49 @@ def test_batch_mode_recomputes_history_from_a_parquet_archive(spark, schemas, tm
     assert again["ingest"]["accepted"] == 0 and again["ingest"]["duplicates"] >= first["ingest"]["accepted"]
     with open_store(archive / "home", url=url) as store:
         assert store.frame("SELECT count(*) AS n FROM readings")["n"][0] == first["ingest"]["accepted"]
+
+
+def test_sigkill_of_the_spark_job_at_two_moments_then_a_restart(city, schemas, uninterrupted, tmp_path):
+    """The real thing: ``cityvitals run --engine spark`` in its own process group, killed with
+    SIGKILL (driver, JVM and Python workers at once) once while the ingest query is between
+    batches and once while the watch query is, then run again from its checkpoint to the end;
+    the store is the uninterrupted run's. The moments are found from the store (the first
+    committed batch of each query), so where in a batch the kill lands varies run to run, and
+    every such place must be safe."""
+    import signal
+    import subprocess
+    import sys
+
+    url = schemas(city)
+    ckpt = tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "cityvitals", "run", "--engine", "spark", "--master", "local[2]",
+           "--source", str(city / "stream"), "--store", url, "--home", str(city / "home"),
+           "--checkpoint", str(ckpt), "--query", "kill", "--once", "--json"]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+
+    def committed(query: str) -> int:
+        with open_store(city / "home", url=url) as store:
+            return int(store.frame("SELECT count(*) AS n FROM stream_batches WHERE query = ?", [query])["n"][0])
+
+    def kill_when(query: str, n: int) -> None:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None and committed(query) < n:
+                time.sleep(0.1)
+            assert proc.poll() is None, f"the job ended before {query} committed {n} batches:\n" + proc.stdout.read().decode()[-3000:]
+            assert committed(query) >= n, f"{query} did not commit {n} batches in 300 s"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(60)
+            proc.stdout.close()
+
+    kill_when("kill", 1)  # the ingest query committed batch 0: killed during batch 1 (or just after it)
+    assert committed("kill") < 3
+    kill_when("kill-watch", 1)  # ingest done on this run; the watch committed batch 0
+    assert committed("kill-watch") < 3
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert committed("kill") == 3 and committed("kill-watch") == 3
+    assert_same(uninterrupted[2], snapshot(city, url))
