@@ -595,3 +595,48 @@ def test_sigkill_of_the_spark_job_at_two_moments_then_a_restart(city, schemas, u
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert committed("kill") == 3 and committed("kill-watch") == 3
     assert_same(uninterrupted[2], snapshot(city, url))
+
+
+def test_files_merged_into_one_micro_batch_are_taken_in_the_local_engine_s_steps(city, schemas, reference, tmp_path):
+    """What Spark's file source can do to a restarted query -- give it more files than
+    ``maxFilesPerTrigger`` in one micro-batch (seen after a SIGKILL) -- done on purpose, without a
+    JVM: the driver's sinks get file 0 as micro-batch 0 and files 1 and 2 as micro-batch 1, the
+    watch query's operator body (``advance_batches``) sees both of that batch's steps at once. The
+    store ends as the local engine's with one file per step."""
+    import pyarrow as pa
+
+    from cityvitals.spark.handoff import META
+    from cityvitals.spark.watch import OperatorState, WatchSink, advance_batches
+
+    url = schemas(city)
+    files = sorted((city / "stream").glob("part-*.ndjson"), key=lambda p: (p.stat().st_mtime, p.name))
+    assert len(files) == 3
+
+    def rows(paths) -> pa.Table:
+        return pa.table({"path": [f"file:{p}" for p in paths],
+                         "modificationTime": [datetime.fromtimestamp(p.stat().st_mtime, timezone.utc) for p in paths],
+                         "content": [p.read_bytes() for p in paths]})
+
+    handoff = tmp_path / "handoff"
+    ingest = StoreSink(url, "ndjson", query="merged", home=str(city / "home"), handoff=handoff)
+    watch = WatchSink(url, query="merged", home=str(city / "home"))
+    states: dict[int, OperatorState] = {}
+    try:
+        for batch_id, paths in enumerate([files[:1], files[1:]]):
+            report = ingest.apply(rows(paths), batch_id)
+            assert (report.files, report.steps) == (len(paths), len(paths))
+            table = pl.read_parquet(handoff / f"batch-{batch_id:012d}.parquet")
+            assert sorted(table["batch"].unique().to_list()) == list(range(batch_id, batch_id + len(paths)))
+            outs = []
+            for (group,), part in table.group_by("group", maintain_order=True):
+                st = states.setdefault(group, OperatorState())
+                outs.append(advance_batches(group, part, st))
+                st.changed.clear()
+            reports = watch.commit(pl.concat([o for o in outs if o.height]).to_arrow())
+            assert [r.batch_id for r in reports] == list(range(batch_id, batch_id + len(paths)))
+        assert ingest.apply(rows(files[1:]), 1).skipped  # a replay of the merged micro-batch: skipped whole
+    finally:
+        ingest.close()
+        watch.close()
+    assert set(states) == {META, 0, 1}  # (the batch row's group and both watch groups)
+    assert_same(reference, snapshot(city, url))

@@ -10,6 +10,8 @@ watch logic; tests/test_spark.py checks the same end to end through Spark.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 from datetime import datetime, timezone
 
@@ -22,7 +24,7 @@ sim = pytest.importorskip("cityvitals.sim")
 from cityvitals.spark.handoff import (  # noqa: E402
     BATCH, GROUP_INPUT, META, Handoff, batch_table, config_from_bytes, config_slices, from_ipc, group_of, merge_configs,
 )
-from cityvitals.spark.watch import VERDICTS, OperatorState, advance_kinds, merge_key  # noqa: E402
+from cityvitals.spark.watch import VERDICTS, OperatorState, advance_batches, advance_kinds, merge_key  # noqa: E402
 from cityvitals.store import open_store  # noqa: E402
 from cityvitals.watch.runner import WatchState, advance, watch_config, watch_windows  # noqa: E402
 
@@ -68,7 +70,10 @@ def test_kinds_through_the_operator_body_give_one_state_s_verdicts_in_its_order(
     one = WatchState()
     states = {g: OperatorState() for g in [META, *range(groups)]}
     fired = set()
+    later_rows, later_outs, after_first = [], [], None
     for b, batch in enumerate(batches):
+        if b == 1:  # (the state a restart resumes from)
+            after_first = {g: dataclasses.replace(st, changed=set()) for g, st in states.items()}
         now = datetime.fromtimestamp(int(batch["t"].max()), tz=timezone.utc)
         windows = watch_windows(batch["t"].to_numpy(), int(now.timestamp()))
         expect = advance(one, batch.select("sensor_id", "t", "value"), windows, lambda: cfg)
@@ -79,6 +84,9 @@ def test_kinds_through_the_operator_body_give_one_state_s_verdicts_in_its_order(
         assert sum(from_ipc(r).num_rows for r in inputs["readings"].to_list() if r) == batch.height
         outs = [advance_kinds(group, part, states[group]) for (group,), part in rows.group_by("group")]
         out = pl.concat(outs)
+        if b >= 1:
+            later_rows.append(rows)
+            later_outs.append(out)
         got = pl.from_arrow(pa.concat_tables([from_ipc(v) for v in
                                               out.filter(pl.col("row_type") == VERDICTS)["blob"].to_list()]))
         got = got.sort(merge_key())
@@ -97,6 +105,14 @@ def test_kinds_through_the_operator_body_give_one_state_s_verdicts_in_its_order(
     assert fired & silent_ids  # the silent kind's sensors were judged stale
     ids = [s for st in states.values() if st.detectors for s in WatchState.from_bytes(st.detectors).ids]
     assert sorted(ids) == sorted(one.ids)
+    # batches 1 and 2 handed over at once (Spark's file source after a restart): the same
+    # output and state as two micro-batches
+    both = pl.concat(later_rows)
+    together = pl.concat([advance_batches(group, part, after_first[group])
+                          for (group,), part in both.group_by("group", maintain_order=True)])
+    key = ["batch", "group", "row_type"]
+    assert together.sort(key).equals(pl.concat(later_outs).sort(key))
+    assert all(after_first[g].detectors == states[g].detectors for g in states)
 
 
 def test_a_kind_s_configuration_slice_configures_as_the_whole(scenario):

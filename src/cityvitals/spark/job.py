@@ -227,6 +227,7 @@ def stream_job(spark, source: str, store_url: str, checkpoint: str, *, fmt: str 
         if "ingest" in stages:
             df, kind = _stream(spark, source, fmt, files_per_batch)
             ingest_sink = StoreSink(store_url, kind, handoff=layout.handoff, watch_groups=groups, query=query,
+                                    files_per_batch=files_per_batch,
                                     home=home, fault=fault, on_batch=on_batch)
             writer = (df.writeStream.queryName(query).option("checkpointLocation", layout.ingest)
                       .foreachBatch(ingest_sink))

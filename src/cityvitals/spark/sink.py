@@ -56,6 +56,7 @@ class BatchReport:
     stages: dict = field(default_factory=dict)
     seconds: float = 0.0
     handed: int = 0  # readings handed to the watch query
+    steps: int = 0  # steps handed to the watch (one, or more after a restart: ``StoreSink._steps``)
 
 
 class StoreSink:
@@ -70,9 +71,10 @@ class StoreSink:
 
     def __init__(self, store_url: str, kind: str, *, handoff: str | Path, watch_groups: int = 2,
                  query: str = "cityvitals", home: str | None = None, fault: Fault | None = None,
-                 on_batch: Callable[[BatchReport], None] | None = None):
+                 on_batch: Callable[[BatchReport], None] | None = None, files_per_batch: int = 1):
         self.store_url = store_url
         self.kind = kind
+        self.files_per_batch = max(1, int(files_per_batch))
         self.query = query
         self.home = home
         self.fault = fault
@@ -157,22 +159,33 @@ class StoreSink:
                 report.skipped = True
                 log.info("micro-batch %s of %s was committed before a restart; skipped", batch_id, self.query)
             else:
-                ing = IngestReport()
                 parts = decode(checked)
                 report.files = 0 if self.kind == "kafka" else len({key for key, _ in parts})
-                for _, part in parts:
-                    ing.merge(self.ingestor.write_checked(part.rows, part.rejects, source=part.source,
-                                                          location_kind=part.location_kind, origins=part.origins,
-                                                          nbytes=part.report.bytes))
-                report.accepted, report.quarantined, report.records = ing.accepted, ing.quarantined_total, ing.records
-                # the local runner runs the stages after ingest when a batch stored or refused anything
-                ran = bool(ing.accepted or ing.quarantined_total)
-                clock = None
-                if ran:
-                    report.stages = self.downstream.signs()
-                    clock = self.downstream.batch_clock()()
-                table, sent, report.handed = self._handoff(store, batch_id, clock, ran)
-                self.handoff.stage(batch_id, table)
+                first = self._next_step(store)
+                tables = []
+                for k, group in enumerate(self._steps(parts)):
+                    ing = IngestReport()
+                    for _, part in group:
+                        ing.merge(self.ingestor.write_checked(part.rows, part.rejects, source=part.source,
+                                                              location_kind=part.location_kind, origins=part.origins,
+                                                              nbytes=part.report.bytes))
+                    report.accepted += ing.accepted
+                    report.quarantined += ing.quarantined_total
+                    report.records += ing.records
+                    # the local runner runs the stages after ingest when a batch stored or refused anything
+                    ran = bool(ing.accepted or ing.quarantined_total)
+                    clock = None
+                    if ran:
+                        report.stages = self.downstream.signs()
+                        clock = self.downstream.batch_clock()()
+                    table, step_sent, handed = self._handoff(store, first + k, clock, ran, sent)
+                    sent = step_sent if step_sent is not None else sent
+                    report.handed += handed
+                    tables.append(table)
+                store.pg.execute("INSERT INTO store_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                                 "SET value = EXCLUDED.value", [self._step_key, first + len(tables)])
+                report.steps = len(tables)
+                self.handoff.stage(batch_id, pa.concat_tables(tables))
                 if self.fault:
                     self.fault(batch_id, "staged")
                 store.pg.execute(
@@ -194,10 +207,47 @@ class StoreSink:
             self.on_batch(report)
         return report
 
-    def _handoff(self, store, batch_id: int, clock: datetime | None, ran: bool) -> tuple[pa.Table, int | None, int]:
-        """The batch's handoff rows: the readings the watch has not taken yet (read as the local
+    @property
+    def _step_key(self) -> str:
+        return f"spark_step:{self.query}"
+
+    def _next_step(self, store) -> int:
+        """The number of the next step handed to the watch (``_steps``): one per micro-batch
+        until a restart merges files, then ahead of Spark's batch ids; kept in ``store_meta``
+        and moved in the batch's transaction."""
+        row = store.pg.execute("SELECT value FROM store_meta WHERE key = %s", [self._step_key]).fetchall()
+        if row:
+            return int(row[0][0])
+        last = store.pg.execute("SELECT max(batch_id) FROM stream_batches WHERE query = %s", [self.query]).fetchall()
+        return 0 if last[0][0] is None else int(last[0][0]) + 1
+
+    def _steps(self, parts: list) -> list[list]:
+        """A micro-batch's parts as the local engine's steps: ``files_per_batch`` files each.
+
+        Why: Spark's file source can give a restarted query more files than
+        ``maxFilesPerTrigger`` in one micro-batch (when the job died after the source had
+        logged its next file but before the query logged the micro-batch; seen after a
+        SIGKILL). The signs, the health snapshot and the watch depend on where batches end,
+        so the files are taken in the steps an uninterrupted run would have taken, each with
+        its own handoff step. Kafka has no such steps: its micro-batch is one."""
+        if self.kind == "kafka" or not parts:
+            return [parts]
+        keys: list = []
+        for key, _ in parts:
+            if not keys or keys[-1] != key:
+                keys.append(key)
+        step_of = {key: i // self.files_per_batch for i, key in enumerate(keys)}
+        steps: list[list] = [[] for _ in range(max(step_of.values()) + 1)]
+        for key, part in parts:
+            steps[step_of[key]].append((key, part))
+        return steps
+
+    def _handoff(self, store, step: int, clock: datetime | None, ran: bool,
+                 sent: int | None = None) -> tuple[pa.Table, int | None, int]:
+        """The step's handoff rows: the readings the watch has not taken yet (read as the local
         runner's watch reads them, and the mark moved past them), the window table and clock, and
-        the watch configuration when the registry moved since it was last handed over."""
+        the watch configuration when the registry moved since it was last handed over (or, for a
+        later step of the same micro-batch, since ``sent``)."""
         import polars as pl
 
         from cityvitals.watch.runner import watch_config
@@ -219,7 +269,7 @@ class StoreSink:
                 with store.transaction() as con:
                     store.alerts.put_watch_state(con, name, new["ingested_at"].max(), None, datetime.now(timezone.utc))
         configs: dict[str, bytes] = {}
-        if self._config_sent != version:
+        if self._config_sent != version and sent != version:
             configs = config_slices(watch_config(store), kinds)
-        table = batch_table(batch_id, clock, ran, readings, configs, self.watch_groups)
+        table = batch_table(step, clock, ran, readings, configs, self.watch_groups)
         return table, (version if configs else None), readings.height

@@ -144,6 +144,22 @@ def advance_kinds(group: int, rows: pl.DataFrame, st: OperatorState) -> pl.DataF
                  "series": [len(born)], "state_bytes": [len(st.detectors)]})
 
 
+def advance_batches(group: int, rows: pl.DataFrame, st: OperatorState) -> pl.DataFrame:
+    """``advance_kinds`` for each handoff batch in ``rows``, in batch order, on one state.
+
+    Why more than one: the watch query reads one handoff file per micro-batch
+    (``maxFilesPerTrigger=1``), but Spark's file source can hand a restarted query two at once
+    -- when the job died after the source had logged its next file but before the query logged
+    the micro-batch, the restart plans the logged file and one more together (seen after a
+    SIGKILL). The batches then go through the detectors one after the other, exactly as two
+    micro-batches would."""
+    batches = sorted(rows["batch"].unique().to_list())
+    if len(batches) == 1:
+        return advance_kinds(group, rows, st)
+    outs = [advance_kinds(group, rows.filter(pl.col("batch") == b), st) for b in batches]
+    return pl.concat([o for o in outs if o.height] or outs[:1])
+
+
 def merge_key() -> list:
     """Sort key that puts the verdicts of every group in the order ``verdicts`` gives over one state:
     per window, by type, fires before clears, by series (first watched, then id: the order
@@ -188,7 +204,7 @@ except ImportError:  # the optional extra: only the operator needs pyspark
 
 
 class KindGroupWatch(StatefulProcessor):
-    """The stateful processor: ``advance_kinds`` with its state in Spark's state store."""
+    """The stateful processor: ``advance_batches`` with its state in Spark's state store."""
 
     def init(self, handle) -> None:
         self._vars = {name: handle.getValueState(name, f"{name} BINARY") for name in ("detectors", "series", "config")}
@@ -202,7 +218,7 @@ class KindGroupWatch(StatefulProcessor):
                                      "readings": pl.Binary, "configs": pl.Binary, "clock_us": pl.Int64,
                                      "downstream": pl.Boolean})
         st = OperatorState(**{name: (bytes(v.get()[0]) if v.exists() else None) for name, v in self._vars.items()})
-        out = advance_kinds(int(key[0]), table, st)
+        out = advance_batches(int(key[0]), table, st)
         for name in st.changed:
             self._vars[name].update((getattr(st, name),))
         if out.height:
@@ -229,12 +245,13 @@ Fault = Callable[[int, str], None]
 
 
 class WatchSink:
-    """``foreachBatch`` target of the watch query: the verdicts of one ingest batch applied to
-    the alerts, then diagnose and dispose, committed once.
+    """``foreachBatch`` target of the watch query: the verdicts of each step the ingest query
+    handed over applied to the alerts, then diagnose and dispose, committed once per step.
 
-    The batch is known by the *ingest* query's batch id, which its rows carry: it is recorded
-    in ``stream_batches`` under ``<query>-watch``, so a replay is skipped even if this query's
-    own checkpoint were lost, and a gap (a handoff file missing) is refused, not skipped over.
+    A step is known by the number the ingest sink gave it (``StoreSink._steps``: the ingest
+    micro-batch's id, until a restart merges files), which its rows carry: it is recorded in
+    ``stream_batches`` under ``<query>-watch``, so a replay is skipped even if this query's own
+    checkpoint were lost, and a gap (a handoff file missing) is refused, not skipped over.
     """
 
     def __init__(self, store_url: str, *, query: str = "cityvitals", home: str | None = None,
@@ -264,18 +281,23 @@ class WatchSink:
     def __call__(self, df, batch_id: int) -> None:
         self.commit(df.toArrow())
 
-    def commit(self, out: pa.Table) -> WatchReport | None:
+    def commit(self, out: pa.Table) -> list[WatchReport]:
+        """Apply a micro-batch's verdicts: one transaction per ingest batch it holds, in batch
+        order (usually one; two after a restart, see ``advance_batches``)."""
+        if out.num_rows == 0:
+            return []  # Spark ran a micro-batch with no input: nothing was handed over
+        rows = pl.from_arrow(out)
+        return [self._commit_one(rows.filter(pl.col("batch") == b)) for b in sorted(rows["batch"].unique().to_list())]
+
+    def _commit_one(self, rows: pl.DataFrame) -> WatchReport:
         from cityvitals.watch.alerts import AlertManager, AlertPolicy
         from cityvitals.watch.runner import apply_verdicts
 
         started = time.perf_counter()
-        if out.num_rows == 0:
-            return None  # Spark ran a micro-batch with no input: nothing was handed over
-        rows = pl.from_arrow(out)
         head = rows.filter(pl.col("row_type") == BATCH)
-        if head.height != 1 or rows["batch"].n_unique() != 1:
-            raise RuntimeError(f"a watch micro-batch must hold exactly one ingest batch: got batch rows "
-                               f"{head['batch'].to_list()} and batches {sorted(rows['batch'].unique().to_list())}")
+        if head.height != 1:
+            raise RuntimeError(f"the watch output of ingest batch {rows['batch'][0]} has {head.height} batch rows, "
+                               "not one")
         batch = int(head["batch"][0])
         now = from_us(int(head["clock_us"][0]))
         report = WatchReport(batch)
