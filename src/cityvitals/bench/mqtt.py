@@ -140,8 +140,13 @@ def _publisher(host: str, port: int, msgs: list, times, rate_msgs: float, ready,
 
 
 def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float):
-    """Start the publisher process; returns (start, join) where join() gives the publish times."""
-    ctx = mp.get_context("fork")
+    """Start the publisher process; returns (start, join) where join() gives the publish times.
+
+    Spawned, not forked: this process already runs threads (the MQTT loop, the stages,
+    DuckDB's and Numba's pools), and a child forked from it inherits whatever locks they held
+    at that instant -- a forked publisher crashed (SIGSEGV while importing paho-mqtt) in a CI
+    run, and a bench run once ended without its figures."""
+    ctx = mp.get_context("spawn")
     times = ctx.Array("d", len(msgs), lock=False)
     ready, go = ctx.Event(), ctx.Event()
     proc = ctx.Process(target=_publisher, args=(host, port, msgs, times, rate_msgs, ready, go, limit_s), daemon=True)
