@@ -66,7 +66,8 @@ class StoreSink:
     The store is opened lazily in the driver process on the first batch and kept for the
     query's life, and so is the registry's broadcast, renewed when the registry changes.
     ``handoff``: the directory the watch query reads (``cityvitals.spark.handoff``);
-    ``watch_groups``: how many operator groups the sensor kinds are hashed into there.
+    ``watch_groups``: how many operator groups the sensor kinds are hashed into there;
+    ``files_per_batch``: the files of one step (``_steps``), as the query asks of its source.
     """
 
     def __init__(self, store_url: str, kind: str, *, handoff: str | Path, watch_groups: int = 2,
