@@ -28,3 +28,5 @@ def test_bench_mqtt_small_run_is_complete_and_clean():
     assert fl["alerts_seen"] == fl["alerts_planted"] == 5 and 0 < fl["alert_p50_s"] <= fl["alert_p99_s"]
     assert 0 < fl["stored_p50_s"] <= fl["stored_p99_s"] and res["stages"]["errors"] == []
     assert res["stages"]["alerts_by_type"] == {"threshold": 5}
+    # the stages ran in their own process, whose CPU is counted apart from the ingest's
+    assert fl["cpu_s"]["stages_process"] > 0 and res["stages"]["watch_runs"] > 0

@@ -22,6 +22,9 @@ takes the ingest down with it.
 
 from __future__ import annotations
 
+import os
+import queue
+import sys
 import threading
 import time
 from datetime import datetime
@@ -146,6 +149,10 @@ class LiveStages:
         self.kick.set()
         return self.idle.wait(limit_s)
 
+    def alive(self) -> bool:
+        """Both stage threads run (a failing run is retried, so only a bug ends one)."""
+        return all(t.is_alive() for t in self._threads)
+
     def stores(self) -> list:
         """The stores the stages opened (each once; with an embedded store, the one shared)."""
         return list({id(s): s for s in (self.watch_store, self.signs_store, self.checkpoint_store)
@@ -158,3 +165,244 @@ class LiveStages:
         for t in self._threads:
             t.join(60)
         self.session.checkpoint(self.watch_store)
+
+
+class StagesProcess:
+    """``LiveStages`` in a process of its own, over a PostgreSQL store: what ``serve --follow``
+    runs beside a PostgreSQL store.
+
+    Why a process and not threads beside the ingest: the watch's detectors and verdicts are
+    Python and NumPy over every touched series, and in the ingesting process they held the
+    interpreter for about as long as the ingest's own Python did. Under saturation the ingest
+    then waited for the interpreter rather than for PostgreSQL (`cityvitals bench mqtt`: the
+    sustained rate rose by a fifth with the stages out of the process; docs/benchmarks.md). The
+    stages already read only what is stored, through connections of their own, so nothing but
+    the wake-up after each commit crosses between the processes: an inter-process event that
+    coalesces, as the threads' did.
+
+    The child dies with the server (``PR_SET_PDEATHSIG`` on Linux, and an end-of-pipe check
+    elsewhere): a server killed and restarted must not leave an old watch running beside the
+    new one. Both resume from the watch's last checkpoint, as the threads did after a crash.
+    The embedded DuckDB store cannot be shared between processes; there ``LiveStages`` runs
+    as threads. ``on_watch(summary, done)`` is called in this process, from a reader thread,
+    after every watch run that saw readings (``summary``: points and alert changes; ``done``:
+    ``time.monotonic()`` in the child, the same clock on Linux). Start it from a thread that
+    lives as long as it should (the main thread): Linux kills the child when the thread that
+    started it ends."""
+
+    def __init__(self, url: str, *, thresholds: Mapping[str, Threshold] | None = None, use_catalog: bool = True,
+                 signs: bool = True, signs_every: float = 5.0, checkpoint_seconds: float = 10.0,
+                 on_watch: Callable[[dict, float], None] | None = None, start_timeout: float = 120.0):
+        import multiprocessing as mp
+
+        # spawned, not forked: the server runs threads (the MQTT loop, the committer), and a
+        # forked child of a threaded process can inherit a lock held by one of them
+        self._ctx = mp.get_context("spawn")
+        self._kick = self._ctx.Event()
+        self._conn, child_conn = self._ctx.Pipe()
+        options = {"thresholds": dict(thresholds) if thresholds is not None else None, "use_catalog": use_catalog,
+                   "signs": signs, "signs_every": signs_every, "checkpoint_seconds": checkpoint_seconds,
+                   "report_watch": on_watch is not None}
+        self._proc = self._ctx.Process(target=_stages_main, args=(url, options, self._kick, child_conn, os.getpid()),
+                                       name="cityvitals-stages", daemon=True)
+        self._child_conn = child_conn
+        self.on_watch = on_watch
+        self.start_timeout = start_timeout
+        self._replies: "queue.Queue[tuple]" = queue.Queue()
+        self._send_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self.watch_runs: list[float] = []
+        self.signs_runs: list[float] = []
+        self.watch_cpu = 0.0
+        self.signs_cpu = 0.0
+        self.signs_values = 0
+        self.errors: list[str] = []
+        self.pids: list[int] = []  # the child's and its PostgreSQL backends' (CPU accounting)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def start(self) -> "StagesProcess":
+        """Start the child and wait (bounded) until its watch is warm, as ``LiveStages.start``."""
+        self._proc.start()
+        self._child_conn.close()  # the child's end: closed here, so a dead child reads as end of pipe
+        self._reader = threading.Thread(target=self._read, name="stages-reader", daemon=True)
+        self._reader.start()
+        reply = self._reply("ready", self.start_timeout)
+        if reply is None or reply[0] != "ready":
+            self._kill()
+            why = reply[1] if reply is not None and reply[0] == "failed" else "no answer"
+            raise RuntimeError(f"the live stages process did not start: {why}")
+        self._take_stats(reply[1])
+        return self
+
+    def notify(self, *_: Any) -> None:
+        """New readings are durable: wake the watch (an ingest ``on_batch`` callback)."""
+        self._kick.set()
+
+    def wait_caught_up(self, limit_s: float) -> bool:
+        """Wait (bounded) until the watch has read everything stored so far."""
+        reply = self._call(("caught_up", limit_s), limit_s + 30)
+        return bool(reply is not None and reply[1])
+
+    def stats(self) -> dict:
+        """The stages' figures so far (runs, CPU, errors), also kept on this object."""
+        reply = self._call(("stats",), 30)
+        if reply is not None:
+            self._take_stats(reply[1])
+        return self._stats_dict()
+
+    def stores(self) -> list:
+        """The stores are the child's: nothing to close here."""
+        return []
+
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop both stages and checkpoint the watch (in the child), then end the child."""
+        if self._proc.pid is None:
+            return
+        if self._proc.is_alive():
+            reply = self._call(("close",), timeout)
+            if reply is not None:
+                self._take_stats(reply[1])
+            self._proc.join(timeout)
+        self._kill()
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+
+    # -- the parent's side of the pipe --------------------------------------------------------
+    def _read(self) -> None:
+        """Demultiplex the child's messages: watch reports to ``on_watch``, the rest are replies."""
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                self._replies.put(("gone", None))
+                return
+            if msg[0] == "watch":
+                if self.on_watch is not None:
+                    try:
+                        self.on_watch(msg[1], msg[2])
+                    except Exception as exc:  # noqa: BLE001  (a bench hook; the stages go on)
+                        self.errors.append(f"on_watch: {exc!r}")
+                continue
+            self._replies.put(msg)
+
+    def _call(self, msg: tuple, timeout: float) -> tuple | None:
+        with self._send_lock:
+            try:
+                self._conn.send(msg)
+            except (OSError, ValueError):
+                return None
+            return self._reply(msg[0] if msg[0] != "close" else "closed", timeout)
+
+    def _reply(self, kind: str, timeout: float) -> tuple | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                msg = self._replies.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if not self._proc.is_alive() and self._replies.empty():
+                    return None
+                continue
+            if msg[0] in (kind, "failed", "gone"):
+                return msg
+
+    def _take_stats(self, s: dict) -> None:
+        for k in ("watch_runs", "signs_runs", "watch_cpu", "signs_cpu", "signs_values", "pids"):
+            setattr(self, k, s[k])
+        self.errors = [*s["errors"], *(e for e in self.errors if e.startswith("on_watch"))]
+
+    def _stats_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("watch_runs", "signs_runs", "watch_cpu", "signs_cpu", "signs_values",
+                                              "errors", "pids")}
+
+    def _kill(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(10)
+
+
+def _die_with_parent(parent: int) -> None:
+    """The child is killed when the server dies, however it dies (Linux); elsewhere the
+    end-of-pipe check in ``_stages_main`` stops it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the server died before the line above took effect
+        os._exit(1)
+
+
+def _stages_main(url: str, options: dict, kick, conn, parent: int) -> None:
+    """The stages process: ``LiveStages`` over the store at ``url``, driven through ``conn``."""
+    _die_with_parent(parent)
+    from cityvitals.store.pg import PostgresStore
+
+    report = options.pop("report_watch")
+
+    def on_watch(res: dict, store, done: float) -> None:
+        conn.send(("watch", {"points": res["points"], "alerts": res["alerts"]}, done))
+
+    try:
+        live = LiveStages(lambda: PostgresStore(url), on_watch=on_watch if report else None, **options)
+        # read before the stage threads use the connections
+        pids = [os.getpid(), *(int(s.pg.execute("SELECT pg_backend_pid()").fetchall()[0][0]) for s in live.stores())]
+        live.start()
+    except BaseException as exc:  # noqa: BLE001  (told to the server, which refuses to start)
+        conn.send(("failed", repr(exc)))
+        return
+
+    def stats() -> dict:
+        return {"watch_runs": list(live.watch_runs), "signs_runs": list(live.signs_runs),
+                "watch_cpu": live.watch_cpu, "signs_cpu": live.signs_cpu, "signs_values": live.signs_values,
+                "errors": list(live.errors), "pids": pids}
+
+    stop = threading.Event()
+
+    def relay() -> None:
+        while not stop.is_set():
+            if kick.wait(0.5):
+                kick.clear()
+                live.notify()
+
+    threading.Thread(target=relay, name="stages-kick", daemon=True).start()
+    conn.send(("ready", stats()))
+    try:
+        while True:
+            try:
+                if not conn.poll(1.0):
+                    if os.getppid() != parent:  # the server is gone (no PR_SET_PDEATHSIG here)
+                        break
+                    continue
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == "caught_up":
+                conn.send(("caught_up", live.wait_caught_up(msg[1])))
+            elif msg[0] == "stats":
+                conn.send(("stats", stats()))
+            elif msg[0] == "close":
+                break
+    finally:
+        stop.set()
+        live.close()
+        final = stats()
+        for s in live.stores():
+            s.close()
+        try:
+            conn.send(("closed", final))
+        except (OSError, ValueError):
+            pass

@@ -9,8 +9,8 @@ One bounded run on loopback (the Mosquitto and PostgreSQL of this machine), four
    (same partitions and indexes) of a scratch schema: PostgreSQL's bulk-load rate.
 3. **saturation**: the messages published unpaced to the server pipeline that ``serve
    --mqtt`` runs (``MqttSource``: validate, store in PostgreSQL, acknowledge after commit)
-   while the watch stage (alerts) and the signs stage (indicators) follow the store in
-   their own threads and connections, as in the server process: sustained readings/s.
+   while the watch stage (alerts) and the signs stage (indicators) follow the store in a
+   process of their own, as ``serve --follow`` runs them on PostgreSQL: sustained readings/s.
 4. **fixed load**: the offered load (default 20,000 readings/s) paced for ``seconds``;
    latency publish→stored per message and publish→alert for planted spikes (one per
    sensor of a sample; each must raise a threshold alert), p50 and p99.
@@ -142,7 +142,7 @@ def _publisher(host: str, port: int, msgs: list, times, rate_msgs: float, ready,
 def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float):
     """Start the publisher process; returns (start, join) where join() gives the publish times.
 
-    Spawned, not forked: this process already runs threads (the MQTT loop, the stages,
+    Spawned, not forked: this process already runs threads (the MQTT loop, the committer,
     DuckDB's and Numba's pools), and a child forked from it inherits whatever locks they held
     at that instant -- a forked publisher crashed (SIGSEGV while importing paho-mqtt) in a CI
     run, and a bench run once ended without its figures."""
@@ -359,27 +359,31 @@ def _backend_pid(store) -> int:
 
 
 class _Stages:
-    """The stages that follow the store in the server process (``cityvitals.live.LiveStages``,
-    what ``serve --mqtt --follow`` runs), plus the time each planted alert was first seen."""
+    """The stages that follow the store, as ``serve --mqtt --follow`` runs them on PostgreSQL:
+    in a process of their own (``cityvitals.live.StagesProcess``); plus the time each planted
+    alert was first seen."""
 
     def __init__(self, url: str, thresholds: dict):
-        from cityvitals.live import LiveStages
+        from cityvitals.live import StagesProcess
         from cityvitals.store.pg import PostgresStore
 
         self.alert_seen: dict[str, float] = {}  # sensor -> when its threshold alert was committed
-        self.live = LiveStages(lambda: PostgresStore(url), thresholds=thresholds, use_catalog=False,
-                               on_watch=self._seen)
-        self.pids = [_backend_pid(s) for s in self.live.stores()]
+        self._seen_store = PostgresStore(url)  # read from the stages' reader thread only
+        self._store = PostgresStore(url)
+        self.live = StagesProcess(url, thresholds=thresholds, use_catalog=False, on_watch=self._seen)
+        self.process_pids: list[int] = []  # the stages' process
+        self.pids: list[int] = []  # its PostgreSQL backends
 
-    def _seen(self, res: dict, store, done: float) -> None:
-        if not res["alerts"]:
+    def _seen(self, summary: dict, done: float) -> None:
+        if not summary["alerts"]:
             return
-        rows = store.frame("SELECT DISTINCT source FROM alerts WHERE type = 'threshold'")
+        rows = self._seen_store.frame("SELECT DISTINCT source FROM alerts WHERE type = 'threshold'")
         for src in rows["source"].to_list() if rows.height else []:
             self.alert_seen.setdefault(src, done)
 
     def start(self) -> "_Stages":
         self.live.start()
+        self.process_pids, self.pids = self.live.pids[:1], self.live.pids[1:]
         return self
 
     def notify(self, *_) -> None:
@@ -392,12 +396,12 @@ class _Stages:
         self.live.close()
 
     def alert_types(self) -> dict:
-        rows = self.live.watch_store.frame("SELECT type, count(*) AS n FROM alerts GROUP BY type ORDER BY type")
+        rows = self._store.frame("SELECT type, count(*) AS n FROM alerts GROUP BY type ORDER BY type")
         return dict(zip(rows["type"].to_list(), rows["n"].to_list())) if rows.height else {}
 
     def close_stores(self) -> None:
-        for s in self.live.stores():
-            s.close()
+        self._store.close()
+        self._seen_store.close()
 
 
 def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int, str], rate_msgs: float,
@@ -429,7 +433,7 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
     source = MqttSource(store, cfg, on_stored=on_stored, on_batch=stages.notify)
     host, port = cfg.host_port
     pids = [_backend_pid(store), *stages.pids]
-    cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids))
+    cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids), _proc_cpu(stages.process_pids))
     try:
         source.start()
         start, join = _publish(host, port, msgs, rate_msgs, limit_s)
@@ -441,7 +445,8 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not set(planted.values()) <= set(stages.alert_seen):
                 time.sleep(0.02)
-        cpu = (_self_cpu() - cpu0[0], _proc_cpu(pids) - cpu0[1], _proc_cpu(broker_pids) - cpu0[2])
+        cpu = (_self_cpu() - cpu0[0], _proc_cpu(pids) - cpu0[1], _proc_cpu(broker_pids) - cpu0[2],
+               _proc_cpu(stages.process_pids) - cpu0[3])
     finally:
         source.stop()
         store.close()
@@ -465,10 +470,13 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         "alerts_planted": len(planted), "alerts_seen": len(alert_lat),
         "alert_p50_s": _pct(alert_lat, 50), "alert_p99_s": _pct(alert_lat, 99),
         "batch_p50_s": stats["batch_seconds_p50"], "batch_p99_s": stats["batch_seconds_p99"],
-        # CPU seconds spent from start to the last alert: this process (ingest, watch, signs;
-        # not the publisher), the PostgreSQL backends of its connections, the broker
-        "cpu_s": {"server_process": round(cpu[0], 2), "postgresql": round(cpu[1], 2), "broker": round(cpu[2], 2)},
-        "cpu_ms_per_1000_readings": round(1000 * (cpu[0] + cpu[1]) / max(1, int(ok.sum()) * per_message) * 1000, 1),
+        # CPU seconds spent from start to the last alert: this process (the ingest; not the
+        # publisher), the stages' process (watch, signs), the PostgreSQL backends of both
+        # processes' connections, the broker
+        "cpu_s": {"server_process": round(cpu[0], 2), "stages_process": round(cpu[3], 2),
+                  "postgresql": round(cpu[1], 2), "broker": round(cpu[2], 2)},
+        "cpu_ms_per_1000_readings": round(1000 * (cpu[0] + cpu[1] + cpu[3]) / max(1, int(ok.sum()) * per_message)
+                                          * 1000, 1),
     }
 
 
@@ -602,9 +610,11 @@ def bench_mqtt(
         f"{fl['readings_stored']:,} stored:\n"
         f"    publish→stored p50 {fl['stored_p50_s']} s, p99 {fl['stored_p99_s']} s\n"
         f"    publish→alert  p50 {fl['alert_p50_s']} s, p99 {fl['alert_p99_s']} s ({fl['alerts_seen']}/{fl['alerts_planted']} alerts)\n"
-        f"  CPU, saturation: server process {sat['cpu_s']['server_process']} s, PostgreSQL {sat['cpu_s']['postgresql']} s, "
-        f"broker {sat['cpu_s']['broker']} s ({sat['cpu_ms_per_1000_readings']} ms per 1,000 readings, server + PostgreSQL)\n"
-        f"  CPU, fixed load: server process {fl['cpu_s']['server_process']} s, PostgreSQL {fl['cpu_s']['postgresql']} s, "
+        f"  CPU, saturation: server process {sat['cpu_s']['server_process']} s, stages process "
+        f"{sat['cpu_s']['stages_process']} s, PostgreSQL {sat['cpu_s']['postgresql']} s, broker {sat['cpu_s']['broker']} s "
+        f"({sat['cpu_ms_per_1000_readings']} ms per 1,000 readings, both processes + PostgreSQL)\n"
+        f"  CPU, fixed load: server process {fl['cpu_s']['server_process']} s, stages process "
+        f"{fl['cpu_s']['stages_process']} s, PostgreSQL {fl['cpu_s']['postgresql']} s, "
         f"broker {fl['cpu_s']['broker']} s ({fl['cpu_ms_per_1000_readings']} ms per 1,000 readings)\n"
         f"  watch runs {st['watch_runs']} (p50 {st['watch_run_p50_s']} s, {st['watch_cpu_s']} CPU s), "
         f"signs runs {st['signs_runs']} ({st['signs_cpu_s']} CPU s) "

@@ -10,8 +10,10 @@ acknowledged after the batch holding it is committed. The broker keeps at most
 ``--mqtt-max-pending`` messages in flight to us; what is beyond waits at the broker, so
 size its queue for the backlog to ride out (Mosquitto: ``max_queued_messages``, 1000 per
 client by default, beyond which it drops QoS 1 messages for a slow subscriber).
-``--follow`` runs the watch (alerts) and signs (indicators) in the same process, woken by
-each stored batch (``cityvitals.live.LiveStages``): publish to alert in one process.
+``--follow`` runs the watch (alerts) and signs (indicators), woken by each stored batch: in
+a child process on a PostgreSQL store (``cityvitals.live.StagesProcess``, so the detectors do
+not share the ingest's interpreter), as threads in this process on the embedded one
+(``LiveStages``).
 Status with the lag: ``GET /api/v1/ingest/status``; probes ``/livez``, ``/readyz``;
 Prometheus text at ``/metrics`` (see ``cityvitals.api.routers.ingest_status``).
 """
@@ -43,9 +45,10 @@ def serve(
                                                   "memory; the broker holds the rest.")] = 2000,
     mqtt_stats: Annotated[Optional[str], typer.Option("--mqtt-stats", help="Write ingest counters and lag as JSON "
                                                       "to this file after every batch.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", help="Run the watch (alerts) and signs (indicators) in this "
-                                         "process on new readings as soon as each batch is stored, the watch's "
-                                         "state kept in memory (checkpointed every 10 s and on exit).")] = False,
+    follow: Annotated[bool, typer.Option("--follow", help="Run the watch (alerts) and signs (indicators) on new "
+                                         "readings as soon as each batch is stored (in a child process with "
+                                         "PostgreSQL), the watch's state kept in memory (checkpointed every 10 s "
+                                         "and on exit).")] = False,
     no_http: Annotated[bool, typer.Option("--no-http", help="Ingest from --mqtt only; serve no API.")] = False,
     home: Home = None,
     store_url: Store = None,
@@ -60,11 +63,15 @@ def serve(
     source = stages = None
     try:
         if follow:
-            from cityvitals.live import LiveStages
+            if store.backend == "postgresql":  # a process of its own, each stage on its own connection
+                from cityvitals.live import StagesProcess
 
-            # PostgreSQL: each stage on its own connection; DuckDB: one process, one connection
-            stages = LiveStages(lambda: open_store_cli(home, store_url) if store.backend == "postgresql" else store)
-            stages.start()
+                stages = StagesProcess(store.url).start()
+                err_console.print(f"live stages: watch and signs in process {stages.pid}")
+            else:  # the embedded file is this process's: threads beside the ingest, one connection
+                from cityvitals.live import LiveStages
+
+                stages = LiveStages(lambda: store).start()
         if mqtt:
             from cityvitals.ingest.mqtt import MqttConfig, MqttSource
 
@@ -81,10 +88,15 @@ def serve(
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            while not stop.is_set() and source.alive():  # type: ignore[union-attr]
+            def stages_ok() -> bool:
+                return stages is None or stages.alive()
+
+            while not stop.is_set() and source.alive() and stages_ok():  # type: ignore[union-attr]
                 stop.wait(0.5)
             if source.error:  # type: ignore[union-attr]
                 raise source.error  # type: ignore[union-attr]
+            if not stages_ok():  # exit non-zero: a supervisor restarts the server, and the stages with it
+                raise RuntimeError("the live stages' process (watch and signs) stopped")
             return
         import uvicorn
 
@@ -95,6 +107,7 @@ def serve(
         app = create_app(store, limits=Limits(max_body_bytes=int(max_body_mb * 1024 * 1024)))
         if source is not None:
             app.state.mqtt = source
+        app.state.stages = stages
         err_console.print(f"dashboard: http://{host}:{port}/   API: http://{host}:{port}/api/v1/docs")
         if store.backend == "duckdb":  # other commands cannot open the file now: tell them who has it
             announce_server(home, f"http://{host}:{port}")

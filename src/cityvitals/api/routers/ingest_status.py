@@ -7,7 +7,8 @@ readings over HTTP only is probed the same way.
 - ``GET /api/v1/ingest/status`` (admin, duty officer): counters, lag (messages waiting in
   memory and the age of the oldest), batch latency, connection state.
 - ``GET /livez``: the process answers. ``GET /readyz``: the store answers a query and, with
-  MQTT, the broker connection is up and the ingest worker alive (else 503, with why).
+  MQTT, the broker connection is up and the ingest worker alive, and with ``--follow`` on
+  PostgreSQL, the live stages' process runs (else 503, with why).
 - ``GET /metrics``: Prometheus text format, no key (counters only, no city data), so a
   scraper needs no credentials.
 """
@@ -66,6 +67,9 @@ def readyz(request: Request):
             problems.append("mqtt: not connected to the broker")
         if not src.alive():
             problems.append("mqtt: the ingest worker stopped" + (f" ({src.error!r})" if src.error else ""))
+    stages = getattr(request.app.state, "stages", None)
+    if stages is not None and not stages.alive():
+        problems.append("live stages: the watch and signs process stopped")
     if problems:
         return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
     return {"status": "ready"}
