@@ -30,3 +30,4 @@ def test_bench_mqtt_small_run_is_complete_and_clean():
     assert res["stages"]["alerts_by_type"] == {"threshold": 5}
     # the stages ran in their own process, whose CPU is counted apart from the ingest's
     assert fl["cpu_s"]["stages_process"] > 0 and res["stages"]["watch_runs"] > 0
+    assert fl["cpu_s"]["publisher"] > 0 and res["broker_ceiling"]["publisher_cpu_s"] > 0

@@ -173,12 +173,13 @@ class StagesProcess:
 
     Why a process and not threads beside the ingest: the watch's detectors and verdicts are
     Python and NumPy over every touched series, and in the ingesting process they held the
-    interpreter for about as long as the ingest's own Python did. Under saturation the ingest
-    then waited for the interpreter rather than for PostgreSQL (`cityvitals bench mqtt`: the
-    sustained rate rose by a fifth with the stages out of the process; docs/benchmarks.md). The
-    stages already read only what is stored, through connections of their own, so nothing but
-    the wake-up after each commit crosses between the processes: an inter-process event that
-    coalesces, as the threads' did.
+    interpreter for about as long as the ingest's own Python did, so each delayed the other
+    (`cityvitals bench mqtt`, interleaved runs: publish-to-alert p99 0.17-0.26 s against
+    0.34-0.51 s with threads; the sustained rate did not move, the 2-core machine being short
+    of CPU rather than of interpreter; docs/benchmarks.md). A stage that crashes or leaks no
+    longer takes the ingest with it either. The stages already read only what is stored,
+    through connections of their own, so nothing but the wake-up after each commit crosses
+    between the processes: an inter-process event that coalesces, as the threads' did.
 
     The child dies with the server (``PR_SET_PDEATHSIG`` on Linux, and an end-of-pipe check
     elsewhere): a server killed and restarted must not leave an old watch running beside the
