@@ -24,6 +24,9 @@ def test_bench_mqtt_small_run_is_complete_and_clean():
     assert res["copy_ceiling"]["readings"] == 2000
     sat, fl = res["saturation"], res["fixed_load"]
     assert sat["readings_stored"] == sat["accepted"] == 2000 and sat["quarantined"] == 0
+    bk = res["backlog"]  # queued at the broker before the server connected, then caught up
+    assert bk["readings_stored"] == bk["accepted"] == 2000 and bk["quarantined"] == 0
+    assert bk["readings_per_s"] > 0 and bk["stored_p99_s"] is None and bk["stages_caught_up"]
     assert fl["readings_stored"] == fl["accepted"] == 2000 and res["goals"]["nothing_lost"]
     assert fl["alerts_seen"] == fl["alerts_planted"] == 5 and 0 < fl["alert_p50_s"] <= fl["alert_p99_s"]
     assert 0 < fl["stored_p50_s"] <= fl["stored_p99_s"] and res["stages"]["errors"] == []

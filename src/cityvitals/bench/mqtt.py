@@ -417,8 +417,14 @@ class _Stages:
 
 
 def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int, str], rate_msgs: float,
-              per_message: int, stages: _Stages, limit_s: float, tag: str, broker_pids: list[int]) -> dict:
-    """Publish ``msgs`` to a running MqttSource on ``url``; per message, when it was stored."""
+              per_message: int, stages: _Stages, limit_s: float, tag: str, broker_pids: list[int],
+              backlog: bool = False) -> dict:
+    """Publish ``msgs`` to a running MqttSource on ``url``; per message, when it was stored.
+
+    ``backlog``: publish everything to the server's session first, with the server not
+    connected, and time from its start (connecting and subscribing included) to the last
+    commit -- a server catching up after an outage, with the publisher's CPU spent before
+    the clock starts (publish-to-stored latencies then mean nothing and are not given)."""
     from cityvitals.ingest.mqtt import MqttConfig, MqttSource, drop_session, ensure_session
     from cityvitals.store.pg import PostgresStore
 
@@ -445,14 +451,28 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
     source = MqttSource(store, cfg, on_stored=on_stored, on_batch=stages.notify)
     host, port = cfg.host_port
     pids = [_backend_pid(store), *stages.pids]
-    cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids), _proc_cpu(stages.process_pids))
+    began = None
     try:
-        source.start()
-        pub0 = _children_cpu()
-        start, join = _publish(host, port, msgs, rate_msgs, limit_s)
-        start()
-        times = join()
-        pub_cpu = _children_cpu() - pub0
+        if backlog:  # all of it queued at the broker for the session before the server connects
+            from cityvitals.ingest import fast
+
+            fast.warm()  # the compiled scanner's one-time load is not part of catching up
+            pub0 = _children_cpu()
+            start, join = _publish(host, port, msgs, rate_msgs, limit_s)
+            start()
+            times = join()
+            pub_cpu = _children_cpu() - pub0
+        cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids), _proc_cpu(stages.process_pids))
+        if backlog:
+            began = time.monotonic()
+            source.start()
+        else:
+            source.start()
+            pub0 = _children_cpu()
+            start, join = _publish(host, port, msgs, rate_msgs, limit_s)
+            start()
+            times = join()
+            pub_cpu = _children_cpu() - pub0
         all_stored.wait(limit_s)
         stats = source.stats()
         if planted:  # the alerts of the last spikes: bounded wait
@@ -466,8 +486,9 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         store.close()
         drop_session(cfg)
     ok = (times > 0) & (stored_at > 0)
-    lat = stored_at[ok] - times[ok]
-    first, last = times[times > 0].min(), stored_at[ok].max() if ok.any() else time.monotonic()
+    lat = stored_at[ok] - times[ok] if began is None else np.zeros(0)
+    first = times[times > 0].min() if began is None else began
+    last = stored_at[ok].max() if ok.any() else time.monotonic()
     secs = max(last - first, 1e-9)
     alert_lat = [stages.alert_seen[s] - times[i] for i, s in planted.items() if s in stages.alert_seen and times[i] > 0]
     pub_secs = times[times > 0].max() - first if (times > 0).any() else 0
@@ -479,7 +500,7 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         "readings_stored": int(ok.sum()) * per_message,
         "accepted": stats["accepted"], "quarantined": stats["quarantined"], "batches": stats["batches"],
         "seconds": round(secs, 3), "readings_per_s": round(int(ok.sum()) * per_message / secs),
-        "offered_readings_per_s": round(len(msgs) * per_message / pub_secs) if pub_secs else None,
+        "offered_readings_per_s": round(len(msgs) * per_message / pub_secs) if pub_secs and began is None else None,
         "stored_p50_s": _pct(lat, 50), "stored_p99_s": _pct(lat, 99), "stored_max_s": _pct(lat, 100),
         "alerts_planted": len(planted), "alerts_seen": len(alert_lat),
         "alert_p50_s": _pct(alert_lat, 50), "alert_p99_s": _pct(alert_lat, 99),
@@ -558,7 +579,19 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
                                           stages, limit_s, "sat", broker_pids)
             # the stages catch up first (the watch's first run configures every series)
             out["saturation"]["stages_caught_up"] = stages.wait_caught_up(limit_s)
-            base = max(datetime.now(timezone.utc) + timedelta(seconds=2), sat_end + timedelta(seconds=period))
+            # the same amount again, queued at the broker before the server connects: over one
+            # minute of data time (not two), so the fixed load after it stays within the
+            # ingest's five minutes of future tolerance
+            base = max(datetime.now(timezone.utc) + timedelta(seconds=2), sat_end + timedelta(seconds=sat_period))
+            back_period = max(period, 60.0 / sat_rounds)
+            back_msgs = workload(f"cvbench/{run_id}/live/back", readings=saturation_readings, sensors=sensors,
+                                 per_message=per_message, seed=seed + 2, spikes=0, period=back_period, base=base)[0]
+            back_end = base + timedelta(seconds=(sat_rounds - 1) * back_period)
+            out["backlog"] = _pipeline(url, broker, f"cvbench/{run_id}/live/back", back_msgs, {}, 0, per_message,
+                                       stages, limit_s, "back", broker_pids, backlog=True)
+            del back_msgs
+            out["backlog"]["stages_caught_up"] = stages.wait_caught_up(limit_s)
+            base = max(datetime.now(timezone.utc) + timedelta(seconds=2), back_end + timedelta(seconds=period))
             load_msgs, planted = workload(f"cvbench/{run_id}/live/load", readings=int(rate * seconds),
                                           sensors=sensors, per_message=per_message, seed=seed + 1, spikes=spikes,
                                           period=period, base=base)
@@ -582,8 +615,10 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
         "alert_p99_under_1s_at_rate": bool(fl["alert_p99_s"] is not None and fl["alert_p99_s"] < 1.0
                                            and fl["alerts_seen"] == fl["alerts_planted"]),
         "offered_rate": rate,
-        "nothing_lost": out["saturation"]["stored_messages"] == out["saturation"]["messages"]
+        "nothing_lost": all(out[k]["stored_messages"] == out[k]["messages"] for k in ("saturation", "backlog"))
                         and fl["stored_messages"] == fl["messages"],
+        # the backlog's rate against the same ceiling: the publisher's CPU is spent before it
+        "half_broker_rate_from_backlog": bool(out["backlog"]["readings_per_s"] >= ceiling / 2),
     }
     return out
 
@@ -612,6 +647,7 @@ def bench_mqtt(
         typer.echo(_json.dumps(res, default=str))
         return
     b, c, sat, fl, st = res["broker_ceiling"], res["copy_ceiling"], res["saturation"], res["fixed_load"], res["stages"]
+    bk = res["backlog"]
     m = res["machine"]
     typer.echo(
         f"bench mqtt on {m['cpu']} ({m['cores']} cores, load average {res['load_average'][0]:.1f} at start), "
@@ -620,6 +656,8 @@ def bench_mqtt(
         f"  store ceiling (PostgreSQL COPY):     {c['readings_per_s']:,} readings/s\n"
         f"  sustained end to end (unpaced):      {sat['readings_per_s']:,} readings/s "
         f"({sat['readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's)\n"
+        f"  catching up a backlog at the broker: {bk['readings_per_s']:,} readings/s "
+        f"({bk['readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's; the publisher done before)\n"
         f"  fixed load {res['goals']['offered_rate']:,}/s offered ({fl['offered_readings_per_s'] or 0:,} achieved), "
         f"{fl['readings_stored']:,} stored:\n"
         f"    publish→stored p50 {fl['stored_p50_s']} s, p99 {fl['stored_p99_s']} s\n"
@@ -636,6 +674,7 @@ def bench_mqtt(
         f"(p50 {st['signs_run_p50_s']} s, {st['signs_values']:,} values)"
         + f"\n  alerts by type: {st['alerts_by_type']}; every message stored: {res['goals']['nothing_lost']}"
         + (f"\n  stage errors: {st['errors']}" if st["errors"] else "")
-        + f"\n  goals: half the broker's rate {'met' if res['goals']['half_broker_rate'] else 'NOT met'}; "
+        + f"\n  goals: half the broker's rate {'met' if res['goals']['half_broker_rate'] else 'NOT met'} "
+          f"(from a backlog: {'met' if res['goals']['half_broker_rate_from_backlog'] else 'NOT met'}); "
           f"p99 publish→alert < 1 s {'met' if res['goals']['alert_p99_under_1s_at_rate'] else 'NOT met'}"
     )
