@@ -25,17 +25,9 @@ import pytest
 from cityvitals.ingest import Ingestor
 from cityvitals.store import open_store
 from cityvitals.watch.runner import STATE_NAME, Threshold
+from waits import wait_for
 
 PM25 = {"pm25": Threshold((300.0, 500.0, 700.0), "higher", 0)}
-
-
-def _wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _gone(pid: int) -> bool:
@@ -144,14 +136,14 @@ def test_serve_follow_alerts_from_its_stages_process_which_dies_with_the_server(
         finally:
             pub.disconnect()
             pub.loop_stop()
-        _wait_for(lambda: proc.poll() is not None or any(
+        wait_for(lambda: proc.poll() is not None or any(
             a["source"] == "A2" for a in store.alerts.list(state="open", type_="threshold")), 60,
             f"the alert ({store.readings.frame().height} readings stored, "
             f"quarantined: {store.quarantine.frame().select('reason', 'message').rows()})")
         assert proc.poll() is None, proc.stderr.read()
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        _wait_for(lambda: _gone(child), 10, "the stages process to end with the server")
+        wait_for(lambda: _gone(child), 10, "the stages process to end with the server")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -26,6 +26,7 @@ import polars as pl
 import pytest
 
 from cityvitals.store import open_store
+from waits import wait_for
 
 BROKER = ("127.0.0.1", 1883)
 N_SENSORS = 40
@@ -81,15 +82,6 @@ def _serve(home: Path, store_url: str | None, prefix: str, client_id: str, stats
         cmd += ["--store", store_url]
     env = {k: v for k, v in os.environ.items() if k != "CITYVITALS_STORE"}
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-
-
-def _wait_for(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _kill_run(tmp_path: Path, store_url: str | None, seed: int) -> None:
@@ -149,7 +141,7 @@ def _kill_run(tmp_path: Path, store_url: str | None, seed: int) -> None:
 
         stats.unlink(missing_ok=True)
         try:
-            _wait_for(lambda: proc.poll() is not None or drained(), 60, "the broker to drain")
+            wait_for(lambda: proc.poll() is not None or drained(), 60, "the broker to drain")
             assert proc.poll() is None, proc.stderr.read().decode()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
