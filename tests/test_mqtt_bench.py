@@ -34,3 +34,17 @@ def test_bench_mqtt_small_run_is_complete_and_clean():
     # the stages ran in their own process, whose CPU is counted apart from the ingest's
     assert fl["cpu_s"]["stages_process"] > 0 and res["stages"]["watch_runs"] > 0
     assert fl["cpu_s"]["publisher"] > 0 and res["broker_ceiling"]["publisher_cpu_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_mqtt_on_a_given_broker_skips_the_backlog_part_and_says_why():
+    """Another broker may drop what it queues beyond a bound for a client that is away
+    (Mosquitto's default: 1,000 messages): the backlog part runs on the bench's own broker only."""
+    pytest.importorskip("psycopg")
+    from cityvitals.bench.mqtt import run
+
+    res = run(rate=1000, seconds=1, sensors=100, per_message=10, saturation_readings=2000, spikes=2, pg=PG,
+              broker="mqtt://127.0.0.1:1883", limit_s=60)
+    assert res["broker"] == "given" and "max_queued_messages" in res["backlog"]["skipped"]
+    assert res["goals"]["half_broker_rate_from_backlog"] is None and res["goals"]["nothing_lost"]
+    assert res["saturation"]["readings_stored"] == 2000 and res["fixed_load"]["alerts_seen"] == 2
