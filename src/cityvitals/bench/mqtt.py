@@ -145,13 +145,21 @@ def _publisher(host: str, port: int, msgs: list, times, rate_msgs: float, ready,
     c.loop_stop()
 
 
-def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float):
-    """Start the publisher process; returns (start, join) where join() gives the publish times.
+def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float) -> tuple[np.ndarray, float]:
+    """Run the publisher process to its end: the publish time of each message (0 for one not
+    sent) and the process's CPU seconds (its start-up, about half a second of imports, included).
 
     Spawned, not forked: this process already runs threads (the MQTT loop, the committer,
     DuckDB's and Numba's pools), and a child forked from it inherits whatever locks they held
     at that instant -- a forked publisher crashed (SIGSEGV while importing paho-mqtt) in a CI
     run, and a bench run once ended without its figures."""
+    import resource
+
+    def children_cpu() -> float:  # of the children ended and waited for: the publisher, once joined
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    cpu0 = children_cpu()
     ctx = mp.get_context("spawn")
     times = ctx.Array("d", len(msgs), lock=False)
     ready, go = ctx.Event(), ctx.Event()
@@ -160,14 +168,12 @@ def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float)
     if not ready.wait(30):
         proc.kill()
         raise RuntimeError("the publisher did not connect to the broker")
-
-    def join() -> np.ndarray:
-        proc.join(limit_s + 30)
-        if proc.is_alive():
-            proc.kill()
-        return np.frombuffer(times, dtype=np.float64).copy()
-
-    return go.set, join
+    go.set()
+    proc.join(limit_s + 30)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(10)
+    return np.frombuffer(times, dtype=np.float64).copy(), children_cpu() - cpu0
 
 
 def _pct(xs, q: float) -> float | None:
@@ -215,11 +221,7 @@ def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: i
     th.start()
     subscribed.wait(10)
     raw = [(t.replace("/live/", "/raw/", 1), p) for t, p in msgs]
-    pub0 = _children_cpu()
-    start, join = _publish(host, port, raw, 0, limit_s)
-    start()
-    times = join()
-    pub_cpu = _children_cpu() - pub0
+    times, pub_cpu = _publish(host, port, raw, 0, limit_s)
     done.wait(limit_s)
     stop.set()
     th.join(10)
@@ -363,15 +365,6 @@ def _self_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _children_cpu() -> float:
-    """CPU seconds of this process's children that have ended and been waited for: the
-    publisher's, once joined (its start-up, about half a second of imports, included)."""
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def _backend_pid(store) -> int:
     return int(store.pg.execute("SELECT pg_backend_pid()").fetchall()[0][0])
 
@@ -463,22 +456,12 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
             from cityvitals.ingest import fast
 
             fast.warm()  # the compiled scanner's one-time load is not part of catching up
-            pub0 = _children_cpu()
-            start, join = _publish(host, port, msgs, rate_msgs, limit_s)
-            start()
-            times = join()
-            pub_cpu = _children_cpu() - pub0
-        cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids), _proc_cpu(stages.process_pids))
-        if backlog:
+            times, pub_cpu = _publish(host, port, msgs, rate_msgs, limit_s)
             began = time.monotonic()
-            source.start()
-        else:
-            source.start()
-            pub0 = _children_cpu()
-            start, join = _publish(host, port, msgs, rate_msgs, limit_s)
-            start()
-            times = join()
-            pub_cpu = _children_cpu() - pub0
+        cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids), _proc_cpu(stages.process_pids))
+        source.start()
+        if not backlog:
+            times, pub_cpu = _publish(host, port, msgs, rate_msgs, limit_s)
         all_stored.wait(limit_s)
         stats = source.stats()
         if planted:  # the alerts of the last spikes: bounded wait
