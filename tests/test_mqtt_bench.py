@@ -34,6 +34,11 @@ def test_bench_mqtt_small_run_is_complete_and_clean():
     # the stages ran in their own process, whose CPU is counted apart from the ingest's
     assert fl["cpu_s"]["stages_process"] > 0 and res["stages"]["watch_runs"] > 0
     assert fl["cpu_s"]["publisher"] > 0 and res["broker_ceiling"]["publisher_cpu_s"] > 0
+    # CPU per reading, party by party, for the ceiling and the pipeline: the private broker's too
+    ceiling_us = res["broker_ceiling"]["cpu_us_per_reading"]
+    assert set(ceiling_us) == {"publisher", "broker", "subscriber"} and all(v > 0 for v in ceiling_us.values())
+    assert set(sat["cpu_us_per_reading"]) == {"ingest", "stages", "postgresql", "broker", "publisher"}
+    assert sat["cpu_us_per_reading"]["publisher"] > 0 and res["broker_ceiling"]["publish_window"] == 100
 
 
 @pytest.mark.slow
@@ -48,3 +53,4 @@ def test_bench_mqtt_on_a_given_broker_skips_the_backlog_part_and_says_why():
     assert res["broker"] == "given" and "max_queued_messages" in res["backlog"]["skipped"]
     assert res["goals"]["half_broker_rate_from_backlog"] is None and res["goals"]["nothing_lost"]
     assert res["saturation"]["readings_stored"] == 2000 and res["fixed_load"]["alerts_seen"] == 2
+    assert res["broker_ceiling"]["cpu_us_per_reading"]["broker"] is None  # not ours to read

@@ -107,13 +107,24 @@ def _register(store, sensors: int) -> None:
 
 
 # -- processes and clients ---------------------------------------------------------------------
+PUBLISH_WINDOW = 100
+"""QoS 1 messages the bench's publisher keeps in flight. paho-mqtt (2.2) looks for the next
+queued message by walking its table of outgoing messages from the start on every PUBACK, past
+every one still in flight: per message, work in proportion to the window. With a window of
+1,000 (the bench's until 2026-12-08) that walk was more than half of the publisher's CPU (3.45
+CPU seconds for 30,000 messages against 1.85 with 100, start-up included) and held the broker
+ceiling to about half of what the broker passes. Readings/s through the broker on this machine,
+window by window, interleaved, two runs each: 10: 217,000-278,000; 25: 330,000-393,000;
+50: 371,000-399,000; 100: 427,000-440,000; 200: 364,000-388,000; 1,000: 202,000-207,000."""
+
+
 def _client(host: str, port: int, client_id: str = ""):
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    c.max_inflight_messages_set(1000)
+    c.max_inflight_messages_set(PUBLISH_WINDOW)
     c.max_queued_messages_set(0)
     props = Properties(PacketTypes.CONNECT)
     props.ReceiveMaximum = 65535
@@ -122,12 +133,15 @@ def _client(host: str, port: int, client_id: str = ""):
     return c
 
 
-def _publisher(host: str, port: int, msgs: list, times, rate_msgs: float, ready, go, limit_s: float) -> None:
+def _publisher(host: str, port: int, msgs: list, times, cpu, rate_msgs: float, ready, go, limit_s: float) -> None:
     """Publish every message with QoS 1 (paced to ``rate_msgs`` per second when > 0) and
-    write each one's publish time; waits (bounded) until the broker acknowledged all."""
+    write each one's publish time; waits (bounded) until the broker acknowledged all.
+    ``cpu``: set to the CPU seconds the process spent from the go to the last
+    acknowledgement (its start-up, imports and connecting, left out)."""
     c = _client(host, port)
     ready.set()
     go.wait(60)
+    cpu0 = time.process_time()
     t0 = time.monotonic()
     info = None
     for i, (topic, payload) in enumerate(msgs):
@@ -141,29 +155,26 @@ def _publisher(host: str, port: int, msgs: list, times, rate_msgs: float, ready,
             break
     if info is not None:
         info.wait_for_publish(limit_s)
+    cpu.value = time.process_time() - cpu0
     c.disconnect()
     c.loop_stop()
 
 
 def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float) -> tuple[np.ndarray, float]:
     """Run the publisher process to its end: the publish time of each message (0 for one not
-    sent) and the process's CPU seconds (its start-up, about half a second of imports, included).
+    sent) and the process's CPU seconds while it published (its start-up left out: about half a
+    second of imports, which the figures per reading would otherwise carry).
 
     Spawned, not forked: this process already runs threads (the MQTT loop, the committer,
     DuckDB's and Numba's pools), and a child forked from it inherits whatever locks they held
     at that instant -- a forked publisher crashed (SIGSEGV while importing paho-mqtt) in a CI
     run, and a bench run once ended without its figures."""
-    import resource
-
-    def children_cpu() -> float:  # of the children ended and waited for: the publisher, once joined
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return r.ru_utime + r.ru_stime
-
-    cpu0 = children_cpu()
     ctx = mp.get_context("spawn")
     times = ctx.Array("d", len(msgs), lock=False)
+    cpu = ctx.Value("d", 0.0, lock=False)
     ready, go = ctx.Event(), ctx.Event()
-    proc = ctx.Process(target=_publisher, args=(host, port, msgs, times, rate_msgs, ready, go, limit_s), daemon=True)
+    proc = ctx.Process(target=_publisher, args=(host, port, msgs, times, cpu, rate_msgs, ready, go, limit_s),
+                       daemon=True)
     proc.start()
     if not ready.wait(30):
         proc.kill()
@@ -173,7 +184,7 @@ def _publish(host: str, port: int, msgs: list, rate_msgs: float, limit_s: float)
     if proc.is_alive():
         proc.kill()
         proc.join(10)
-    return np.frombuffer(times, dtype=np.float64).copy(), children_cpu() - cpu0
+    return np.frombuffer(times, dtype=np.float64).copy(), cpu.value
 
 
 def _pct(xs, q: float) -> float | None:
@@ -181,10 +192,15 @@ def _pct(xs, q: float) -> float | None:
 
 
 # -- the parts ------------------------------------------------------------------------------
-def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: int, limit_s: float) -> dict:
+def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: int, limit_s: float,
+                   broker_pids: list[int] = ()) -> dict:
     """The same messages from the same publisher to a subscriber that only acknowledges
     them, with the MQTT client the server uses (gmqtt, QoS 1, acknowledged on receipt): the
-    broker's raw publish→subscribe rate on this machine, and what the pipeline is held to."""
+    broker's raw publish→subscribe rate on this machine, and what the pipeline is held to.
+
+    Also the CPU each party spent (publisher, broker, subscriber): on a machine the parties
+    share, the rate is bounded by their CPU per reading, which tells what the same broker
+    would pass on more cores and what the pipeline is compared with."""
     import asyncio
 
     import gmqtt
@@ -204,7 +220,11 @@ def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: i
             done.set()
         return 0
 
+    sub_cpu = [0.0]
+
     def subscriber() -> None:
+        t0 = time.thread_time()
+
         async def main() -> None:
             c = gmqtt.Client(f"cv-bench-raw-{uuid.uuid4().hex[:8]}", receive_maximum=65535)
             c.on_message = on_message
@@ -216,20 +236,28 @@ def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: i
             await c.disconnect()
 
         asyncio.run(main())
+        sub_cpu[0] = time.thread_time() - t0
 
     th = threading.Thread(target=subscriber, daemon=True)
     th.start()
     subscribed.wait(10)
     raw = [(t.replace("/live/", "/raw/", 1), p) for t, p in msgs]
+    broker0 = _proc_cpu(broker_pids)
     times, pub_cpu = _publish(host, port, raw, 0, limit_s)
     done.wait(limit_s)
+    broker_cpu = _proc_cpu(broker_pids) - broker0
     stop.set()
     th.join(10)
     first = times[times > 0].min() if (times > 0).any() else time.monotonic()
     secs = max(last[0] - first, 1e-9)
+    readings = max(1, got[0] * per_message)
     return {"messages": n, "received": got[0], "seconds": round(secs, 3), "subscriber": "gmqtt",
+            "publish_window": PUBLISH_WINDOW,
             "messages_per_s": round(got[0] / secs), "readings_per_s": round(got[0] * per_message / secs),
-            "publisher_cpu_s": round(pub_cpu, 2)}
+            "publisher_cpu_s": round(pub_cpu, 2),
+            "cpu_us_per_reading": {"publisher": round(pub_cpu / readings * 1e6, 2),
+                                   "broker": round(broker_cpu / readings * 1e6, 2) if broker_pids else None,
+                                   "subscriber": round(sub_cpu[0] / readings * 1e6, 2)}}
 
 
 def copy_ceiling(pg: str, msgs: list, sensors: int) -> dict:
@@ -452,10 +480,10 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
     pids = [_backend_pid(store), *stages.pids]
     began = None
     try:
-        if backlog:  # all of it queued at the broker for the session before the server connects
-            from cityvitals.ingest import fast
+        from cityvitals.ingest import fast
 
-            fast.warm()  # the compiled scanner's one-time load is not part of catching up
+        fast.warm()  # the compiled scanner's one-time load (about a second) is not part of any rate
+        if backlog:  # all of it queued at the broker for the session before the server connects
             times, pub_cpu = _publish(host, port, msgs, rate_msgs, limit_s)
             began = time.monotonic()
         cpu0 = (_self_cpu(), _proc_cpu(pids), _proc_cpu(broker_pids), _proc_cpu(stages.process_pids))
@@ -501,6 +529,10 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
                   "postgresql": round(cpu[1], 2), "broker": round(cpu[2], 2), "publisher": round(pub_cpu, 2)},
         "cpu_ms_per_1000_readings": round(1000 * (cpu[0] + cpu[1] + cpu[3]) / max(1, int(ok.sum()) * per_message)
                                           * 1000, 1),
+        # the same per reading, party by party, comparable with the broker ceiling's
+        "cpu_us_per_reading": {k: round(c / max(1, int(ok.sum()) * per_message) * 1e6, 2) for k, c in
+                               (("ingest", cpu[0]), ("stages", cpu[3]), ("postgresql", cpu[1]), ("broker", cpu[2]),
+                                ("publisher", pub_cpu))},
     }
 
 
@@ -551,7 +583,8 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
     ceiling_msgs = saturation_messages(datetime.now(timezone.utc).replace(microsecond=0))
     out: dict = {"machine": machine(), "load_average": os.getloadavg(), "broker": broker_kind,
                  "sensors": sensors, "per_message": per_message, "kind": KIND}
-    out["broker_ceiling"] = broker_ceiling(host, port, f"cvbench/{run_id}/raw", ceiling_msgs, per_message, limit_s)
+    out["broker_ceiling"] = broker_ceiling(host, port, f"cvbench/{run_id}/raw", ceiling_msgs, per_message, limit_s,
+                                           broker_pids)
     out["copy_ceiling"] = copy_ceiling(pg, ceiling_msgs, sensors)
     del ceiling_msgs
     thresholds = {KIND: Threshold((300.0, 500.0, 700.0), "higher", 0)}
@@ -621,6 +654,10 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
     return out
 
 
+def _us(parts: dict) -> str:
+    return ", ".join(f"{k} {v} µs" for k, v in parts.items() if v is not None)
+
+
 def _met(flag: bool | None) -> str:
     return "not measured" if flag is None else "met" if flag else "NOT met"
 
@@ -654,7 +691,8 @@ def bench_mqtt(
     typer.echo(
         f"bench mqtt on {m['cpu']} ({m['cores']} cores, load average {res['load_average'][0]:.1f} at start), "
         f"{res['sensors']:,} sensors, {res['per_message']} readings per message, broker: {res['broker']}\n"
-        f"  broker ceiling (publish→subscribe):  {b['readings_per_s']:,} readings/s ({b['messages_per_s']:,} messages/s)\n"
+        f"  broker ceiling (publish→subscribe):  {b['readings_per_s']:,} readings/s ({b['messages_per_s']:,} messages/s; "
+        f"CPU per reading: {_us(b['cpu_us_per_reading'])})\n"
         f"  store ceiling (PostgreSQL COPY):     {c['readings_per_s']:,} readings/s\n"
         f"  sustained end to end (unpaced):      {sat['readings_per_s']:,} readings/s "
         f"({sat['readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's)\n"
@@ -669,6 +707,7 @@ def bench_mqtt(
         f"{sat['cpu_s']['stages_process']} s, PostgreSQL {sat['cpu_s']['postgresql']} s, broker {sat['cpu_s']['broker']} s "
         f"({sat['cpu_ms_per_1000_readings']} ms per 1,000 readings, both processes + PostgreSQL); "
         f"the publisher {sat['cpu_s']['publisher']} s\n"
+        f"    CPU per reading: {_us(sat['cpu_us_per_reading'])}\n"
         f"  CPU, fixed load: server process {fl['cpu_s']['server_process']} s, stages process "
         f"{fl['cpu_s']['stages_process']} s, PostgreSQL {fl['cpu_s']['postgresql']} s, "
         f"broker {fl['cpu_s']['broker']} s ({fl['cpu_ms_per_1000_readings']} ms per 1,000 readings)\n"
