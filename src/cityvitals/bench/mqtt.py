@@ -261,9 +261,12 @@ def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: i
 
 
 def copy_ceiling(pg: str, msgs: list, sensors: int) -> dict:
-    """COPY the readings of ``msgs`` into a fresh readings table (same schema) once."""
+    """COPY the readings of ``msgs`` into a fresh readings table (same schema) once, in the
+    binary format the ingest writes, encoded before the clock starts: what PostgreSQL takes
+    (until 2026-12-08 the figure also held pyarrow printing the rows as CSV, which the ingest
+    does not do, and PostgreSQL parsing them back)."""
     from cityvitals.store.pg import PostgresStore
-    from cityvitals.store.pg._sql import copy_arrow
+    from cityvitals.store.pg._sql import binary_copy_data
 
     sid, ts, val = [], [], []
     for _, payload in msgs:
@@ -281,9 +284,12 @@ def copy_ceiling(pg: str, msgs: list, sensors: int) -> dict:
         s = PostgresStore(url, migrate_schema=True)
         try:
             s.readings.ensure_partitions(min(ts), max(ts))
+            cols = ("sensor_id", "ts", "value", "kind", "unit_code", "ingested_at")
+            data = binary_copy_data(table.select(list(cols)))
             t0 = time.perf_counter()
             with s.transaction() as con:
-                copy_arrow(con, table, "readings", ("sensor_id", "ts", "value", "kind", "unit_code", "ingested_at"))
+                with con.conn.cursor().copy(f"COPY readings ({', '.join(cols)}) FROM STDIN (FORMAT binary)") as cp:
+                    cp.write(data)
             secs = time.perf_counter() - t0
         finally:
             s.close()
