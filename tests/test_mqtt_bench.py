@@ -36,9 +36,15 @@ def test_bench_mqtt_small_run_is_complete_and_clean():
     assert fl["cpu_s"]["publisher"] > 0 and res["broker_ceiling"]["publisher_cpu_s"] > 0
     # CPU per reading, party by party, for the ceiling and the pipeline: the private broker's too
     ceiling_us = res["broker_ceiling"]["cpu_us_per_reading"]
-    assert set(ceiling_us) == {"publisher", "broker", "subscriber"} and all(v > 0 for v in ceiling_us.values())
+    assert set(ceiling_us) == {"publisher", "broker", "subscriber"}
+    assert ceiling_us["publisher"] > 0 and ceiling_us["subscriber"] > 0
+    assert ceiling_us["broker"] >= 0  # from /proc in clock ticks: 200 messages may take less than one
     assert set(sat["cpu_us_per_reading"]) == {"ingest", "stages", "postgresql", "broker", "publisher"}
     assert sat["cpu_us_per_reading"]["publisher"] > 0 and res["broker_ceiling"]["publish_window"] == 100
+    # end to end: until the watch has read the last batch, so never faster than storing
+    for part in (sat, bk, fl):
+        assert part["stages_caught_up"] and part["watch_caught_up_after_s"] >= 0
+        assert 0 < part["end_to_end_readings_per_s"] <= part["readings_per_s"]
 
 
 @pytest.mark.slow

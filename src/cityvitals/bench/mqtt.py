@@ -497,6 +497,9 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         if not backlog:
             times, pub_cpu = _publish(host, port, msgs, rate_msgs, limit_s)
         all_stored.wait(limit_s)
+        # end to end means alerts updated too: until the watch has read the last batch
+        caught_up = stages.wait_caught_up(limit_s)
+        caught_at = time.monotonic()
         stats = source.stats()
         if planted:  # the alerts of the last spikes: bounded wait
             deadline = time.monotonic() + 10
@@ -513,6 +516,7 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
     first = times[times > 0].min() if began is None else began
     last = stored_at[ok].max() if ok.any() else time.monotonic()
     secs = max(last - first, 1e-9)
+    readings = int(ok.sum()) * per_message
     alert_lat = [stages.alert_seen[s] - times[i] for i, s in planted.items() if s in stages.alert_seen and times[i] > 0]
     pub_secs = times[times > 0].max() - first if (times > 0).any() else 0
     return {
@@ -522,7 +526,10 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         "source_error": repr(source.error) if source.error is not None else None,
         "readings_stored": int(ok.sum()) * per_message,
         "accepted": stats["accepted"], "quarantined": stats["quarantined"], "batches": stats["batches"],
-        "seconds": round(secs, 3), "readings_per_s": round(int(ok.sum()) * per_message / secs),
+        "seconds": round(secs, 3), "readings_per_s": round(readings / secs),
+        # publish -> durable -> the watch has read it all (its alerts are then in the store)
+        "stages_caught_up": caught_up, "watch_caught_up_after_s": round(max(0.0, caught_at - last), 3),
+        "end_to_end_readings_per_s": round(readings / max(caught_at - first, 1e-9)),
         "offered_readings_per_s": round(len(msgs) * per_message / pub_secs) if pub_secs and began is None else None,
         "stored_p50_s": _pct(lat, 50), "stored_p99_s": _pct(lat, 99), "stored_max_s": _pct(lat, 100),
         "alerts_planted": len(planted), "alerts_seen": len(alert_lat),
@@ -605,8 +612,8 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
             sat_end = now + timedelta(seconds=(sat_rounds - 1) * sat_period)
             out["saturation"] = _pipeline(url, broker, f"cvbench/{run_id}/live/sat", sat_msgs, {}, 0, per_message,
                                           stages, limit_s, "sat", broker_pids)
-            # the stages catch up first (the watch's first run configures every series)
-            out["saturation"]["stages_caught_up"] = stages.wait_caught_up(limit_s)
+            # the stages have caught up (_pipeline waits for them: the watch's first run
+            # configures every series)
             # the same amount again, queued at the broker before the server connects: over one
             # minute of data time (not two), so the fixed load after it stays within the
             # ingest's five minutes of future tolerance
@@ -621,7 +628,6 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
                 out["backlog"] = _pipeline(url, broker, f"cvbench/{run_id}/live/back", back_msgs, {}, 0, per_message,
                                            stages, limit_s, "back", broker_pids, backlog=True)
                 del back_msgs
-                out["backlog"]["stages_caught_up"] = stages.wait_caught_up(limit_s)
             else:  # a broker of someone else's may keep only so much for a client that is away
                 out["backlog"] = {"skipped": "runs on the bench's own broker only: another broker may bound what it "
                                              "queues for a disconnected client (Mosquitto's max_queued_messages, "
@@ -646,7 +652,7 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
     ceiling = out["broker_ceiling"]["readings_per_s"]
     fl = out["fixed_load"]
     out["goals"] = {
-        "half_broker_rate": bool(out["saturation"]["readings_per_s"] >= ceiling / 2),
+        "half_broker_rate": bool(out["saturation"]["end_to_end_readings_per_s"] >= ceiling / 2),
         "alert_p99_under_1s_at_rate": bool(fl["alert_p99_s"] is not None and fl["alert_p99_s"] < 1.0
                                            and fl["alerts_seen"] == fl["alerts_planted"]),
         "offered_rate": rate,
@@ -654,7 +660,7 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
                             if "skipped" not in out[k])
                         and fl["stored_messages"] == fl["messages"],
         # the backlog's rate against the same ceiling: the publisher's CPU is spent before it
-        "half_broker_rate_from_backlog": (bool(out["backlog"]["readings_per_s"] >= ceiling / 2)
+        "half_broker_rate_from_backlog": (bool(out["backlog"]["end_to_end_readings_per_s"] >= ceiling / 2)
                                           if "skipped" not in out["backlog"] else None),
     }
     return out
@@ -700,10 +706,12 @@ def bench_mqtt(
         f"  broker ceiling (publish→subscribe):  {b['readings_per_s']:,} readings/s ({b['messages_per_s']:,} messages/s; "
         f"CPU per reading: {_us(b['cpu_us_per_reading'])})\n"
         f"  store ceiling (PostgreSQL COPY):     {c['readings_per_s']:,} readings/s\n"
-        f"  sustained end to end (unpaced):      {sat['readings_per_s']:,} readings/s "
-        f"({sat['readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's)\n"
-        + (f"  catching up a backlog at the broker: {bk['readings_per_s']:,} readings/s "
-           f"({bk['readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's; the publisher done before)\n"
+        f"  sustained end to end (unpaced):      {sat['end_to_end_readings_per_s']:,} readings/s "
+        f"({sat['end_to_end_readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's; stored "
+        f"{sat['readings_per_s']:,}/s, the watch caught up {sat['watch_caught_up_after_s']} s after the last)\n"
+        + (f"  catching up a backlog at the broker: {bk['end_to_end_readings_per_s']:,} readings/s "
+           f"({bk['end_to_end_readings_per_s'] / max(b['readings_per_s'], 1):.0%} of the broker's; the publisher "
+           f"done before; stored {bk['readings_per_s']:,}/s)\n"
            if "skipped" not in bk else f"  backlog part skipped: it {bk['skipped']}\n")
         + f"  fixed load {res['goals']['offered_rate']:,}/s offered ({fl['offered_readings_per_s'] or 0:,} achieved), "
         f"{fl['readings_stored']:,} stored:\n"
