@@ -91,6 +91,23 @@ def test_stages_process_that_cannot_start_says_why(tmp_path):
         StagesProcess("postgresql://nobody@127.0.0.1:1/none", start_timeout=60).start()
 
 
+def test_a_second_stages_process_on_the_same_store_refuses_to_start(pg_store):
+    """Several servers may ingest into one store, but only one may watch it: a second
+    stages process on the same schema waits (bounded) for the first's lock and says why it
+    cannot start; once the first has closed, a new one starts."""
+    from cityvitals.live import StagesProcess
+
+    first = StagesProcess(pg_store.url, thresholds=PM25, use_catalog=False, signs=False).start()
+    try:
+        with pytest.raises(RuntimeError, match="already runs the live stages"):
+            StagesProcess(pg_store.url, thresholds=PM25, use_catalog=False, signs=False, exclusive_wait=0.5).start()
+        assert first.alive()
+    finally:
+        first.close()
+    again = StagesProcess(pg_store.url, thresholds=PM25, use_catalog=False, signs=False, exclusive_wait=5).start()
+    again.close()
+
+
 def _serve_follow(home: Path, url: str, prefix: str, client_id: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "cityvitals", "serve", "--no-http", "--follow", "--mqtt", "mqtt://127.0.0.1:1883",
            "--mqtt-layout", prefix + "/{kind}/{sensor_id}", "--mqtt-client-id", client_id, "--home", str(home),

@@ -185,7 +185,13 @@ class StagesProcess:
     elsewhere): a server killed and restarted must not leave an old watch running beside the
     new one. Both resume from the watch's last checkpoint, as the threads did after a crash.
     The embedded DuckDB store cannot be shared between processes; there ``LiveStages`` runs
-    as threads. ``on_watch(summary, done)`` is called in this process, from a reader thread,
+    as threads.
+
+    One per store: the child holds an advisory lock (per database schema) for its life, and
+    a second one on the same store waits up to ``exclusive_wait`` seconds for it, then
+    refuses to start. Several servers may ingest into one store (``--mqtt-share-group``), but
+    two watches would each raise the same alerts and overwrite each other's checkpoint. The
+    lock goes with the child's connection, so a killed server's is free again at once. ``on_watch(summary, done)`` is called in this process, from a reader thread,
     after every watch run that saw readings (``summary``: points and alert changes; ``done``:
     ``time.monotonic()`` in the child, the same clock on Linux). Start it from a thread that
     lives as long as it should (the main thread): Linux kills the child when the thread that
@@ -193,7 +199,8 @@ class StagesProcess:
 
     def __init__(self, url: str, *, thresholds: Mapping[str, Threshold] | None = None, use_catalog: bool = True,
                  signs: bool = True, signs_every: float = 5.0, checkpoint_seconds: float = 10.0,
-                 on_watch: Callable[[dict, float], None] | None = None, start_timeout: float = 120.0):
+                 on_watch: Callable[[dict, float], None] | None = None, start_timeout: float = 120.0,
+                 exclusive_wait: float = 10.0):
         import multiprocessing as mp
 
         # spawned, not forked: the server runs threads (the MQTT loop, the committer), and a
@@ -203,7 +210,7 @@ class StagesProcess:
         self._conn, child_conn = self._ctx.Pipe()
         options = {"thresholds": dict(thresholds) if thresholds is not None else None, "use_catalog": use_catalog,
                    "signs": signs, "signs_every": signs_every, "checkpoint_seconds": checkpoint_seconds,
-                   "report_watch": on_watch is not None}
+                   "report_watch": on_watch is not None, "exclusive_wait": exclusive_wait}
         self._proc = self._ctx.Process(target=_stages_main, args=(url, options, self._kick, child_conn, os.getpid()),
                                        name="cityvitals-stages", daemon=True)
         self._child_conn = child_conn
@@ -347,23 +354,52 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+_STAGES_LOCK = 0x6C697665  # "live": advisory lock class of the live stages, keyed by schema below
+
+
+class StagesBusy(RuntimeError):
+    """Another process already runs the live stages on this store."""
+
+
+def _hold_stages_lock(store, wait_s: float) -> None:
+    """Take the store's live-stages lock for this session, waiting up to ``wait_s`` (the
+    previous holder may be a server killed a moment ago whose connection PostgreSQL has not
+    closed yet)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        got = store.pg.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
+                               [_STAGES_LOCK]).fetchall()[0][0]
+        if got:
+            return
+        if time.monotonic() >= deadline:
+            raise StagesBusy("another process already runs the live stages (watch and signs) on this store: "
+                             "run --follow on one server only")
+        time.sleep(0.2)
+
+
 def _stages_main(url: str, options: dict, kick, conn, parent: int) -> None:
     """The stages process: ``LiveStages`` over the store at ``url``, driven through ``conn``."""
     _die_with_parent(parent)
     from cityvitals.store.pg import PostgresStore
 
     report = options.pop("report_watch")
+    exclusive_wait = options.pop("exclusive_wait")
 
     def on_watch(res: dict, store, done: float) -> None:
         conn.send(("watch", {"points": res["points"], "alerts": res["alerts"]}, done))
 
+    guard = None
     try:
+        guard = PostgresStore(url)
+        _hold_stages_lock(guard, exclusive_wait)
         live = LiveStages(lambda: PostgresStore(url), on_watch=on_watch if report else None, **options)
         # read before the stage threads use the connections
         pids = [os.getpid(), *(int(s.pg.execute("SELECT pg_backend_pid()").fetchall()[0][0]) for s in live.stores())]
         live.start()
     except BaseException as exc:  # noqa: BLE001  (told to the server, which refuses to start)
-        conn.send(("failed", repr(exc)))
+        conn.send(("failed", str(exc) if isinstance(exc, StagesBusy) else repr(exc)))
+        if guard is not None:
+            guard.close()
         return
 
     def stats() -> dict:
@@ -403,6 +439,7 @@ def _stages_main(url: str, options: dict, kick, conn, parent: int) -> None:
         final = stats()
         for s in live.stores():
             s.close()
+        guard.close()  # the lock goes with its session
         try:
             conn.send(("closed", final))
         except (OSError, ValueError):
