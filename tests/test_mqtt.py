@@ -20,6 +20,7 @@ import orjson
 import polars as pl
 import pytest
 
+from cityvitals.errors import InputError
 from cityvitals.ingest.mqtt import ConnectionLost, MqttConfig, MqttSource, _Msg, _quantile, decode_messages
 from cityvitals.ingest.pipeline import IngestReport
 from cityvitals.store import open_store
@@ -118,6 +119,13 @@ def test_layout_gives_subscription_and_fields():
     assert MqttConfig().subscription == "cityvitals/readings/+/+"
     with pytest.raises(Exception, match="mqtt://"):
         MqttConfig(url="http://x").host_port
+    # a member of a shared subscription: the filter under $share/<group>/, the fields as before
+    shared = MqttConfig(layout="site/{sensor_id}/data/{kind}", share_group="ingest")
+    assert shared.subscription == "$share/ingest/site/+/data/+"
+    assert shared.topic_fields("site/A-1/data/pm25") == {"sensor_id": "A-1", "kind": "pm25"}
+    for bad in ("a/b", "a+", "#"):
+        with pytest.raises(InputError, match="share-group"):
+            MqttConfig(share_group=bad)
 
 
 def test_decode_takes_sensor_from_topic_unless_the_record_names_it():
@@ -323,3 +331,14 @@ def test_ingest_status_probes_and_metrics_over_http(tmp_path):
                 assert line in text
     finally:
         store.close()
+
+
+def test_serve_refuses_a_share_group_name_that_is_not_one_topic_level(tmp_path):
+    from typer.testing import CliRunner
+
+    from cityvitals.cli import app
+
+    r = CliRunner().invoke(app, ["serve", "--no-http", "--mqtt", "mqtt://127.0.0.1:1883", "--mqtt-share-group",
+                                 "ingest/a", "--home", str(tmp_path / "h")])
+    assert r.exit_code != 0
+    assert "share-group" in str(r.exception or "") + r.output and "'/'" in str(r.exception or "") + r.output

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 
 import orjson
 import pytest
@@ -96,3 +97,49 @@ def test_a_stalled_store_holds_the_source_to_its_receive_maximum_and_nothing_is_
         assert st["acked"] == MESSAGES and st["received"] == MESSAGES and st["lag_messages"] == 0
         ids = [orjson.loads(r)["sensor_id"] for r in store.records]
         assert len(ids) == 20 * MESSAGES and set(ids) == {f"S{i}" for i in range(MESSAGES)}
+
+
+def test_two_members_of_a_shared_subscription_split_the_stream_and_store_it_once(pg_schema):
+    """``serve --mqtt-share-group``: two ingesting processes (here two sources, each with its
+    own client id, session and store connection) subscribe as one group; the broker hands
+    each message to one of them, both take a share, and the store holds every reading once."""
+    from cityvitals.bench.mqtt import _publish as publish_all
+    from cityvitals.bench.mqtt import _register, workload
+    from cityvitals.store.pg import PostgresStore
+
+    with _PrivateBroker() as (url, _pid):
+        if url is None:
+            pytest.skip("no mosquitto binary on this machine")
+        prefix, group = f"cvtest/{uuid.uuid4().hex[:8]}", f"g{uuid.uuid4().hex[:8]}"
+        admin = PostgresStore(pg_schema, migrate_schema=True)
+        _register(admin, 200)
+        cfgs = [MqttConfig(url=url, layout=prefix + "/{kind}/{sensor_id}", client_id=f"cv-share-{k}-{group}",
+                           batch_messages=20, batch_seconds=0.05, max_pending=100, session_expiry=300,
+                           share_group=group) for k in range(2)]
+        assert cfgs[0].subscription == f"$share/{group}/{prefix}/+/+"
+        for cfg in cfgs:
+            ensure_session(cfg)  # both members subscribed before anything is published
+        stores = [PostgresStore(pg_schema) for _ in cfgs]
+        sources = [MqttSource(s, cfg).start() for s, cfg in zip(stores, cfgs)]
+        msgs, _ = workload(prefix, readings=2000, sensors=200, per_message=10, seed=3, spikes=0,
+                           base=datetime.now(timezone.utc).replace(microsecond=0))
+        try:
+            times, _cpu = publish_all(*cfgs[0].host_port, msgs, 0, WAIT)
+            assert (times > 0).all()
+            deadline = time.monotonic() + WAIT
+            while sum(s.stats()["acked"] for s in sources) < len(msgs) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            acked = [s.stats()["acked"] for s in sources]
+        finally:
+            for s in sources:
+                s.stop()
+            for cfg in cfgs:
+                drop_session(cfg)
+            for s in stores:
+                s.close()
+        try:
+            n, keys = admin.pg.execute("SELECT count(*), count(DISTINCT (sensor_id, ts)) FROM readings").fetchall()[0]
+        finally:
+            admin.close()
+        assert sum(acked) == len(msgs) == 200 and min(acked) > 0, acked
+        assert n == keys == 2000

@@ -39,6 +39,10 @@ def serve(
                                              "match any value.")] = "cityvitals/readings/{kind}/{sensor_id}",
     mqtt_client_id: Annotated[str, typer.Option("--mqtt-client-id", help="Fixed client id of the persistent "
                                                 "session (one per ingesting process).")] = "cityvitals-ingest",
+    mqtt_share_group: Annotated[Optional[str], typer.Option("--mqtt-share-group", help="Split the stream with other "
+                                                            "ingesting processes: each subscribes as a member of "
+                                                            "this MQTT 5 shared subscription, with its own "
+                                                            "--mqtt-client-id.")] = None,
     mqtt_batch: Annotated[int, typer.Option("--mqtt-batch", min=1, help="Most messages per stored batch.")] = 500,
     mqtt_max_pending: Annotated[int, typer.Option("--mqtt-max-pending", min=1, max=65535, help="Most messages "
                                                   "unacknowledged at once (the MQTT 5 receive maximum): bounds "
@@ -76,7 +80,7 @@ def serve(
             from cityvitals.ingest.mqtt import MqttConfig, MqttSource
 
             cfg = MqttConfig(url=mqtt, layout=mqtt_layout, client_id=mqtt_client_id, batch_messages=mqtt_batch,
-                             max_pending=max(mqtt_max_pending, mqtt_batch))
+                             max_pending=max(mqtt_max_pending, mqtt_batch), share_group=mqtt_share_group or "")
             cfg.host_port  # noqa: B018  (validates the URL)
             try:
                 source = MqttSource(store, cfg, stats_path=mqtt_stats,

@@ -98,6 +98,16 @@ class MqttConfig:
     keepalive: int = 30
     session_expiry: int = 0xFFFFFFFF  # seconds the broker keeps our session while we are away (never expires)
     connect_timeout: float = 10.0
+    share_group: str = ""
+    """Several ingesting processes split one stream: each subscribes as a member of this
+    MQTT 5 shared subscription (``$share/<group>/<filter>``) and the broker hands each
+    message to one member. Each member keeps its own client id and persistent session, so
+    what the broker handed to a member that is down waits for that member (restart it with
+    the same client id), and the guarantees above hold per member."""
+
+    def __post_init__(self) -> None:
+        if self.share_group and any(c in self.share_group for c in "/+#"):
+            raise InputError(f"--mqtt-share-group {self.share_group!r}: a group name cannot hold '/', '+' or '#'")
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -108,7 +118,14 @@ class MqttConfig:
 
     @property
     def subscription(self) -> str:
-        return "/".join("+" if p.startswith("{") and p.endswith("}") else p for p in self.layout.split("/"))
+        """The topic filter: the layout with each named level as ``+``, under ``$share/<group>/``
+        when the source is one member of a shared subscription.
+
+        >>> MqttConfig(share_group="ingest").subscription
+        '$share/ingest/cityvitals/readings/+/+'
+        """
+        topics = "/".join("+" if p.startswith("{") and p.endswith("}") else p for p in self.layout.split("/"))
+        return f"$share/{self.share_group}/{topics}" if self.share_group else topics
 
     @property
     def receive_maximum(self) -> int:
