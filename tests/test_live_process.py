@@ -91,19 +91,30 @@ def test_stages_process_that_cannot_start_says_why(tmp_path):
         StagesProcess("postgresql://nobody@127.0.0.1:1/none", start_timeout=60).start()
 
 
-def test_a_second_stages_process_on_the_same_store_refuses_to_start(pg_store):
+def test_a_second_stages_process_on_the_same_store_refuses_to_start(pg_store, tmp_path):
     """Several servers may ingest into one store, but only one may watch it: a second
-    stages process on the same schema waits (bounded) for the first's lock and says why it
-    cannot start; once the first has closed, a new one starts."""
+    stages process on the same schema, or ``cityvitals watch run``, is refused while the
+    first holds its lock, saying why; once the first has closed, both may run."""
+
+    from typer.testing import CliRunner
+
+    from cityvitals.cli import app
     from cityvitals.live import StagesProcess
+
+    def watch_cli():
+        return CliRunner().invoke(app, ["watch", "run", "--store", pg_store.url, "--home", str(tmp_path / "h"),
+                                        "--json"])
 
     first = StagesProcess(pg_store.url, thresholds=PM25, use_catalog=False, signs=False).start()
     try:
         with pytest.raises(RuntimeError, match="already runs the live stages"):
             StagesProcess(pg_store.url, thresholds=PM25, use_catalog=False, signs=False, exclusive_wait=0.5).start()
+        r = watch_cli()  # nor may a one-off watch run beside it
+        assert r.exit_code != 0 and "already runs the live stages" in str(r.exception or "") + r.output
         assert first.alive()
     finally:
         first.close()
+    assert watch_cli().exit_code == 0
     again = StagesProcess(pg_store.url, thresholds=PM25, use_catalog=False, signs=False, exclusive_wait=5).start()
     again.close()
 

@@ -361,10 +361,13 @@ class StagesBusy(RuntimeError):
     """Another process already runs the live stages on this store."""
 
 
-def _hold_stages_lock(store, wait_s: float) -> None:
-    """Take the store's live-stages lock for this session, waiting up to ``wait_s`` (the
-    previous holder may be a server killed a moment ago whose connection PostgreSQL has not
-    closed yet)."""
+def hold_stages_lock(store, wait_s: float, *, holder: str = "the live stages (watch and signs)") -> None:
+    """Take the store's live-stages lock for the session of ``store``'s connection (held until
+    it closes), waiting up to ``wait_s``: the previous holder may be a server killed a moment
+    ago whose connection PostgreSQL has not closed yet. Nothing to take on the embedded store,
+    which one process owns. ``cityvitals watch run`` takes it too, without waiting."""
+    if getattr(store, "backend", None) != "postgresql":
+        return
     deadline = time.monotonic() + wait_s
     while True:
         got = store.pg.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
@@ -372,8 +375,9 @@ def _hold_stages_lock(store, wait_s: float) -> None:
         if got:
             return
         if time.monotonic() >= deadline:
-            raise StagesBusy("another process already runs the live stages (watch and signs) on this store: "
-                             "run --follow on one server only")
+            raise StagesBusy(f"another process already runs the live stages (watch and signs) on this store, so "
+                             f"{holder} cannot run beside it: run --follow on one server only, and no "
+                             "`cityvitals watch run` against a followed store")
         time.sleep(0.2)
 
 
@@ -391,7 +395,7 @@ def _stages_main(url: str, options: dict, kick, conn, parent: int) -> None:
     guard = None
     try:
         guard = PostgresStore(url)
-        _hold_stages_lock(guard, exclusive_wait)
+        hold_stages_lock(guard, exclusive_wait)
         live = LiveStages(lambda: PostgresStore(url), on_watch=on_watch if report else None, **options)
         # read before the stage threads use the connections
         pids = [os.getpid(), *(int(s.pg.execute("SELECT pg_backend_pid()").fetchall()[0][0]) for s in live.stores())]

@@ -70,6 +70,12 @@ def run(
     th = load_thresholds(thresholds)
     policy = AlertPolicy(escalate_after=timedelta(minutes=escalate_after), resolve_after=timedelta(minutes=resolve_after))
     with open_store_cli(home, store_url) as store:
+        from cityvitals.live import StagesBusy, hold_stages_lock
+
+        try:  # a server's live watch on this store would raise the same alerts: one watch at a time
+            hold_stages_lock(store, 0, holder="`cityvitals watch run`")
+        except StagesBusy as exc:
+            raise InputError(str(exc)) from exc
         with progress("watching readings", None, enabled=not json) as bar:
             res = watch_readings(store, thresholds=th, policy=policy, progress=bar.advance, warmup=warmup,
                                  anomaly_alerts=anomaly_alerts)
