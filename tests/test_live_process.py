@@ -111,6 +111,10 @@ def test_a_second_stages_process_on_the_same_store_refuses_to_start(pg_store, tm
             StagesProcess(pg_store.url, thresholds=PM25, use_catalog=False, signs=False, exclusive_wait=0.5).start()
         r = watch_cli()  # nor may a one-off watch run beside it
         assert r.exit_code != 0 and "already runs the live stages" in str(r.exception or "") + r.output
+        # nor a second server's: it waits out the lock (10 s, a killed server's may be freeing) and says why
+        r = CliRunner().invoke(app, ["serve", "--no-http", "--follow", "--mqtt", "mqtt://127.0.0.1:1883",
+                                     "--store", pg_store.url, "--home", str(tmp_path / "h")])
+        assert r.exit_code != 0 and "--follow" in str(r.exception) and "already runs the live stages" in str(r.exception)
         assert first.alive()
     finally:
         first.close()

@@ -191,8 +191,10 @@ class StagesProcess:
     a second one on the same store waits up to ``exclusive_wait`` seconds for it, then
     refuses to start. Several servers may ingest into one store (``--mqtt-share-group``), but
     two watches would each raise the same alerts and overwrite each other's checkpoint. The
-    lock goes with the child's connection, so a killed server's is free again at once. ``on_watch(summary, done)`` is called in this process, from a reader thread,
-    after every watch run that saw readings (``summary``: points and alert changes; ``done``:
+    lock goes with the child's connection, so a killed server's is free again at once.
+
+    ``on_watch(summary, done)`` is called in this process, from a reader thread, after every
+    watch run that saw readings (``summary``: points and alert changes; ``done``:
     ``time.monotonic()`` in the child, the same clock on Linux). Start it from a thread that
     lives as long as it should (the main thread): Linux kills the child when the thread that
     started it ends."""

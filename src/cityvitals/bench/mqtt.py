@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Optional
+from typing import Annotated, Optional, Sequence
 
 import numpy as np
 import orjson
@@ -193,7 +193,7 @@ def _pct(xs, q: float) -> float | None:
 
 # -- the parts ------------------------------------------------------------------------------
 def broker_ceiling(host: str, port: int, prefix: str, msgs: list, per_message: int, limit_s: float,
-                   broker_pids: list[int] = ()) -> dict:
+                   broker_pids: Sequence[int] = ()) -> dict:
     """The same messages from the same publisher to a subscriber that only acknowledges
     them, with the MQTT client the server uses (gmqtt, QoS 1, acknowledged on receipt): the
     broker's raw publish→subscribe rate on this machine, and what the pipeline is held to.
@@ -524,7 +524,7 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         # source_error: what stopped the ingest, if it stopped
         "messages": len(msgs), "published_messages": int((times > 0).sum()), "stored_messages": int(ok.sum()),
         "source_error": repr(source.error) if source.error is not None else None,
-        "readings_stored": int(ok.sum()) * per_message,
+        "readings_stored": readings,
         "accepted": stats["accepted"], "quarantined": stats["quarantined"], "batches": stats["batches"],
         "seconds": round(secs, 3), "readings_per_s": round(readings / secs),
         # publish -> durable -> the watch has read it all (its alerts are then in the store)
@@ -540,10 +540,9 @@ def _pipeline(url: str, broker: str, prefix: str, msgs: list, planted: dict[int,
         # processes' connections, the broker; and the publisher's, which shares the machine
         "cpu_s": {"server_process": round(cpu[0], 2), "stages_process": round(cpu[3], 2),
                   "postgresql": round(cpu[1], 2), "broker": round(cpu[2], 2), "publisher": round(pub_cpu, 2)},
-        "cpu_ms_per_1000_readings": round(1000 * (cpu[0] + cpu[1] + cpu[3]) / max(1, int(ok.sum()) * per_message)
-                                          * 1000, 1),
+        "cpu_ms_per_1000_readings": round(1000 * (cpu[0] + cpu[1] + cpu[3]) / max(1, readings) * 1000, 1),
         # the same per reading, party by party, comparable with the broker ceiling's
-        "cpu_us_per_reading": {k: round(c / max(1, int(ok.sum()) * per_message) * 1e6, 2) for k, c in
+        "cpu_us_per_reading": {k: round(c / max(1, readings) * 1e6, 2) for k, c in
                                (("ingest", cpu[0]), ("stages", cpu[3]), ("postgresql", cpu[1]), ("broker", cpu[2]),
                                 ("publisher", pub_cpu))},
     }
@@ -612,8 +611,7 @@ def _run(rate, seconds, sensors, per_message, saturation_readings, spikes, pg, b
             sat_end = now + timedelta(seconds=(sat_rounds - 1) * sat_period)
             out["saturation"] = _pipeline(url, broker, f"cvbench/{run_id}/live/sat", sat_msgs, {}, 0, per_message,
                                           stages, limit_s, "sat", broker_pids)
-            # the stages have caught up (_pipeline waits for them: the watch's first run
-            # configures every series)
+            # (each part ends once the watch has caught up: its first run configures every series)
             # the same amount again, queued at the broker before the server connects: over one
             # minute of data time (not two), so the fixed load after it stays within the
             # ingest's five minutes of future tolerance

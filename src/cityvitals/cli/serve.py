@@ -58,7 +58,7 @@ def serve(
     store_url: Store = None,
 ) -> None:
     """Serve the API (/api/v1) and the live dashboard (/) until interrupted; with --mqtt, ingest live."""
-    from cityvitals.errors import InputError
+    from cityvitals.errors import CityvitalsError, InputError
     from cityvitals.home import announce_server, withdraw_server
 
     if no_http and not mqtt:
@@ -70,7 +70,10 @@ def serve(
             if store.backend == "postgresql":  # a process of its own, each stage on its own connection
                 from cityvitals.live import StagesProcess
 
-                stages = StagesProcess(store.url).start()
+                try:
+                    stages = StagesProcess(store.url).start()
+                except RuntimeError as exc:  # says why: another server follows this store, or it failed
+                    raise CityvitalsError(f"--follow: {exc}") from exc
                 err_console.print(f"live stages: watch and signs in process {stages.pid}")
             else:  # the embedded file is this process's: threads beside the ingest, one connection
                 from cityvitals.live import LiveStages
