@@ -74,12 +74,15 @@ def _workload(rng: random.Random, prefix: str):
     return sensors, msgs, good, bad
 
 
-def _serve(home: Path, store_url: str | None, prefix: str, client_id: str, stats: Path) -> subprocess.Popen:
+def _serve(home: Path, store_url: str | None, prefix: str, client_id: str, stats: Path,
+           share_group: str | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "cityvitals", "serve", "--no-http", "--mqtt", f"mqtt://{BROKER[0]}:{BROKER[1]}",
            "--mqtt-layout", prefix + "/{kind}/{sensor_id}", "--mqtt-client-id", client_id, "--mqtt-batch", "50",
            "--mqtt-stats", str(stats), "--home", str(home)]
     if store_url:
         cmd += ["--store", store_url]
+    if share_group:
+        cmd += ["--mqtt-share-group", share_group]
     env = {k: v for k, v in os.environ.items() if k != "CITYVITALS_STORE"}
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
@@ -180,3 +183,91 @@ def test_kill_postgres(tmp_path, pg_schema):
 
 def test_kill_duckdb(tmp_path):
     _kill_run(tmp_path, None, seed=9)
+
+
+def test_kill_postgres_two_servers_sharing_the_stream(tmp_path, pg_schema):
+    """The kill test with two servers splitting the stream (``--mqtt-share-group``): each is
+    killed at random (seeded) moments in turn and restarted with its client id; once the
+    store holds what was published, every good reading is in it exactly once and every bad
+    record in quarantine exactly once, whichever member the broker handed it to."""
+    from cityvitals.ingest.mqtt import MqttConfig, drop_session, ensure_session
+
+    rng = random.Random(10)
+    run = uuid.uuid4().hex[:10]
+    prefix, group = f"cvtest/{run}", f"g{run}"
+    home = tmp_path / "home"
+    sensors, msgs, good, bad = _workload(rng, prefix)
+    s = open_store(home, url=pg_schema, migrate=True)
+    s.sensors.upsert(pl.DataFrame({"id": sensors, "kind": ["temperature"] * N_SENSORS, "unit": ["degC"] * N_SENSORS}))
+    s.close()
+    members = [MqttConfig(url=f"mqtt://{BROKER[0]}:{BROKER[1]}", layout=prefix + "/{kind}/{sensor_id}",
+                          client_id=f"cv-kill-{k}-{run}", share_group=group, session_expiry=600) for k in "ab"]
+    for cfg in members:  # both members' sessions exist before anything is published
+        ensure_session(cfg)
+
+    def stats(k: int) -> Path:  # written once a member is up (subscribed, SIGTERM handled), then per batch
+        return tmp_path / f"stats-{k}.json"
+
+    def serve(k: int) -> subprocess.Popen:
+        stats(k).unlink(missing_ok=True)
+        return _serve(home, pg_schema, prefix, members[k].client_id, stats(k), group)
+
+    pub = _client()
+    published = threading.Event()
+
+    def publish() -> None:
+        for i, (topic, payload) in enumerate(msgs):
+            pub.publish(topic, payload, qos=1)
+            if i % 20 == 19:
+                time.sleep(0.05)
+        published.set()
+
+    th = threading.Thread(target=publish, daemon=True)
+    procs = [serve(0), serve(1)]
+    th.start()
+    kills = 0
+    try:
+        for k in range(KILLS):
+            victim = k % 2
+            time.sleep(rng.uniform(1.2, 2.5))
+            assert procs[victim].poll() is None, procs[victim].stderr.read().decode()
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait(10)
+            kills += 1
+            procs[victim] = serve(victim)
+        th.join(60)
+        assert published.is_set()
+
+        def stored_all() -> bool:
+            with open_store(home, url=pg_schema) as st:
+                return st.readings.frame().height >= len(good) and st.quarantine.frame().height >= bad
+
+        def up_and_drained() -> bool:
+            return all(stats(k).exists() for k in (0, 1)) and stored_all()
+
+        wait_for(lambda: any(p.poll() is not None for p in procs) or up_and_drained(), 60, "the members to drain")
+        for p in procs:
+            assert p.poll() is None, p.stderr.read().decode()
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            assert p.wait(15) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        pub.disconnect()
+        pub.loop_stop()
+        for cfg in members:
+            drop_session(cfg)
+    assert kills == KILLS
+
+    with open_store(home, url=pg_schema) as st:
+        rows = st.readings.frame()
+        keys = list(zip(rows["sensor_id"].to_list(), [int(t.timestamp()) for t in rows["ts"].to_list()]))
+        assert len(keys) == len(set(keys)), "a reading was stored twice"
+        assert set(keys) == set(good), f"missing {len(set(good) - set(keys))}, extra {len(set(keys) - set(good))}"
+        q = st.quarantine.frame()
+        locs = list(zip(q["source"].to_list(), q["location"].to_list()))
+        assert len(locs) == len(set(locs)), "a bad record was quarantined twice"
+        assert q.height == bad

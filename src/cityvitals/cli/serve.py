@@ -48,7 +48,7 @@ def serve(
                                                   "unacknowledged at once (the MQTT 5 receive maximum): bounds "
                                                   "memory; the broker holds the rest.")] = 2000,
     mqtt_stats: Annotated[Optional[str], typer.Option("--mqtt-stats", help="Write ingest counters and lag as JSON "
-                                                      "to this file after every batch.")] = None,
+                                                      "to this file once subscribed and after every batch.")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Run the watch (alerts) and signs (indicators) on new "
                                          "readings as soon as each batch is stored (in a child process with "
                                          "PostgreSQL), the watch's state kept in memory (checkpointed every 10 s "
@@ -65,6 +65,11 @@ def serve(
         raise InputError("--no-http needs --mqtt (there would be nothing to serve)")
     store = open_store_cli(home, store_url)
     source = stages = None
+    stop = threading.Event()
+    before = {}
+    if no_http:  # from here on a SIGTERM stops the server cleanly, even while it starts
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            before[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         if follow:
             if store.backend == "postgresql":  # a process of its own, each stage on its own connection
@@ -92,9 +97,6 @@ def serve(
                 raise InputError(f"--mqtt {mqtt}: cannot connect to the broker: {exc}") from exc
             err_console.print(f"mqtt: {mqtt} topics {cfg.subscription} (client {mqtt_client_id})")
         if no_http:
-            stop = threading.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
             def stages_ok() -> bool:
                 return stages is None or stages.alive()
 
@@ -130,3 +132,5 @@ def serve(
         if store.backend == "duckdb":
             withdraw_server(home)
         store.close()
+        for sig, handler in before.items():  # a caller's own (a test calling the command in-process)
+            signal.signal(sig, handler)

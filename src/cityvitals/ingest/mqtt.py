@@ -457,6 +457,8 @@ class MqttSource:
         self._committer = threading.Thread(target=self._commit, name="mqtt-store", daemon=True)
         self._worker.start()
         self._committer.start()
+        if self.stats_path:  # from now on: a script sees the source is up before its first batch
+            self._write_stats()
         return self
 
     def _network(self, ready: queue.Queue) -> None:
