@@ -10,19 +10,22 @@ One bounded run on loopback (the Mosquitto and PostgreSQL of this machine), five
 3. **saturation**: the messages published unpaced to the server pipeline that ``serve
    --mqtt`` runs (``MqttSource``: validate, store in PostgreSQL, acknowledge after commit)
    while the watch stage (alerts) and the signs stage (indicators) follow the store in a
-   process of their own, as ``serve --follow`` runs them on PostgreSQL: sustained readings/s.
+   process of their own, as ``serve --follow`` runs them on PostgreSQL: sustained readings/s,
+   end to end (timed until the watch has read the last batch).
 4. **backlog**: as many readings again, queued at the broker for the server's session
    before it connects, then taken: a server catching up after an outage, timed from its
-   start to its last commit. The publisher's CPU is spent before the clock starts here;
-   in the saturation part it shares the machine with the pipeline (its CPU is reported).
+   start until the watch has read the last batch. The publisher's CPU is spent before the
+   clock starts here; in the saturation part it shares the machine with the pipeline.
 5. **fixed load**: the offered load (default 20,000 readings/s) paced for ``seconds``;
    latency publish→stored per message and publish→alert for planted spikes (one per
    sensor of a sample; each must raise a threshold alert), p50 and p99.
 
-The publisher runs in a process of its own (paho-mqtt: about 1.2 cores while it publishes
-as fast as it can, which bounds the broker ceiling and, on a small machine, is taken from
-the pipeline in the saturation part), and times are ``time.monotonic()``, one clock for
-every process on the machine. Every message
+The publisher runs in a process of its own (paho-mqtt with ``PUBLISH_WINDOW`` messages in
+flight: about one core while it publishes as fast as it can, which bounds the broker ceiling
+and, on a small machine, is taken from the pipeline in the saturation part). Every part
+reports the CPU each party spent per reading, so the figures carry over to a machine where
+they do not share cores. Times are ``time.monotonic()``, one clock for every process on the
+machine. Every message
 carries ``per_message`` readings of one sensor (a JSON array, as a gateway sends); the
 ceilings use exactly the same payloads. Everything it creates (schemas, broker sessions)
 is removed at the end; it stops by itself (every wait is bounded).

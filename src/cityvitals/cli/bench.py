@@ -69,6 +69,7 @@ def _register() -> None:
     from cityvitals.bench.diagnose import bench_diagnose
     from cityvitals.bench.live_signs import bench_live_signs
     from cityvitals.bench.mqtt import bench_mqtt
+    from cityvitals.bench.mqtt_share import bench_mqtt_share
     from cityvitals.bench.share import bench_share
     from cityvitals.bench.signs import bench_signs
     from cityvitals.bench.simulate import bench_simulate
@@ -82,6 +83,7 @@ def _register() -> None:
     app.command("diagnose")(bench_diagnose)
     app.command("api")(bench_api)
     app.command("mqtt")(bench_mqtt)
+    app.command("mqtt-share")(bench_mqtt_share)
     app.command("live-signs")(bench_live_signs)
     app.command("spark")(bench_spark)
 
