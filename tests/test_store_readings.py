@@ -10,6 +10,7 @@ import polars as pl
 
 from cityvitals.ingest import Ingestor
 from cityvitals.store import open_store
+from waits import wait_for
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SENSORS = pl.DataFrame({
@@ -181,3 +182,42 @@ def test_postgresql_stamps_follow_commit_order_across_writers(pg_schema):
     finally:
         a.close()
         b.close()
+
+
+def test_postgresql_readers_stop_before_a_batch_still_in_flight(pg_schema):
+    """Writers take their stamps apart from their batches, so their COPYs overlap and a batch
+    can commit after one stamped later. A reader polling "ingested after" must then stop
+    before the older batch still in flight, or it would step past it for good: it reads the
+    later batch only once the earlier one is settled, and a writer that dies mid-batch (its
+    session, and so its lock, gone) holds nobody back."""
+    import pyarrow as pa
+
+    from cityvitals.store.pg import PostgresStore
+
+    a = PostgresStore(pg_schema, migrate_schema=True)
+    b, reader = PostgresStore(pg_schema), PostgresStore(pg_schema)
+    try:
+        a.sensors.upsert(SENSORS)
+        early = a.readings.open_stamp(NOW)  # a's batch: stamped, not yet stored
+        assert Ingestor(b, clock=lambda: NOW).ingest_records([_line("P1", 1, 0.4)]).accepted == 1
+        later = b.frame("SELECT max(ingested_at) AS m FROM readings")["m"][0]
+        assert later > early
+        assert reader.readings.settled() < early
+        assert reader.readings.since(None).num_rows == 0  # not past a's batch, still in flight
+        a.readings.bulk_load(pa.table({  # a's batch lands with its earlier stamp, then settles
+            "sensor_id": ["P2"], "ts": pa.array([NOW], pa.timestamp("us", "UTC")), "value": [0.5],
+            "quality": pa.nulls(1, pa.string()), "kind": ["water_pressure"], "unit_code": pa.nulls(1, pa.string()),
+            "ingested_at": pa.array([early], pa.timestamp("us", "UTC"))}))
+        a.readings.close_stamp(early)
+        got = reader.readings.since(None)
+        assert sorted(got.column("sensor_id").to_pylist()) == ["P1", "P2"]
+        # a writer killed in flight: its lock goes with its session
+        c = PostgresStore(pg_schema)
+        dead = c.readings.open_stamp(NOW)
+        assert reader.readings.settled() < dead
+        c.pg.close()  # the server ends the session as the socket closes
+        wait_for(lambda: reader.readings.settled() >= dead, 10, "the dead writer's session to end")
+    finally:
+        a.close()
+        b.close()
+        reader.close()

@@ -13,8 +13,8 @@ delays an alert; the watch's checkpoints are written from a third thread and con
 so writing one never delays a run either. What the watch's first run would pay (its
 checkpoint, every sensor's neighbours) is paid by ``start()`` before the server subscribes.
 Both stages read what is *stored* (the watermark on ``ingested_at``; every batch is stamped
-after the last, in commit order, see ``readings.write_batch``), so readings that arrive by
-HTTP or ``cityvitals ingest`` are watched too.
+after the last, and on PostgreSQL a reader stops before a batch still in flight, see
+``readings.settled``), so readings that arrive by HTTP or ``cityvitals ingest`` are watched too.
 
 A stage that fails is reported (``errors``) and retried after ``retry_seconds``; it never
 takes the ingest down with it.

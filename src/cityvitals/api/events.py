@@ -108,9 +108,12 @@ class ChangeWatcher:
         # column new readings are told by: DuckDB's row id, PostgreSQL's ingested_at
         self._table = getattr(store.readings, "by_key", "readings")
         self._cursor = getattr(store.readings, "cursor_column", "rowid")
+        # PostgreSQL: the cursor never passes a batch still in flight (readings.settled)
+        self._settled = getattr(store.readings, "settled", None)
         with store.lock:
             con = store.con
-            self._row = con.execute(f"SELECT max({self._cursor}) FROM {self._table}").fetchall()[0][0]
+            upto, params = self._upto()
+            self._row = con.execute(f"SELECT max({self._cursor}) FROM {self._table} WHERE {upto}", params).fetchall()[0][0]
             self._qcounts = store.quarantine.counts()
             self._alert_row = con.execute("SELECT coalesce(max(rowid), -1) FROM alert_events").fetchall()[0][0] if hasattr(store, "alerts") else -1
             self._health = con.execute("SELECT max(as_of) FROM sign_health").fetchall()[0][0] if hasattr(store, "signs") else None
@@ -122,13 +125,17 @@ class ChangeWatcher:
             return (self._readings() + self._quarantine() + self._alerts() + self._health_snapshots()
                     + self._incident_changes() + self._case_events())
 
+    def _upto(self) -> tuple[str, list]:
+        return ("true", []) if self._settled is None else (f"{self._cursor} <= ?", [self._settled()])
+
     def _readings(self) -> list[int]:
         after = "true" if self._row is None else f"{self._cursor} > ?"
         with self.store.lock:
+            upto, params = self._upto()
             rows = self.store.con.execute(
                 f"SELECT unit_code, count(*), max({self._cursor}), max(ts) FROM {self._table} "
-                f"WHERE {after} GROUP BY unit_code ORDER BY count(*) DESC",
-                [] if self._row is None else [self._row],
+                f"WHERE {after} AND {upto} GROUP BY unit_code ORDER BY count(*) DESC",
+                ([] if self._row is None else [self._row]) + params,
             ).fetchall()
         if not rows:
             return []

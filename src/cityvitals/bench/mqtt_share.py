@@ -4,8 +4,8 @@ one stream (``serve --mqtt-share-group``) catch up a backlog.
 Why a bench of its own: ``bench mqtt`` measures one server, and its figures showed a single
 server catching up a backlog with the machine not busy (1.4 of 2 cores): one process's
 interpreter and its single committer are the bound, not the CPU. Several servers split the
-Python; their batches still commit one after another (each takes the commit-ordered
-``ingested_at`` stamp), so what they add is whatever of a batch is not the COPY itself.
+Python, and their COPYs overlap (each batch's stamp is held in flight apart from its
+transaction: ``PgReadingRepo.open_stamp``).
 
 Each run, in a scratch schema of the PostgreSQL server: ``sensors`` sensors registered, the
 members' persistent sessions made at the bench's private Mosquitto, ``readings`` readings

@@ -10,7 +10,7 @@ A window is a combination of per-slide-bucket partial aggregates (``windows.Part
 count, sum of the transformed value, max, min), and those combine exactly when readings
 are added. A session keeps them per (indicator, series, bucket) for the buckets that open
 windows still need; each run reads only the readings stored since the session's last run
-(by ``ingested_at``: stamps follow commit order, see ``readings.write_batch``), merges
+(by ``ingested_at``, never past a batch still in flight: see ``readings.settled``), merges
 their partials in, and combines the touched windows from the held partials with the same
 code a recompute uses (``windows.windows_from``). Everything after the window values --
 levels, derived indicators, roll-up, health snapshot, the stage's state -- is

@@ -112,6 +112,10 @@ class PostgresStore:
 
         return resolve_home(self._home)
 
+    def idle(self) -> bool:
+        """No transaction is open on the connection (a caller's own wraps several writes)."""
+        return self.pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
     # -- the store protocol (as DuckDBStore) ------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[PgCon]:

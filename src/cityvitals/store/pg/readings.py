@@ -10,6 +10,13 @@ is classified against the stored row as a duplicate (same value) or a conflict (
 value) -- the same rules as the DuckDB backend, so a redelivered batch stores nothing
 twice. Refused records are COPYed into quarantine in the same transaction.
 
+Every batch is stamped (``ingested_at``) later than the last, and readers poll "ingested
+after the last instant I saw". Outside a caller's transaction the stamp is taken apart from
+the batch and held in flight until it commits (``open_stamp``), so several writers' COPYs
+overlap, and readers stop just before the oldest stamp still in flight (``settled``).
+Inside a caller's transaction (the Spark sink's micro-batch) the stamp row stays locked to
+its end (``_stamp``), as every write did until 2026-12-08.
+
 Partitions are made ahead: each batch creates the months it touches if missing (under
 an advisory lock, so concurrent writers do not race), and ``ensure_partitions`` (run by
 ``db upgrade``) creates the months around today. Retention drops whole partitions
@@ -33,6 +40,12 @@ _PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
 _SINCE_READ = pa.schema([("sensor_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
                          ("ingested_at", pa.timestamp("us", tz="UTC"))])
 STAGE_COLUMNS = ("seq", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "first")
+_STAMP_FLOOR_US = 10**15  # 2001-09-09 in µs since 1970: advisory keys below are not stamps
+_SETTLED_SQL = """SELECT (SELECT value FROM store_meta WHERE key = 'ingest_stamp_us'),
+       (SELECT min((classid::bigint << 32) | objid::bigint) FROM pg_locks
+        WHERE locktype = 'advisory' AND objsubid = 1
+          AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND (classid::bigint << 32) | objid::bigint >= %s)"""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -90,7 +103,8 @@ class PgReadingRepo(ReadingRepo):
         return self.store.frame(sql + " ORDER BY sensor_id, ts", params)
 
     def since(self, ingested_after: datetime | None):
-        """As the DuckDB repository: readings ingested after a watermark (index on ingested_at).
+        """As the DuckDB repository: readings ingested after a watermark (index on ingested_at),
+        up to ``settled()``: a batch still in flight with an earlier stamp is read next time.
 
         Read as column aggregates (``read_columns``): the watch runs this after every ingest
         batch in server mode, and a Python tuple (or a COPY row) per reading cost more than
@@ -98,8 +112,10 @@ class PgReadingRepo(ReadingRepo):
         with self.store.lock:
             self.store.flush()
             t = read_columns(
-                self.store.con, "SELECT sensor_id, ts, value, ingested_at FROM readings WHERE ingested_at > ?",
-                [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc)], _SINCE_READ, ("ts", "sensor_id"))
+                self.store.con,
+                "SELECT sensor_id, ts, value, ingested_at FROM readings WHERE ingested_at > ? AND ingested_at <= ?",
+                [ingested_after or datetime(1, 1, 1, tzinfo=timezone.utc), self.settled()], _SINCE_READ,
+                ("ts", "sensor_id"))
         us = t.column("ts").cast(pa.int64()).to_numpy()
         # whole seconds rounded half away from zero, as PostgreSQL's numeric -> bigint cast
         secs = np.where(us >= 0, (us + 500_000) // 1_000_000, -((500_000 - us) // 1_000_000))
@@ -164,6 +180,10 @@ class PgReadingRepo(ReadingRepo):
             ts = table.column("ts")
             self.ensure_partitions(pc.min(ts).as_py(), pc.max(ts).as_py(), con)
             copy_arrow(con, table, "readings", READING_COLUMNS)
+            latest = pc.max(table.column("ingested_at")).as_py()
+            if latest is not None:  # the stamps it brings count as issued: readers stop at settled()
+                con.raw("UPDATE store_meta SET value = greatest(value, %s) WHERE key = 'ingest_stamp_us'",
+                        [_epoch_us(latest)])
         return table.num_rows
 
     # -- the ingest write path ---------------------------------------------------------
@@ -179,8 +199,19 @@ class PgReadingRepo(ReadingRepo):
                FROM _val WHERE reason IS NULL ORDER BY ts"""
         ).to_arrow_table()
         refused = batch.refused_count()
+        # outside a caller's transaction the stamp is taken apart and held in flight (see
+        # open_stamp), so writers' COPYs overlap; inside one, the stamp row stays locked to its end
+        flying = self.open_stamp(batch.now) if ok.num_rows and self.store.idle() else None
+        try:
+            self._write(batch, report, ok, refused, flying)
+        finally:
+            if flying is not None:
+                self.close_stamp(flying)
+
+    def _write(self, batch, report, ok: pa.Table, refused: int, flying: datetime | None) -> None:
         with self.store.transaction() as con:
-            outcomes = self._store_valid(con, ok, self._stamp(con, batch.now) if ok.num_rows else batch.now)
+            stamp = flying or (self._stamp(con, batch.now) if ok.num_rows else batch.now)
+            outcomes = self._store_valid(con, ok, stamp)
             report.accepted = ok.num_rows - outcomes.num_rows
             report.duplicates = sum(1 for o in outcomes.column("outcome").to_pylist() if o == "duplicate")
             if not refused and not outcomes.num_rows and not batch.replay:  # the live case: all stored
@@ -203,15 +234,55 @@ class PgReadingRepo(ReadingRepo):
             report.add_quarantined(_count(rows))
 
     def stamp(self, now: datetime) -> datetime:
-        raise TypeError("a PostgreSQL batch takes its stamp inside write_batch's transaction (_stamp)")
+        raise TypeError("a PostgreSQL batch takes its stamp in write_batch (open_stamp, or _stamp in a transaction)")
+
+    def open_stamp(self, now: datetime) -> datetime:
+        """A batch's ``ingested_at``, taken before its transaction and held *in flight* until
+        ``close_stamp``: ``now``, or just after the last stamp, from the ``store_meta`` row, in
+        a transaction of its own that also takes a session advisory lock keyed by the stamp.
+
+        Why: a stamp taken inside the batch's transaction keeps the row locked through the
+        COPY, so every other writer waits (batches commit one after another). Taken apart,
+        stamps still increase, but a batch may commit after one stamped later, and a reader
+        polling "ingested after the last instant I saw" could step past it. Readers therefore
+        stop at ``settled()``: before the oldest stamp still in flight. The lock goes with the
+        session, so a writer killed mid-batch holds nobody back."""
+        pg = self.store.pg
+        with self.store.lock, pg.transaction():
+            us = int(pg.execute("UPDATE store_meta SET value = greatest(value + 1, %s) WHERE key = 'ingest_stamp_us' "
+                                "RETURNING value", [_epoch_us(now)]).fetchall()[0][0])
+            pg.execute("SELECT pg_advisory_lock(%s)", [us])  # visible before the stamp is: same transaction
+        return _EPOCH + timedelta(microseconds=us)
+
+    def close_stamp(self, stamp: datetime) -> None:
+        """The batch stamped ``stamp`` is committed (or rolled back): no longer in flight."""
+        import psycopg
+
+        with self.store.lock:
+            try:
+                self.store.pg.execute("SELECT pg_advisory_unlock(%s)", [_epoch_us(stamp)])
+            except psycopg.OperationalError:  # the connection is gone, and the lock with its session
+                pass
+
+    def settled(self) -> datetime:
+        """The latest ``ingested_at`` up to which every batch is committed or will never be:
+        the last stamp issued, or just before the oldest still in flight (``open_stamp``).
+        Both come from one statement, so a stamp issued after its snapshot is above the
+        first, and one issued before it has its lock visible to the second. Advisory locks
+        are per database: other schemas' writers in flight hold this one back a little too
+        (never wrongly); keys below 2001 in µs are other locks, not stamps."""
+        with self.store.lock:
+            self.store.flush()
+            last, oldest = self.store.pg.execute(_SETTLED_SQL, [_STAMP_FLOOR_US]).fetchall()[0]
+        us = int(last) if oldest is None else min(int(last), int(oldest) - 1)
+        return _EPOCH + timedelta(microseconds=us)
 
     @staticmethod
     def _stamp(con, now: datetime) -> datetime:
-        """The batch's ``ingested_at``: ``now``, or just after the last stamp if that is not
-        earlier. The row it is taken from stays locked until this transaction ends, so a
-        concurrent writer waits and stamps later: stamps follow commit order, and a reader
-        polling "ingested after the last instant I saw" (the watch, the signs stage, the
-        change feed) never finds a batch committed behind its back with an earlier stamp."""
+        """The batch's ``ingested_at`` inside a caller's transaction: ``now``, or just after
+        the last stamp if that is not earlier. The row it is taken from stays locked until the
+        transaction ends, so a concurrent writer waits, and the stamp counts as issued only
+        once this commits: ``settled`` never passes it while it is open."""
         us = con.raw("UPDATE store_meta SET value = greatest(value + 1, %s) WHERE key = 'ingest_stamp_us' "
                      "RETURNING value", [_epoch_us(now)]).fetchall()[0][0]
         return _EPOCH + timedelta(microseconds=int(us))

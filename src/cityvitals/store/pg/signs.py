@@ -58,6 +58,9 @@ class PgSignRepo(SignRepo):
                         end: datetime | None = None) -> tuple[pl.DataFrame, dict]:
         """One scan: per (kind, unit, minute) the count and the maxima the stage's state needs."""
         where, params = ["unit_code IS NOT NULL"], []
+        # the stage's cursor becomes the latest row read: never past a batch still in flight
+        where.append("ingested_at <= ?")
+        params.append(self.store.readings.settled())
         for cond, val in (("ingested_at > ?", ingested_after), ("ts >= ?", start), ("ts < ?", end)):
             if val is not None:
                 where.append(cond)
@@ -102,10 +105,11 @@ class PgSignRepo(SignRepo):
         index), as column aggregates; times travel in binary (``timestamptz_send``), not
         through ``epoch_us``, whose numeric arithmetic per row cost more than the scan."""
         sql = ("SELECT kind, CASE WHEN kind = ANY(?) THEN sensor_id ELSE '' END AS sensor_id, ts, value, unit_code, "
-               f"ingested_at FROM {self._readings_source()} WHERE unit_code IS NOT NULL AND ingested_at > ?")
+               f"ingested_at FROM {self._readings_source()} WHERE unit_code IS NOT NULL AND ingested_at > ? "
+               "AND ingested_at <= ?")  # not past a batch still in flight (readings.settled)
         with self.store.lock:
-            t = read_columns(self.store.con, sql, [list(sensor_kinds) or [""], ingested_after or datetime(1, 1, 2, tzinfo=timezone.utc)],
-                             self._NEW_READ)
+            t = read_columns(self.store.con, sql, [list(sensor_kinds) or [""], ingested_after or datetime(1, 1, 2, tzinfo=timezone.utc),
+                                                   self.store.readings.settled()], self._NEW_READ)
         r = pl.from_arrow(t)
         return r.select(pl.col("kind").cast(pl.Categorical),
                         pl.when(pl.col("sensor_id") == "").then(None).otherwise(pl.col("sensor_id")).cast(pl.Categorical)
