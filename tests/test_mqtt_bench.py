@@ -65,7 +65,8 @@ def test_bench_mqtt_on_a_given_broker_skips_the_backlog_part_and_says_why():
 @pytest.mark.slow
 def test_bench_mqtt_share_drains_the_backlog_with_one_and_two_members_and_cleans_up():
     """``cityvitals bench mqtt-share`` at a tiny size: real ``serve`` processes, one and then
-    two sharing the stream, each run taking every queued reading exactly once."""
+    two sharing the stream, each run taking every queued reading exactly once, with the
+    stages following in a process of their own until the watch has read it all."""
     psycopg = pytest.importorskip("psycopg")
     from cityvitals.bench.mqtt_share import run
 
@@ -74,10 +75,11 @@ def test_bench_mqtt_share_drains_the_backlog_with_one_and_two_members_and_cleans
             return {r[0] for r in c.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'cv_bench_%'")}
 
     before = schemas()
-    res = run(members=(1, 2), runs=1, readings=2000, sensors=100, pg=PG, limit_s=60)
+    res = run(members=(1, 2), runs=1, readings=2000, sensors=100, pg=PG, limit_s=60, stages=True)
     assert schemas() == before
     assert [r["members"] for r in res["runs"]] == [1, 2]
     for r in res["runs"]:
         assert r["readings"] == r["accepted"] == 2000 and r["readings_per_s"] > 0
+        assert r["stages_caught_up"] and r["watch_caught_up_after_s"] >= 0  # timed to the watch caught up
         assert len(r["member_cpu_s"]) == r["members"] and all(c > 0 for c in r["member_cpu_s"])
     assert set(res["summary"]) == {"1", "2"}

@@ -12,8 +12,9 @@ members' persistent sessions made at the bench's private Mosquitto, ``readings``
 (20 per message, as gateways send) queued there, then ``members`` real ``cityvitals serve
 --no-http`` processes started at once. The clock runs from the first member subscribed (its
 ``--mqtt-stats`` file appears) to the moment their stats count every reading accepted. The
-stages (watch, signs) do not run: this measures the ingest. The runs of each member count
-alternate, so a machine that drifts affects all counts alike. Everything made is removed;
+stages (watch, signs) run only with ``stages`` (then timed until the watch has read the
+last batch, as ``bench mqtt`` does); without, this measures the ingest. The runs of each
+member count alternate, so a machine that drifts affects all counts alike. Everything made is removed;
 every wait is bounded.
 """
 
@@ -35,8 +36,13 @@ import typer
 from cityvitals.bench.mqtt import DEFAULT_PG, _PrivateBroker, _proc_cpu, _publish, _register, _schema, workload
 
 
-def _drain(broker: str, pg: str, members: int, readings: int, sensors: int, seed: int, limit_s: float) -> dict:
-    """One run: queue ``readings`` for ``members`` servers sharing a subscription, then time them."""
+def _drain(broker: str, pg: str, members: int, readings: int, sensors: int, seed: int, limit_s: float,
+           stages: bool = False) -> dict:
+    """One run: queue ``readings`` for ``members`` servers sharing a subscription, then time them.
+
+    ``stages``: the watch and signs follow the store in a process of their own, as one
+    ``serve --follow`` among the members runs them, and the clock stops only once the watch
+    has read the last batch (end to end, as ``bench mqtt`` times it)."""
     from cityvitals.ingest.mqtt import MqttConfig, drop_session, ensure_session
     from cityvitals.store.pg import PostgresStore
 
@@ -52,7 +58,14 @@ def _drain(broker: str, pg: str, members: int, readings: int, sensors: int, seed
         for cfg in cfgs:  # every member's session holds its share before any server connects
             ensure_session(cfg)
         procs: list[subprocess.Popen] = []
+        live = None
         try:
+            if stages:
+                from cityvitals.live import StagesProcess
+                from cityvitals.watch.runner import Threshold
+
+                live = StagesProcess(url, thresholds={"pm25": Threshold((300.0, 500.0, 700.0), "higher", 0)},
+                                     use_catalog=False).start()
             # data time just ahead of the clock and spread over a minute: nothing stale, nothing too far ahead
             base = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=5)
             rounds = max(1, readings // sensors)
@@ -83,10 +96,14 @@ def _drain(broker: str, pg: str, members: int, readings: int, sensors: int, seed
                 if accepted >= total or any(p.poll() is not None for p in procs):
                     break
                 time.sleep(0.01)
+            stored = time.monotonic()
+            caught_up = live.wait_caught_up(limit_s) if live is not None else None
             end = time.monotonic()
             cpu = [round(_proc_cpu([p.pid]), 2) for p in procs]
             failed = [p.stderr.read().decode()[-2000:] for p in procs if p.poll() is not None]
         finally:
+            if live is not None:
+                live.close()
             for p in procs:
                 if p.poll() is None:
                     p.terminate()
@@ -102,7 +119,8 @@ def _drain(broker: str, pg: str, members: int, readings: int, sensors: int, seed
         raise RuntimeError(f"a member stopped: {failed[0]}")
     secs = max(end - (up or end), 1e-9)
     return {"members": members, "readings": total, "accepted": accepted, "seconds": round(secs, 3),
-            "readings_per_s": round(accepted / secs),
+            "readings_per_s": round(accepted / secs), "stages": stages, "stages_caught_up": caught_up,
+            "watch_caught_up_after_s": round(end - stored, 3) if stages else None,
             # each member's process, its start-up (about 1.5 s: imports, the compiled scanner) included
             "member_cpu_s": cpu}
 
@@ -116,19 +134,20 @@ def _read_stats(path: str) -> dict | None:
 
 
 def run(*, members: tuple[int, ...] = (1, 2), runs: int = 3, readings: int = 600_000, sensors: int = 20_000,
-        pg: str = DEFAULT_PG, seed: int = 11, limit_s: float = 180.0) -> dict:
+        pg: str = DEFAULT_PG, seed: int = 11, limit_s: float = 180.0, stages: bool = False) -> dict:
     """Every member count ``runs`` times, alternating; min / median / max per count."""
     from cityvitals.bench._machine import machine
 
     out: dict = {"machine": machine(), "load_average": os.getloadavg(), "readings": readings, "sensors": sensors,
-                 "stages": "not running (ingest only)", "runs": []}
+                 "stages": "watch and signs following, timed to the watch caught up" if stages else
+                 "not running (ingest only)", "runs": []}
     with _PrivateBroker() as (broker, _pid):
         if broker is None:
             raise typer.BadParameter("bench mqtt-share needs a mosquitto binary (it queues the backlog on a broker "
                                      "of its own)")
         for r in range(runs):
             for n in members:
-                out["runs"].append(_drain(broker, pg, n, readings, sensors, seed + r, limit_s))
+                out["runs"].append(_drain(broker, pg, n, readings, sensors, seed + r, limit_s, stages))
     out["summary"] = {}
     for n in members:
         rates = [x["readings_per_s"] for x in out["runs"] if x["members"] == n]
@@ -141,6 +160,8 @@ def bench_mqtt_share(
     runs: Annotated[int, typer.Option(min=1, max=20, help="Runs of each member count (alternating).")] = 3,
     readings: Annotated[int, typer.Option(min=1000, help="Readings queued for each run.")] = 600_000,
     sensors: Annotated[int, typer.Option(min=20, help="Registered sensors (20 per message).")] = 20_000,
+    stages: Annotated[bool, typer.Option("--stages/--no-stages", help="Run the watch and signs beside the members "
+                                         "(one stages process, as --follow) and time until the watch caught up.")] = False,
     pg: Annotated[str, typer.Option("--pg", help="PostgreSQL server for scratch schemas (dropped afterwards).")] = DEFAULT_PG,
     json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object for scripts.")] = False,
 ) -> None:
@@ -152,13 +173,13 @@ def bench_mqtt_share(
     if not counts or any(n < 1 or n > 8 for n in counts):
         raise typer.BadParameter(f"--members {members!r}: each count from 1 to 8")
     res = run(members=counts, runs=runs, readings=readings, sensors=sensors,
-              pg=os.environ.get("CITYVITALS_BENCH_PG", pg))
+              pg=os.environ.get("CITYVITALS_BENCH_PG", pg), stages=stages)
     if json:
         typer.echo(_json.dumps(res, default=str))
         return
     m = res["machine"]
     lines = [f"bench mqtt-share on {m['cpu']} ({m['cores']} cores, load average {res['load_average'][0]:.1f} at start): "
-             f"{res['readings']:,} readings queued, then drained by N servers sharing the stream (no stages)"]
+             f"{res['readings']:,} readings queued, then drained by N servers sharing the stream ({res['stages']})"]
     for n, s in res["summary"].items():
         lines.append(f"  {n} member(s): {s['min']:,} / {s['median']:,} / {s['max']:,} readings/s (min / median / max)")
     typer.echo("\n".join(lines))
