@@ -40,6 +40,8 @@ _PART_LOCK = 0x72656164  # "read": advisory lock id for partition creation
 _SINCE_READ = pa.schema([("sensor_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("value", pa.float64()),
                          ("ingested_at", pa.timestamp("us", tz="UTC"))])
 STAGE_COLUMNS = ("seq", "sensor_id", "ts", "value", "quality", "kind", "unit_code", "first")
+_NEXT_STAMP = ("UPDATE store_meta SET value = greatest(value + 1, %s) WHERE key = 'ingest_stamp_us' "
+               "RETURNING value")  # now, or just after the last stamp issued
 _STAMP_FLOOR_US = 10**15  # 2001-09-09 in µs since 1970: advisory keys below are not stamps
 _SETTLED_SQL = """SELECT (SELECT value FROM store_meta WHERE key = 'ingest_stamp_us'),
        (SELECT min((classid::bigint << 32) | objid::bigint) FROM pg_locks
@@ -247,11 +249,9 @@ class PgReadingRepo(ReadingRepo):
         polling "ingested after the last instant I saw" could step past it. Readers therefore
         stop at ``settled()``: before the oldest stamp still in flight. The lock goes with the
         session, so a writer killed mid-batch holds nobody back."""
-        pg = self.store.pg
-        with self.store.lock, pg.transaction():
-            us = int(pg.execute("UPDATE store_meta SET value = greatest(value + 1, %s) WHERE key = 'ingest_stamp_us' "
-                                "RETURNING value", [_epoch_us(now)]).fetchall()[0][0])
-            pg.execute("SELECT pg_advisory_lock(%s)", [us])  # visible before the stamp is: same transaction
+        with self.store.lock:  # one statement, so one transaction: the lock is visible before the stamp is
+            us = int(self.store.pg.execute(f"WITH s AS ({_NEXT_STAMP}) SELECT value, pg_advisory_lock(value) FROM s",
+                                           [_epoch_us(now)]).fetchall()[0][0])
         return _EPOCH + timedelta(microseconds=us)
 
     def close_stamp(self, stamp: datetime) -> None:
@@ -283,8 +283,7 @@ class PgReadingRepo(ReadingRepo):
         the last stamp if that is not earlier. The row it is taken from stays locked until the
         transaction ends, so a concurrent writer waits, and the stamp counts as issued only
         once this commits: ``settled`` never passes it while it is open."""
-        us = con.raw("UPDATE store_meta SET value = greatest(value + 1, %s) WHERE key = 'ingest_stamp_us' "
-                     "RETURNING value", [_epoch_us(now)]).fetchall()[0][0]
+        us = con.raw(_NEXT_STAMP, [_epoch_us(now)]).fetchall()[0][0]
         return _EPOCH + timedelta(microseconds=int(us))
 
     def _store_valid(self, con, ok: pa.Table, now: datetime) -> pa.Table:
