@@ -87,15 +87,54 @@ def _serve(home: Path, store_url: str | None, prefix: str, client_id: str, stats
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
 
+def _register(home: Path, store_url: str | None, sensors: list[str]) -> None:
+    s = open_store(home, url=store_url, migrate=True)
+    s.sensors.upsert(pl.DataFrame({"id": sensors, "kind": ["temperature"] * N_SENSORS, "unit": ["degC"] * N_SENSORS}))
+    s.close()
+
+
+def _paced_publisher(msgs):
+    """A client publishing ``msgs`` (QoS 1) from a thread, paced over the kills (correctness
+    never depends on it): the client, the thread (not started) and the event set at its end."""
+    pub = _client()
+    published = threading.Event()
+
+    def publish() -> None:
+        for i, (topic, payload) in enumerate(msgs):
+            pub.publish(topic, payload, qos=1)
+            if i % 20 == 19:
+                time.sleep(0.05)
+        published.set()
+
+    return pub, threading.Thread(target=publish, daemon=True), published
+
+
+def _assert_exactly_once(home: Path, store_url: str | None, msgs, good: dict, bad: int) -> None:
+    """Every good reading stored once with its value; every bad record quarantined once."""
+    s = open_store(home, url=store_url)
+    try:
+        rows = s.readings.frame()
+        keys = list(zip(rows["sensor_id"].to_list(), [int(t.timestamp()) for t in rows["ts"].to_list()]))
+        assert len(keys) == len(set(keys)), "a reading was stored twice"
+        assert set(keys) == set(good), f"missing {len(set(good) - set(keys))}, extra {len(set(keys) - set(good))}"
+        stored = dict(zip(keys, rows["value"].to_list()))
+        assert all(stored[k] == pytest.approx(v) for k, v in good.items())
+        q = s.quarantine.frame()
+        locs = list(zip(q["source"].to_list(), q["location"].to_list()))
+        assert len(locs) == len(set(locs)), "a bad record was quarantined twice"
+        assert q.height == bad
+        assert set(q["source"].to_list()) <= {t for t, _ in msgs}
+    finally:
+        s.close()
+
+
 def _kill_run(tmp_path: Path, store_url: str | None, seed: int) -> None:
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:10]
     prefix, client_id = f"cvtest/{run}", f"cv-kill-{run}"
     home, stats = tmp_path / "home", tmp_path / "stats.json"
     sensors, msgs, good, bad = _workload(rng, prefix)
-    s = open_store(home, url=store_url, migrate=True)
-    s.sensors.upsert(pl.DataFrame({"id": sensors, "kind": ["temperature"] * N_SENSORS, "unit": ["degC"] * N_SENSORS}))
-    s.close()
+    _register(home, store_url, sensors)
 
     # the persistent session exists before anything is published: the broker keeps it all
     sess = _client(client_id, clean=False)
@@ -106,17 +145,7 @@ def _kill_run(tmp_path: Path, store_url: str | None, seed: int) -> None:
     sess.disconnect()
     sess.loop_stop()
 
-    pub = _client()
-    published = threading.Event()
-
-    def publish() -> None:
-        for i, (topic, payload) in enumerate(msgs):
-            pub.publish(topic, payload, qos=1)
-            if i % 20 == 19:
-                time.sleep(0.05)  # paced over the kills; correctness never depends on it
-        published.set()
-
-    th = threading.Thread(target=publish, daemon=True)
+    pub, th, published = _paced_publisher(msgs)
     th.start()
     kills = 0
     try:
@@ -159,22 +188,7 @@ def _kill_run(tmp_path: Path, store_url: str | None, seed: int) -> None:
         cleanup.disconnect()
         cleanup.loop_stop()
     assert kills == KILLS
-
-    s = open_store(home, url=store_url)
-    try:
-        rows = s.readings.frame()
-        keys = list(zip(rows["sensor_id"].to_list(), [int(t.timestamp()) for t in rows["ts"].to_list()]))
-        assert len(keys) == len(set(keys)), "a reading was stored twice"
-        assert set(keys) == set(good), f"missing {len(set(good) - set(keys))}, extra {len(set(keys) - set(good))}"
-        stored = dict(zip(keys, rows["value"].to_list()))
-        assert all(stored[k] == pytest.approx(v) for k, v in good.items())
-        q = s.quarantine.frame()
-        locs = list(zip(q["source"].to_list(), q["location"].to_list()))
-        assert len(locs) == len(set(locs)), "a bad record was quarantined twice"
-        assert q.height == bad
-        assert set(q["source"].to_list()) <= {t for t, _ in msgs}
-    finally:
-        s.close()
+    _assert_exactly_once(home, store_url, msgs, good, bad)
 
 
 def test_kill_postgres(tmp_path, pg_schema):
@@ -197,9 +211,7 @@ def test_kill_postgres_two_servers_sharing_the_stream(tmp_path, pg_schema):
     prefix, group = f"cvtest/{run}", f"g{run}"
     home = tmp_path / "home"
     sensors, msgs, good, bad = _workload(rng, prefix)
-    s = open_store(home, url=pg_schema, migrate=True)
-    s.sensors.upsert(pl.DataFrame({"id": sensors, "kind": ["temperature"] * N_SENSORS, "unit": ["degC"] * N_SENSORS}))
-    s.close()
+    _register(home, pg_schema, sensors)
     members = [MqttConfig(url=f"mqtt://{BROKER[0]}:{BROKER[1]}", layout=prefix + "/{kind}/{sensor_id}",
                           client_id=f"cv-kill-{k}-{run}", share_group=group, session_expiry=600) for k in "ab"]
     for cfg in members:  # both members' sessions exist before anything is published
@@ -212,17 +224,7 @@ def test_kill_postgres_two_servers_sharing_the_stream(tmp_path, pg_schema):
         stats(k).unlink(missing_ok=True)
         return _serve(home, pg_schema, prefix, members[k].client_id, stats(k), group)
 
-    pub = _client()
-    published = threading.Event()
-
-    def publish() -> None:
-        for i, (topic, payload) in enumerate(msgs):
-            pub.publish(topic, payload, qos=1)
-            if i % 20 == 19:
-                time.sleep(0.05)
-        published.set()
-
-    th = threading.Thread(target=publish, daemon=True)
+    pub, th, published = _paced_publisher(msgs)
     procs = [serve(0), serve(1)]
     th.start()
     kills = 0
@@ -261,13 +263,4 @@ def test_kill_postgres_two_servers_sharing_the_stream(tmp_path, pg_schema):
         for cfg in members:
             drop_session(cfg)
     assert kills == KILLS
-
-    with open_store(home, url=pg_schema) as st:
-        rows = st.readings.frame()
-        keys = list(zip(rows["sensor_id"].to_list(), [int(t.timestamp()) for t in rows["ts"].to_list()]))
-        assert len(keys) == len(set(keys)), "a reading was stored twice"
-        assert set(keys) == set(good), f"missing {len(set(good) - set(keys))}, extra {len(set(keys) - set(good))}"
-        q = st.quarantine.frame()
-        locs = list(zip(q["source"].to_list(), q["location"].to_list()))
-        assert len(locs) == len(set(locs)), "a bad record was quarantined twice"
-        assert q.height == bad
+    _assert_exactly_once(home, pg_schema, msgs, good, bad)
